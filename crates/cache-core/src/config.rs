@@ -1,0 +1,216 @@
+//! Configuration, read once from the environment.
+//!
+//! Every knob the system has lives here, with its default, so the README's
+//! configuration table has one source. Tests build a [`Config`] from a map
+//! with [`Config::from_lookup`] instead of mutating the process environment.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::ttl::TtlPolicy;
+
+/// A secret string. `Debug` never prints it, so a config dump in a log is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `REDIS_URL`; unset = embedded in-memory store.
+    pub redis_url: Option<String>,
+    /// `CACHE_KEY_PREFIX`: prepended to every key so deployments can share a Redis.
+    pub key_prefix: String,
+    /// `REDIS_COMMAND_TIMEOUT_MS`: no Redis call waits longer than this.
+    pub redis_command_timeout: Duration,
+    /// `REDIS_POOL_SIZE`: connections per instance (many instances share the server's limit).
+    pub redis_pool_size: usize,
+    /// `MODELS_FRESH_TTL_SECONDS` / `MODELS_STALE_TTL_SECONDS` / `TTL_JITTER_PERCENT`.
+    pub models_ttl: TtlPolicy,
+    /// `REVALIDATE_RETRY_SECONDS`: after a failed revalidation, no new attempt on that key
+    /// for this long (across instances), so a failing upstream sees no retry storm.
+    pub revalidate_retry: Duration,
+    /// `MISS_WAIT_MS`: on a miss another instance is already fetching, wait this long
+    /// for its value before fetching ourselves as a last resort.
+    pub miss_wait: Duration,
+    /// `LOCAL_CACHE_TTL_MS`: how long an instance trusts its in-process copy of an entry
+    /// before asking the store again (0 disables the in-process tier).
+    pub local_cache_ttl: Duration,
+    /// `GATEWAYZ_API_URL`: the catalog API base URL.
+    pub upstream_base_url: String,
+    /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in 21.
+    pub gateways: Option<Vec<String>>,
+    /// `GATEWAY_TIMEOUT_FAST_MS` / `GATEWAY_TIMEOUT_SLOW_MS`: per-gateway deadlines.
+    pub fast_deadline: Duration,
+    pub slow_deadline: Duration,
+    /// `FETCH_PAGE_LIMIT` (1..=1000), `FETCH_MAX_PAGES`, `FETCH_MAX_BYTES`.
+    pub page_limit: u32,
+    pub max_pages: u32,
+    pub max_bytes: usize,
+    /// `WARM_CONCURRENCY`: gateways fetched at once by a warm.
+    pub warm_concurrency: usize,
+    /// `WARM_LOCK_TTL_SECONDS`: longer than any warm run; a crashed warm frees the lock after it.
+    pub warm_lock_ttl: Duration,
+    /// `CACHE_WARMING_SECRET`: bearer token of the manual warm; unset = that endpoint refuses.
+    pub warming_secret: Option<Secret>,
+    /// `CRON_SECRET`: bearer token Vercel Cron sends; unset = the cron endpoint refuses on Vercel.
+    pub cron_secret: Option<Secret>,
+    /// `VERCEL` (set by the platform): running as a deployed function.
+    pub on_vercel: bool,
+    /// `GATEWAYZ_TOKEN_<ID>` for gateways that need a bearer token upstream.
+    pub gateway_tokens: HashMap<String, Secret>,
+}
+
+/// A configuration value that could not be parsed. Named, so start-up errors are clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.var, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Build from any key lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let num = |k: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v.parse::<u64>().map_err(|_| ConfigError {
+                    var: k,
+                    message: format!("expected a non-negative integer, got {v:?}"),
+                }),
+            }
+        };
+        let secret = |k: &str| get(k).map(Secret);
+
+        let page_limit = num("FETCH_PAGE_LIMIT", 1000)?;
+        if !(1..=1000).contains(&page_limit) {
+            return Err(ConfigError {
+                var: "FETCH_PAGE_LIMIT",
+                message: "must be between 1 and 1000".into(),
+            });
+        }
+        let fresh = num("MODELS_FRESH_TTL_SECONDS", 4 * 3600)?;
+        let stale = num("MODELS_STALE_TTL_SECONDS", 12 * 3600)?;
+        if fresh == 0 {
+            return Err(ConfigError {
+                var: "MODELS_FRESH_TTL_SECONDS",
+                message: "must be at least 1".into(),
+            });
+        }
+        let jitter = num("TTL_JITTER_PERCENT", 5)?.min(50) as u8;
+
+        let gateways = get("GATEWAYS").map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+
+        let mut gateway_tokens = HashMap::new();
+        for id in gateways
+            .clone()
+            .unwrap_or_else(|| crate::gateways::DEFAULT_GATEWAYS.iter().map(|g| g.id.to_string()).collect())
+        {
+            if let Some(token) = secret(&token_env_var(&id)) {
+                gateway_tokens.insert(id, token);
+            }
+        }
+
+        Ok(Config {
+            redis_url: get("REDIS_URL"),
+            key_prefix: get("CACHE_KEY_PREFIX").unwrap_or_default(),
+            redis_command_timeout: Duration::from_millis(num("REDIS_COMMAND_TIMEOUT_MS", 1000)?.max(1)),
+            redis_pool_size: num("REDIS_POOL_SIZE", 2)?.clamp(1, 16) as usize,
+            models_ttl: TtlPolicy::new(Duration::from_secs(fresh), Duration::from_secs(stale), jitter),
+            revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60)?),
+            miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 3000)?),
+            local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000)?),
+            upstream_base_url: get("GATEWAYZ_API_URL")
+                .unwrap_or_else(|| "https://api.gatewayz.ai".into())
+                .trim_end_matches('/')
+                .to_string(),
+            gateways,
+            fast_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_FAST_MS", 5_000)?.max(1)),
+            slow_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_SLOW_MS", 30_000)?.max(1)),
+            page_limit: page_limit as u32,
+            max_pages: num("FETCH_MAX_PAGES", 100)?.clamp(1, 10_000) as u32,
+            max_bytes: num("FETCH_MAX_BYTES", 64 * 1024 * 1024)?.max(1024) as usize,
+            warm_concurrency: num("WARM_CONCURRENCY", 24)?.clamp(1, 256) as usize,
+            warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 600)?.max(1)),
+            warming_secret: secret("CACHE_WARMING_SECRET"),
+            cron_secret: secret("CRON_SECRET"),
+            on_vercel: get("VERCEL").is_some(),
+            gateway_tokens,
+        })
+    }
+
+    /// Defaults with an explicit map of overrides: handy in tests.
+    pub fn from_map(map: &HashMap<&str, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| map.get(k).cloned())
+    }
+}
+
+/// The env var holding a gateway's upstream bearer token: `GATEWAYZ_TOKEN_HUGGINGFACE`.
+pub fn token_env_var(gateway_id: &str) -> String {
+    let mut s = String::from("GATEWAYZ_TOKEN_");
+    for c in gateway_id.chars() {
+        s.push(if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' });
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design_card() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.models_ttl.fresh, Duration::from_secs(4 * 3600));
+        assert_eq!(c.models_ttl.stale, Duration::from_secs(12 * 3600));
+        assert!(c.redis_url.is_none());
+        assert!(c.warming_secret.is_none(), "no default secret, ever");
+        assert_eq!(c.upstream_base_url, "https://api.gatewayz.ai");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let err = Config::from_lookup(|k| (k == "MISS_WAIT_MS").then(|| "soon".to_string())).unwrap_err();
+        assert_eq!(err.var, "MISS_WAIT_MS");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::from_lookup(|k| (k == "CRON_SECRET").then(|| "hunter2hunter2hunter2".to_string())).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn token_env_names() {
+        assert_eq!(token_env_var("vercel-ai-gateway"), "GATEWAYZ_TOKEN_VERCEL_AI_GATEWAY");
+    }
+}

@@ -1,0 +1,77 @@
+//! A lock shared by every instance: `SET key token PX ttl NX`, released by
+//! compare-and-delete so an instance never frees a lock that expired and was
+//! taken by another. The value also records when the holder started, so a second
+//! caller can be told "a warm is running since ...".
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::store::{Store, StoreError};
+use crate::ttl::now_ms;
+
+pub struct LockGuard {
+    store: Store,
+    key: String,
+    value: Bytes,
+    released: bool,
+}
+
+/// Who holds a lock and since when (unix ms), as far as the value tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder {
+    pub since_ms: u64,
+}
+
+/// Try once to take `key` for `ttl`. `Ok(None)` means someone else holds it.
+pub async fn try_acquire(store: &Store, key: &str, ttl: Duration) -> Result<Option<LockGuard>, StoreError> {
+    let value = Bytes::from(format!("{:016x}{:016x}:{}", fastrand::u64(..), fastrand::u64(..), now_ms()));
+    if store.set_nx(key, value.clone(), ttl).await? {
+        Ok(Some(LockGuard { store: store.clone(), key: key.to_string(), value, released: false }))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The current holder of `key`, if any.
+pub async fn holder(store: &Store, key: &str) -> Result<Option<Holder>, StoreError> {
+    Ok(store.get(key).await?.and_then(|v| {
+        let s = std::str::from_utf8(&v).ok()?;
+        let since_ms = s.rsplit_once(':')?.1.parse().ok()?;
+        Some(Holder { since_ms })
+    }))
+}
+
+impl LockGuard {
+    pub fn since_ms(&self) -> u64 {
+        std::str::from_utf8(&self.value)
+            .ok()
+            .and_then(|s| s.rsplit_once(':'))
+            .and_then(|(_, t)| t.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Release now. Errors are logged: the lock then simply expires after its TTL.
+    pub async fn release(mut self) {
+        self.released = true;
+        if let Err(e) = self.store.delete_if_equals(&self.key, &self.value).await {
+            tracing::warn!("[Cache Lock] release of {} failed ({e}); it expires by itself", self.key);
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    /// A holder dropped mid-flight (cancelled request) releases in the background
+    /// rather than keeping everyone out until the TTL.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, key, value) = (self.store.clone(), std::mem::take(&mut self.key), self.value.clone());
+            rt.spawn(async move {
+                let _ = store.delete_if_equals(&key, &value).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The embedded store: a map in this process with Redis-like expiry.
+//!
+//! A `std::sync::Mutex`, not a tokio one: every critical section is a few map
+//! operations and never spans an `.await`, so a blocking lock is cheaper and cannot
+//! be held across a suspension point (the mini-redis reasoning).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    prefix: Arc<str>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    values: HashMap<String, (Bytes, Instant)>,
+    hashes: HashMap<String, HashMap<String, i64>>,
+    writes_since_sweep: usize,
+}
+
+impl Inner {
+    /// The live value under `key`; an expired one is removed on the way.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&Bytes> {
+        if self.values.get(key).is_some_and(|(_, exp)| *exp <= now) {
+            self.values.remove(key);
+        }
+        self.values.get(key).map(|(v, _)| v)
+    }
+
+    fn insert(&mut self, key: String, value: Bytes, expires: Instant) {
+        self.values.insert(key, (value, expires));
+        self.writes_since_sweep += 1;
+        // Amortised sweep so keys nobody reads again do not pile up.
+        if self.writes_since_sweep >= 256 {
+            let now = Instant::now();
+            self.values.retain(|_, (_, exp)| *exp > now);
+            self.writes_since_sweep = 0;
+        }
+    }
+}
+
+impl MemoryStore {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.into(), inner: Arc::default() }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map half-updated in a way
+        // that matters more than losing the cache, so recover from poisoning.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.lock().live(&self.key(key), Instant::now()).cloned()
+    }
+
+    pub fn set(&self, key: &str, value: Bytes, ttl: Duration) {
+        let key = self.key(key);
+        self.lock().insert(key, value, Instant::now() + ttl);
+    }
+
+    pub fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> bool {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.live(&key, now).is_some() {
+            return false;
+        }
+        inner.insert(key, value, now + ttl);
+        true
+    }
+
+    pub fn delete_if_equals(&self, key: &str, value: &[u8]) -> bool {
+        let key = self.key(key);
+        let mut inner = self.lock();
+        if inner.live(&key, Instant::now()).is_some_and(|v| v.as_ref() == value) {
+            inner.values.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn delete(&self, key: &str) {
+        let key = self.key(key);
+        let mut inner = self.lock();
+        inner.values.remove(&key);
+        inner.hashes.remove(&key);
+    }
+
+    pub fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) {
+        let key = self.key(key);
+        let mut inner = self.lock();
+        let h = inner.hashes.entry(key).or_default();
+        for (field, delta) in deltas {
+            *h.entry((*field).to_string()).or_default() += delta;
+        }
+    }
+
+    pub fn get_fields(&self, key: &str) -> HashMap<String, i64> {
+        self.lock().hashes.get(&self.key(key)).cloned().unwrap_or_default()
+    }
+}

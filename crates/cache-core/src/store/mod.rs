@@ -1,0 +1,136 @@
+//! Where entries live: Redis (shared by every instance) or an embedded in-memory
+//! store (one process, nothing to install). Both honour the same semantics: values
+//! expire after their PX, `set_nx` is atomic, `delete_if_equals` is compare-and-delete.
+//!
+//! An enum rather than a trait object: two backends, known at compile time, async
+//! methods without boxing. Keys passed in are logical (`models:groq`); the store
+//! applies `CACHE_KEY_PREFIX`.
+
+mod memory;
+mod redis;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The command did not complete within the command timeout.
+    Timeout,
+    /// The store is unreachable or answered with an error.
+    Unavailable(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("store command timed out"),
+            Self::Unavailable(m) => write!(f, "store unavailable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// The store `config` asks for: Redis when `REDIS_URL` is set, else embedded.
+    /// Connecting to Redis does not wait for the server: an unreachable Redis makes
+    /// commands fail after the command timeout, and the client reconnects by itself.
+    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
+        match &config.redis_url {
+            Some(url) => Ok(Store::Redis(RedisStore::connect(
+                url,
+                &config.key_prefix,
+                config.redis_command_timeout,
+                config.redis_pool_size,
+            )?)),
+            None => Ok(Store::Memory(MemoryStore::new(&config.key_prefix))),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.get(key)),
+            Store::Redis(s) => s.get(key).await,
+        }
+    }
+
+    /// `SET key value PX ttl`.
+    pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.set(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(s) => s.set(key, value, ttl).await,
+        }
+    }
+
+    /// `SET key value PX ttl NX`: true when this call created the key.
+    pub async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.set_nx(key, value, ttl)),
+            Store::Redis(s) => s.set_nx(key, value, ttl).await,
+        }
+    }
+
+    /// Delete `key` only if it still holds `value` (lock release by its owner).
+    pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.delete_if_equals(key, value)),
+            Store::Redis(s) => s.delete_if_equals(key, value).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.delete(key);
+                Ok(())
+            }
+            Store::Redis(s) => s.delete(key).await,
+        }
+    }
+
+    /// `HINCRBY key field delta` for each pair, in one round trip.
+    pub async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Memory(s) => {
+                s.incr_fields(key, deltas);
+                Ok(())
+            }
+            Store::Redis(s) => s.incr_fields(key, deltas).await,
+        }
+    }
+
+    /// `HGETALL key` as integers (non-integer fields are skipped).
+    pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.get_fields(key)),
+            Store::Redis(s) => s.get_fields(key).await,
+        }
+    }
+}

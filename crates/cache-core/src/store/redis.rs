@@ -1,0 +1,115 @@
+//! The Redis store, through `fred`.
+//!
+//! fred's defaults bite: no reconnect policy and no command timeout, so a dropped
+//! connection makes every later command fail or hang. Here the pool reconnects
+//! forever with capped exponential backoff, and every command gives up after the
+//! configured timeout. The first connection is not awaited (`fail_fast = false`):
+//! a Redis that is down at start-up behaves exactly like one that died later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::{Expiration, SetOptions};
+
+use super::StoreError;
+
+/// Compare-and-delete: release a lock only if we still own it. One key, so it is
+/// slot-safe on a Redis Cluster.
+const DELETE_IF_EQUALS: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    pub fn connect(url: &str, prefix: &str, command_timeout: Duration, pool_size: usize) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+        config.fail_fast = false;
+        let pool = Builder::from_config(config)
+            .with_performance_config(|p| {
+                p.default_command_timeout = command_timeout;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = command_timeout.max(Duration::from_millis(500));
+                c.internal_command_timeout = command_timeout.max(Duration::from_millis(500));
+                c.max_command_attempts = 2;
+            })
+            // Retry forever (0 attempts = no limit), 100 ms doubling up to 2 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_pool(pool_size)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Drive the connections in the background; do not wait for the first one.
+        let _connection_task = pool.connect();
+        Ok(Self { pool, prefix: prefix.into() })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.pool.get::<Option<Bytes>, _>(self.key(key)).await.map_err(map_err)
+    }
+
+    pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        self.pool
+            .set::<(), _, _>(self.key(key), value, Some(px(ttl)), None, false)
+            .await
+            .map_err(map_err)
+    }
+
+    pub async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+        let reply: Option<String> = self
+            .pool
+            .set(self.key(key), value, Some(px(ttl)), Some(SetOptions::NX), false)
+            .await
+            .map_err(map_err)?;
+        Ok(reply.is_some())
+    }
+
+    pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let deleted: i64 = self
+            .pool
+            .next()
+            .eval(DELETE_IF_EQUALS, vec![self.key(key)], vec![Bytes::copy_from_slice(value)])
+            .await
+            .map_err(map_err)?;
+        Ok(deleted == 1)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.pool.del::<(), _>(self.key(key)).await.map_err(map_err)
+    }
+
+    pub async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
+        let key = self.key(key);
+        let pipeline = self.pool.next().pipeline();
+        for (field, delta) in deltas {
+            let _: () = pipeline.hincrby(&key, *field, *delta).await.map_err(map_err)?;
+        }
+        let _: Vec<Value> = pipeline.all().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
+        let raw: HashMap<String, String> = self.pool.hgetall(self.key(key)).await.map_err(map_err)?;
+        Ok(raw.into_iter().filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect())
+    }
+}
+
+fn px(ttl: Duration) -> Expiration {
+    Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64)
+}
+
+fn map_err(e: Error) -> StoreError {
+    match e.kind() {
+        ErrorKind::Timeout => StoreError::Timeout,
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
