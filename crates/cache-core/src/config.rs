@@ -131,10 +131,12 @@ impl Config {
         });
 
         let mut gateway_tokens = HashMap::new();
-        for id in gateways
-            .clone()
-            .unwrap_or_else(|| crate::gateways::DEFAULT_GATEWAYS.iter().map(|g| g.id.to_string()).collect())
-        {
+        for id in gateways.clone().unwrap_or_else(|| {
+            crate::gateways::DEFAULT_GATEWAYS
+                .iter()
+                .map(|g| g.id.to_string())
+                .collect()
+        }) {
             if let Some(token) = secret(&token_env_var(&id)) {
                 gateway_tokens.insert(id, token);
             }
@@ -178,7 +180,11 @@ impl Config {
 pub fn token_env_var(gateway_id: &str) -> String {
     let mut s = String::from("GATEWAYZ_TOKEN_");
     for c in gateway_id.chars() {
-        s.push(if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' });
+        s.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        });
     }
     s
 }

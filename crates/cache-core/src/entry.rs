@@ -162,7 +162,13 @@ impl Entry {
             bodies.push((Encoding::Identity, json));
         }
         Entry {
-            meta: EntryMeta { fetched_at_ms, fresh_until_ms, stale_until_ms, item_count, etag },
+            meta: EntryMeta {
+                fetched_at_ms,
+                fresh_until_ms,
+                stale_until_ms,
+                item_count,
+                etag,
+            },
             bodies,
         }
     }
@@ -259,7 +265,13 @@ impl Entry {
             return Err(DecodeError::BadBody("fresh window ends after stale window"));
         }
         Ok(Entry {
-            meta: EntryMeta { fetched_at_ms, fresh_until_ms, stale_until_ms, item_count, etag },
+            meta: EntryMeta {
+                fetched_at_ms,
+                fresh_until_ms,
+                stale_until_ms,
+                item_count,
+                etag,
+            },
             bodies,
         })
     }
@@ -314,8 +326,12 @@ pub fn decompress(enc: Encoding, body: &[u8]) -> Result<Bytes, DecodeError> {
     let mut out = Vec::with_capacity(body.len() * 6);
     let res = match enc {
         Encoding::Identity => return Ok(Bytes::copy_from_slice(body)),
-        Encoding::Gzip => flate2::read::GzDecoder::new(body).take(MAX_DECODED_BYTES).read_to_end(&mut out),
-        Encoding::Brotli => brotli::Decompressor::new(body, 64 * 1024).take(MAX_DECODED_BYTES).read_to_end(&mut out),
+        Encoding::Gzip => flate2::read::GzDecoder::new(body)
+            .take(MAX_DECODED_BYTES)
+            .read_to_end(&mut out),
+        Encoding::Brotli => brotli::Decompressor::new(body, 64 * 1024)
+            .take(MAX_DECODED_BYTES)
+            .read_to_end(&mut out),
     };
     res.map_err(|_| DecodeError::BadBody("cannot decompress"))?;
     Ok(Bytes::from(out))
@@ -326,7 +342,14 @@ mod tests {
     use super::*;
 
     fn sample() -> Entry {
-        Entry::build(Bytes::from_static(br#"{"data":[{"id":"a"}]}"#), 1, 10, 20, 30, STORED_ENCODINGS)
+        Entry::build(
+            Bytes::from_static(br#"{"data":[{"id":"a"}]}"#),
+            1,
+            10,
+            20,
+            30,
+            STORED_ENCODINGS,
+        )
     }
 
     #[test]
@@ -335,7 +358,10 @@ mod tests {
         let d = Entry::decode(e.encode()).unwrap();
         assert_eq!(d.meta, e.meta);
         assert_eq!(d.identity().unwrap(), Bytes::from_static(br#"{"data":[{"id":"a"}]}"#));
-        assert_eq!(decompress(Encoding::Gzip, d.body(Encoding::Gzip).unwrap()).unwrap(), d.identity().unwrap());
+        assert_eq!(
+            decompress(Encoding::Gzip, d.body(Encoding::Gzip).unwrap()).unwrap(),
+            d.identity().unwrap()
+        );
         assert_eq!(d.encoded_len(), e.encode().len());
     }
 
@@ -358,10 +384,16 @@ mod tests {
 
     #[test]
     fn foreign_and_old_values_are_rejected() {
-        assert_eq!(Entry::decode(Bytes::from_static(b"{\"data\":[]}")).unwrap_err(), DecodeError::NotAnEntry);
+        assert_eq!(
+            Entry::decode(Bytes::from_static(b"{\"data\":[]}")).unwrap_err(),
+            DecodeError::NotAnEntry
+        );
         let mut raw = sample().encode().to_vec();
         raw[4] = 0;
-        assert_eq!(Entry::decode(Bytes::from(raw)).unwrap_err(), DecodeError::UnsupportedVersion(0));
+        assert_eq!(
+            Entry::decode(Bytes::from(raw)).unwrap_err(),
+            DecodeError::UnsupportedVersion(0)
+        );
     }
 
     #[test]

@@ -25,9 +25,19 @@ pub struct Holder {
 
 /// Try once to take `key` for `ttl`. `Ok(None)` means someone else holds it.
 pub async fn try_acquire(store: &Store, key: &str, ttl: Duration) -> Result<Option<LockGuard>, StoreError> {
-    let value = Bytes::from(format!("{:016x}{:016x}:{}", fastrand::u64(..), fastrand::u64(..), now_ms()));
+    let value = Bytes::from(format!(
+        "{:016x}{:016x}:{}",
+        fastrand::u64(..),
+        fastrand::u64(..),
+        now_ms()
+    ));
     if store.set_nx(key, value.clone(), ttl).await? {
-        Ok(Some(LockGuard { store: store.clone(), key: key.to_string(), value, released: false }))
+        Ok(Some(LockGuard {
+            store: store.clone(),
+            key: key.to_string(),
+            value,
+            released: false,
+        }))
     } else {
         Ok(None)
     }
@@ -55,7 +65,10 @@ impl LockGuard {
     pub async fn release(mut self) {
         self.released = true;
         if let Err(e) = self.store.delete_if_equals(&self.key, &self.value).await {
-            tracing::warn!("[Cache Lock] release of {} failed ({e}); it expires by itself", self.key);
+            tracing::warn!(
+                "[Cache Lock] release of {} failed ({e}); it expires by itself",
+                self.key
+            );
         }
     }
 }

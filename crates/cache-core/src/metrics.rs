@@ -136,7 +136,11 @@ impl Metrics {
             return false;
         }
         let has_data = !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
-        has_data && self.last_flush_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        has_data
+            && self
+                .last_flush_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Push pending counts to the store. On failure they are put back for the next flush.
@@ -160,6 +164,8 @@ impl Metrics {
 
     /// Shared counters of a category (what every instance flushed so far).
     pub async fn read(store: &Store, category: &str) -> Result<CategoryMetrics, crate::store::StoreError> {
-        Ok(CategoryMetrics::from_fields(&store.get_fields(&metrics_key(category)).await?))
+        Ok(CategoryMetrics::from_fields(
+            &store.get_fields(&metrics_key(category)).await?,
+        ))
     }
 }

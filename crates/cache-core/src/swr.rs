@@ -55,7 +55,11 @@ pub trait Source: Send + Sync + 'static {
     /// Reject a value before it overwrites `previous` (lesson 5). The default
     /// rejects an empty payload.
     fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Result<(), String> {
-        if new.item_count == 0 { Err("fetched value is empty".into()) } else { Ok(()) }
+        if new.item_count == 0 {
+            Err("fetched value is empty".into())
+        } else {
+            Ok(())
+        }
     }
 
     /// Work to run after a background revalidation wrote a new value (the merged
@@ -192,21 +196,35 @@ impl Cache {
         let result = match current {
             Some(entry) if entry.meta.freshness(now) == Freshness::Fresh => {
                 self.metrics.record(category, Event::FreshHit);
-                Ok(Lookup { entry, status: CacheStatus::Hit })
+                Ok(Lookup {
+                    entry,
+                    status: CacheStatus::Hit,
+                })
             }
             Some(entry) if entry.meta.freshness(now) == Freshness::Stale => {
                 self.metrics.record(category, Event::StaleHit);
-                tracing::info!("[Cache SWR] Returning stale data for {key} (age {} s)", entry.meta.age_ms(now) / 1000);
+                tracing::info!(
+                    "[Cache SWR] Returning stale data for {key} (age {} s)",
+                    entry.meta.age_ms(now) / 1000
+                );
                 self.spawn_revalidation(key, source, spawner.clone());
-                Ok(Lookup { entry, status: CacheStatus::Stale })
+                Ok(Lookup {
+                    entry,
+                    status: CacheStatus::Stale,
+                })
             }
             previous => {
                 self.metrics.record(category, Event::Miss);
-                let res = self.miss(key, source, spawner.clone(), previous.map(|e| e.meta.clone())).await;
+                let res = self
+                    .miss(key, source, spawner.clone(), previous.map(|e| e.meta.clone()))
+                    .await;
                 if res.is_err() {
                     self.metrics.record(category, Event::Error);
                 }
-                res.map(|entry| Lookup { entry, status: CacheStatus::Miss })
+                res.map(|entry| Lookup {
+                    entry,
+                    status: CacheStatus::Miss,
+                })
             }
         };
         self.maybe_flush_metrics(&*spawner);
@@ -221,7 +239,12 @@ impl Cache {
     /// Fetch, validate and store `key` now, whatever its state (warming: lesson 6).
     /// Shares the cross-instance lock with revalidation so the two never double-fetch;
     /// a held lock is waited on for the other holder's value.
-    pub async fn refresh(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, spawner: Arc<dyn Spawner>) -> Result<Arc<Entry>, CacheError> {
+    pub async fn refresh(
+        self: &Arc<Self>,
+        key: &str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<Arc<Entry>, CacheError> {
         let previous = self.load(key, source.category()).await.map(|e| e.meta.clone());
         let started = now_ms();
         let lock_ttl = source.deadline() + Duration::from_secs(5);
@@ -287,11 +310,17 @@ impl Cache {
             Err(e) => {
                 self.metrics.record(category, Event::StoreError);
                 let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                let fallback = local.get(key).map(|l| l.entry.clone()).filter(|e| e.meta.freshness(now_ms()) != Freshness::Expired);
+                let fallback = local
+                    .get(key)
+                    .map(|l| l.entry.clone())
+                    .filter(|e| e.meta.freshness(now_ms()) != Freshness::Expired);
                 if fallback.is_some() {
                     self.metrics.record(category, Event::FailSafeServe);
                 }
-                tracing::warn!("[Cache SWR] Store read of {key} failed ({e}); serving in-process copy: {}", fallback.is_some());
+                tracing::warn!(
+                    "[Cache SWR] Store read of {key} failed ({e}); serving in-process copy: {}",
+                    fallback.is_some()
+                );
                 fallback
             }
         }
@@ -302,7 +331,13 @@ impl Cache {
             return;
         }
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.insert(key.to_string(), Local { entry: entry.clone(), checked: Instant::now() });
+        local.insert(
+            key.to_string(),
+            Local {
+                entry: entry.clone(),
+                checked: Instant::now(),
+            },
+        );
     }
 
     // ---- miss ------------------------------------------------------------------
@@ -356,10 +391,16 @@ impl Cache {
             Ok(None) => {
                 // Another instance is fetching: wait briefly for its value, then fetch
                 // ourselves as a last resort.
-                if let Some(e) = self.wait_for_newer(key, started.saturating_sub(1), self.settings.miss_wait).await {
+                if let Some(e) = self
+                    .wait_for_newer(key, started.saturating_sub(1), self.settings.miss_wait)
+                    .await
+                {
                     return Ok(e);
                 }
-                tracing::warn!("[Cache SWR] Waited {} ms for another instance to fill {key}; fetching directly", self.settings.miss_wait.as_millis());
+                tracing::warn!(
+                    "[Cache SWR] Waited {} ms for another instance to fill {key}; fetching directly",
+                    self.settings.miss_wait.as_millis()
+                );
                 self.fetch_and_store(key, source, spawner, previous.as_ref()).await
             }
             // Store down: fetch directly (the in-process single-flight still holds).
@@ -425,7 +466,10 @@ impl Cache {
             return None;
         }
         self.store.get(&throttle_key(key)).await.ok()??;
-        Some(self.last_failure(key).await.unwrap_or(FetchFailure { error: "recent failure".into(), at_ms: 0 }))
+        Some(self.last_failure(key).await.unwrap_or(FetchFailure {
+            error: "recent failure".into(),
+            at_ms: 0,
+        }))
     }
 
     /// Build the entry (compression off the async threads) and store it. A failed
@@ -434,7 +478,14 @@ impl Cache {
         let fetched_at = now_ms();
         let d = ttl.deadlines(fetched_at);
         let entry = tokio::task::spawn_blocking(move || {
-            Entry::build(payload.json, payload.item_count, fetched_at, d.fresh_until_ms, d.stale_until_ms, STORED_ENCODINGS)
+            Entry::build(
+                payload.json,
+                payload.item_count,
+                fetched_at,
+                d.fresh_until_ms,
+                d.stale_until_ms,
+                STORED_ENCODINGS,
+            )
         })
         .await
         .expect("entry build does not panic");
@@ -448,13 +499,26 @@ impl Cache {
     }
 
     async fn record_failure(&self, key: &str, error: &CacheError) {
-        let failure = FetchFailure { error: error.to_string(), at_ms: now_ms() };
+        let failure = FetchFailure {
+            error: error.to_string(),
+            at_ms: now_ms(),
+        };
         let json = serde_json::to_vec(&failure).expect("serializable");
         // Kept a day: long enough to explain an outage on the status page.
-        let _ = self.store.set(&failure_key(key), Bytes::from(json), Duration::from_secs(86_400)).await;
+        let _ = self
+            .store
+            .set(&failure_key(key), Bytes::from(json), Duration::from_secs(86_400))
+            .await;
         // No new attempt on this key (by reads, on any instance) until the window passes.
         if !self.settings.revalidate_retry.is_zero() {
-            let _ = self.store.set(&throttle_key(key), Bytes::from_static(b"1"), self.settings.revalidate_retry).await;
+            let _ = self
+                .store
+                .set(
+                    &throttle_key(key),
+                    Bytes::from_static(b"1"),
+                    self.settings.revalidate_retry,
+                )
+                .await;
         }
     }
 
@@ -475,7 +539,11 @@ impl Cache {
             struct Mark(Arc<Cache>, String);
             impl Drop for Mark {
                 fn drop(&mut self) {
-                    self.0.revalidating.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+                    self.0
+                        .revalidating
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&self.1);
                 }
             }
             let _mark = Mark(cache.clone(), key.clone());
@@ -503,7 +571,10 @@ impl Cache {
         };
         // Someone may have refreshed it between our read and our lock.
         let current = self.usable_in_store(key).await;
-        if current.as_ref().is_some_and(|e| e.meta.freshness(now_ms()) == Freshness::Fresh) {
+        if current
+            .as_ref()
+            .is_some_and(|e| e.meta.freshness(now_ms()) == Freshness::Fresh)
+        {
             if let Some(g) = guard {
                 g.release().await;
             }
@@ -512,7 +583,9 @@ impl Cache {
         self.metrics.record(category, Event::RevalidationStarted);
         let started = Instant::now();
         let previous = current.map(|e| e.meta.clone());
-        let res = self.fetch_and_store(key, source.clone(), spawner.clone(), previous.as_ref()).await;
+        let res = self
+            .fetch_and_store(key, source.clone(), spawner.clone(), previous.as_ref())
+            .await;
         match &res {
             Ok(e) => {
                 self.metrics.record(category, Event::RevalidationSucceeded);

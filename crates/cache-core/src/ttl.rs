@@ -29,7 +29,11 @@ pub struct Deadlines {
 
 impl TtlPolicy {
     pub const fn new(fresh: Duration, stale: Duration, jitter_percent: u8) -> Self {
-        Self { fresh, stale, jitter_percent }
+        Self {
+            fresh,
+            stale,
+            jitter_percent,
+        }
     }
 
     /// Deadlines for an entry fetched at `now_ms`, with jitter applied to the fresh part.
@@ -84,7 +88,16 @@ mod tests {
     #[test]
     fn no_jitter_is_exact() {
         let p = TtlPolicy::new(Duration::from_secs(2), Duration::from_secs(3), 0);
-        assert_eq!(p.deadlines(10), Deadlines { fresh_until_ms: 2_010, stale_until_ms: 5_010 });
-        assert_eq!(TtlPolicy::key_ttl(5_010, 10), Duration::from_millis(5_000) + KEY_EXPIRY_MARGIN);
+        assert_eq!(
+            p.deadlines(10),
+            Deadlines {
+                fresh_until_ms: 2_010,
+                stale_until_ms: 5_010
+            }
+        );
+        assert_eq!(
+            TtlPolicy::key_ttl(5_010, 10),
+            Duration::from_millis(5_000) + KEY_EXPIRY_MARGIN
+        );
     }
 }

@@ -58,7 +58,14 @@ const fn spec(
     price_unit: PriceUnit,
     needs_token: bool,
 ) -> GatewaySpec {
-    GatewaySpec { id, name, aliases, class, price_unit, needs_token }
+    GatewaySpec {
+        id,
+        name,
+        aliases,
+        class,
+        price_unit,
+        needs_token,
+    }
 }
 
 use DeadlineClass::{Fast, Slow};
@@ -95,7 +102,14 @@ pub const OTHER_KNOWN_GATEWAYS: &[GatewaySpec] = &[
     spec("simplismart", "Simplismart", &[], Slow, PerToken, false),
     spec("aihubmix", "AiHubMix", &[], Slow, PerBillion, false),
     spec("anannas", "Anannas", &[], Slow, PerToken, false),
-    spec("cloudflare-workers-ai", "Cloudflare Workers AI", &[], Slow, PerToken, false),
+    spec(
+        "cloudflare-workers-ai",
+        "Cloudflare Workers AI",
+        &[],
+        Slow,
+        PerToken,
+        false,
+    ),
     spec("portkey", "Portkey (deprecated)", &[], Slow, PerToken, false),
 ];
 
@@ -126,12 +140,19 @@ pub const MAX_GATEWAY_ID_LEN: usize = 64;
 pub fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_GATEWAY_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Registry {
     pub fn from_config(config: &Config) -> Self {
-        let known = |id: &str| DEFAULT_GATEWAYS.iter().chain(OTHER_KNOWN_GATEWAYS).find(|g| g.id == id).copied();
+        let known = |id: &str| {
+            DEFAULT_GATEWAYS
+                .iter()
+                .chain(OTHER_KNOWN_GATEWAYS)
+                .find(|g| g.id == id)
+                .copied()
+        };
         let specs: Vec<GatewaySpec> = match &config.gateways {
             None => DEFAULT_GATEWAYS.to_vec(),
             Some(ids) => ids
@@ -182,12 +203,18 @@ impl Registry {
     /// Find a gateway by id or alias, case-insensitively.
     pub fn resolve(&self, name: &str) -> Option<&Gateway> {
         let name = name.trim().to_ascii_lowercase();
-        self.gateways.iter().find(|g| g.id == name || g.aliases.iter().any(|a| *a == name))
+        self.gateways
+            .iter()
+            .find(|g| g.id == name || g.aliases.contains(&name))
     }
 
     /// The slowest deadline of any gateway: bounds a full warm or a merged-view miss.
     pub fn max_deadline(&self) -> Duration {
-        self.gateways.iter().map(|g| g.deadline).max().unwrap_or(Duration::from_secs(30))
+        self.gateways
+            .iter()
+            .map(|g| g.deadline)
+            .max()
+            .unwrap_or(Duration::from_secs(30))
     }
 }
 
@@ -196,7 +223,14 @@ mod tests {
     use super::*;
 
     fn registry(gateways: Option<&str>) -> Registry {
-        let c = Config::from_lookup(|k| if k == "GATEWAYS" { gateways.map(String::from) } else { None }).unwrap();
+        let c = Config::from_lookup(|k| {
+            if k == "GATEWAYS" {
+                gateways.map(String::from)
+            } else {
+                None
+            }
+        })
+        .unwrap();
         Registry::from_config(&c)
     }
 

@@ -46,7 +46,10 @@ impl Inner {
 
 impl MemoryStore {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.into(), inner: Arc::default() }
+        Self {
+            prefix: prefix.into(),
+            inner: Arc::default(),
+        }
     }
 
     fn key(&self, key: &str) -> String {

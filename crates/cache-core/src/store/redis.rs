@@ -46,7 +46,10 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // Drive the connections in the background; do not wait for the first one.
         let _connection_task = pool.connect();
-        Ok(Self { pool, prefix: prefix.into() })
+        Ok(Self {
+            pool,
+            prefix: prefix.into(),
+        })
     }
 
     fn key(&self, key: &str) -> String {
@@ -77,7 +80,11 @@ impl RedisStore {
         let deleted: i64 = self
             .pool
             .next()
-            .eval(DELETE_IF_EQUALS, vec![self.key(key)], vec![Bytes::copy_from_slice(value)])
+            .eval(
+                DELETE_IF_EQUALS,
+                vec![self.key(key)],
+                vec![Bytes::copy_from_slice(value)],
+            )
             .await
             .map_err(map_err)?;
         Ok(deleted == 1)
@@ -99,7 +106,10 @@ impl RedisStore {
 
     pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         let raw: HashMap<String, String> = self.pool.hgetall(self.key(key)).await.map_err(map_err)?;
-        Ok(raw.into_iter().filter_map(|(k, v)| v.parse().ok().map(|v| (k, v))).collect())
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
+            .collect())
     }
 }
 

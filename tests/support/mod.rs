@@ -1,0 +1,26 @@
+//! Shared test support: a real redis-server on a free loopback port (never 6379),
+//! started per test and killed on drop, and a scripted upstream `Source`.
+#![allow(dead_code)]
+
+pub mod redis;
+pub mod source;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Config with test-friendly defaults plus `overrides`.
+pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
+    let mut map: HashMap<&str, String> = HashMap::new();
+    map.insert("TTL_JITTER_PERCENT", "0".into());
+    map.insert("LOCAL_CACHE_TTL_MS", "0".into());
+    map.insert("REDIS_COMMAND_TIMEOUT_MS", "500".into());
+    for (k, v) in overrides {
+        map.insert(k, v.to_string());
+    }
+    cache_core::Config::from_map(&map).unwrap()
+}
