@@ -13,6 +13,7 @@
 //! [`lock`], [`swr`] (the stale-while-revalidate read), [`spawn`] (background
 //! work: `wait_until` on Vercel), [`metrics`], [`gateways`].
 
+pub mod catalog;
 pub mod config;
 pub mod entry;
 pub mod gateways;
@@ -22,6 +23,8 @@ pub mod spawn;
 pub mod store;
 pub mod swr;
 pub mod ttl;
+pub mod warm;
 
+pub use catalog::Catalog;
 pub use config::Config;
 pub use swr::{Cache, CacheError, CacheStatus, Lookup, Payload, Source};

@@ -293,7 +293,15 @@ impl Cache {
         match self.store.get(key).await {
             Ok(Some(raw)) => match Entry::decode(raw) {
                 Ok(entry) => {
-                    let entry = Arc::new(entry);
+                    // Same value as the in-process copy: keep that one, with whatever
+                    // encodings it has already derived.
+                    let entry = {
+                        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+                        match local.get(key) {
+                            Some(l) if l.entry.meta == entry.meta => l.entry.clone(),
+                            _ => Arc::new(entry),
+                        }
+                    };
                     self.remember(key, &entry);
                     Some(entry)
                 }

@@ -203,9 +203,7 @@ impl Registry {
     /// Find a gateway by id or alias, case-insensitively.
     pub fn resolve(&self, name: &str) -> Option<&Gateway> {
         let name = name.trim().to_ascii_lowercase();
-        self.gateways
-            .iter()
-            .find(|g| g.id == name || g.aliases.contains(&name))
+        self.gateways.iter().find(|g| g.id == name || g.aliases.contains(&name))
     }
 
     /// The slowest deadline of any gateway: bounds a full warm or a merged-view miss.

@@ -1,0 +1,482 @@
+//! The catalog API client: `GET {base}/v1/models?gateway=<id>&limit=&offset=`.
+//!
+//! - Pages on `has_more`/`next_offset`; once `total` is known the remaining pages
+//!   are fetched concurrently.
+//! - Copes with the legacy shape (no `has_more`; the whole catalog at once, `limit`
+//!   and `offset` ignored): stops on a short page or a page that repeats the first.
+//! - Caps the page count and the total body size (bodies are read chunk by chunk,
+//!   so an oversized one is cut off without being buffered).
+//! - Honours 429 `Retry-After` with capped exponential backoff, inside the
+//!   gateway's deadline.
+//! - Parses models leniently and skips the bulky `raw_*` copies while parsing, so
+//!   they never become a JSON tree in memory.
+//! - Every failure is a [`FetchError`] that names the gateway.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::registry::Gateway;
+use crate::config::{Config, Secret};
+
+/// Why a gateway's catalog could not be fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    Timeout { gateway: String, after: Duration },
+    Network { gateway: String, detail: String },
+    Status { gateway: String, status: u16 },
+    Html { gateway: String, status: u16 },
+    InvalidJson { gateway: String, detail: String },
+    TooLarge { gateway: String, limit: usize },
+    TooManyPages { gateway: String, limit: u32 },
+    RateLimited { gateway: String, retry_after: Duration },
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout { gateway, after } => write!(f, "{gateway}: timed out after {} ms", after.as_millis()),
+            Self::Network { gateway, detail } => write!(f, "{gateway}: network error: {detail}"),
+            Self::Status { gateway, status } => write!(f, "{gateway}: upstream answered HTTP {status}"),
+            Self::Html { gateway, status } => write!(f, "{gateway}: upstream answered an HTML page (HTTP {status})"),
+            Self::InvalidJson { gateway, detail } => write!(f, "{gateway}: invalid JSON: {detail}"),
+            Self::TooLarge { gateway, limit } => write!(f, "{gateway}: catalog larger than {limit} bytes"),
+            Self::TooManyPages { gateway, limit } => write!(f, "{gateway}: more than {limit} pages"),
+            Self::RateLimited { gateway, retry_after } => {
+                write!(
+                    f,
+                    "{gateway}: rate limited (retry after {} s exceeds the deadline)",
+                    retry_after.as_secs()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// The fetcher's limits, from [`Config`].
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    base_url: String,
+    page_limit: u32,
+    max_pages: u32,
+    max_bytes: usize,
+    tokens: std::collections::HashMap<String, Secret>,
+}
+
+/// Concurrent page requests per gateway once `total` is known.
+const PAGE_CONCURRENCY: usize = 4;
+/// 429 retries at most, within the deadline.
+const MAX_RATE_LIMIT_RETRIES: u32 = 5;
+
+impl Fetcher {
+    pub fn new(config: &Config) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("gatewayz-model-cache/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(8)
+            .build()
+            .expect("reqwest client builds with static settings");
+        Fetcher {
+            client,
+            base_url: config.upstream_base_url.clone(),
+            page_limit: config.page_limit,
+            max_pages: config.max_pages,
+            max_bytes: config.max_bytes,
+            tokens: config.gateway_tokens.clone(),
+        }
+    }
+
+    /// Every model of `gateway`, `raw_*` fields dropped, within its deadline.
+    pub async fn fetch(&self, gateway: &Gateway) -> Result<Vec<Map<String, Value>>, FetchError> {
+        let deadline = Instant::now() + gateway.deadline;
+        match tokio::time::timeout(gateway.deadline, self.fetch_all_pages(gateway, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                gateway: gateway.id.clone(),
+                after: gateway.deadline,
+            }),
+        }
+    }
+
+    async fn fetch_all_pages(&self, gw: &Gateway, deadline: Instant) -> Result<Vec<Map<String, Value>>, FetchError> {
+        let limit = self.page_limit as u64;
+        // One byte budget shared by every page of this gateway, concurrent or not.
+        let budget = AtomicUsize::new(self.max_bytes);
+        let first = self.fetch_page(gw, 0, deadline, &budget).await?;
+        let (mut models, has_more, next_offset) = (first.models, first.has_more, first.next_offset);
+        let mut pages = 1u32;
+
+        match (has_more, first.total) {
+            // Paginated, with a total: fetch the rest concurrently.
+            (Some(true), Some(total)) => {
+                let start = next_offset.unwrap_or(models.len() as u64);
+                let offsets: Vec<u64> = (start..total).step_by(limit as usize).collect();
+                if offsets.len() as u64 + 1 > self.max_pages as u64 {
+                    return Err(FetchError::TooManyPages {
+                        gateway: gw.id.clone(),
+                        limit: self.max_pages,
+                    });
+                }
+                let mut in_flight = FuturesUnordered::new();
+                let mut rest: Vec<(u64, Vec<Map<String, Value>>)> = Vec::with_capacity(offsets.len());
+                let mut queue = offsets.into_iter();
+                loop {
+                    while in_flight.len() < PAGE_CONCURRENCY {
+                        let Some(off) = queue.next() else { break };
+                        let budget = &budget;
+                        in_flight
+                            .push(async move { self.fetch_page(gw, off, deadline, budget).await.map(|p| (off, p)) });
+                    }
+                    match in_flight.next().await {
+                        None => break,
+                        Some(res) => {
+                            let (off, page) = res?;
+                            rest.push((off, page.models));
+                        }
+                    }
+                }
+                rest.sort_by_key(|(off, _)| *off);
+                for (_, page) in rest {
+                    models.extend(page);
+                }
+            }
+            // Paginated without a total: follow next_offset one page at a time.
+            (Some(true), None) => {
+                let (mut more, mut next) = (has_more, next_offset);
+                while more == Some(true) {
+                    pages += 1;
+                    if pages > self.max_pages {
+                        return Err(FetchError::TooManyPages {
+                            gateway: gw.id.clone(),
+                            limit: self.max_pages,
+                        });
+                    }
+                    let offset = next.unwrap_or(models.len() as u64);
+                    let mut page = self.fetch_page(gw, offset, deadline, &budget).await?;
+                    if page.models.is_empty() {
+                        break;
+                    }
+                    (more, next) = (page.has_more, page.next_offset);
+                    models.append(&mut page.models);
+                }
+            }
+            // Last page already.
+            (Some(false), _) => {}
+            // Legacy shape: no has_more. A full page may mean more; a short one is the end.
+            (None, _) => {
+                let first_model = first_id(&models);
+                let mut last_len = models.len() as u64;
+                while last_len == limit {
+                    pages += 1;
+                    if pages > self.max_pages {
+                        return Err(FetchError::TooManyPages {
+                            gateway: gw.id.clone(),
+                            limit: self.max_pages,
+                        });
+                    }
+                    let mut page = self.fetch_page(gw, models.len() as u64, deadline, &budget).await?;
+                    // An API that ignores offset answers the first page again: stop.
+                    if page.models.is_empty() || first_id(&page.models) == first_model {
+                        break;
+                    }
+                    last_len = page.models.len() as u64;
+                    models.append(&mut page.models);
+                }
+            }
+        }
+        Ok(models)
+    }
+
+    /// One page, with 429 handling. `budget` is the byte allowance left.
+    async fn fetch_page(
+        &self,
+        gw: &Gateway,
+        offset: u64,
+        deadline: Instant,
+        budget: &AtomicUsize,
+    ) -> Result<Page, FetchError> {
+        let url = format!(
+            "{}/v1/models?gateway={}&limit={}&offset={}",
+            self.base_url,
+            form_urlencoded::byte_serialize(gw.id.as_bytes()).collect::<String>(),
+            self.page_limit,
+            offset
+        );
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self.client.get(&url).header("accept", "application/json");
+            if let Some(token) = self.tokens.get(&gw.id) {
+                req = req.bearer_auth(token.expose());
+            }
+            let resp = req.send().await.map_err(|e| network(gw, e))?;
+            let status = resp.status();
+            if status.as_u16() == 429 {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                // The old frontend's backoff: min(1000·2^n, 30000) ms + up to 500 ms jitter;
+                // Retry-After wins when given.
+                let backoff = retry_after.unwrap_or_else(|| {
+                    Duration::from_millis((1000u64 << attempt.min(5)).min(30_000) + fastrand::u64(0..500))
+                });
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if attempt >= MAX_RATE_LIMIT_RETRIES || backoff >= remaining {
+                    return Err(FetchError::RateLimited {
+                        gateway: gw.id.clone(),
+                        retry_after: backoff,
+                    });
+                }
+                tracing::info!(
+                    "[Cache Warming] {} rate limited; retrying in {} ms",
+                    gw.id,
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+                attempt += 1;
+                continue;
+            }
+            let is_html = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if is_html {
+                return Err(FetchError::Html {
+                    gateway: gw.id.clone(),
+                    status: status.as_u16(),
+                });
+            }
+            if !status.is_success() {
+                return Err(FetchError::Status {
+                    gateway: gw.id.clone(),
+                    status: status.as_u16(),
+                });
+            }
+            let body = read_capped(gw, resp, budget, self.max_bytes).await?;
+            return parse_page(gw, &body, status.as_u16());
+        }
+    }
+}
+
+fn network(gw: &Gateway, e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::Timeout {
+            gateway: gw.id.clone(),
+            after: gw.deadline,
+        };
+    }
+    // The innermost cause says the most ("connection refused", "reset by peer").
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    FetchError::Network {
+        gateway: gw.id.clone(),
+        detail,
+    }
+}
+
+/// Read a body chunk by chunk, failing as soon as it exceeds the budget.
+async fn read_capped(
+    gw: &Gateway,
+    mut resp: reqwest::Response,
+    budget: &AtomicUsize,
+    limit: usize,
+) -> Result<Vec<u8>, FetchError> {
+    let too_large = || FetchError::TooLarge {
+        gateway: gw.id.clone(),
+        limit,
+    };
+    let take = |n: usize| budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(n));
+    if resp
+        .content_length()
+        .is_some_and(|n| n as usize > budget.load(Ordering::SeqCst))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(64 * 1024).min(limit as u64) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(|e| network(gw, e))? {
+        take(chunk.len()).map_err(|_| too_large())?;
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// One page of the catalog API.
+#[derive(Debug)]
+pub struct Page {
+    pub models: Vec<Map<String, Value>>,
+    pub total: Option<u64>,
+    pub has_more: Option<bool>,
+    pub next_offset: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PageWire {
+    data: Option<Vec<ModelSlot>>,
+    total: Option<u64>,
+    has_more: Option<bool>,
+    next_offset: Option<u64>,
+}
+
+/// Parse a catalog page: the object shape, or a bare array of models.
+pub fn parse_page(gw: &Gateway, body: &[u8], status: u16) -> Result<Page, FetchError> {
+    let invalid = |detail: String| FetchError::InvalidJson {
+        gateway: gw.id.clone(),
+        detail,
+    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'<') => Err(FetchError::Html {
+            gateway: gw.id.clone(),
+            status,
+        }),
+        Some(b'[') => {
+            let slots: Vec<ModelSlot> = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+            Ok(Page {
+                models: slots.into_iter().filter_map(|s| s.0).collect(),
+                total: None,
+                has_more: Some(false),
+                next_offset: None,
+            })
+        }
+        Some(b'{') => {
+            let wire: PageWire = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+            let data = wire
+                .data
+                .ok_or_else(|| invalid("response has no `data` array".into()))?;
+            Ok(Page {
+                models: data.into_iter().filter_map(|s| s.0).collect(),
+                total: wire.total,
+                has_more: wire.has_more,
+                next_offset: wire.next_offset,
+            })
+        }
+        _ => Err(invalid("response is not a JSON object or array".into())),
+    }
+}
+
+fn first_id(models: &[Map<String, Value>]) -> Option<Value> {
+    models.first().and_then(|m| m.get("id").cloned())
+}
+
+/// One element of `data`: a model object without its `raw_*` fields, or `None`
+/// for anything that is not an object (skipped, not an error: lenient parsing).
+struct ModelSlot(Option<Map<String, Value>>);
+
+impl<'de> Deserialize<'de> for ModelSlot {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelSlot;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a model object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ModelSlot, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key.starts_with("raw_") {
+                        map.next_value::<IgnoredAny>()?;
+                    } else {
+                        let v: Value = map.next_value()?;
+                        out.insert(key, v);
+                    }
+                }
+                Ok(ModelSlot(Some(out)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ModelSlot, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ModelSlot(None))
+            }
+            fn visit_unit<E>(self) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_none<E>(self) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ModelSlot, E> {
+                Ok(ModelSlot(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateways::registry::{DeadlineClass, PriceUnit};
+
+    fn gw() -> Gateway {
+        Gateway {
+            id: "groq".into(),
+            name: "Groq".into(),
+            aliases: vec![],
+            class: DeadlineClass::Fast,
+            price_unit: PriceUnit::PerMillion,
+            deadline: Duration::from_secs(5),
+            needs_token: false,
+        }
+    }
+
+    #[test]
+    fn raw_copies_are_dropped_while_parsing() {
+        let p = parse_page(
+            &gw(),
+            br#"{"data":[{"id":"a","raw_groq":{"huge":[1,2,3]}}, null, 3, "x"],"has_more":false}"#,
+            200,
+        )
+        .unwrap();
+        assert_eq!(p.models.len(), 1);
+        assert!(!p.models[0].contains_key("raw_groq"));
+        assert_eq!(p.has_more, Some(false));
+    }
+
+    #[test]
+    fn shapes_and_errors() {
+        assert_eq!(parse_page(&gw(), br#"[{"id":"a"}]"#, 200).unwrap().models.len(), 1);
+        assert!(matches!(
+            parse_page(&gw(), b"<html>", 200),
+            Err(FetchError::Html { .. })
+        ));
+        assert!(matches!(
+            parse_page(&gw(), br#"{"error":"x"}"#, 200),
+            Err(FetchError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            parse_page(&gw(), br#"{"data":[{"id":"#, 200),
+            Err(FetchError::InvalidJson { .. })
+        ));
+        assert!(matches!(
+            parse_page(&gw(), b"", 200),
+            Err(FetchError::InvalidJson { .. })
+        ));
+        let e = parse_page(&gw(), b"nope", 200).unwrap_err();
+        assert!(e.to_string().starts_with("groq: "), "errors name the gateway: {e}");
+    }
+}

@@ -1,0 +1,219 @@
+//! Warming: refetch every gateway now, in parallel, and record how it went.
+//!
+//! - It refetches; it does not read through SWR (lesson 6: the old warm returned
+//!   whatever was cached and refreshed nothing).
+//! - Gateways run concurrently (bounded by `WARM_CONCURRENCY`), each within its
+//!   own deadline, so the total tracks the slowest gateway, not the sum.
+//! - Last-known-good: a failed or rejected gateway keeps its previous entry; the
+//!   merged view is rebuilt once at the end from what is cached.
+//! - One warm at a time across instances (a store lock that outlives any run); a
+//!   second caller is told a warm is running and since when.
+//! - The run record is stored and reported honestly: success only when every
+//!   gateway succeeded (lesson 9).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::gateways::Gateway;
+use crate::lock;
+use crate::spawn::Spawner;
+use crate::ttl::{iso8601, now_ms};
+
+pub const WARM_LOCK_KEY: &str = "lock:warm";
+pub const LAST_RUN_KEY: &str = "warm:last_run";
+/// Run records are kept for a month.
+const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Manual,
+    Cron,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Error,
+}
+
+/// One gateway's part of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayOutcome {
+    pub gateway: String,
+    pub status: Outcome,
+    /// Models now cached for this gateway (the previous count when the fetch failed).
+    pub count: u32,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// A warm run, as stored and as answered by the warm endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Every gateway succeeded.
+    pub success: bool,
+    pub trigger: Trigger,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Models fetched by the gateways that succeeded.
+    pub total_models: u64,
+    /// Models in the merged view after the run (`null` if it could not be built).
+    pub merged_models: Option<u32>,
+    pub gateways_success: usize,
+    pub gateways_failed: usize,
+    pub details: Vec<GatewayOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WarmError {
+    /// Another warm holds the lock; it started at this instant (unix ms, if known).
+    AlreadyRunning { started_at_ms: Option<u64> },
+    /// The store cannot be reached: nothing warmed could be kept.
+    StoreUnavailable(String),
+}
+
+impl std::fmt::Display for WarmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WarmError::AlreadyRunning { started_at_ms: Some(t) } => {
+                write!(f, "a warm is already running (started {})", iso8601(*t))
+            }
+            WarmError::AlreadyRunning { started_at_ms: None } => f.write_str("a warm is already running"),
+            WarmError::StoreUnavailable(e) => write!(f, "cache store unavailable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WarmError {}
+
+impl Catalog {
+    /// Warm `gateways` (all configured ones when `None`).
+    pub async fn warm(
+        self: &Arc<Self>,
+        gateways: Option<Vec<Gateway>>,
+        trigger: Trigger,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<RunRecord, WarmError> {
+        let guard = match lock::try_acquire(self.store(), WARM_LOCK_KEY, self.config.warm_lock_ttl).await {
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                let since = lock::holder(self.store(), WARM_LOCK_KEY)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|h| h.since_ms);
+                tracing::info!("[Cache Warming] Skipped: a warm is already running");
+                return Err(WarmError::AlreadyRunning { started_at_ms: since });
+            }
+            Err(e) => return Err(WarmError::StoreUnavailable(e.to_string())),
+        };
+        let gateways = gateways.unwrap_or_else(|| self.registry.all().to_vec());
+        let started_ms = guard.since_ms();
+        let started = Instant::now();
+        tracing::info!(
+            "[Cache Warming] Starting {trigger:?} warm of {} gateways",
+            gateways.len()
+        );
+
+        let mut details: Vec<GatewayOutcome> = futures_util::stream::iter(gateways.iter().cloned())
+            .map(|gw| {
+                let (catalog, spawner) = (self.clone(), spawner.clone());
+                async move {
+                    let t = Instant::now();
+                    let res = catalog.refresh_gateway(&gw, spawner).await;
+                    let duration_ms = t.elapsed().as_millis() as u64;
+                    match res {
+                        Ok(entry) => {
+                            tracing::info!(
+                                "[Cache Warming] {}: {} models in {duration_ms} ms",
+                                gw.id,
+                                entry.meta.item_count
+                            );
+                            GatewayOutcome {
+                                gateway: gw.id,
+                                status: Outcome::Success,
+                                count: entry.meta.item_count,
+                                duration_ms,
+                                error: None,
+                            }
+                        }
+                        Err(e) => {
+                            let kept = catalog.cache.peek(&crate::catalog::gateway_key(&gw.id)).await;
+                            let count = kept.map_or(0, |e| e.meta.item_count);
+                            tracing::warn!(
+                                "[Cache Warming] {} failed after {duration_ms} ms (keeping {count} cached models): {e}",
+                                gw.id
+                            );
+                            GatewayOutcome {
+                                gateway: gw.id,
+                                status: Outcome::Error,
+                                count,
+                                duration_ms,
+                                error: Some(e.to_string()),
+                            }
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(self.config.warm_concurrency)
+            .collect()
+            .await;
+        let order = |id: &str| gateways.iter().position(|g| g.id == id).unwrap_or(usize::MAX);
+        details.sort_by_key(|d| order(&d.gateway));
+
+        let merged_models = match self.rebuild_all(spawner).await {
+            Ok(e) => Some(e.meta.item_count),
+            Err(e) => {
+                tracing::warn!("[Cache Warming] Merged catalog not rebuilt: {e}");
+                None
+            }
+        };
+
+        let ok = details.iter().filter(|d| d.status == Outcome::Success).count();
+        let record = RunRecord {
+            success: ok == details.len(),
+            trigger,
+            started_at: iso8601(started_ms),
+            finished_at: iso8601(now_ms()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            total_models: details
+                .iter()
+                .filter(|d| d.status == Outcome::Success)
+                .map(|d| d.count as u64)
+                .sum(),
+            merged_models,
+            gateways_success: ok,
+            gateways_failed: details.len() - ok,
+            details,
+        };
+        tracing::info!(
+            "[Cache Warming] Done in {} ms: {}/{} gateways, {} models, merged {}",
+            record.duration_ms,
+            record.gateways_success,
+            record.gateways_success + record.gateways_failed,
+            record.total_models,
+            merged_models.map_or("-".to_string(), |n| n.to_string())
+        );
+        let json = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
+        if let Err(e) = self.store().set(LAST_RUN_KEY, json, LAST_RUN_TTL).await {
+            tracing::warn!("[Cache Warming] Run record not stored: {e}");
+        }
+        guard.release().await;
+        Ok(record)
+    }
+
+    /// The last stored run record.
+    pub async fn last_run(&self) -> Option<RunRecord> {
+        let raw = self.store().get(LAST_RUN_KEY).await.ok()??;
+        serde_json::from_slice(&raw).ok()
+    }
+}

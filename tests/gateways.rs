@@ -1,0 +1,490 @@
+//! Gateway fetchers, normalisation, the merged view and warming, against the
+//! project's sample catalog API (and wiremock for shapes it does not produce) on
+//! loopback, with a real redis-server.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cache_core::catalog::{ALL_KEY, gateway_key};
+use cache_core::gateways::FetchError;
+use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::warm::{Outcome, Trigger, WarmError};
+use cache_core::{CacheStatus, Catalog};
+use sample_catalog::Fault;
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+
+struct Stack {
+    sample: sample_catalog::Handle,
+    _redis: RedisServer,
+    catalog: Arc<Catalog>,
+    tasks: TaskSpawner,
+}
+
+impl Stack {
+    async fn new(overrides: &[(&str, &str)]) -> Stack {
+        let sample = sample_catalog::start_local().await;
+        let redis = RedisServer::start();
+        let catalog = Self::catalog_for(&sample, &redis, overrides);
+        Stack {
+            sample,
+            _redis: redis,
+            catalog,
+            tasks: TaskSpawner::new(),
+        }
+    }
+
+    fn catalog_for(sample: &sample_catalog::Handle, redis: &RedisServer, overrides: &[(&str, &str)]) -> Arc<Catalog> {
+        let base = sample.base_url();
+        let url = redis.url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GATEWAYZ_API_URL", &base),
+            ("REDIS_URL", &url),
+            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+        ];
+        all.extend_from_slice(overrides);
+        Catalog::new(support::config(&all)).unwrap()
+    }
+
+    /// Another instance on the same Redis and upstream.
+    fn instance(&self, overrides: &[(&str, &str)]) -> Arc<Catalog> {
+        Self::catalog_for(&self.sample, &self._redis, overrides)
+    }
+
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        Arc::new(self.tasks.clone())
+    }
+
+    fn gw(&self, id: &str) -> cache_core::gateways::Gateway {
+        self.catalog.registry.resolve(id).unwrap().clone()
+    }
+
+    async fn models(&self, id: &str) -> Vec<Value> {
+        let lookup = if id == "all" {
+            self.catalog.read_all(self.spawner()).await.unwrap()
+        } else {
+            self.catalog.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
+        };
+        let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
+        v["data"].as_array().unwrap().clone()
+    }
+}
+
+fn fixture_count(id: &str) -> usize {
+    let json = sample_catalog::FIXTURES.iter().find(|(g, _)| *g == id).unwrap().1;
+    serde_json::from_str::<Vec<Value>>(json).unwrap().len()
+}
+
+// ---- fetcher -------------------------------------------------------------------
+
+#[tokio::test]
+async fn pages_concurrently_once_total_is_known() {
+    let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100")]).await;
+    let models = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap();
+    assert_eq!(models.len(), fixture_count("featherless"));
+    assert_eq!(s.sample.requests("featherless"), 15, "1500 models / 100 per page");
+    let ids: std::collections::HashSet<_> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), models.len(), "pages are neither repeated nor skipped");
+}
+
+#[tokio::test]
+async fn legacy_shape_whole_catalog_at_once() {
+    let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100")]).await;
+    s.sample.set_fault("featherless", Fault::Legacy);
+    let models = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap();
+    assert_eq!(models.len(), fixture_count("featherless"));
+    assert_eq!(
+        s.sample.requests("featherless"),
+        1,
+        "a page longer than limit is the whole catalog"
+    );
+}
+
+#[tokio::test]
+async fn legacy_shape_that_ignores_offset_does_not_loop() {
+    // Exactly `limit` models and offset ignored: the second page repeats the first.
+    let s = Stack::new(&[("FETCH_PAGE_LIMIT", "11")]).await;
+    s.sample.set_fault("groq", Fault::Legacy);
+    let models = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap();
+    assert_eq!(models.len(), 11);
+    assert_eq!(s.sample.requests("groq"), 2);
+}
+
+#[tokio::test]
+async fn has_more_without_total_follows_next_offset() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    for (offset, ids, more, next) in [
+        ("0", vec!["a", "b"], true, json!(2)),
+        ("2", vec!["c"], false, Value::Null),
+    ] {
+        let data: Vec<Value> = ids.iter().map(|i| json!({"id": i})).collect();
+        Mock::given(method("GET"))
+            .and(path("/v1/models"))
+            .and(query_param("offset", offset))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"data": data, "has_more": more, "next_offset": next})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let c = Catalog::new(support::config(&[
+        ("GATEWAYZ_API_URL", &server.uri()),
+        ("FETCH_PAGE_LIMIT", "2"),
+    ]))
+    .unwrap();
+    let models = c.fetcher.fetch(c.registry.resolve("groq").unwrap()).await.unwrap();
+    assert_eq!(
+        models.iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+}
+
+#[tokio::test]
+async fn page_cap_stops_a_runaway_catalog() {
+    let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100"), ("FETCH_MAX_PAGES", "3")]).await;
+    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::TooManyPages {
+            gateway: "featherless".into(),
+            limit: 3
+        }
+    );
+    assert_eq!(
+        s.sample.requests("featherless"),
+        1,
+        "refused before fetching pages it would not keep"
+    );
+}
+
+#[tokio::test]
+async fn size_cap_cuts_off_a_huge_body() {
+    let s = Stack::new(&[("FETCH_MAX_BYTES", "200000")]).await;
+    s.sample.set_fault("groq", Fault::Huge { bytes: 5 << 20 });
+    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::TooLarge {
+            gateway: "groq".into(),
+            limit: 200_000
+        }
+    );
+    // The total across pages is capped too, not just one page.
+    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn deadline_per_gateway() {
+    let s = Stack::new(&[("GATEWAY_TIMEOUT_FAST_MS", "300")]).await;
+    s.sample.set_latency("groq", Duration::from_secs(5));
+    let t = Instant::now();
+    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::Timeout { ref gateway, .. } if gateway == "groq"),
+        "{err:?}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    s.sample.set_fault("fal", Fault::SlowDrip);
+    let err = s.catalog.fetcher.fetch(&s.gw("fal")).await.unwrap_err();
+    assert!(
+        matches!(err, FetchError::Timeout { .. }),
+        "a slow drip hits the deadline: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_retry_after_is_honoured_within_the_deadline() {
+    let s = Stack::new(&[("GATEWAY_TIMEOUT_FAST_MS", "3000")]).await;
+    s.sample.set_fault(
+        "groq",
+        Fault::RateLimited {
+            retry_after_secs: 1,
+            times: 1,
+        },
+    );
+    let t = Instant::now();
+    let models = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap();
+    assert_eq!(models.len(), 11);
+    assert!(t.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+    assert_eq!(s.sample.requests("groq"), 2);
+
+    // A Retry-After beyond the deadline fails at once instead of sleeping past it.
+    s.sample.set_fault(
+        "groq",
+        Fault::RateLimited {
+            retry_after_secs: 30,
+            times: 1,
+        },
+    );
+    let t = Instant::now();
+    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    assert!(matches!(err, FetchError::RateLimited { .. }), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn each_bad_payload_is_a_typed_error_naming_the_gateway() {
+    let s = Stack::new(&[]).await;
+    let cases = [
+        (Fault::ServerError, "HTTP 500"),
+        (Fault::Html, "HTML page (HTTP 502)"),
+        (Fault::InvalidJson, "invalid JSON"),
+        (Fault::Truncated, "invalid JSON"),
+    ];
+    for (fault, expected) in cases {
+        s.sample.set_fault("groq", fault.clone());
+        let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("groq: ") && err.contains(expected),
+            "{fault:?} -> {err}"
+        );
+    }
+    // Connection refused.
+    let c = Catalog::new(support::config(&[(
+        "GATEWAYZ_API_URL",
+        &format!("http://127.0.0.1:{}", support::free_port()),
+    )]))
+    .unwrap();
+    let err = c.fetcher.fetch(c.registry.resolve("groq").unwrap()).await.unwrap_err();
+    assert!(matches!(err, FetchError::Network { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn bearer_token_from_env_for_gateways_that_need_one() {
+    let s = Stack::new(&[("GATEWAYZ_TOKEN_HUGGINGFACE", "hf-test-token")]).await;
+    s.sample.require_token("huggingface", "hf-test-token");
+    assert_eq!(
+        s.catalog.fetcher.fetch(&s.gw("huggingface")).await.unwrap().len(),
+        fixture_count("huggingface")
+    );
+    let without = s.instance(&[]);
+    let err = without
+        .fetcher
+        .fetch(without.registry.resolve("hug").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::Status {
+            gateway: "huggingface".into(),
+            status: 401
+        }
+    );
+}
+
+// ---- normalisation and merge ---------------------------------------------------
+
+#[tokio::test]
+async fn prices_are_per_token_for_every_unit() {
+    let s = Stack::new(&[]).await;
+    let models = s.models("groq").await; // per million
+    let guard = models.iter().find(|m| m["id"] == "llama-guard-3-8b").unwrap();
+    assert_eq!(guard["pricing"]["prompt"], "0.0000002", "0.2 per million");
+    let or = s.models("openrouter").await; // already per token
+    let fixture: Vec<Value> = serde_json::from_str(sample_catalog::FIXTURES[0].1).unwrap();
+    let with_price = fixture.iter().find(|m| m["pricing"]["prompt"].is_string()).unwrap();
+    let served = or.iter().find(|m| m["id"] == with_price["id"]).unwrap();
+    assert_eq!(served["pricing"]["prompt"], with_price["pricing"]["prompt"]);
+    for m in models.iter().chain(&or) {
+        assert!(
+            m.as_object().unwrap().keys().all(|k| !k.starts_with("raw_")),
+            "raw copies dropped"
+        );
+        assert_eq!(m["source_gateways"].as_array().unwrap().len(), 1);
+    }
+    // No price anywhere is ever above $1 per token: units are normalised.
+    for id in ["featherless", "together", "fireworks"] {
+        for m in s.models(id).await {
+            if let Some(p) = m["pricing"]["prompt"].as_str() {
+                assert!(p.parse::<f64>().unwrap() < 1.0, "{id} {} {p}", m["id"]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn merge_rules_on_crafted_duplicates() {
+    let s = Stack::new(&[("GATEWAYS", "openrouter,together,groq")]).await;
+    s.sample.set_catalog(
+        "openrouter",
+        vec![json!({"id":"openai/gpt-4o","name":"GPT-4o","provider_slug":"openai"})],
+    );
+    s.sample.set_catalog(
+        "together",
+        vec![
+            json!({"id":"gpt-4o","name":"GPT-4o (Together)","description":"omni","context_length":128000,
+                     "pricing":{"prompt":"5","completion":"15"},"architecture":{"input_modalities":["text","image"]},
+                     "provider_slug":"azure"}),
+        ],
+    );
+    s.sample
+        .set_catalog("groq", vec![json!({"id":"llama-3-8b","name":"Llama 3 8B"})]);
+    let record = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(record.success, "{record:?}");
+    let all = s.models("all").await;
+    assert_eq!(all.len(), 2);
+    let gpt = all
+        .iter()
+        .find(|m| m["name"] == "GPT-4o (Together)")
+        .expect("most complete record kept");
+    assert_eq!(gpt["source_gateways"], json!(["openrouter", "together"]));
+    assert_eq!(gpt["provider_slugs"], json!(["openai", "azure"]));
+    assert_eq!(
+        gpt["pricing"]["prompt"], "0.000005",
+        "Together's per-million price, normalised"
+    );
+}
+
+// ---- warming -------------------------------------------------------------------
+
+#[tokio::test]
+async fn warm_all_21_gateways_and_serve_hits() {
+    let s = Stack::new(&[]).await;
+    let record = s.catalog.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+    assert!(record.success);
+    assert_eq!(record.gateways_success, 21);
+    assert_eq!(
+        record.total_models as usize,
+        sample_catalog::FIXTURES
+            .iter()
+            .map(|(g, _)| fixture_count(g))
+            .sum::<usize>()
+    );
+    assert!(record.merged_models.unwrap() > 1000);
+    let stored = s.catalog.last_run().await.unwrap();
+    assert_eq!(stored, record, "the run record is stored as reported");
+    let before = s.sample.total_requests();
+    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_eq!(all.status, CacheStatus::Hit);
+    for gw in s.catalog.registry.all() {
+        assert_eq!(
+            s.catalog.read_gateway(gw, s.spawner()).await.unwrap().status,
+            CacheStatus::Hit
+        );
+    }
+    assert_eq!(
+        s.sample.total_requests(),
+        before,
+        "reads after a warm never reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn warm_refetches_even_when_cached() {
+    let s = Stack::new(&[("GATEWAYS", "groq")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert_eq!(
+        s.sample.requests("groq"),
+        2,
+        "lesson 6: a warm refetches a key that is already fresh"
+    );
+}
+
+#[tokio::test]
+async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
+    let s = Stack::new(&[
+        ("GATEWAYS", "groq,together,xai,cerebras"),
+        ("GATEWAY_TIMEOUT_FAST_MS", "500"),
+        ("GATEWAY_TIMEOUT_SLOW_MS", "500"),
+    ])
+    .await;
+    let first = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(first.success);
+    let merged_before = first.merged_models.unwrap();
+
+    s.sample.set_fault("together", Fault::ServerError);
+    s.sample.set_latency("xai", Duration::from_secs(3));
+    s.sample.set_fault("cerebras", Fault::Empty);
+    let t = Instant::now();
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "bounded by deadlines, not by the slow gateway: {:?}",
+        t.elapsed()
+    );
+    assert!(!run.success, "honest: not every gateway succeeded");
+    assert_eq!((run.gateways_success, run.gateways_failed), (1, 3));
+    let by_id = |id: &str| run.details.iter().find(|d| d.gateway == id).unwrap().clone();
+    assert_eq!(by_id("groq").status, Outcome::Success);
+    let together = by_id("together");
+    assert_eq!(together.status, Outcome::Error);
+    assert!(together.error.as_deref().unwrap().contains("HTTP 500"), "{together:?}");
+    assert_eq!(together.count, 94, "the previous 94 models are still cached");
+    assert!(by_id("xai").error.as_deref().unwrap().contains("timed out"));
+    assert!(by_id("cerebras").error.as_deref().unwrap().contains("0 models"));
+    assert_eq!(s.models("together").await.len(), 94, "old data kept");
+    assert_eq!(s.models("cerebras").await.len(), 9, "an empty answer never overwrites");
+    assert_eq!(
+        run.merged_models,
+        Some(merged_before),
+        "the merged view keeps every gateway's cached data"
+    );
+    let failure = s.catalog.cache.last_failure(&gateway_key("together")).await.unwrap();
+    assert!(failure.error.contains("HTTP 500"));
+}
+
+#[tokio::test]
+async fn overlapping_warms_do_not_refetch() {
+    let s = Stack::new(&[("GATEWAYS", "groq,xai")]).await;
+    s.sample.set_latency("xai", Duration::from_millis(700));
+    let other = s.instance(&[("GATEWAYS", "groq,xai")]);
+    let first = {
+        let (c, sp) = (s.catalog.clone(), s.spawner());
+        tokio::spawn(async move { c.warm(None, Trigger::Cron, sp).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = other.warm(None, Trigger::Manual, s.spawner()).await;
+    let Err(WarmError::AlreadyRunning {
+        started_at_ms: Some(started),
+    }) = second
+    else {
+        panic!("expected AlreadyRunning with a start time, got {second:?}");
+    };
+    assert!(cache_core::ttl::now_ms() - started < 5_000);
+    assert!(first.await.unwrap().unwrap().success);
+    assert_eq!(s.sample.requests("xai"), 1, "the second warm fetched nothing");
+    assert!(
+        other.warm(None, Trigger::Manual, s.spawner()).await.is_ok(),
+        "the lock is released after a run"
+    );
+}
+
+#[tokio::test]
+async fn merged_view_follows_a_gateway_revalidation() {
+    let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("MODELS_FRESH_TTL_SECONDS", "1")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    // groq (11) and cerebras (9) share one model: 19 after dedup.
+    assert_eq!(s.models("all").await.len(), 19);
+    s.sample
+        .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert_eq!(stale.status, CacheStatus::Stale);
+    s.tasks.idle().await;
+    let all = s.models("all").await;
+    assert!(
+        all.iter().any(|m| m["id"] == "brand-new-model"),
+        "the merged view was rebuilt after groq revalidated"
+    );
+    let raw = s._redis.command(&[b"EXISTS", ALL_KEY.as_bytes()]);
+    assert_eq!(raw, b":1\r\n");
+}
+
+#[tokio::test]
+async fn cold_merged_read_fills_gateways_and_tolerates_a_dead_one() {
+    let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras")]).await;
+    s.sample.set_fault("together", Fault::ServerError);
+    let lookup = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_eq!(lookup.status, CacheStatus::Miss);
+    let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
+    assert_eq!(v["gateways"], json!(["groq", "cerebras"]));
+    assert_eq!(v["total"], 19, "groq (11) + cerebras (9), one model shared");
+}
