@@ -17,12 +17,15 @@ pub mod catalog;
 pub mod config;
 pub mod entry;
 pub mod gateways;
+pub mod handlers;
 pub mod lock;
 pub mod metrics;
+pub mod runtime;
 pub mod spawn;
 pub mod store;
 pub mod swr;
 pub mod ttl;
+pub mod vercel;
 pub mod warm;
 
 pub use catalog::Catalog;

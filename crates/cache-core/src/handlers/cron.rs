@@ -1,0 +1,74 @@
+//! `GET /api/cron/warm-cache`: the Vercel Cron entry.
+//!
+//! Authenticated by `Authorization: Bearer $CRON_SECRET` in constant time; the
+//! `x-vercel-cron` header and the `vercel-cron` user agent prove nothing (anyone
+//! can send them). The warm runs in-process: no HTTP call to another host, so
+//! no secret travels anywhere (lesson 7).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde_json::json;
+
+use super::auth::check_bearer;
+use super::warm::{run_status, warm_error};
+use super::{RequestContext, json_error, json_response, method_not_allowed};
+use crate::catalog::Catalog;
+use crate::spawn::Spawner;
+use crate::ttl::{iso8601, now_ms};
+use crate::warm::Trigger;
+
+pub async fn handle(
+    req: &http::request::Parts,
+    catalog: &Arc<Catalog>,
+    spawner: Arc<dyn Spawner>,
+    ctx: RequestContext,
+) -> Response<Bytes> {
+    if req.method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    tracing::info!("[Cron] warm-cache invoked");
+    match &catalog.config.cron_secret {
+        Some(secret) => {
+            if let Err(f) = check_bearer(&req.headers, secret) {
+                tracing::warn!("[Cron] Rejected: {}", f.describe());
+                let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", f.describe(), None);
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+        None if ctx.local_loopback && !catalog.config.on_vercel => {
+            tracing::warn!("[Cron] CRON_SECRET is not set: accepting a local request from loopback (development only)");
+        }
+        None => {
+            tracing::error!("[Cron] CRON_SECRET is not set: refusing to run");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cron_disabled",
+                "CRON_SECRET is not set: the cron endpoint refuses to run until it is",
+                None,
+            );
+        }
+    }
+    match catalog.warm(None, Trigger::Cron, spawner).await {
+        Ok(record) => {
+            let message = format!(
+                "warmed {}/{} gateways, {} models",
+                record.gateways_success,
+                record.gateways_success + record.gateways_failed,
+                record.total_models
+            );
+            tracing::info!("[Cron] {message}");
+            json_response(
+                run_status(&record),
+                &json!({ "success": record.success, "message": message, "timestamp": iso8601(now_ms()), "result": record }),
+            )
+        }
+        Err(e) => {
+            tracing::info!("[Cron] {e}");
+            warm_error(&e)
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The routes' logic on plain `http` types, shared by the Vercel functions and the
+//! dev server, and testable without a server.
+//!
+//! Every answer is a complete `http::Response<Bytes>`; errors are JSON with a
+//! message and the right status. Nothing here returns `Err` to a runtime (which
+//! would answer 500 with the error text pasted into unescaped JSON).
+
+pub mod auth;
+mod cron;
+mod models;
+pub mod negotiate;
+pub mod query;
+mod warm;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::spawn::Spawner;
+
+/// The routes, one per Vercel function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /api/models` (binary `models`).
+    Models,
+    /// `POST|GET /api/cache/warm-models` (binary `cache-warm-models`).
+    WarmModels,
+    /// `GET /api/cron/warm-cache` (binary `cron-warm-cache`).
+    CronWarmCache,
+}
+
+impl Route {
+    pub fn from_path(path: &str) -> Option<Route> {
+        match path.trim_end_matches('/') {
+            "/api/models" => Some(Route::Models),
+            "/api/cache/warm-models" => Some(Route::WarmModels),
+            "/api/cron/warm-cache" => Some(Route::CronWarmCache),
+            _ => None,
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Models => "/api/models",
+            Route::WarmModels => "/api/cache/warm-models",
+            Route::CronWarmCache => "/api/cron/warm-cache",
+        }
+    }
+}
+
+/// What the server knows about a request beyond its headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestContext {
+    /// The peer is on loopback and this is not a deployment (local development).
+    pub local_loopback: bool,
+}
+
+/// Answer one request. Bodies of requests are never read: no route takes one.
+pub async fn handle(
+    route: Route,
+    req: &http::request::Parts,
+    catalog: &Arc<Catalog>,
+    spawner: Arc<dyn Spawner>,
+    ctx: RequestContext,
+) -> Response<Bytes> {
+    match route {
+        Route::Models => models::handle(req, catalog, spawner).await,
+        Route::WarmModels => warm::handle(req, catalog, spawner).await,
+        Route::CronWarmCache => cron::handle(req, catalog, spawner, ctx).await,
+    }
+}
+
+/// `{"error": code, "message": message, ...extra}` with `status`, never cached.
+pub fn json_error(status: StatusCode, code: &str, message: &str, extra: Option<serde_json::Value>) -> Response<Bytes> {
+    let mut body = serde_json::json!({ "error": code, "message": message });
+    if let Some(serde_json::Value::Object(extra)) = extra {
+        body.as_object_mut().unwrap().extend(extra);
+    }
+    json_response(status, &body)
+}
+
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"serialization\"}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Bytes::from(bytes))
+        .expect("static headers are valid")
+}
+
+pub fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this route accepts {allow}"),
+        None,
+    );
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// 404 for paths that are no route (dev server).
+pub fn not_found(path: &str) -> Response<Bytes> {
+    let shown: String = path.chars().take(100).collect();
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no route {shown}"),
+        Some(serde_json::json!({ "routes": ["/api/models", "/api/cache/warm-models", "/api/cron/warm-cache"] })),
+    )
+}
+
+fn is_get_or_head(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// A configuration error answered on every route: names the variable, never a value.
+pub fn config_error(err: &crate::config::ConfigError) -> Response<Bytes> {
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "configuration_error",
+        &format!("invalid {}", err.var),
+        None,
+    )
+}

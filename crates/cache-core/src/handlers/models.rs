@@ -1,0 +1,221 @@
+//! `GET /api/models?gateway=<id|all>[&search=...]`: the models JSON for the frontend.
+//!
+//! The hot path (a warm key, no `search`) serves the stored pre-compressed bytes as
+//! they are: no JSON parse, no merge, no serialization, no compression.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use super::negotiate::{choose_encoding, not_modified};
+use super::{is_get_or_head, json_error, method_not_allowed, query};
+use crate::catalog::Catalog;
+use crate::entry::Entry;
+use crate::gateways::registry::is_valid_id;
+use crate::spawn::Spawner;
+use crate::swr::{CacheError, CacheStatus};
+use crate::ttl::now_ms;
+
+/// Longest `search` term.
+const MAX_SEARCH_LEN: usize = 200;
+/// Upper bound on how long a CDN may keep a response before asking again, so a
+/// manual warm shows up within minutes even though data stays fresh for hours.
+const CDN_MAX_AGE_SECS: u64 = 300;
+
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+    if !is_get_or_head(&req.method) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let q = match query::parse(req.uri.query(), &["gateway", "search"]) {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e.0, None),
+    };
+    let search = match q.get("search").map(|s| s.trim()) {
+        Some(s) if s.chars().count() > MAX_SEARCH_LEN => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                &format!("search longer than {MAX_SEARCH_LEN} characters"),
+                None,
+            );
+        }
+        Some("") | None => None,
+        Some(s) => Some(s.to_lowercase()),
+    };
+    // No gateway = the merged view (what the models page shows).
+    let name = q
+        .get("gateway")
+        .map(|g| g.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "all".into());
+
+    let lookup = if name == "all" {
+        catalog.read_all(spawner).await
+    } else {
+        let Some(gw) = is_valid_id(&name).then(|| catalog.registry.resolve(&name)).flatten() else {
+            return unknown_gateway(catalog, q.get("gateway").map(String::as_str).unwrap_or(""));
+        };
+        let gw = gw.clone();
+        catalog.read_gateway(&gw, spawner).await
+    };
+    let lookup = match lookup {
+        Ok(l) => l,
+        Err(e) => return upstream_error(&name, &e),
+    };
+
+    let head_only = req.method == http::Method::HEAD;
+    match search {
+        None => serve_entry(req, &lookup.entry, lookup.status, head_only),
+        Some(term) => serve_search(&lookup.entry, lookup.status, &term, head_only),
+    }
+}
+
+fn unknown_gateway(catalog: &Catalog, given: &str) -> Response<Bytes> {
+    let mut valid: Vec<&str> = vec!["all"];
+    valid.extend(catalog.registry.ids());
+    let message = if given.trim().is_empty() {
+        "gateway must not be empty".to_string()
+    } else if !is_valid_id(&given.trim().to_ascii_lowercase()) {
+        "gateway must be 1-64 characters of a-z, 0-9 and '-'".to_string()
+    } else {
+        let shown: String = given.chars().take(64).collect();
+        format!("unknown gateway '{shown}'")
+    };
+    json_error(
+        StatusCode::BAD_REQUEST,
+        "unknown_gateway",
+        &message,
+        Some(json!({ "valid_gateways": valid })),
+    )
+}
+
+fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
+    let (status, code) = match e {
+        CacheError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        CacheError::Throttled(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+        _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+    };
+    let mut r = json_error(
+        status,
+        code,
+        &format!("no cached catalog for '{name}' and the upstream failed: {e}"),
+        None,
+    );
+    r.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
+    if matches!(e, CacheError::Throttled(_)) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    }
+    r
+}
+
+/// Headers every successful answer carries.
+fn base_headers(r: &mut http::response::Builder, entry: &Entry, status: CacheStatus) {
+    let now = now_ms();
+    let m = &entry.meta;
+    let cache_control = match status {
+        // Fresh: the CDN may keep it for what is left of the fresh window (capped),
+        // then serve it stale while it asks again. Browsers always revalidate
+        // (max-age=0) — a 304 on the ETag is cheap.
+        CacheStatus::Hit | CacheStatus::Miss => format!(
+            "public, max-age=0, s-maxage={}, stale-while-revalidate={}",
+            (m.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS),
+            m.stale_until_ms.saturating_sub(now) / 1000
+        ),
+        // Stale: we are already revalidating; the CDN must ask again, serving this
+        // copy meanwhile.
+        CacheStatus::Stale => format!(
+            "public, max-age=0, s-maxage=0, stale-while-revalidate={}",
+            m.stale_until_ms.saturating_sub(now) / 1000
+        ),
+    };
+    let headers = r.headers_mut().expect("builder is fresh");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache_control).expect("ascii"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert("x-cache-age", HeaderValue::from(m.age_ms(now) / 1000));
+    headers.insert("x-model-count", HeaderValue::from(m.item_count));
+}
+
+fn serve_entry(req: &http::request::Parts, entry: &Entry, status: CacheStatus, head_only: bool) -> Response<Bytes> {
+    let mut r = Response::builder();
+    base_headers(&mut r, entry, status);
+    let etag = HeaderValue::from_str(&entry.meta.etag).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
+    if not_modified(&req.headers, &entry.meta.etag) {
+        return r
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, etag)
+            .body(Bytes::new())
+            .expect("valid");
+    }
+    let encoding = choose_encoding(&req.headers);
+    let body = match entry.body_in(encoding) {
+        Ok(b) => b,
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt_entry",
+                &format!("cached value unreadable: {e}"),
+                None,
+            );
+        }
+    };
+    r = r
+        .status(StatusCode::OK)
+        .header(header::ETAG, etag)
+        .header(header::CONTENT_LENGTH, body.len());
+    if let Some(ce) = encoding.header_value() {
+        r = r.header(header::CONTENT_ENCODING, ce);
+    }
+    r.body(if head_only { Bytes::new() } else { body }).expect("valid")
+}
+
+/// `search`: filter by id, name, description or provider (case-insensitive).
+/// Off the hot path: parses the cached JSON, answers uncompressed and uncached by CDNs.
+fn serve_search(entry: &Entry, status: CacheStatus, term: &str, head_only: bool) -> Response<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        data: Vec<Map<String, Value>>,
+        gateway: Option<Value>,
+    }
+    let parsed = entry
+        .identity()
+        .ok()
+        .and_then(|j| serde_json::from_slice::<Body>(&j).ok());
+    let Some(body) = parsed else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt_entry",
+            "cached value unreadable",
+            None,
+        );
+    };
+    let matches = |m: &Map<String, Value>| {
+        ["id", "name", "description", "provider_slug"]
+            .iter()
+            .filter_map(|f| m.get(*f).and_then(Value::as_str))
+            .any(|s| s.to_lowercase().contains(term))
+    };
+    let data: Vec<&Map<String, Value>> = body.data.iter().filter(|m| matches(m)).collect();
+    let out =
+        serde_json::to_vec(&json!({ "data": data, "gateway": body.gateway, "total": data.len(), "search": term }))
+            .expect("serializable");
+    let mut r = Response::builder();
+    base_headers(&mut r, entry, status);
+    r.headers_mut().unwrap().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=0, s-maxage=60"),
+    );
+    r.status(StatusCode::OK)
+        .header(header::CONTENT_LENGTH, out.len())
+        .body(if head_only { Bytes::new() } else { Bytes::from(out) })
+        .expect("valid")
+}

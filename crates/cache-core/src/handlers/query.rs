@@ -1,0 +1,85 @@
+//! Strict query-string parsing.
+//!
+//! Lesson 11: the query never shapes a cache key. Only known parameters are read;
+//! values are percent-decoded and must be UTF-8; a parameter given twice is an
+//! error rather than a guess; a gateway id must look like one before anything
+//! else sees it.
+
+use std::collections::HashMap;
+
+/// Longest query string accepted.
+pub const MAX_QUERY_LEN: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryError(pub String);
+
+/// Parse `raw` into name → value for the `wanted` names. Unknown names are ignored
+/// (e.g. the old frontend's `limit`), so they cannot multiply cache keys.
+pub fn parse<'a>(raw: Option<&str>, wanted: &[&'a str]) -> Result<HashMap<&'a str, String>, QueryError> {
+    let raw = raw.unwrap_or("");
+    if raw.len() > MAX_QUERY_LEN {
+        return Err(QueryError(format!("query string longer than {MAX_QUERY_LEN} bytes")));
+    }
+    let mut out: HashMap<&'a str, String> = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k)?;
+        let Some(name) = wanted.iter().find(|w| **w == k) else {
+            continue;
+        };
+        let v = decode(v)?;
+        if out.insert(name, v).is_some() {
+            return Err(QueryError(format!("parameter '{name}' given more than once")));
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-decode (`+` is a space) and require UTF-8.
+fn decode(s: &str) -> Result<String, QueryError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or_else(|| QueryError("malformed percent-encoding".into()))?;
+                let hex = std::str::from_utf8(hex).map_err(|_| QueryError("malformed percent-encoding".into()))?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| QueryError("malformed percent-encoding".into()))?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| QueryError("query is not valid UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_params_only_and_decoded() {
+        let q = parse(Some("gateway=hug&limit=5&search=llama+3%21"), &["gateway", "search"]).unwrap();
+        assert_eq!(q["gateway"], "hug");
+        assert_eq!(q["search"], "llama 3!");
+        assert!(!q.contains_key("limit"));
+    }
+
+    #[test]
+    fn rejects() {
+        assert!(parse(Some("gateway=a&gateway=b"), &["gateway"]).is_err());
+        assert!(parse(Some("gateway=%ff"), &["gateway"]).is_err());
+        assert!(parse(Some("gateway=%4"), &["gateway"]).is_err());
+        assert!(parse(Some("gateway=%zz"), &["gateway"]).is_err());
+        assert!(parse(Some(&"a".repeat(3000)), &["gateway"]).is_err());
+        assert_eq!(
+            parse(Some("gateway=..%2F..%2Fetc"), &["gateway"]).unwrap()["gateway"],
+            "../../etc"
+        );
+    }
+}

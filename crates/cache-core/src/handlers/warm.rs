@@ -1,0 +1,182 @@
+//! `POST /api/cache/warm-models` (manual warm) and `GET /api/cache/warm-models` (status).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::check_bearer;
+use super::{json_error, json_response, method_not_allowed, query};
+use crate::catalog::{ALL_KEY, Catalog, gateway_key};
+use crate::metrics::{CategoryMetrics, Metrics};
+use crate::spawn::Spawner;
+use crate::swr::FetchFailure;
+use crate::ttl::{iso8601, now_ms};
+use crate::warm::{RunRecord, Trigger, WarmError};
+
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+    match req.method {
+        Method::POST => warm(req, catalog, spawner).await,
+        Method::GET | Method::HEAD => status(catalog).await,
+        _ => method_not_allowed("GET, HEAD, POST"),
+    }
+}
+
+async fn warm(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+    let Some(secret) = &catalog.config.warming_secret else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "warming_disabled",
+            "manual warming is disabled: set CACHE_WARMING_SECRET to enable it",
+            None,
+        );
+    };
+    if let Err(f) = check_bearer(&req.headers, secret) {
+        tracing::warn!("[Cache Warming] Rejected manual warm: {}", f.describe());
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", f.describe(), None);
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let q = match query::parse(req.uri.query(), &["gateway"]) {
+        Ok(q) => q,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e.0, None),
+    };
+    let gateways = match q.get("gateway") {
+        None => None,
+        Some(list) => {
+            let mut chosen = Vec::new();
+            for name in list.split(',').map(str::trim) {
+                match catalog
+                    .registry
+                    .resolve(name)
+                    .filter(|_| crate::gateways::registry::is_valid_id(&name.to_ascii_lowercase()))
+                {
+                    Some(gw) if !chosen.iter().any(|g: &crate::gateways::Gateway| g.id == gw.id) => {
+                        chosen.push(gw.clone())
+                    }
+                    Some(_) => {}
+                    None => {
+                        let shown: String = name.chars().take(64).collect();
+                        return json_error(
+                            StatusCode::BAD_REQUEST,
+                            "unknown_gateway",
+                            &format!("unknown gateway '{shown}'"),
+                            Some(json!({ "valid_gateways": catalog.registry.ids() })),
+                        );
+                    }
+                }
+            }
+            Some(chosen)
+        }
+    };
+    run_response(catalog.warm(gateways, Trigger::Manual, spawner).await)
+}
+
+/// Status code for a finished run: 200 all succeeded, 207 some failed, 502 all failed.
+pub fn run_status(record: &RunRecord) -> StatusCode {
+    if record.gateways_failed == 0 {
+        StatusCode::OK
+    } else if record.gateways_success > 0 {
+        StatusCode::MULTI_STATUS
+    } else {
+        StatusCode::BAD_GATEWAY
+    }
+}
+
+fn run_response(result: Result<RunRecord, WarmError>) -> Response<Bytes> {
+    match result {
+        Ok(record) => json_response(run_status(&record), &record),
+        Err(e) => warm_error(&e),
+    }
+}
+
+pub fn warm_error(e: &WarmError) -> Response<Bytes> {
+    match e {
+        WarmError::AlreadyRunning { started_at_ms } => json_error(
+            StatusCode::CONFLICT,
+            "warm_in_progress",
+            &e.to_string(),
+            Some(json!({ "success": false, "started_at": started_at_ms.map(iso8601) })),
+        ),
+        WarmError::StoreUnavailable(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &e.to_string(),
+            None,
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct GatewayState {
+    gateway: String,
+    state: &'static str,
+    age_seconds: Option<u64>,
+    models: Option<u32>,
+    fresh_until: Option<String>,
+    last_error: Option<LastError>,
+}
+
+#[derive(Serialize)]
+struct LastError {
+    error: String,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct Status {
+    store: &'static str,
+    last_run: Option<RunRecord>,
+    gateways: Vec<GatewayState>,
+    merged: GatewayState,
+    metrics: serde_json::Value,
+    timestamp: String,
+}
+
+/// Warming status: no auth, no secrets. Shows each gateway's data age so an upstream
+/// outage is visible while stale data still hides it from users (lesson 10).
+async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
+    let state_of = |id: String, key: String| async move {
+        let entry = catalog.cache.peek(&key).await;
+        let failure: Option<FetchFailure> = catalog.cache.last_failure(&key).await;
+        let now = now_ms();
+        GatewayState {
+            gateway: id,
+            state: entry.as_ref().map_or("missing", |e| e.meta.freshness(now).as_str()),
+            age_seconds: entry.as_ref().map(|e| e.meta.age_ms(now) / 1000),
+            models: entry.as_ref().map(|e| e.meta.item_count),
+            fresh_until: entry.as_ref().map(|e| iso8601(e.meta.fresh_until_ms)),
+            last_error: failure.map(|f| LastError {
+                error: f.error,
+                at: iso8601(f.at_ms),
+            }),
+        }
+    };
+    let gateways = futures_util::future::join_all(
+        catalog
+            .registry
+            .all()
+            .iter()
+            .map(|g| state_of(g.id.clone(), gateway_key(&g.id))),
+    )
+    .await;
+    let merged = state_of("all".into(), ALL_KEY.into()).await;
+    let metrics = match Metrics::read(catalog.store(), "models").await {
+        Ok(m) => json!({ "models": m }),
+        Err(e) => json!({ "models": CategoryMetrics::default(), "error": e.to_string() }),
+    };
+    json_response(
+        StatusCode::OK,
+        &Status {
+            store: catalog.store().backend_name(),
+            last_run: catalog.last_run().await,
+            gateways,
+            merged,
+            metrics,
+            timestamp: iso8601(now_ms()),
+        },
+    )
+}

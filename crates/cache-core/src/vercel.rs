@@ -1,0 +1,62 @@
+//! The Vercel function glue: a route binary is `vercel::serve(Route::X)`.
+//!
+//! Background work (SWR revalidation) goes through `AppState::wait_until`, so the
+//! invocation stays alive until it finishes (vercel_runtime >= 2.4.1).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
+
+use crate::handlers::{self, RequestContext, Route};
+use crate::runtime::{global_catalog, init_tracing};
+use crate::spawn::WaitUntil;
+
+/// Buffered responses above this go out streamed: Vercel caps buffered bodies at
+/// 4.5 MB, and the merged catalog uncompressed is above that.
+const STREAM_ABOVE: usize = 4 * 1024 * 1024;
+const STREAM_CHUNK: usize = 256 * 1024;
+
+pub async fn serve(route: Route) -> Result<(), Error> {
+    init_tracing();
+    vercel_runtime::run(vercel_runtime::service_fn(
+        move |req: Request, state: AppState| async move { Ok::<_, Error>(respond(route, req, state).await) },
+    ))
+    .await
+}
+
+async fn respond(route: Route, req: Request, state: AppState) -> Response<ResponseBody> {
+    let (parts, _body) = req.into_parts();
+    let response = match global_catalog() {
+        Ok(catalog) => {
+            // vercel_runtime listens on 127.0.0.1 only; on a deployment the handlers
+            // also see VERCEL set and never treat that as "local".
+            let ctx = RequestContext { local_loopback: true };
+            handlers::handle(route, &parts, catalog, Arc::new(WaitUntil(state)), ctx).await
+        }
+        Err(e) => handlers::json_error(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "configuration_error",
+            &e.0,
+            None,
+        ),
+    };
+    into_vercel(response)
+}
+
+/// Convert, streaming bodies too large for a buffered response.
+pub fn into_vercel(response: http::Response<Bytes>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    if body.len() <= STREAM_ABOVE {
+        return Response::from_parts(parts, ResponseBody::from(body));
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let chunks: Vec<Result<Frame<Bytes>, Error>> = (0..body.len())
+        .step_by(STREAM_CHUNK)
+        .map(|start| Ok(Frame::data(body.slice(start..(start + STREAM_CHUNK).min(body.len())))))
+        .collect();
+    let stream = StreamBody::new(futures_util::stream::iter(chunks));
+    Response::from_parts(parts, ResponseBody(stream.boxed()))
+}

@@ -1,0 +1,111 @@
+//! `cargo run --release -p dev-server [-- --demo] [--port N]`
+//!
+//! Serves `/api/models`, `/api/cache/warm-models` and `/api/cron/warm-cache` on
+//! 127.0.0.1:$PORT (default 3000). Uses Redis when `REDIS_URL` is set, else the
+//! embedded store. `--demo` also starts the sample catalog API on loopback and
+//! points the upstream at it: real models with no network and nothing installed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cache_core::Config;
+use cache_core::spawn::TaskSpawner;
+
+#[tokio::main]
+async fn main() {
+    let loaded = dev_server::env_file::load(std::path::Path::new("."));
+    cache_core::runtime::init_tracing();
+
+    let mut demo = false;
+    let mut port: Option<u16> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--demo" => demo = true,
+            "--port" => port = args.next().and_then(|p| p.parse().ok()),
+            "-h" | "--help" => {
+                println!(
+                    "usage: dev-server [--demo] [--port N]   (env: PORT, REDIS_URL, GATEWAYZ_API_URL, ...; see README)"
+                );
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}; try --help");
+                std::process::exit(2);
+            }
+        }
+    }
+    let port = port
+        .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
+        .unwrap_or(3000);
+
+    let mut config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _sample = if demo {
+        let sample = sample_catalog::start_local().await;
+        config.upstream_base_url = sample.base_url();
+        Some(sample)
+    } else {
+        None
+    };
+
+    let catalog = match cache_core::Catalog::new(config) {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!("configuration error: REDIS_URL is not a valid redis://, rediss:// or redis-cluster:// URL");
+            std::process::exit(2);
+        }
+    };
+    cache_core::runtime::set_global_catalog(catalog.clone());
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let c = &catalog.config;
+    let env_files = if loaded.is_empty() {
+        "none".to_string()
+    } else {
+        loaded.join(", ")
+    };
+    tracing::info!("dev-server on http://{addr}");
+    tracing::info!("env files loaded: {env_files}");
+    tracing::info!(
+        "store: {}; upstream: {}{}",
+        catalog.store().backend_name(),
+        c.upstream_base_url,
+        if demo { " (sample catalog, --demo)" } else { "" }
+    );
+    tracing::info!(
+        "manual warm: {}; cron auth: {}",
+        if c.warming_secret.is_some() {
+            "enabled (CACHE_WARMING_SECRET set)"
+        } else {
+            "disabled (set CACHE_WARMING_SECRET)"
+        },
+        if c.cron_secret.is_some() {
+            "CRON_SECRET required"
+        } else {
+            "CRON_SECRET unset: loopback requests accepted (development only)"
+        }
+    );
+    tracing::info!("try: curl http://{addr}/api/models?gateway=all");
+
+    let tasks = TaskSpawner::new();
+    tokio::select! {
+        _ = dev_server::serve(listener, catalog.clone(), tasks.clone()) => {}
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("shutting down; waiting for {} background task(s)", tasks.running());
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.idle()).await;
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! End to end over real HTTP: the built function binaries (`VERCEL_DEV_PORT`) and
+//! the dev server, against a real redis-server and the sample catalog API.
+
+mod support;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use sample_catalog::Fault;
+use serde_json::Value;
+use support::process::FunctionProcess;
+use support::redis::RedisServer;
+
+const WARM_SECRET: &str = "warm-secret-0123456789abcdef";
+const CRON_SECRET: &str = "cron-secret-0123456789abcdef";
+
+struct Env {
+    redis: RedisServer,
+    sample: sample_catalog::Handle,
+}
+
+impl Env {
+    async fn new() -> Env {
+        Env {
+            redis: RedisServer::start(),
+            sample: sample_catalog::start_local().await,
+        }
+    }
+
+    fn spawn(&self, bin: &str, extra: &[(&str, &str)]) -> FunctionProcess {
+        let (redis, base) = (self.redis.url(), self.sample.base_url());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("REDIS_URL", &redis),
+            ("GATEWAYZ_API_URL", &base),
+            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+            ("TTL_JITTER_PERCENT", "0"),
+        ];
+        env.extend_from_slice(extra);
+        FunctionProcess::spawn(bin, &env)
+    }
+
+    fn redis_keys(&self) -> String {
+        String::from_utf8_lossy(&self.redis.command(&[b"KEYS", b"*"])).into_owned()
+    }
+}
+
+/// A client that does not decompress, so tests see the wire bytes.
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder().no_gzip().no_brotli().build().unwrap()
+}
+
+fn decode(encoding: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match encoding {
+        Some("br") => {
+            brotli::Decompressor::new(body, 4096).read_to_end(&mut out).unwrap();
+        }
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+        }
+        None => out.extend_from_slice(body),
+        Some(other) => panic!("unexpected encoding {other}"),
+    }
+    out
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn json_of(r: reqwest::Response) -> Value {
+    let ct = header(&r, "content-type").unwrap_or("").to_string();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+// ---- /api/models ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_miss_hit_etag_and_encodings() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+
+    let first = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "x-cache"), Some("MISS"));
+    let etag = header(&first, "etag").unwrap().to_string();
+    let identity: Value = serde_json::from_slice(&first.bytes().await.unwrap()).unwrap();
+    assert_eq!(identity["data"].as_array().unwrap().len(), 11);
+    assert_eq!(identity["gateway"], "groq");
+
+    for (accept, expected) in [
+        ("gzip, deflate, br", Some("br")),
+        ("gzip", Some("gzip")),
+        ("identity", None),
+    ] {
+        let r = c
+            .get(f.url("/api/models?gateway=groq"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-cache"), Some("HIT"));
+        assert_eq!(header(&r, "content-encoding"), expected, "{accept}");
+        assert_eq!(header(&r, "vary"), Some("Accept-Encoding"));
+        assert!(header(&r, "cache-control").unwrap().contains("s-maxage="));
+        let enc = header(&r, "content-encoding").map(str::to_string);
+        let body: Value = serde_json::from_slice(&decode(enc.as_deref(), &r.bytes().await.unwrap())).unwrap();
+        assert_eq!(body, identity, "{accept}: every encoding decodes to the same JSON");
+    }
+
+    let r = c
+        .get(f.url("/api/models?gateway=groq"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(header(&r, "etag"), Some(etag.as_str()));
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    let r = c.head(f.url("/api/models?gateway=groq")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-cache"), Some("HIT"));
+
+    // Aliases and the old frontend's `limit` share one key (lesson 11).
+    let r = c.get(f.url("/api/models?gateway=GROQ&limit=5")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), Some("HIT"));
+    assert_eq!(env.sample.requests("groq"), 1);
+
+    // search filters without touching the upstream.
+    let r = c
+        .get(f.url("/api/models?gateway=groq&search=llama"))
+        .send()
+        .await
+        .unwrap();
+    let v = json_of(r).await;
+    let n = v["data"].as_array().unwrap().len();
+    assert!(n > 0 && n < 11, "{n}");
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.to_string().to_lowercase().contains("llama"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_cache_goes_miss_hit_stale_hit_with_real_ttls() {
+    let env = Env::new().await;
+    let f = env.spawn(
+        env!("CARGO_BIN_EXE_models"),
+        &[("MODELS_FRESH_TTL_SECONDS", "1"), ("MODELS_STALE_TTL_SECONDS", "30")],
+    );
+    let c = raw_client();
+    let get = || c.get(f.url("/api/models?gateway=cerebras")).send();
+    assert_eq!(header(&get().await.unwrap(), "x-cache"), Some("MISS"));
+    assert_eq!(header(&get().await.unwrap(), "x-cache"), Some("HIT"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = get().await.unwrap();
+    assert_eq!(header(&stale, "x-cache"), Some("STALE"));
+    assert!(header(&stale, "cache-control").unwrap().contains("s-maxage=0"));
+    // The revalidation ran in the function's background (wait_until) and landed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get().await.unwrap();
+        if header(&r, "x-cache") == Some("HIT") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never revalidated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.sample.requests("cerebras"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_all_served_to_every_client() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+    let r = c.get(f.url("/api/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "no gateway = the merged view");
+    let plain: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(plain["data"].as_array().unwrap().len() > 3000);
+    let r = c
+        .get(f.url("/api/models?gateway=all"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    let len: usize = header(&r, "content-length").unwrap().parse().unwrap();
+    assert!(len < 1_000_000, "compressed merged view is small: {len}");
+    let body: Value = serde_json::from_slice(&decode(Some("br"), &r.bytes().await.unwrap())).unwrap();
+    assert_eq!(body, plain);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_are_rejected_quickly_and_reach_nothing() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+    let long = format!("gateway={}", "a".repeat(5000));
+    let cases = [
+        "gateway=",
+        "gateway=nope",
+        "gateway=..%2F..%2Fetc%2Fpasswd",
+        "gateway=../../etc/passwd",
+        "gateway=%ff%fe",
+        "gateway=%zz",
+        "gateway=groq&gateway=fal",
+        "gateway=models:all",
+        "gateway=groq%00",
+        "gateway=*",
+        "search=x&gateway=lock:warm",
+        long.as_str(),
+    ];
+    for q in cases {
+        let t = Instant::now();
+        let r = c.get(f.url(&format!("/api/models?{q}"))).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        assert!(t.elapsed() < Duration::from_millis(500), "{q} took {:?}", t.elapsed());
+        let v = json_of(r).await;
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{q}: {v}");
+        if v["error"] == "unknown_gateway" {
+            assert!(
+                v["valid_gateways"].as_array().unwrap().iter().any(|g| g == "groq"),
+                "{q}"
+            );
+        }
+    }
+    assert_eq!(env.sample.total_requests(), 0, "no bad input reached the upstream");
+    assert_eq!(env.redis_keys(), "*0\r\n", "nothing at all was written to Redis");
+
+    let r = c.post(f.url("/api/models")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+}
+
+// ---- /api/cache/warm-models -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_warm_statuses_and_auth_matrix() {
+    let env = Env::new().await;
+    let bin = env!("CARGO_BIN_EXE_cache-warm-models");
+    let c = raw_client();
+
+    // No secret configured: refuses, whatever is presented (no default secret).
+    let off = env.spawn(bin, &[]);
+    for auth in [None, Some("Bearer default-secret-change-me"), Some("Bearer ")] {
+        let mut req = c.post(off.url("/api/cache/warm-models"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(
+            json_of(r).await["message"]
+                .as_str()
+                .unwrap()
+                .contains("CACHE_WARMING_SECRET")
+        );
+    }
+    drop(off);
+
+    let f = env.spawn(
+        bin,
+        &[("CACHE_WARMING_SECRET", WARM_SECRET), ("GATEWAYS", "groq,cerebras,xai")],
+    );
+    let url = f.url("/api/cache/warm-models");
+    let huge = format!("Bearer {}", "x".repeat(8000));
+    let wrong_scheme = format!("Basic {WARM_SECRET}");
+    // (Trailing whitespace is not tested here: HTTP strips it from header values.)
+    let doubled = format!("Bearer  {WARM_SECRET}");
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some(wrong_scheme.as_str()),
+        Some(doubled.as_str()),
+        Some(huge.as_str()),
+    ] {
+        let mut req = c.post(&url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 401, "{:?}", auth.map(|a| &a[..a.len().min(20)]));
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains(WARM_SECRET) && !body.contains("xxxxxxxx"),
+            "nothing presented is echoed"
+        );
+    }
+    assert_eq!(env.sample.total_requests(), 0, "rejected calls warm nothing");
+
+    // Status before any run.
+    let status = json_of(c.get(&url).send().await.unwrap()).await;
+    assert_eq!(status["last_run"], Value::Null);
+    assert!(
+        status["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["state"] == "missing")
+    );
+
+    let bearer = format!("Bearer {WARM_SECRET}");
+    let r = c.post(&url).header("authorization", &bearer).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(v["success"], true);
+    assert_eq!(v["gateways_success"], 3);
+    assert_eq!(v["gateways_failed"], 0);
+    assert_eq!(v["total_models"], 11 + 9 + 61);
+    for d in v["details"].as_array().unwrap() {
+        assert_eq!(d["status"], "success");
+        assert!(d["count"].as_u64().unwrap() > 0 && d["duration_ms"].is_u64() && d.get("error").is_none());
+    }
+
+    // Some fail: 207, honest per-gateway detail.
+    env.sample.set_fault("xai", Fault::Html);
+    let r = c.post(&url).header("authorization", &bearer).send().await.unwrap();
+    assert_eq!(r.status(), 207);
+    let v = json_of(r).await;
+    assert_eq!(v["success"], false);
+    let xai = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["gateway"] == "xai")
+        .unwrap()
+        .clone();
+    assert_eq!(xai["status"], "error");
+    assert!(xai["error"].as_str().unwrap().contains("HTML"));
+
+    // All fail: 502.
+    for g in ["groq", "cerebras"] {
+        env.sample.set_fault(g, Fault::ServerError);
+    }
+    let r = c.post(&url).header("authorization", &bearer).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(json_of(r).await["gateways_success"], 0);
+    env.sample.reset_knobs();
+
+    // Subset, with an alias.
+    let r = c
+        .post(format!("{url}?gateway=groq,GROQ"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json_of(r).await["details"].as_array().unwrap().len(), 1);
+    let r = c
+        .post(format!("{url}?gateway=groq,../x"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Overlap: 409 with the running warm's start time, and no duplicate fetch.
+    env.sample.set_latency("xai", Duration::from_millis(800));
+    let before = env.sample.requests("xai");
+    let first = tokio::spawn(c.post(&url).header("authorization", &bearer).send());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = c.post(&url).header("authorization", &bearer).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    let v = json_of(r).await;
+    assert!(v["started_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(env.sample.requests("xai"), before + 1);
+
+    // Status after runs: last run, data age, metrics, and no secret anywhere.
+    let r = c.get(&url).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains(WARM_SECRET));
+    let status: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status["last_run"]["trigger"], "manual");
+    let xai = status["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gateway"] == "xai")
+        .unwrap()
+        .clone();
+    assert_eq!(xai["state"], "fresh");
+    assert_eq!(xai["models"], 61);
+    assert!(xai["age_seconds"].is_u64());
+    assert!(
+        xai["last_error"]["error"].as_str().unwrap().contains("HTML"),
+        "the earlier failure stays visible"
+    );
+    assert!(status["metrics"]["models"].is_object());
+
+    let r = c.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), Some("GET, HEAD, POST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_then_reads_are_hits_across_functions() {
+    let env = Env::new().await;
+    let warm = env.spawn(
+        env!("CARGO_BIN_EXE_cache-warm-models"),
+        &[("CACHE_WARMING_SECRET", WARM_SECRET)],
+    );
+    let models = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+    let r = c
+        .post(warm.url("/api/cache/warm-models"))
+        .bearer_auth(WARM_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = env.sample.total_requests();
+    for g in ["all", "groq", "featherless", "hug", "google-vertex"] {
+        let r = c
+            .get(models.url(&format!("/api/models?gateway={g}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "x-cache"), Some("HIT"), "{g}");
+    }
+    assert_eq!(
+        env.sample.total_requests(),
+        before,
+        "warmed data served without the upstream"
+    );
+}
+
+// ---- /api/cron/warm-cache -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_auth_and_result() {
+    let env = Env::new().await;
+    let bin = env!("CARGO_BIN_EXE_cron-warm-cache");
+    let c = raw_client();
+    let f = env.spawn(bin, &[("CRON_SECRET", CRON_SECRET), ("GATEWAYS", "groq")]);
+    let url = f.url("/api/cron/warm-cache");
+
+    // Spoofed Vercel headers are not authentication.
+    let r = c
+        .get(&url)
+        .header("x-vercel-cron", "1")
+        .header("user-agent", "vercel-cron/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(&url).bearer_auth("not-the-secret").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(env.sample.total_requests(), 0);
+
+    let r = c.get(&url).bearer_auth(CRON_SECRET).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json_of(r).await;
+    assert_eq!(v["success"], true);
+    assert!(v["message"].as_str().unwrap().contains("1/1"));
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(v["result"]["trigger"], "cron");
+    assert_eq!(v["result"]["details"][0]["gateway"], "groq");
+
+    let r = c.post(&url).bearer_auth(CRON_SECRET).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(header(&r, "allow"), Some("GET"));
+    drop(f);
+
+    // On Vercel without CRON_SECRET: refuse.
+    let deployed = env.spawn(bin, &[("VERCEL", "1"), ("GATEWAYS", "groq")]);
+    let r = c
+        .get(deployed.url("/api/cron/warm-cache"))
+        .header("x-vercel-cron", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(json_of(r).await["message"].as_str().unwrap().contains("CRON_SECRET"));
+    drop(deployed);
+
+    // Locally without CRON_SECRET: the seed's dev curl works (loopback only).
+    let local = env.spawn(bin, &[("GATEWAYS", "groq")]);
+    let r = c.get(local.url("/api/cron/warm-cache")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+// ---- the dev server ------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_server_serves_every_route_with_the_same_handlers() {
+    let env = Env::new().await;
+    let config = support::config(&[
+        ("REDIS_URL", &env.redis.url()),
+        ("GATEWAYZ_API_URL", &env.sample.base_url()),
+        ("CACHE_WARMING_SECRET", WARM_SECRET),
+        ("GATEWAYS", "groq,fal"),
+    ]);
+    let catalog = cache_core::Catalog::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(dev_server::serve(
+        listener,
+        catalog,
+        cache_core::spawn::TaskSpawner::new(),
+    ));
+    let c = raw_client();
+    let base = format!("http://{addr}");
+
+    let r = c
+        .post(format!("{base}/api/cache/warm-models"))
+        .bearer_auth(WARM_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{base}/api/models?gateway=fal")).send().await.unwrap();
+    assert_eq!(header(&r, "x-cache"), Some("HIT"));
+    let r = c.get(format!("{base}/api/cron/warm-cache")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "loopback, CRON_SECRET unset: allowed in development");
+    let r = c.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(json_of(r).await["routes"].is_array());
+}

@@ -1,0 +1,88 @@
+//! The deployment layout: every `api/**/*.rs` is a Vercel function with its own
+//! `[[bin]]` in the root Cargo.toml, and vercel.json names only routes that exist.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn api_files(dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            api_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+/// `[[bin]]` sections of Cargo.toml as (name, path).
+fn bins() -> Vec<(String, String)> {
+    let toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let mut out = Vec::new();
+    for section in toml.split("[[bin]]").skip(1) {
+        let section = section.split("\n[").next().unwrap();
+        let field = |k: &str| {
+            section
+                .lines()
+                .find_map(|l| {
+                    l.trim().strip_prefix(k).map(|r| {
+                        r.trim_start()
+                            .trim_start_matches('=')
+                            .trim()
+                            .trim_matches('"')
+                            .to_string()
+                    })
+                })
+                .unwrap_or_else(|| panic!("[[bin]] without {k}"))
+        };
+        out.push((field("name"), field("path")));
+    }
+    out
+}
+
+#[test]
+fn every_api_file_has_a_uniquely_named_bin() {
+    let mut files = Vec::new();
+    api_files(&root().join("api"), &mut files);
+    let bins = bins();
+    for f in &files {
+        assert!(bins.iter().any(|(_, p)| p == f), "{f} has no [[bin]] in Cargo.toml");
+    }
+    let mut names: Vec<_> = bins.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), bins.len(), "bin names are unique");
+    for (name, path) in [
+        ("models", "api/models.rs"),
+        ("cache-warm-models", "api/cache/warm-models.rs"),
+        ("cron-warm-cache", "api/cron/warm-cache.rs"),
+    ] {
+        assert!(
+            bins.contains(&(name.to_string(), path.to_string())),
+            "contract: binary {name} at {path}"
+        );
+    }
+}
+
+#[test]
+fn vercel_json_names_existing_routes() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
+    for (file, cfg) in v["functions"].as_object().unwrap() {
+        assert!(root().join(file).is_file(), "functions names missing {file}");
+        assert!(cfg["maxDuration"].as_u64().unwrap() <= 800);
+    }
+    let crons = v["crons"].as_array().unwrap();
+    assert_eq!(crons.len(), 1);
+    assert_eq!(crons[0]["path"], "/api/cron/warm-cache");
+    assert_eq!(crons[0]["schedule"], "0 */3 * * *");
+    let route_file = format!("{}.rs", crons[0]["path"].as_str().unwrap().trim_start_matches('/'));
+    assert!(root().join(&route_file).is_file(), "cron path {route_file} exists");
+    assert!(
+        v["functions"][&route_file]["maxDuration"].as_u64().unwrap() >= 300,
+        "warm routes get a long maxDuration"
+    );
+}
