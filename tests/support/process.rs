@@ -11,6 +11,11 @@ pub struct FunctionProcess {
 impl FunctionProcess {
     /// Spawn `bin` with only `env` (plus PATH), and wait until it accepts connections.
     pub fn spawn(bin: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_logged(bin, env, None)
+    }
+
+    /// Like [`spawn`](Self::spawn), with stderr (the logs) written to `log`.
+    pub fn spawn_logged(bin: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
         let port = super::free_port();
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -18,7 +23,10 @@ impl FunctionProcess {
             .env("VERCEL_DEV_PORT", port.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -196,33 +196,45 @@ impl Source for GatewaySource {
     }
 
     fn fetch(self: Arc<Self>, _cache: Arc<Cache>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let raw = self
-                .catalog
-                .fetcher
-                .fetch(&self.gateway)
+        let span = tracing::info_span!(
+            "gateway.fetch",
+            gateway = %self.gateway.id,
+            models = tracing::field::Empty,
+            bytes = tracing::field::Empty
+        );
+        let record = span.clone();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let started = std::time::Instant::now();
+                let raw = self
+                    .catalog
+                    .fetcher
+                    .fetch(&self.gateway)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let gw = self.gateway.clone();
+                let payload = tokio::task::spawn_blocking(move || {
+                    let models: Vec<Map<String, Value>> = raw.into_iter().filter_map(|m| normalize(&gw, m)).collect();
+                    Payload {
+                        json: catalog_json(&gw.id, &models, None),
+                        item_count: models.len() as u32,
+                    }
+                })
                 .await
-                .map_err(|e| e.to_string())?;
-            let gw = self.gateway.clone();
-            let payload = tokio::task::spawn_blocking(move || {
-                let models: Vec<Map<String, Value>> = raw.into_iter().filter_map(|m| normalize(&gw, m)).collect();
-                Payload {
-                    json: catalog_json(&gw.id, &models, None),
-                    item_count: models.len() as u32,
-                }
-            })
-            .await
-            .map_err(|e| format!("{}: normalisation failed: {e}", self.gateway.id))?;
-            tracing::info!(
-                "[Cache Warming] Fetched {}: {} models, {} bytes in {} ms",
-                self.gateway.id,
-                payload.item_count,
-                payload.json.len(),
-                started.elapsed().as_millis()
-            );
-            Ok(payload)
-        })
+                .map_err(|e| format!("{}: normalisation failed: {e}", self.gateway.id))?;
+                tracing::info!(
+                    "[Cache Warming] Fetched {}: {} models, {} bytes in {} ms",
+                    self.gateway.id,
+                    payload.item_count,
+                    payload.json.len(),
+                    started.elapsed().as_millis()
+                );
+                record.record("models", payload.item_count);
+                record.record("bytes", payload.json.len());
+                Ok(payload)
+            },
+            span,
+        ))
     }
 
     fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {

@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod spawn;
 pub mod store;
 pub mod swr;
+pub mod telemetry;
 pub mod ttl;
 pub mod vercel;
 pub mod warm;

@@ -29,17 +29,7 @@ fn build(config: Config) -> Result<Arc<Catalog>, StartupError> {
         .map_err(|_| StartupError("REDIS_URL is not a valid redis://, rediss:// or redis-cluster:// URL".into()))
 }
 
-/// Logging through `tracing`, level from `RUST_LOG` (default `info`). One line per
-/// event and no colours when deployed, so each log line is one searchable entry.
+/// Logging (and Sentry when `SENTRY_DSN` is set): see [`crate::telemetry`].
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let deployed = std::env::var_os("VERCEL").is_some();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(!deployed && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .compact()
-        .try_init();
+    crate::telemetry::init();
 }

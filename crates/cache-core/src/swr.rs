@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::entry::{Entry, EntryMeta, Freshness, STORED_ENCODINGS};
 use crate::lock;
@@ -144,6 +145,8 @@ fn throttle_key(key: &str) -> String {
     format!("retryafter:{key}")
 }
 
+const METRICS_FLUSH_INTERVAL_MS: u64 = 1_000;
+
 type MissFlight = Arc<OnceCell<Result<Arc<Entry>, CacheError>>>;
 
 /// In-process copy of an entry, with when it was last confirmed against the store.
@@ -185,6 +188,18 @@ impl Cache {
 
     /// The SWR read. Only a miss waits on the upstream.
     pub async fn read(
+        self: &Arc<Self>,
+        key: &str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<Lookup, CacheError> {
+        let span = tracing::info_span!("cache.read", cache.key = key, cache.state = tracing::field::Empty);
+        let result = self.read_inner(key, source, spawner).instrument(span.clone()).await;
+        span.record("cache.state", result.as_ref().map_or("ERROR", |l| l.status.as_str()));
+        result
+    }
+
+    async fn read_inner(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
@@ -555,7 +570,8 @@ impl Cache {
                 }
             }
             let _mark = Mark(cache.clone(), key.clone());
-            cache.revalidate(&key, source, task_spawner).await;
+            let span = tracing::info_span!("cache.revalidate", cache.key = %key);
+            cache.revalidate(&key, source, task_spawner).instrument(span).await;
         }));
     }
 
@@ -618,10 +634,19 @@ impl Cache {
         }
     }
 
+    /// Push counters to the store off the response path: at most one flush per
+    /// second per instance, and a pending count never waits for the next request.
     fn maybe_flush_metrics(self: &Arc<Self>, spawner: &dyn Spawner) {
-        if self.metrics.flush_due(1_000) {
+        if self.metrics.flush_due(METRICS_FLUSH_INTERVAL_MS) {
             let cache = self.clone();
             spawner.spawn(boxed(async move { cache.metrics.flush(&cache.store).await }));
+        } else if self.metrics.schedule_flush() {
+            let cache = self.clone();
+            spawner.spawn(boxed(async move {
+                tokio::time::sleep(Duration::from_millis(METRICS_FLUSH_INTERVAL_MS)).await;
+                cache.metrics.flush(&cache.store).await;
+                cache.metrics.flush_done();
+            }));
         }
     }
 }

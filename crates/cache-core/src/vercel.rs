@@ -34,7 +34,7 @@ async fn respond(route: Route, req: Request, state: AppState) -> Response<Respon
             // vercel_runtime listens on 127.0.0.1 only; on a deployment the handlers
             // also see VERCEL set and never treat that as "local".
             let ctx = RequestContext { local_loopback: true };
-            handlers::handle(route, &parts, catalog, Arc::new(WaitUntil(state)), ctx).await
+            handlers::handle(route, parts, catalog, Arc::new(WaitUntil(state)), ctx).await
         }
         Err(e) => handlers::json_error(
             http::StatusCode::INTERNAL_SERVER_ERROR,

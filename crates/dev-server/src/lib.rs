@@ -48,7 +48,7 @@ async fn respond(
             let ctx = RequestContext {
                 local_loopback: peer.ip().is_loopback(),
             };
-            handlers::handle(route, &parts, catalog, Arc::new(tasks), ctx).await
+            handlers::handle(route, parts, catalog, Arc::new(tasks), ctx).await
         }
         None => handlers::not_found(parts.uri.path()),
     };

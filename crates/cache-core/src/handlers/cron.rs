@@ -52,7 +52,9 @@ pub async fn handle(
             );
         }
     }
-    match catalog.warm(None, Trigger::Cron, spawner).await {
+    let result = catalog.warm(None, Trigger::Cron, spawner).await;
+    super::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
+    match result {
         Ok(record) => {
             let message = format!(
                 "warmed {}/{} gateways, {} models",

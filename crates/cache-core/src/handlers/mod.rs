@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::spawn::Spawner;
@@ -61,16 +62,35 @@ pub struct RequestContext {
 /// Answer one request. Bodies of requests are never read: no route takes one.
 pub async fn handle(
     route: Route,
-    req: &http::request::Parts,
+    req: http::request::Parts,
     catalog: &Arc<Catalog>,
     spawner: Arc<dyn Spawner>,
     ctx: RequestContext,
 ) -> Response<Bytes> {
-    match route {
-        Route::Models => models::handle(req, catalog, spawner).await,
-        Route::WarmModels => warm::handle(req, catalog, spawner).await,
-        Route::CronWarmCache => cron::handle(req, catalog, spawner, ctx).await,
-    }
+    // One span per invocation: a Sentry transaction when Sentry is on.
+    let span = tracing::info_span!(
+        "http.server",
+        api_route = route.path(),
+        http.method = %req.method,
+        http.status_code = tracing::field::Empty
+    );
+    // Boxed: one allocation per request keeps the future's type shallow enough for
+    // the callers' (runtime, dev server) own futures.
+    let routed: crate::spawn::BoxFuture<Response<Bytes>> = {
+        let (catalog, spawner) = (catalog.clone(), spawner.clone());
+        Box::pin(async move {
+            match route {
+                Route::Models => models::handle(&req, &catalog, spawner).await,
+                Route::WarmModels => warm::handle(&req, &catalog, spawner).await,
+                Route::CronWarmCache => cron::handle(&req, &catalog, spawner, ctx).await,
+            }
+        })
+    };
+    let response = routed.instrument(span.clone()).await;
+    span.record("http.status_code", response.status().as_u16());
+    drop(span);
+    crate::telemetry::flush_after_response(&*spawner);
+    response
 }
 
 /// `{"error": code, "message": message, ...extra}` with `status`, never cached.

@@ -40,10 +40,13 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<d
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let q = match query::parse(req.uri.query(), &["gateway"]) {
+    let q = match query::parse(req.uri.query(), &["gateway", "reset"]) {
         Ok(q) => q,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e.0, None),
     };
+    if let Some(what) = q.get("reset") {
+        return reset(catalog, what).await;
+    }
     let gateways = match q.get("gateway") {
         None => None,
         Some(list) => {
@@ -72,7 +75,64 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<d
             Some(chosen)
         }
     };
-    run_response(catalog.warm(gateways, Trigger::Manual, spawner).await)
+    let result = catalog.warm(gateways, Trigger::Manual, spawner).await;
+    report_failures(super::Route::WarmModels.path(), None, &result);
+    run_response(result)
+}
+
+/// `POST ?reset=metrics`: zero the shared cache counters.
+async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
+    if what != "metrics" {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "reset accepts only 'metrics'",
+            None,
+        );
+    }
+    match catalog.store().delete(&crate::metrics::metrics_key("models")).await {
+        Ok(()) => {
+            tracing::info!("[Cache Warming] Metrics reset");
+            json_response(StatusCode::OK, &json!({ "success": true, "message": "metrics reset" }))
+        }
+        Err(e) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &e.to_string(),
+            None,
+        ),
+    }
+}
+
+/// Capture a failed or partly failed warm in Sentry, tagged like the seed's events.
+pub fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<RunRecord, WarmError>) {
+    let (error_type, message) = match result {
+        Ok(r) if r.gateways_failed == 0 => return,
+        Ok(r) => {
+            let failed: Vec<String> = r
+                .details
+                .iter()
+                .filter_map(|d| d.error.as_ref().map(|e| format!("{}: {e}", d.gateway)))
+                .collect();
+            let kind = if r.gateways_success == 0 {
+                "warm_failed"
+            } else {
+                "warm_partial_failure"
+            };
+            (
+                kind,
+                format!(
+                    "[Cache Warming] {} of {} gateways failed: {}",
+                    r.gateways_failed,
+                    r.details.len(),
+                    failed.join("; ")
+                ),
+            )
+        }
+        Err(WarmError::AlreadyRunning { .. }) => return,
+        Err(e @ WarmError::StoreUnavailable(_)) => ("store_unavailable", format!("[Cache Warming] {e}")),
+    };
+    crate::telemetry::capture_failure(api_route, error_type, cron_job, &message);
 }
 
 /// Status code for a finished run: 200 all succeeded, 207 some failed, 502 all failed.

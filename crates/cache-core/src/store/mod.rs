@@ -68,6 +68,7 @@ impl Store {
         }
     }
 
+    #[tracing::instrument(name = "store.get", level = "info", skip(self), fields(db.system = self.backend_name()))]
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.get(key)),
@@ -76,6 +77,7 @@ impl Store {
     }
 
     /// `SET key value PX ttl`.
+    #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
     pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => {

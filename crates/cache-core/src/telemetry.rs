@@ -1,0 +1,99 @@
+//! Logs and Sentry.
+//!
+//! Logs go through `tracing` with the seed's prefixes (`[Cache SWR]`,
+//! `[Cache Warming]`, `[Cron]`), level from `RUST_LOG`, one line per event.
+//!
+//! Sentry is initialised only when `SENTRY_DSN` is set; otherwise nothing of it
+//! runs. When on, tracing spans become Sentry transactions and spans (one
+//! transaction per invocation, child spans for SWR reads, revalidations, store
+//! calls and gateway fetches), info/warn logs become breadcrumbs, and failures are
+//! captured explicitly with the seed's tags (`api_route`, `error_type`, `cron_job`).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::spawn::{Spawner, boxed};
+
+static SENTRY: OnceLock<Option<sentry::ClientInitGuard>> = OnceLock::new();
+
+/// Install logging (and Sentry when `SENTRY_DSN` is set). Idempotent.
+pub fn init() {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, filter::LevelFilter};
+
+    let sentry_on = SENTRY.get_or_init(init_sentry).is_some();
+    let deployed = std::env::var_os("VERCEL").is_some();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(!deployed && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .compact()
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let sentry_layers = sentry_on.then(|| {
+        use sentry::integrations::tracing::{BreadcrumbLayer, SpanLayer};
+        SpanLayer::new()
+            .with_filter(LevelFilter::INFO)
+            .and_then(BreadcrumbLayer::new().with_filter(LevelFilter::INFO))
+    });
+    let _ = tracing_subscriber::registry().with(fmt).with(sentry_layers).try_init();
+}
+
+fn init_sentry() -> Option<sentry::ClientInitGuard> {
+    let dsn = std::env::var("SENTRY_DSN").ok().filter(|d| !d.trim().is_empty())?;
+    let Ok(dsn) = dsn.trim().parse::<sentry::types::Dsn>() else {
+        eprintln!("SENTRY_DSN is not a valid DSN; Sentry stays off");
+        return None;
+    };
+    let rate = std::env::var("SENTRY_TRACES_SAMPLE_RATE")
+        .ok()
+        .and_then(|r| r.parse::<f32>().ok())
+        .unwrap_or(0.1);
+    let mut options = sentry::ClientOptions::new()
+        .traces_sample_rate(rate.clamp(0.0, 1.0))
+        .release(concat!("gatewayz-model-cache@", env!("CARGO_PKG_VERSION")))
+        .send_default_pii(false);
+    options.dsn = Some(dsn);
+    if let Ok(env) = std::env::var("VERCEL_ENV") {
+        options = options.environment(env);
+    }
+    Some(sentry::init(options))
+}
+
+pub fn sentry_enabled() -> bool {
+    SENTRY.get().is_some_and(Option::is_some)
+}
+
+/// Report a failure as a Sentry event with the seed's tags. A no-op without Sentry.
+pub fn capture_failure(api_route: &str, error_type: &str, cron_job: Option<&str>, message: &str) {
+    if !sentry_enabled() {
+        return;
+    }
+    sentry::with_scope(
+        |scope| {
+            scope.set_tag("api_route", api_route);
+            scope.set_tag("error_type", error_type);
+            if let Some(job) = cron_job {
+                scope.set_tag("cron_job", job);
+            }
+        },
+        || sentry::capture_message(message, sentry::Level::Error),
+    );
+}
+
+/// Flush queued Sentry envelopes after the response, through the spawner (on
+/// Vercel, `wait_until`), on a blocking thread: `flush` blocks.
+pub fn flush_after_response(spawner: &dyn Spawner) {
+    if !sentry_enabled() {
+        return;
+    }
+    spawner.spawn(boxed(async {
+        // Let spans that close with the response reach the transport first.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let _ = tokio::task::spawn_blocking(|| {
+            if let Some(client) = sentry::Hub::current().client() {
+                client.flush(Some(Duration::from_secs(2)));
+            }
+        })
+        .await;
+    }));
+}
