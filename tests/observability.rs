@@ -25,6 +25,7 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
         revalidate_retry: Duration::from_secs(30),
         miss_wait: Duration::from_secs(1),
         local_ttl: Duration::ZERO,
+        metrics_flush_interval: Duration::ZERO,
     };
     let store = || Store::from_config(&support::config(&[("REDIS_URL", &redis.url())])).unwrap();
     let (a, b) = (Cache::new(store(), settings.clone()), Cache::new(store(), settings));
@@ -85,6 +86,7 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
             revalidate_retry: Duration::ZERO,
             miss_wait: Duration::ZERO,
             local_ttl: Duration::ZERO,
+            metrics_flush_interval: Duration::ZERO,
         },
     );
     assert_eq!(Metrics::read(c.store(), "models").await.unwrap(), m);

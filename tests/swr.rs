@@ -56,6 +56,7 @@ fn settings() -> SwrSettings {
         revalidate_retry: Duration::from_secs(30),
         miss_wait: Duration::from_secs(2),
         local_ttl: Duration::ZERO,
+        metrics_flush_interval: Duration::ZERO,
     }
 }
 

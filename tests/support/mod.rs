@@ -20,6 +20,7 @@ pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
     map.insert("TTL_JITTER_PERCENT", "0".into());
     map.insert("LOCAL_CACHE_TTL_MS", "0".into());
     map.insert("REDIS_COMMAND_TIMEOUT_MS", "500".into());
+    map.insert("METRICS_FLUSH_INTERVAL_MS", "0".into());
     for (k, v) in overrides {
         map.insert(k, v.to_string());
     }

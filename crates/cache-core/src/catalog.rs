@@ -61,6 +61,7 @@ impl Catalog {
             revalidate_retry: config.revalidate_retry,
             miss_wait: config.miss_wait,
             local_ttl: config.local_cache_ttl,
+            metrics_flush_interval: config.metrics_flush_interval,
         };
         Arc::new(Catalog {
             cache: Cache::new(store, settings),

@@ -47,6 +47,8 @@ pub struct Config {
     /// `LOCAL_CACHE_TTL_MS`: how long an instance trusts its in-process copy of an entry
     /// before asking the store again (0 disables the in-process tier).
     pub local_cache_ttl: Duration,
+    /// `METRICS_FLUSH_INTERVAL_MS`: counters reach the store at most this often per instance.
+    pub metrics_flush_interval: Duration,
     /// `GATEWAYZ_API_URL`: the catalog API base URL.
     pub upstream_base_url: String,
     /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in 21.
@@ -151,6 +153,7 @@ impl Config {
             revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60)?),
             miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 3000)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000)?),
+            metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
             upstream_base_url: get("GATEWAYZ_API_URL")
                 .unwrap_or_else(|| "https://api.gatewayz.ai".into())
                 .trim_end_matches('/')

@@ -133,7 +133,7 @@ impl Metrics {
     pub fn flush_due(&self, interval_ms: u64) -> bool {
         let now = now_ms();
         let last = self.last_flush_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < interval_ms {
+        if interval_ms > 0 && now.saturating_sub(last) < interval_ms {
             return false;
         }
         let has_data = !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty();

@@ -133,6 +133,8 @@ pub struct SwrSettings {
     pub revalidate_retry: Duration,
     pub miss_wait: Duration,
     pub local_ttl: Duration,
+    /// At most one metrics flush per this interval per instance (0 = after every read).
+    pub metrics_flush_interval: Duration,
 }
 
 pub fn lock_key(key: &str) -> String {
@@ -144,8 +146,6 @@ pub fn failure_key(key: &str) -> String {
 fn throttle_key(key: &str) -> String {
     format!("retryafter:{key}")
 }
-
-const METRICS_FLUSH_INTERVAL_MS: u64 = 1_000;
 
 type MissFlight = Arc<OnceCell<Result<Arc<Entry>, CacheError>>>;
 
@@ -637,13 +637,14 @@ impl Cache {
     /// Push counters to the store off the response path: at most one flush per
     /// second per instance, and a pending count never waits for the next request.
     fn maybe_flush_metrics(self: &Arc<Self>, spawner: &dyn Spawner) {
-        if self.metrics.flush_due(METRICS_FLUSH_INTERVAL_MS) {
+        let interval = self.settings.metrics_flush_interval;
+        if self.metrics.flush_due(interval.as_millis() as u64) {
             let cache = self.clone();
             spawner.spawn(boxed(async move { cache.metrics.flush(&cache.store).await }));
         } else if self.metrics.schedule_flush() {
             let cache = self.clone();
             spawner.spawn(boxed(async move {
-                tokio::time::sleep(Duration::from_millis(METRICS_FLUSH_INTERVAL_MS)).await;
+                tokio::time::sleep(interval).await;
                 cache.metrics.flush(&cache.store).await;
                 cache.metrics.flush_done();
             }));
