@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::entry::{Entry, EntryMeta};
-use crate::gateways::merge::merge;
+use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
 use crate::gateways::{Fetcher, Gateway, Registry};
 use crate::spawn::{BoxFuture, Spawner, boxed};
@@ -157,14 +157,22 @@ fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), S
     Ok(())
 }
 
-/// `{"data":[...],"gateway":"<id>","total":N}`: the body the models route serves as is.
-fn catalog_json(gateway: &str, models: &[Map<String, Value>], extra: Option<(&str, Value)>) -> Bytes {
-    let mut body = Vec::with_capacity(models.len() * 700 + 128);
-    body.extend_from_slice(b"{\"data\":");
-    serde_json::to_writer(&mut body, models).expect("maps serialize");
-    body.extend_from_slice(b",\"gateway\":");
+/// `{"data":[...],"gateway":"<id>","total":N}`: the body the models route serves
+/// as is. `parts` are comma-separated JSON objects (empty parts are skipped).
+fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: Option<(&str, Value)>) -> Bytes {
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 128);
+    body.extend_from_slice(b"{\"data\":[");
+    let mut first = true;
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        if !first {
+            body.push(b',');
+        }
+        body.extend_from_slice(part);
+        first = false;
+    }
+    body.extend_from_slice(b"],\"gateway\":");
     serde_json::to_writer(&mut body, gateway).expect("strings serialize");
-    body.extend_from_slice(format!(",\"total\":{}", models.len()).as_bytes());
+    body.extend_from_slice(format!(",\"total\":{total}").as_bytes());
     if let Some((k, v)) = extra {
         body.extend_from_slice(b",");
         serde_json::to_writer(&mut body, k).expect("strings serialize");
@@ -173,6 +181,22 @@ fn catalog_json(gateway: &str, models: &[Map<String, Value>], extra: Option<(&st
     }
     body.push(b'}');
     Bytes::from(body)
+}
+
+/// Normalise and serialize one page of models: comma-separated objects and a count.
+fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(models.len() * 900);
+    let mut n = 0;
+    for m in models {
+        if let Some(m) = normalize(gw, m) {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &m).expect("maps serialize");
+            n += 1;
+        }
+    }
+    (out, n)
 }
 
 /// One gateway's catalog from the catalog API.
@@ -207,22 +231,21 @@ impl Source for GatewaySource {
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let started = std::time::Instant::now();
-                let raw = self
+                let gw = self.gateway.clone();
+                let pages = self
                     .catalog
                     .fetcher
-                    .fetch(&self.gateway)
+                    .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
                     .await
                     .map_err(|e| e.to_string())?;
-                let gw = self.gateway.clone();
-                let payload = tokio::task::spawn_blocking(move || {
-                    let models: Vec<Map<String, Value>> = raw.into_iter().filter_map(|m| normalize(&gw, m)).collect();
-                    Payload {
-                        json: catalog_json(&gw.id, &models, None),
-                        item_count: models.len() as u32,
-                    }
-                })
-                .await
-                .map_err(|e| format!("{}: normalisation failed: {e}", self.gateway.id))?;
+                let total = pages.iter().map(|(_, n)| n).sum::<usize>();
+                let parts: Vec<&[u8]> = pages.iter().map(|(p, _)| p.as_slice()).collect();
+                let payload = Payload {
+                    json: catalog_json(&self.gateway.id, &parts, total, None),
+                    item_count: total as u32,
+                };
+                drop(parts);
+                drop(pages);
                 tracing::info!(
                     "[Cache Warming] Fetched {}: {} models, {} bytes in {} ms",
                     self.gateway.id,
@@ -307,28 +330,26 @@ impl Source for MergedSource {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct CatalogBody {
-    data: Vec<Map<String, Value>>,
-}
-
 fn merge_entries(entries: &[(String, Arc<Entry>)]) -> Result<Payload, String> {
-    let mut catalogs = Vec::with_capacity(entries.len());
+    let mut bodies = Vec::with_capacity(entries.len());
     let mut included = Vec::with_capacity(entries.len());
     for (id, entry) in entries {
-        let json = entry.identity().map_err(|e| format!("{id}: {e}"))?;
-        match serde_json::from_slice::<CatalogBody>(&json) {
-            Ok(body) => {
-                catalogs.push(body.data);
+        // Uncached: the merge reads each catalog once; keeping every identity body
+        // in memory afterwards would only raise the resident set.
+        match entry.identity_uncached() {
+            Ok(json) => {
+                bodies.push(json);
                 included.push(Value::String(id.clone()));
             }
             Err(e) => tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}"),
         }
     }
-    let merged = merge(catalogs);
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
+    let (items, count) = merge_bodies(&refs);
+    drop(bodies);
     Ok(Payload {
-        json: catalog_json("all", &merged, Some(("gateways", Value::Array(included)))),
-        item_count: merged.len() as u32,
+        json: catalog_json("all", &[&items], count, Some(("gateways", Value::Array(included)))),
+        item_count: count as u32,
     })
 }
 
@@ -367,9 +388,13 @@ mod tests {
 
     #[test]
     fn body_shape() {
-        let m: Map<String, Value> = serde_json::from_str(r#"{"id":"a"}"#).unwrap();
-        let b = catalog_json("groq", &[m], None);
+        let b = catalog_json("groq", &[br#"{"id":"a"}"#, b"", br#"{"id":"b"}"#], 2, None);
         let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v, serde_json::json!({"data":[{"id":"a"}],"gateway":"groq","total":1}));
+        assert_eq!(
+            v,
+            serde_json::json!({"data":[{"id":"a"},{"id":"b"}],"gateway":"groq","total":2})
+        );
+        let empty: Value = serde_json::from_slice(&catalog_json("x", &[], 0, None)).unwrap();
+        assert_eq!(empty["data"], serde_json::json!([]));
     }
 }

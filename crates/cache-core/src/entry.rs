@@ -203,6 +203,15 @@ impl Entry {
         Ok(self.derived_identity.get_or_init(|| json).clone())
     }
 
+    /// The uncompressed JSON without keeping it: for one-off readers (the merge).
+    pub fn identity_uncached(&self) -> Result<Bytes, DecodeError> {
+        if let Some(b) = self.body(Encoding::Identity).or(self.derived_identity.get()) {
+            return Ok(b.clone());
+        }
+        let (enc, body) = self.bodies.first().ok_or(DecodeError::BadBody("no body"))?;
+        decompress(*enc, body)
+    }
+
     /// The body in `enc`: stored, or derived once (from identity) and kept.
     pub fn body_in(&self, enc: Encoding) -> Result<Bytes, DecodeError> {
         if let Some(b) = self.body(enc) {

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -64,7 +65,8 @@ impl std::error::Error for FetchError {}
 /// The fetcher's limits, from [`Config`].
 #[derive(Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    /// Built on first use: a cold start that serves from the cache never pays for it.
+    client: Arc<OnceLock<reqwest::Client>>,
     base_url: String,
     page_limit: u32,
     max_pages: u32,
@@ -79,14 +81,8 @@ const MAX_RATE_LIMIT_RETRIES: u32 = 5;
 
 impl Fetcher {
     pub fn new(config: &Config) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("gatewayz-model-cache/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(8)
-            .build()
-            .expect("reqwest client builds with static settings");
         Fetcher {
-            client,
+            client: Arc::default(),
             base_url: config.upstream_base_url.clone(),
             page_limit: config.page_limit,
             max_pages: config.max_pages,
@@ -95,10 +91,34 @@ impl Fetcher {
         }
     }
 
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("gatewayz-model-cache/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(5))
+                .pool_max_idle_per_host(8)
+                .build()
+                .expect("reqwest client builds with static settings")
+        })
+    }
+
     /// Every model of `gateway`, `raw_*` fields dropped, within its deadline.
     pub async fn fetch(&self, gateway: &Gateway) -> Result<Vec<Map<String, Value>>, FetchError> {
+        let pages = self.fetch_pages(gateway, Arc::new(|models| models)).await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    /// Every page of `gateway`, each passed through `transform` as soon as it is
+    /// parsed (on a blocking thread), in page order. Only a page's worth of parsed
+    /// models exists at a time: a Featherless-sized catalog never becomes one big
+    /// JSON tree.
+    pub async fn fetch_pages<T: Send + 'static>(
+        &self,
+        gateway: &Gateway,
+        transform: PageTransform<T>,
+    ) -> Result<Vec<T>, FetchError> {
         let deadline = Instant::now() + gateway.deadline;
-        match tokio::time::timeout(gateway.deadline, self.fetch_all_pages(gateway, deadline)).await {
+        match tokio::time::timeout(gateway.deadline, self.fetch_all_pages(gateway, deadline, transform)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout {
                 gateway: gateway.id.clone(),
@@ -107,47 +127,54 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_all_pages(&self, gw: &Gateway, deadline: Instant) -> Result<Vec<Map<String, Value>>, FetchError> {
+    async fn fetch_all_pages<T: Send + 'static>(
+        &self,
+        gw: &Gateway,
+        deadline: Instant,
+        transform: PageTransform<T>,
+    ) -> Result<Vec<T>, FetchError> {
         let limit = self.page_limit as u64;
         // One byte budget shared by every page of this gateway, concurrent or not.
         let budget = AtomicUsize::new(self.max_bytes);
-        let first = self.fetch_page(gw, 0, deadline, &budget).await?;
-        let (mut models, has_more, next_offset) = (first.models, first.has_more, first.next_offset);
+        let too_many = || FetchError::TooManyPages {
+            gateway: gw.id.clone(),
+            limit: self.max_pages,
+        };
+        let first = self.fetch_page(gw, 0, deadline, &budget, &transform).await?;
+        let (has_more, next_offset, total, first_model) =
+            (first.has_more, first.next_offset, first.total, first.first_id);
+        let mut seen = first.count;
+        let mut outs = vec![first.out];
         let mut pages = 1u32;
 
-        match (has_more, first.total) {
+        match (has_more, total) {
             // Paginated, with a total: fetch the rest concurrently.
             (Some(true), Some(total)) => {
-                let start = next_offset.unwrap_or(models.len() as u64);
+                let start = next_offset.unwrap_or(seen);
                 let offsets: Vec<u64> = (start..total).step_by(limit as usize).collect();
                 if offsets.len() as u64 + 1 > self.max_pages as u64 {
-                    return Err(FetchError::TooManyPages {
-                        gateway: gw.id.clone(),
-                        limit: self.max_pages,
-                    });
+                    return Err(too_many());
                 }
                 let mut in_flight = FuturesUnordered::new();
-                let mut rest: Vec<(u64, Vec<Map<String, Value>>)> = Vec::with_capacity(offsets.len());
+                let mut rest: Vec<(u64, T)> = Vec::with_capacity(offsets.len());
                 let mut queue = offsets.into_iter();
                 loop {
                     while in_flight.len() < PAGE_CONCURRENCY {
                         let Some(off) = queue.next() else { break };
-                        let budget = &budget;
-                        in_flight
-                            .push(async move { self.fetch_page(gw, off, deadline, budget).await.map(|p| (off, p)) });
+                        let (budget, transform) = (&budget, &transform);
+                        in_flight.push(async move {
+                            self.fetch_page(gw, off, deadline, budget, transform)
+                                .await
+                                .map(|p| (off, p.out))
+                        });
                     }
                     match in_flight.next().await {
                         None => break,
-                        Some(res) => {
-                            let (off, page) = res?;
-                            rest.push((off, page.models));
-                        }
+                        Some(res) => rest.push(res?),
                     }
                 }
                 rest.sort_by_key(|(off, _)| *off);
-                for (_, page) in rest {
-                    models.extend(page);
-                }
+                outs.extend(rest.into_iter().map(|(_, out)| out));
             }
             // Paginated without a total: follow next_offset one page at a time.
             (Some(true), None) => {
@@ -155,55 +182,52 @@ impl Fetcher {
                 while more == Some(true) {
                     pages += 1;
                     if pages > self.max_pages {
-                        return Err(FetchError::TooManyPages {
-                            gateway: gw.id.clone(),
-                            limit: self.max_pages,
-                        });
+                        return Err(too_many());
                     }
-                    let offset = next.unwrap_or(models.len() as u64);
-                    let mut page = self.fetch_page(gw, offset, deadline, &budget).await?;
-                    if page.models.is_empty() {
+                    let page = self
+                        .fetch_page(gw, next.unwrap_or(seen), deadline, &budget, &transform)
+                        .await?;
+                    if page.count == 0 {
                         break;
                     }
                     (more, next) = (page.has_more, page.next_offset);
-                    models.append(&mut page.models);
+                    seen += page.count;
+                    outs.push(page.out);
                 }
             }
             // Last page already.
             (Some(false), _) => {}
             // Legacy shape: no has_more. A full page may mean more; a short one is the end.
             (None, _) => {
-                let first_model = first_id(&models);
-                let mut last_len = models.len() as u64;
+                let mut last_len = seen;
                 while last_len == limit {
                     pages += 1;
                     if pages > self.max_pages {
-                        return Err(FetchError::TooManyPages {
-                            gateway: gw.id.clone(),
-                            limit: self.max_pages,
-                        });
+                        return Err(too_many());
                     }
-                    let mut page = self.fetch_page(gw, models.len() as u64, deadline, &budget).await?;
+                    let page = self.fetch_page(gw, seen, deadline, &budget, &transform).await?;
                     // An API that ignores offset answers the first page again: stop.
-                    if page.models.is_empty() || first_id(&page.models) == first_model {
+                    if page.count == 0 || page.first_id == first_model {
                         break;
                     }
-                    last_len = page.models.len() as u64;
-                    models.append(&mut page.models);
+                    last_len = page.count;
+                    seen += page.count;
+                    outs.push(page.out);
                 }
             }
         }
-        Ok(models)
+        Ok(outs)
     }
 
-    /// One page, with 429 handling. `budget` is the byte allowance left.
-    async fn fetch_page(
+    /// One page, with 429 handling, parsed and transformed off the async threads.
+    async fn fetch_page<T: Send + 'static>(
         &self,
         gw: &Gateway,
         offset: u64,
         deadline: Instant,
         budget: &AtomicUsize,
-    ) -> Result<Page, FetchError> {
+        transform: &PageTransform<T>,
+    ) -> Result<Fetched<T>, FetchError> {
         let url = format!(
             "{}/v1/models?gateway={}&limit={}&offset={}",
             self.base_url,
@@ -213,7 +237,7 @@ impl Fetcher {
         );
         let mut attempt = 0u32;
         loop {
-            let mut req = self.client.get(&url).header("accept", "application/json");
+            let mut req = self.client().get(&url).header("accept", "application/json");
             if let Some(token) = self.tokens.get(&gw.id) {
                 req = req.bearer_auth(token.expose());
             }
@@ -265,9 +289,41 @@ impl Fetcher {
                 });
             }
             let body = read_capped(gw, resp, budget, self.max_bytes).await?;
-            return parse_page(gw, &body, status.as_u16());
+            let (gw, transform) = (gw.clone(), transform.clone());
+            return tokio::task::spawn_blocking(move || {
+                let page = parse_page(&gw, &body, status.as_u16())?;
+                drop(body);
+                Ok(Fetched {
+                    count: page.models.len() as u64,
+                    first_id: first_id(&page.models),
+                    total: page.total,
+                    has_more: page.has_more,
+                    next_offset: page.next_offset,
+                    out: transform(page.models),
+                })
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(FetchError::InvalidJson {
+                    gateway: "?".into(),
+                    detail: format!("parser panicked: {e}"),
+                })
+            });
         }
     }
+}
+
+/// Applied to each page's models as soon as the page is parsed.
+pub type PageTransform<T> = Arc<dyn Fn(Vec<Map<String, Value>>) -> T + Send + Sync>;
+
+/// A transformed page and what pagination needs to know about it.
+struct Fetched<T> {
+    out: T,
+    count: u64,
+    first_id: Option<Value>,
+    total: Option<u64>,
+    has_more: Option<bool>,
+    next_offset: Option<u64>,
 }
 
 fn network(gw: &Gateway, e: reqwest::Error) -> FetchError {

@@ -8,9 +8,16 @@
 //! - the most complete record wins: a point each for a description, a prompt price
 //!   and a context length > 0, plus the number of input modalities (ties: the
 //!   gateway listed first).
+//!
+//! Memory: models are borrowed from the cached catalog bodies as `&RawValue` and
+//! only the fields the rules need are parsed. A kept model is written out as its
+//! original bytes unless the union changed its gateways or providers, so a
+//! 20,000-model merge never builds 20,000 JSON trees.
 
 use std::collections::HashMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 const VENDOR_PREFIXES: &[&str] = &[
@@ -27,19 +34,49 @@ const VENDOR_PREFIXES: &[&str] = &[
     "bria/",
 ];
 
-pub fn dedup_key(m: &Map<String, Value>) -> String {
-    let raw = m
-        .get("canonical_slug")
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| m.get("id").and_then(Value::as_str))
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let key = clean(VENDOR_PREFIXES.iter().find_map(|p| raw.strip_prefix(p)).unwrap_or(&raw));
-    if !key.is_empty() {
-        return key;
+/// The fields of a model the merge rules look at. `Value`s, so an unexpected type
+/// in one field never makes a model unreadable (lenient parsing).
+#[derive(Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct Facts {
+    id: Value,
+    canonical_slug: Value,
+    name: Value,
+    description: Value,
+    context_length: Value,
+    pricing: Value,
+    architecture: Value,
+    source_gateways: Value,
+    provider_slugs: Value,
+}
+
+impl Facts {
+    pub fn dedup_key(&self) -> String {
+        let raw = self
+            .canonical_slug
+            .as_str()
+            .filter(|s| !s.trim().is_empty())
+            .or_else(|| self.id.as_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let key = clean(VENDOR_PREFIXES.iter().find_map(|p| raw.strip_prefix(p)).unwrap_or(&raw));
+        if !key.is_empty() {
+            return key;
+        }
+        clean(&self.name.as_str().unwrap_or("").to_ascii_lowercase())
     }
-    clean(&m.get("name").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase())
+
+    pub fn completeness(&self) -> usize {
+        let has_description = self.description.as_str().is_some_and(|s| !s.trim().is_empty());
+        let has_prompt_price = self.pricing.get("prompt").is_some_and(|p| !p.is_null());
+        let has_context = self.context_length.as_f64().is_some_and(|c| c > 0.0);
+        let modalities = self
+            .architecture
+            .get("input_modalities")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        has_description as usize + has_prompt_price as usize + has_context as usize + modalities
+    }
 }
 
 fn clean(s: &str) -> String {
@@ -48,68 +85,92 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
-pub fn completeness(m: &Map<String, Value>) -> usize {
-    let has_description = m
-        .get("description")
-        .and_then(Value::as_str)
-        .is_some_and(|s| !s.trim().is_empty());
-    let has_prompt_price = m
-        .get("pricing")
-        .and_then(|p| p.get("prompt"))
-        .is_some_and(|p| !p.is_null());
-    let has_context = m.get("context_length").and_then(Value::as_f64).is_some_and(|c| c > 0.0);
-    let modalities = m
-        .get("architecture")
-        .and_then(|a| a.get("input_modalities"))
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    has_description as usize + has_prompt_price as usize + has_context as usize + modalities
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
 }
 
-/// Merge catalogs given in gateway order. Output keeps first-seen order.
-pub fn merge(catalogs: impl IntoIterator<Item = Vec<Map<String, Value>>>) -> Vec<Map<String, Value>> {
-    let mut out: Vec<Map<String, Value>> = Vec::new();
+struct Kept<'a> {
+    raw: &'a RawValue,
+    score: usize,
+    own_gateways: Value,
+    own_providers: Value,
+    gateways: Vec<Value>,
+    providers: Vec<Value>,
+}
+
+/// Merge catalog bodies (`{"data":[...]}`) given in gateway order. Returns the
+/// merged models as comma-separated JSON objects (first-seen order) and their count.
+/// Bodies that are not catalogs are skipped.
+pub fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
+    let mut kept: Vec<Kept> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    for catalog in catalogs {
-        for model in catalog {
-            let key = dedup_key(&model);
+    for body in bodies {
+        let Ok(body) = serde_json::from_slice::<Body>(body) else {
+            continue;
+        };
+        for raw in body.data {
+            let facts: Facts = serde_json::from_str(raw.get()).unwrap_or_default();
+            let key = facts.dedup_key();
             if key.is_empty() {
                 continue;
             }
+            let score = facts.completeness();
             match index.get(&key) {
                 None => {
-                    index.insert(key, out.len());
-                    out.push(model);
+                    index.insert(key, kept.len());
+                    kept.push(Kept {
+                        raw,
+                        score,
+                        gateways: array(&facts.source_gateways),
+                        providers: array(&facts.provider_slugs),
+                        own_gateways: facts.source_gateways,
+                        own_providers: facts.provider_slugs,
+                    });
                 }
                 Some(&i) => {
-                    let kept = &mut out[i];
-                    let gateways = union(kept.get("source_gateways"), model.get("source_gateways"));
-                    let providers = union(kept.get("provider_slugs"), model.get("provider_slugs"));
-                    if completeness(&model) > completeness(kept) {
-                        *kept = model;
+                    let k = &mut kept[i];
+                    union_into(&mut k.gateways, &facts.source_gateways);
+                    union_into(&mut k.providers, &facts.provider_slugs);
+                    if score > k.score {
+                        k.raw = raw;
+                        k.score = score;
+                        k.own_gateways = facts.source_gateways;
+                        k.own_providers = facts.provider_slugs;
                     }
-                    kept.insert("source_gateways".into(), gateways);
-                    kept.insert("provider_slugs".into(), providers);
                 }
             }
         }
     }
-    out
-}
-
-fn union(a: Option<&Value>, b: Option<&Value>) -> Value {
-    let mut items: Vec<Value> = Vec::new();
-    for v in a
-        .and_then(Value::as_array)
-        .into_iter()
-        .chain(b.and_then(Value::as_array))
-        .flatten()
-    {
-        if !items.contains(v) {
-            items.push(v.clone());
+    let mut out = Vec::with_capacity(kept.iter().map(|k| k.raw.get().len() + 1).sum());
+    for (i, k) in kept.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let unchanged = array(&k.own_gateways) == k.gateways && array(&k.own_providers) == k.providers;
+        match serde_json::from_str::<Map<String, Value>>(k.raw.get()) {
+            Ok(mut m) if !unchanged => {
+                m.insert("source_gateways".into(), Value::Array(k.gateways.clone()));
+                m.insert("provider_slugs".into(), Value::Array(k.providers.clone()));
+                serde_json::to_writer(&mut out, &m).expect("maps serialize");
+            }
+            _ => out.extend_from_slice(k.raw.get().as_bytes()),
         }
     }
-    Value::Array(items)
+    (out, kept.len())
+}
+
+fn array(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn union_into(into: &mut Vec<Value>, more: &Value) {
+    for v in more.as_array().into_iter().flatten() {
+        if !into.contains(v) {
+            into.push(v.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,47 +178,78 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn m(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn facts(v: Value) -> Facts {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn merged(catalogs: &[Value]) -> Vec<Value> {
+        let bodies: Vec<Vec<u8>> = catalogs
+            .iter()
+            .map(|c| serde_json::to_vec(&json!({ "data": c })).unwrap())
+            .collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let (items, n) = merge_bodies(&refs);
+        let list: Vec<Value> = serde_json::from_slice(&[b"[", items.as_slice(), b"]"].concat()).unwrap();
+        assert_eq!(list.len(), n);
+        list
     }
 
     #[test]
     fn keys() {
-        assert_eq!(dedup_key(&m(json!({"id":"OpenAI/GPT-4o"}))), "gpt-4o");
+        assert_eq!(facts(json!({"id":"OpenAI/GPT-4o"})).dedup_key(), "gpt-4o");
         assert_eq!(
-            dedup_key(&m(json!({"id":"x","canonical_slug":"anthropic/claude-3.5"}))),
+            facts(json!({"id":"x","canonical_slug":"anthropic/claude-3.5"})).dedup_key(),
             "claude-35"
         );
-        assert_eq!(dedup_key(&m(json!({"id":"meta-llama/Llama-3"}))), "meta-llamallama-3");
-        assert_eq!(dedup_key(&m(json!({"id":"google/","name":"Gemini Pro"}))), "geminipro");
+        assert_eq!(
+            facts(json!({"id":"meta-llama/Llama-3"})).dedup_key(),
+            "meta-llamallama-3"
+        );
+        assert_eq!(
+            facts(json!({"id":"google/","name":"Gemini Pro"})).dedup_key(),
+            "geminipro"
+        );
+        assert_eq!(
+            facts(json!({"id":7,"context_length":"big"})).dedup_key(),
+            "",
+            "odd types are tolerated"
+        );
     }
 
     #[test]
     fn union_and_most_complete_wins() {
-        let a = vec![m(
-            json!({"id":"openai/gpt-4o","source_gateways":["openrouter"],"provider_slugs":["openai"]}),
-        )];
-        let b = vec![m(json!({
-            "id":"gpt-4o","description":"d","pricing":{"prompt":"0.000005"},"context_length":128000,
-            "architecture":{"input_modalities":["text","image"]},
-            "source_gateways":["together"],"provider_slugs":["openai","azure"]
-        }))];
-        let c = vec![m(
-            json!({"id":"gpt-4o","source_gateways":["groq","together"],"provider_slugs":[]}),
-        )];
-        let merged = merge([a, b, c]);
-        assert_eq!(merged.len(), 1);
-        assert_eq!(merged[0]["description"], "d", "the more complete record is kept");
-        assert_eq!(merged[0]["source_gateways"], json!(["openrouter", "together", "groq"]));
-        assert_eq!(merged[0]["provider_slugs"], json!(["openai", "azure"]));
+        let list = merged(&[
+            json!([{"id":"openai/gpt-4o","source_gateways":["openrouter"],"provider_slugs":["openai"]}]),
+            json!([{
+                "id":"gpt-4o","description":"d","pricing":{"prompt":"0.000005"},"context_length":128000,
+                "architecture":{"input_modalities":["text","image"]},
+                "source_gateways":["together"],"provider_slugs":["openai","azure"]
+            }]),
+            json!([{"id":"gpt-4o","source_gateways":["groq","together"],"provider_slugs":[]}]),
+        ]);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["description"], "d", "the more complete record is kept");
+        assert_eq!(list[0]["source_gateways"], json!(["openrouter", "together", "groq"]));
+        assert_eq!(list[0]["provider_slugs"], json!(["openai", "azure"]));
     }
 
     #[test]
-    fn ties_keep_the_first_gateway() {
-        let merged = merge([
-            vec![m(json!({"id":"x","name":"first","source_gateways":["a"]}))],
-            vec![m(json!({"id":"x","name":"second","source_gateways":["b"]}))],
+    fn ties_keep_the_first_gateway_and_unmerged_models_are_byte_identical() {
+        let list = merged(&[
+            json!([{"id":"x","name":"first","source_gateways":["a"]}, {"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"]}]),
+            json!([{"id":"x","name":"second","source_gateways":["b"]}]),
         ]);
-        assert_eq!(merged[0]["name"], "first");
+        assert_eq!(list[0]["name"], "first");
+        assert_eq!(list[0]["source_gateways"], json!(["a", "b"]));
+        assert_eq!(
+            list[1],
+            json!({"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"]})
+        );
+    }
+
+    #[test]
+    fn non_catalog_bodies_are_skipped() {
+        let (items, n) = merge_bodies(&[b"not json", br#"{"data":[{"id":"a"}]}"#]);
+        assert_eq!((n, items), (1, br#"{"id":"a"}"#.to_vec()));
     }
 }

@@ -1,0 +1,592 @@
+//! The benchmark suite: prints figures, asserts nothing about time.
+//!
+//! `cargo bench --bench suite` runs every section in one go on this machine, against
+//! a real redis-server on loopback, the sample catalog API and the release function
+//! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections.
+//!
+//! Sections:
+//!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
+//!   floor    the same bytes with a raw Redis GET at the same concurrency, and the ratio
+//!   inproc   one SWR read of a warm key (HIT) and of a stale key: ns/op and allocations
+//!   warm     21 gateways with latencies 50 ms .. 2 s: total ÷ slowest
+//!   scale    Featherless at ~18k models: warm time, stored bytes, peak RSS, gateway=all latency
+//!   cold     process start to first 200 on /api/models with a warm Redis
+//!   rest     bytes at rest for the full fixture set vs the raw JSON
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_core::catalog::{ALL_KEY, gateway_key};
+use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::warm::Trigger;
+use support::process::FunctionProcess;
+use support::redis::RedisServer;
+
+// ---- allocation counting --------------------------------------------------------
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---- load generation ------------------------------------------------------------
+
+const LOAD_SECONDS: f64 = 3.0;
+
+#[derive(Default)]
+struct Load {
+    requests: u64,
+    errors: u64,
+    bytes: u64,
+    latencies_us: Vec<u32>,
+    seconds: f64,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+    fn line(&self, label: &str) -> String {
+        format!(
+            "{label:<46} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {:>7.1} KB/resp  errors {}",
+            self.rps(),
+            self.pct(0.50),
+            self.pct(0.99),
+            self.bytes as f64 / self.requests.max(1) as f64 / 1024.0,
+            self.errors
+        )
+    }
+}
+
+fn merge(parts: Vec<Load>, seconds: f64) -> Load {
+    let mut all = Load {
+        seconds,
+        ..Load::default()
+    };
+    for p in parts {
+        all.requests += p.requests;
+        all.errors += p.errors;
+        all.bytes += p.bytes;
+        all.latencies_us.extend(p.latencies_us);
+    }
+    all.latencies_us.sort_unstable();
+    all
+}
+
+/// `connections` keep-alive HTTP/1.1 connections, each sending `GET path` back to back.
+async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections: usize) -> Load {
+    use http_body_util::BodyExt;
+    let deadline = Instant::now() + Duration::from_secs_f64(LOAD_SECONDS);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let path = path.to_string();
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut load = Load::default();
+            while Instant::now() < deadline {
+                let mut req = hyper::Request::get(&path).header("host", "localhost");
+                for (k, v) in &headers {
+                    req = req.header(k, v);
+                }
+                let req = req.body(http_body_util::Empty::<Bytes>::new()).unwrap();
+                let t = Instant::now();
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success() || resp.status() == 304;
+                        let body = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        load.latencies_us.push(t.elapsed().as_micros() as u32);
+                        load.requests += 1;
+                        load.bytes += body as u64;
+                        if !ok {
+                            load.errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        load.errors += 1;
+                        break;
+                    }
+                }
+            }
+            load
+        }));
+    }
+    let started = Instant::now();
+    let mut parts = Vec::new();
+    for t in tasks {
+        parts.push(t.await.unwrap());
+    }
+    merge(parts, started.elapsed().as_secs_f64().min(LOAD_SECONDS + 0.5))
+}
+
+/// The floor: `connections` raw RESP connections, each sending `GET key` back to back.
+fn redis_load(port: u16, key: &str, connections: usize) -> Load {
+    let deadline = Instant::now() + Duration::from_secs_f64(LOAD_SECONDS);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..connections)
+        .map(|_| {
+            let key = key.to_string();
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_nodelay(true).unwrap();
+                let cmd = format!("*2\r\n$3\r\nGET\r\n${}\r\n{}\r\n", key.len(), key);
+                let mut load = Load::default();
+                let mut buf = vec![0u8; 1 << 20];
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    s.write_all(cmd.as_bytes()).unwrap();
+                    // Read "$<len>\r\n", then len + 2 bytes.
+                    let mut header = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !header.ends_with(b"\r\n") {
+                        s.read_exact(&mut byte).unwrap();
+                        header.push(byte[0]);
+                    }
+                    let len: usize = std::str::from_utf8(&header[1..header.len() - 2])
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    let mut left = len + 2;
+                    while left > 0 {
+                        let n = s.read(&mut buf[..left.min(1 << 20)]).unwrap();
+                        left -= n;
+                    }
+                    load.latencies_us.push(t.elapsed().as_micros() as u32);
+                    load.requests += 1;
+                    load.bytes += len as u64;
+                }
+                load
+            })
+        })
+        .collect();
+    let parts = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    merge(parts, started.elapsed().as_secs_f64())
+}
+
+// ---- the stack ------------------------------------------------------------------
+
+struct Stack {
+    redis: RedisServer,
+    sample: sample_catalog::Handle,
+    catalog: Arc<cache_core::Catalog>,
+    tasks: TaskSpawner,
+}
+
+impl Stack {
+    async fn new(extra: &[(&str, &str)]) -> Stack {
+        let redis = RedisServer::start();
+        let sample = sample_catalog::start_local().await;
+        let (url, base) = (redis.url(), sample.base_url());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("REDIS_URL", &url),
+            ("GATEWAYZ_API_URL", &base),
+            ("REDIS_COMMAND_TIMEOUT_MS", "5000"),
+        ];
+        env.extend_from_slice(extra);
+        let catalog = cache_core::Catalog::new(support::config(&env)).unwrap();
+        Stack {
+            redis,
+            sample,
+            catalog,
+            tasks: TaskSpawner::new(),
+        }
+    }
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        Arc::new(self.tasks.clone())
+    }
+    fn function(&self, bin: &str, extra: &[(&str, &str)]) -> FunctionProcess {
+        let (url, base) = (self.redis.url(), self.sample.base_url());
+        let mut env: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("GATEWAYZ_API_URL", &base)];
+        env.extend_from_slice(extra);
+        FunctionProcess::spawn(bin, &env)
+    }
+}
+
+const BROWSER: &[(&str, &str)] = &[("accept-encoding", "gzip, deflate, br"), ("accept", "application/json")];
+
+// ---- sections -------------------------------------------------------------------
+
+async fn hotpath_and_floor(run_floor: bool) {
+    println!("\n== hotpath: GET /api/models on the release `models` function, warm cache ==");
+    let s = Stack::new(&[]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let etag = {
+        let r = reqwest::Client::new()
+            .get(f.url("/api/models?gateway=all"))
+            .send()
+            .await
+            .unwrap();
+        r.headers()["etag"].to_str().unwrap().to_string()
+    };
+    let all_br = s.catalog.cache.peek(ALL_KEY).await.unwrap();
+    let br_len = all_br.body(cache_core::entry::Encoding::Brotli).unwrap().len();
+    let mut http_br = std::collections::HashMap::new();
+    for conns in [16, 64] {
+        for (label, path, headers) in [
+            ("all, browser headers (br)", "/api/models?gateway=all", BROWSER),
+            ("all, no Accept-Encoding (identity)", "/api/models?gateway=all", &[][..]),
+            (
+                "featherless, browser headers (br)",
+                "/api/models?gateway=featherless",
+                BROWSER,
+            ),
+        ] {
+            let l = http_load(f.port, path, headers, conns).await;
+            println!("{}", l.line(&format!("{label} @{conns}")));
+            if path.ends_with("=all") && !headers.is_empty() {
+                http_br.insert(conns, l.rps());
+            }
+        }
+        let inm = [
+            ("if-none-match", etag.as_str()),
+            ("accept-encoding", "gzip, deflate, br"),
+        ];
+        let l = http_load(f.port, "/api/models?gateway=all", &inm, conns).await;
+        println!("{}", l.line(&format!("all, If-None-Match (304) @{conns}")));
+    }
+    if run_floor {
+        println!("\n== floor: raw Redis GET of the same stored value ({br_len} B brotli + header) ==");
+        for conns in [16, 64] {
+            let l = redis_load(s.redis.port, ALL_KEY, conns);
+            println!("{}", l.line(&format!("redis GET models:all @{conns}")));
+            let http = http_br[&conns];
+            println!(
+                "{:<46} HTTP {:.0} req/s vs Redis {:.0} req/s: HTTP is {:.2}x the floor{}",
+                format!("ratio @{conns}"),
+                http,
+                l.rps(),
+                http / l.rps(),
+                if http > l.rps() {
+                    " (the in-process tier serves most requests without Redis)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+async fn inproc() {
+    println!("\n== inproc: one SWR read, embedded store, in-process tier on ==");
+    let sample = sample_catalog::start_local().await;
+    let base = sample.base_url();
+    let catalog = cache_core::Catalog::new(support::config(&[
+        ("GATEWAYZ_API_URL", &base),
+        ("GATEWAYS", "groq"),
+        ("LOCAL_CACHE_TTL_MS", "60000"),
+        ("METRICS_FLUSH_INTERVAL_MS", "1000"),
+    ]))
+    .unwrap();
+    let tasks = TaskSpawner::new();
+    let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
+    let gw = catalog.registry.resolve("groq").unwrap().clone();
+    catalog.read_gateway(&gw, sp.clone()).await.unwrap();
+    let n = 200_000u64;
+    for (label, stale) in [("HIT (fresh key)", false), ("STALE (revalidation throttled)", true)] {
+        if stale {
+            // Make it stale: a tiny fresh window, a failing upstream and the retry throttle
+            // keep every read on the stale path.
+            let c2 = cache_core::Catalog::new(support::config(&[
+                ("GATEWAYZ_API_URL", &base),
+                ("GATEWAYS", "groq"),
+                ("LOCAL_CACHE_TTL_MS", "60000"),
+                ("MODELS_FRESH_TTL_SECONDS", "1"),
+                ("METRICS_FLUSH_INTERVAL_MS", "1000"),
+            ]))
+            .unwrap();
+            c2.read_gateway(&gw, sp.clone()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            sample.set_fault("groq", sample_catalog::Fault::ServerError);
+            c2.read_gateway(&gw, sp.clone()).await.unwrap();
+            tasks.idle().await;
+            measure(label, n, || c2.read_gateway(&gw, sp.clone()), &tasks).await;
+        } else {
+            measure(label, n, || catalog.read_gateway(&gw, sp.clone()), &tasks).await;
+        }
+    }
+}
+
+async fn measure<F, Fut>(label: &str, n: u64, f: F, tasks: &TaskSpawner)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<cache_core::Lookup, cache_core::CacheError>>,
+{
+    for _ in 0..1000 {
+        f().await.unwrap();
+    }
+    tasks.idle().await;
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(f().await.unwrap());
+    }
+    let elapsed = t.elapsed();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+    tasks.idle().await;
+    println!(
+        "{label:<46} {:>8.0} ns/op  {:>6.2} allocs/op  (payload shared, not copied)",
+        elapsed.as_nanos() as f64 / n as f64,
+        allocs as f64 / n as f64
+    );
+}
+
+async fn warm_section() {
+    println!("\n== warm: 21 gateways, injected latencies 50 ms .. 2 s, real redis-server ==");
+    let s = Stack::new(&[]).await;
+    let ids: Vec<&str> = sample_catalog::FIXTURES.iter().map(|(g, _)| *g).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let ms = 50 + (1950 * i as u64) / (ids.len() as u64 - 1);
+        s.sample.set_latency(id, Duration::from_millis(ms));
+    }
+    let t = Instant::now();
+    let record = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let total = t.elapsed();
+    assert!(record.success, "{record:?}");
+    println!(
+        "warm: {} gateways, {} models (merged {}); total {:.0} ms, slowest 2000 ms, ratio {:.2} (target <= 1.2)",
+        record.gateways_success,
+        record.total_models,
+        record.merged_models.unwrap(),
+        total.as_secs_f64() * 1e3,
+        total.as_secs_f64() / 2.0
+    );
+}
+
+async fn scale() {
+    println!("\n== scale: Featherless at 18,000 models, release `cache-warm-models` process ==");
+    let s = Stack::new(&[]).await;
+    s.sample.scale("featherless", 18_000);
+    let secret = "bench-secret-0123456789abcdef";
+    let warm = s.function(
+        env!("CARGO_BIN_EXE_cache-warm-models"),
+        &[("CACHE_WARMING_SECRET", secret), ("RUST_LOG", "warn")],
+    );
+    let pid_rss = |port: u16| -> Option<String> {
+        // The function process is the one listening on `port`: find it through /proc.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("for p in /proc/[0-9]*; do grep -qs ':{port:04X} ' $p/net/tcp 2>/dev/null && ls -l $p/exe 2>/dev/null | grep -q cache-warm-models && grep VmHWM $p/status && break; done"))
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let t = Instant::now();
+    let r = reqwest::Client::new()
+        .post(warm.url("/api/cache/warm-models"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    let elapsed = t.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let fl = v["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["gateway"] == "featherless")
+        .unwrap()
+        .clone();
+    println!(
+        "warm all 21 (featherless {} models in {} ms): {:.0} ms; merged {} models",
+        fl["count"],
+        fl["duration_ms"],
+        elapsed.as_secs_f64() * 1e3,
+        v["merged_models"]
+    );
+    let e = s.catalog.cache.peek(&gateway_key("featherless")).await.unwrap();
+    let all = s.catalog.cache.peek(ALL_KEY).await.unwrap();
+    println!(
+        "stored: featherless {} B (identity {} B), all {} B (identity {} B)",
+        e.encoded_len(),
+        e.identity().unwrap().len(),
+        all.encoded_len(),
+        all.identity().unwrap().len()
+    );
+    match pid_rss(warm.port) {
+        Some(line) if !line.is_empty() => println!("peak RSS of the warm function process: {line} (target < 300 MB)"),
+        _ => println!("peak RSS: could not read /proc for the function process"),
+    }
+    let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let c = reqwest::Client::builder().no_brotli().no_gzip().build().unwrap();
+    for (label, enc) in [("br", "br"), ("identity", "identity")] {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let r = c
+                .get(f.url("/api/models?gateway=all"))
+                .header("accept-encoding", enc)
+                .send()
+                .await
+                .unwrap();
+            let n = r.bytes().await.unwrap().len();
+            times.push((t.elapsed().as_secs_f64() * 1e3, n));
+        }
+        times.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        println!(
+            "GET gateway=all ({label}, {} B): median {:.2} ms over 20 sequential requests",
+            times[10].1, times[10].0
+        );
+    }
+}
+
+async fn cold() {
+    println!("\n== cold start: process start to first 200 on /api/models, warm Redis ==");
+    let s = Stack::new(&[("GATEWAYS", "groq")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let bin = env!("CARGO_BIN_EXE_models");
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let port = support::free_port();
+        let t = Instant::now();
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("VERCEL_DEV_PORT", port.to_string())
+            .env("REDIS_URL", s.redis.url())
+            .env("GATEWAYS", "groq")
+            .env("GATEWAYZ_API_URL", s.sample.base_url())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        loop {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                c.write_all(b"GET /api/models?gateway=groq HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+                let mut head = [0u8; 12];
+                if c.read_exact(&mut head).is_ok() && &head[9..12] == b"200" {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            assert!(t.elapsed() < Duration::from_secs(10));
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "cold start: median {:.1} ms, min {:.1} ms, max {:.1} ms over 15 starts (target <= 50 ms)",
+        samples[7], samples[0], samples[14]
+    );
+}
+
+async fn rest() {
+    println!("\n== at rest: the full fixture set in Redis vs the raw catalog JSON ==");
+    let s = Stack::new(&[]).await;
+    let client = reqwest::Client::new();
+    let mut raw = 0usize;
+    for (id, _) in sample_catalog::FIXTURES {
+        let mut offset = 0u64;
+        loop {
+            let url = format!(
+                "{}/v1/models?gateway={id}&limit=1000&offset={offset}",
+                s.sample.base_url()
+            );
+            let b = client.get(url).send().await.unwrap().bytes().await.unwrap();
+            raw += b.len();
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            if v["has_more"] != true {
+                break;
+            }
+            offset = v["next_offset"].as_u64().unwrap();
+        }
+    }
+    let before = used_memory(&s.redis);
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let mut stored = 0usize;
+    for (id, _) in sample_catalog::FIXTURES {
+        stored += s.catalog.cache.peek(&gateway_key(id)).await.unwrap().encoded_len();
+    }
+    let all = s.catalog.cache.peek(ALL_KEY).await.unwrap().encoded_len();
+    println!(
+        "values: {} B per-gateway + {} B merged = {} B for {} B raw JSON = {:.1}% (target <= 15%)",
+        stored,
+        all,
+        stored + all,
+        raw,
+        100.0 * (stored + all) as f64 / raw as f64
+    );
+    println!(
+        "redis used_memory grew by {} B (includes keys, run record, allocator overhead)",
+        used_memory(&s.redis) - before
+    );
+}
+
+fn used_memory(r: &RedisServer) -> i64 {
+    let info = r.command(&[b"INFO", b"memory"]);
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
+    println!(
+        "benchmark suite: {} cores; load {LOAD_SECONDS} s per figure",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if want("hotpath") || want("floor") {
+        hotpath_and_floor(want("floor")).await;
+    }
+    if want("inproc") {
+        inproc().await;
+    }
+    if want("warm") {
+        warm_section().await;
+    }
+    if want("scale") {
+        scale().await;
+    }
+    if want("cold") {
+        cold().await;
+    }
+    if want("rest") {
+        rest().await;
+    }
+}
