@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "[test] installing from Debian's packages: ${need_apt[*]}"
   sudo=""

@@ -69,6 +69,8 @@ pub enum Fault {
     SlowDrip,
     /// Accepts the request and never answers.
     Hang,
+    /// Drops the connection without an answer (the client sees a reset/closed connection).
+    Reset,
     /// The pre-pagination API: no `has_more`/`next_offset`, `limit`/`offset` ignored.
     Legacy,
 }
@@ -217,7 +219,13 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<Handle> {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let h = h.clone();
-                    async move { Ok::<_, Infallible>(route(&h, req).await) }
+                    async move {
+                        // `None` = the Reset fault: failing the service makes hyper drop
+                        // the connection without a response.
+                        route(&h, req)
+                            .await
+                            .ok_or_else(|| std::io::Error::other("injected connection reset"))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -251,10 +259,10 @@ fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
-async fn route(h: &Handle, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn route(h: &Handle, req: Request<hyper::body::Incoming>) -> Option<Response<Body>> {
     let q = query(&req);
-    match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/v1/models" | "/models") => models(h, &req, &q).await,
+    Some(match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/v1/models" | "/models") => return models(h, &req, &q).await,
         ("GET", "/_control/counts") => {
             let counts = h.lock().counts.clone();
             full(StatusCode::OK, "application/json", serde_json::to_vec(&counts).unwrap())
@@ -266,7 +274,7 @@ async fn route(h: &Handle, req: Request<hyper::body::Incoming>) -> Response<Body
         }
         ("POST", "/_control/set") => control_set(h, &q),
         _ => full(StatusCode::NOT_FOUND, "application/json", "{\"detail\":\"Not Found\"}"),
-    }
+    })
 }
 
 fn control_set(h: &Handle, q: &HashMap<String, String>) -> Response<Body> {
@@ -292,6 +300,7 @@ fn control_set(h: &Handle, q: &HashMap<String, String>) -> Response<Body> {
             "huge" => Fault::Huge { bytes: 80 << 20 },
             "slow-drip" => Fault::SlowDrip,
             "hang" => Fault::Hang,
+            "reset" => Fault::Reset,
             "legacy" => Fault::Legacy,
             _ => {
                 return full(
@@ -312,7 +321,30 @@ fn control_set(h: &Handle, q: &HashMap<String, String>) -> Response<Body> {
     full(StatusCode::OK, "application/json", "{\"ok\":true}")
 }
 
-async fn models(h: &Handle, req: &Request<hyper::body::Incoming>, q: &HashMap<String, String>) -> Response<Body> {
+async fn models(
+    h: &Handle,
+    req: &Request<hyper::body::Incoming>,
+    q: &HashMap<String, String>,
+) -> Option<Response<Body>> {
+    if h.lock()
+        .knobs
+        .get(q.get("gateway").map(String::as_str).unwrap_or("all"))
+        .is_some_and(|k| k.fault == Fault::Reset)
+    {
+        *h.lock()
+            .counts
+            .entry(q.get("gateway").cloned().unwrap_or_default())
+            .or_default() += 1;
+        return None;
+    }
+    Some(models_answer(h, req, q).await)
+}
+
+async fn models_answer(
+    h: &Handle,
+    req: &Request<hyper::body::Incoming>,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
     let gateway = q
         .get("gateway")
         .cloned()

@@ -1,0 +1,452 @@
+//! Reliability and security: Redis dying under load, upstream faults, overlaps,
+//! corrupt values, a lock holder that dies, the bad-input table, a Redis Cluster.
+//! Each test asserts what users see and what is stored. Figures are printed
+//! (`cargo test --test reliability -- --nocapture`).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_core::catalog::{ALL_KEY, gateway_key};
+use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::warm::{Outcome, Trigger};
+use cache_core::{CacheStatus, Catalog};
+use sample_catalog::Fault;
+use serde_json::Value;
+use support::process::FunctionProcess;
+use support::redis::RedisServer;
+
+const SECRET: &str = "reliability-secret-0123456789";
+
+fn spawner(t: &TaskSpawner) -> Arc<dyn Spawner> {
+    Arc::new(t.clone())
+}
+
+fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &str)]) -> Arc<Catalog> {
+    let base = sample.base_url();
+    let mut env = vec![
+        ("REDIS_URL", redis_url),
+        ("GATEWAYZ_API_URL", base.as_str()),
+        ("GATEWAY_TIMEOUT_FAST_MS", "1000"),
+        ("GATEWAY_TIMEOUT_SLOW_MS", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    Catalog::new(support::config(&env)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dies_under_load_and_the_process_recovers() {
+    let mut redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let tasks = TaskSpawner::new();
+    catalog(&redis.url(), &sample, &[])
+        .warm(None, Trigger::Manual, spawner(&tasks))
+        .await
+        .unwrap();
+    let (url, base) = (redis.url(), sample.base_url());
+    let f = FunctionProcess::spawn(
+        env!("CARGO_BIN_EXE_models"),
+        &[
+            ("REDIS_URL", &url),
+            ("GATEWAYZ_API_URL", &base),
+            ("REDIS_COMMAND_TIMEOUT_MS", "300"),
+            ("LOCAL_CACHE_TTL_MS", "200"),
+        ],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let stop = Instant::now() + Duration::from_millis(5000);
+    let (ok, failed, slowest_us, during) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let outage = Arc::new(std::sync::Mutex::new(None::<(Instant, Instant)>));
+    let mut workers = Vec::new();
+    for i in 0..8 {
+        let (client, ok, failed, slowest_us, during, outage) = (
+            client.clone(),
+            ok.clone(),
+            failed.clone(),
+            slowest_us.clone(),
+            during.clone(),
+            outage.clone(),
+        );
+        let url = f.url(
+            [
+                "/api/models?gateway=all",
+                "/api/models?gateway=groq",
+                "/api/models?gateway=featherless",
+            ][i % 3],
+        );
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let t = Instant::now();
+                let res = client.get(&url).header("accept-encoding", "br").send().await;
+                let us = t.elapsed().as_micros() as u64;
+                slowest_us.fetch_max(us, Ordering::Relaxed);
+                let good = matches!(&res, Ok(r) if r.status() == 200);
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some((a, b)) = *outage.lock().unwrap()
+                    && t >= a
+                    && t <= b
+                {
+                    during.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let down = Instant::now();
+    *outage.lock().unwrap() = Some((down, down + Duration::from_secs(3600)));
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart(); // empty: no persistence
+    *outage.lock().unwrap() = Some((down, Instant::now()));
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let slowest = Duration::from_micros(slowest_us.load(Ordering::Relaxed));
+    println!(
+        "redis outage 1.5 s under 8 connections: {} requests ({} during the outage), {} failed ({:.2}%), slowest {:?}",
+        ok + failed,
+        during.load(Ordering::Relaxed),
+        failed,
+        100.0 * failed as f64 / (ok + failed) as f64,
+        slowest
+    );
+    assert_eq!(failed, 0, "every read answered 200 (in-process copy or direct fetch)");
+    assert!(
+        during.load(Ordering::Relaxed) > 0,
+        "requests were served during the outage"
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "no request hung past its deadline: {slowest:?}"
+    );
+
+    // Recovered by itself: the process writes to the restarted Redis again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.command(&[b"EXISTS", ALL_KEY.as_bytes()]) != b":1\r\n" {
+        client.get(f.url("/api/models?gateway=all")).send().await.unwrap();
+        assert!(Instant::now() < deadline, "the function never wrote to Redis again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upstream_fault_keeps_good_data_and_is_visible() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let tasks = TaskSpawner::new();
+    let c = catalog(
+        &redis.url(),
+        &sample,
+        &[("GATEWAYS", "groq,together,xai"), ("FETCH_MAX_BYTES", "2000000")],
+    );
+    let first = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    let merged = first.merged_models.unwrap();
+    let faults = [
+        (Fault::Hang, "timed out"),
+        (Fault::SlowDrip, "timed out"),
+        (Fault::Reset, "network error"),
+        (Fault::ServerError, "HTTP 500"),
+        (Fault::Html, "HTML"),
+        (Fault::InvalidJson, "invalid JSON"),
+        (Fault::Truncated, "invalid JSON"),
+        (Fault::Empty, "0 models"),
+        (Fault::Huge { bytes: 5 << 20 }, "larger than"),
+        (
+            Fault::RateLimited {
+                retry_after_secs: 60,
+                times: 10,
+            },
+            "rate limited",
+        ),
+    ];
+    for (fault, expected) in &faults {
+        sample.set_fault("together", fault.clone());
+        let run = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+        let d = run.details.iter().find(|d| d.gateway == "together").unwrap();
+        assert_eq!(d.status, Outcome::Error, "{fault:?}");
+        assert!(
+            d.error.as_deref().unwrap().contains(expected),
+            "{fault:?}: {:?}",
+            d.error
+        );
+        assert_eq!(d.count, 94, "{fault:?}: the 94 good models stay");
+        assert_eq!(
+            run.merged_models,
+            Some(merged),
+            "{fault:?}: the merged view still serves everything"
+        );
+        let failure = c.cache.last_failure(&gateway_key("together")).await.unwrap();
+        assert!(failure.error.contains(expected), "{fault:?}: status shows the failure");
+        let served = c
+            .read_gateway(c.registry.resolve("together").unwrap(), spawner(&tasks))
+            .await
+            .unwrap();
+        assert_eq!(served.entry.meta.item_count, 94);
+        sample.set_fault("together", Fault::None);
+    }
+    println!(
+        "upstream faults injected: {} kinds, good data kept every time",
+        faults.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_during_a_stampede_of_stale_reads_fetches_once() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let tasks = TaskSpawner::new();
+    let c = catalog(
+        &redis.url(),
+        &sample,
+        &[("GATEWAYS", "groq"), ("MODELS_FRESH_TTL_SECONDS", "1")],
+    );
+    c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sample.set_latency("groq", Duration::from_millis(200));
+    sample.reset_counts();
+    let gw = c.registry.resolve("groq").unwrap().clone();
+    let mut reads = Vec::new();
+    for _ in 0..100 {
+        let (c, gw, sp) = (c.clone(), gw.clone(), spawner(&tasks));
+        reads.push(tokio::spawn(
+            async move { c.read_gateway(&gw, sp).await.unwrap().status },
+        ));
+    }
+    let warm = c.warm(None, Trigger::Cron, spawner(&tasks)).await.unwrap();
+    assert!(warm.success);
+    for r in reads {
+        assert_eq!(r.await.unwrap(), CacheStatus::Stale);
+    }
+    tasks.idle().await;
+    assert_eq!(
+        sample.requests("groq"),
+        1,
+        "100 stale readers and a warm share one upstream call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_warm_holder_frees_the_lock_when_it_expires() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    sample.set_latency("groq", Duration::from_secs(20));
+    let (url, base) = (redis.url(), sample.base_url());
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("GATEWAYZ_API_URL", &base),
+        ("GATEWAYS", "groq"),
+        ("CACHE_WARMING_SECRET", SECRET),
+        ("WARM_LOCK_TTL_SECONDS", "2"),
+    ];
+    let doomed = FunctionProcess::spawn(env!("CARGO_BIN_EXE_cache-warm-models"), &env);
+    let client = reqwest::Client::new();
+    let pending = tokio::spawn(
+        client
+            .post(doomed.url("/api/cache/warm-models"))
+            .bearer_auth(SECRET)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(doomed); // SIGKILL mid-warm: its lock stays until the TTL
+    let _ = pending.await;
+    sample.set_latency("groq", Duration::ZERO);
+    let next = FunctionProcess::spawn(env!("CARGO_BIN_EXE_cache-warm-models"), &env);
+    let r = client
+        .post(next.url("/api/cache/warm-models"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "the dead holder's lock still holds");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = client
+        .post(next.url("/api/cache/warm-models"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "after the TTL the next warm proceeds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_foreign_values_under_our_keys_are_misses_over_http() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let (url, base) = (redis.url(), sample.base_url());
+    let f = FunctionProcess::spawn(
+        env!("CARGO_BIN_EXE_models"),
+        &[
+            ("REDIS_URL", &url),
+            ("GATEWAYZ_API_URL", &base),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let junk: [&[u8]; 5] = [
+        b"{\"data\":[]}",
+        b"GZCE\x01\x00",
+        b"GZCE\x07future-format",
+        b"\x00\xff\xfe",
+        b"GZCE\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01",
+    ];
+    for j in junk {
+        redis.command(&[b"SET", b"models:groq", j]);
+        let r = client.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{j:?}");
+        assert_eq!(r.headers()["x-cache"], "MISS", "{j:?}");
+        let r = client.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "HIT", "{j:?} was overwritten");
+    }
+    // A hash where a string belongs (WRONGTYPE): a store error, answered from upstream.
+    redis.command(&[b"DEL", b"models:xai"]);
+    redis.command(&[b"HSET", b"models:xai", b"k", b"v"]);
+    let r = client.get(f.url("/api/models?gateway=xai")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// (function, method, path and query, headers, body, expected status)
+type Case<'a> = (
+    &'a FunctionProcess,
+    &'a str,
+    String,
+    Vec<(&'a str, String)>,
+    Option<&'a str>,
+    u16,
+);
+
+/// The bad-input table: every case answers quickly with a JSON error, reaches
+/// neither the upstream nor Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_table_end_to_end() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let (url, base) = (redis.url(), sample.base_url());
+    let env = [
+        ("REDIS_URL", url.as_str()),
+        ("GATEWAYZ_API_URL", &base),
+        ("CACHE_WARMING_SECRET", SECRET),
+        ("CRON_SECRET", SECRET),
+    ];
+    let models = FunctionProcess::spawn(env!("CARGO_BIN_EXE_models"), &env);
+    let warm = FunctionProcess::spawn(env!("CARGO_BIN_EXE_cache-warm-models"), &env);
+    let cron = FunctionProcess::spawn(env!("CARGO_BIN_EXE_cron-warm-cache"), &env);
+    let huge_auth = format!("Bearer {}", "A".repeat(16 * 1024));
+    let long_gw = format!("/api/models?gateway={}", "x".repeat(10_000));
+    let bearer_ws = format!("Bearer {SECRET}\tx");
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (&models, "GET", "/api/models?gateway=".into(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=unknown-gw".into(), vec![], None, 400),
+        (&models, "GET", long_gw.clone(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=groq&gateway=xai".into(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=%C0%AF".into(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=%2e%2e%2f%2e%2e%2fetc".into(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=..\\..\\windows".into(), vec![], None, 400),
+        (&models, "GET", "/api/models?gateway=GROQ%20".into(), vec![], Some("body on a GET"), 200),
+        (&models, "GET", "/api/models?gateway=%".into(), vec![], None, 400),
+        (&models, "GET", format!("/api/models?search={}", "s".repeat(300)), vec![], None, 400),
+        (&models, "PUT", "/api/models".into(), vec![], None, 405),
+        (&models, "DELETE", "/api/models?gateway=groq".into(), vec![], None, 405),
+        (&warm, "POST", "/api/cache/warm-models".into(), vec![("authorization", huge_auth.clone())], None, 401),
+        (&warm, "POST", "/api/cache/warm-models".into(), vec![("authorization", format!("Token {SECRET}"))], None, 401),
+        (&warm, "POST", "/api/cache/warm-models".into(), vec![("authorization", bearer_ws.clone())], None, 401),
+        (&warm, "POST", "/api/cache/warm-models?gateway=%ff".into(), vec![("authorization", format!("Bearer {SECRET}"))], None, 400),
+        (&warm, "POST", "/api/cache/warm-models?gateway=".into(), vec![("authorization", format!("Bearer {SECRET}"))], None, 400),
+        (&warm, "POST", "/api/cache/warm-models?reset=everything".into(), vec![("authorization", format!("Bearer {SECRET}"))], None, 400),
+        (&warm, "PATCH", "/api/cache/warm-models".into(), vec![], None, 405),
+        (&cron, "GET", "/api/cron/warm-cache".into(), vec![("x-vercel-cron", "1".into()), ("user-agent", "vercel-cron/1.0".into())], None, 401),
+        (&cron, "GET", "/api/cron/warm-cache".into(), vec![("authorization", huge_auth.clone())], None, 401),
+        (&cron, "POST", "/api/cron/warm-cache".into(), vec![("authorization", format!("Bearer {SECRET}"))], Some("{}"), 405),
+    ];
+    let client = reqwest::Client::new();
+    let mut tried = 0;
+    for (f, method, path, headers, body, expected) in &cases {
+        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), f.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let t = Instant::now();
+        let r = req.send().await.unwrap();
+        let elapsed = t.elapsed();
+        assert_eq!(
+            r.status().as_u16(),
+            *expected,
+            "{method} {}",
+            &path[..path.len().min(80)]
+        );
+        assert!(
+            elapsed < Duration::from_millis(if *expected == 200 { 3000 } else { 300 }),
+            "{method} {path}: {elapsed:?}"
+        );
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        if *expected != 200 {
+            assert!(
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty() && !m.contains(SECRET)),
+                "{method} {path}: {v}"
+            );
+        }
+        tried += 1;
+    }
+    // Only the one valid read reached the upstream (groq); Redis holds only our own keys.
+    assert_eq!(sample.total_requests(), sample.requests("groq"));
+    let keys = String::from_utf8_lossy(&redis.command(&[b"KEYS", b"*"])).into_owned();
+    for line in keys.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')) {
+        assert!(
+            ["models:", "lock:", "metrics:", "lasterror:", "retryafter:", "warm:"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "unexpected key {line}"
+        );
+    }
+    println!("bad inputs tried end to end: {tried}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_and_serve_on_a_redis_cluster() {
+    let cluster = support::cluster::RedisCluster::start();
+    let sample = sample_catalog::start_local().await;
+    let tasks = TaskSpawner::new();
+    let c = catalog(&cluster.url(), &sample, &[]);
+    let run = c.warm(None, Trigger::Cron, spawner(&tasks)).await.unwrap();
+    assert!(run.success, "{run:?}");
+    assert_eq!(c.last_run().await.unwrap(), run);
+    let other = catalog(&cluster.url(), &sample, &[]);
+    assert!(
+        other.warm(None, Trigger::Manual, spawner(&tasks)).await.is_ok(),
+        "lock released on the cluster"
+    );
+    assert_eq!(c.read_all(spawner(&tasks)).await.unwrap().status, CacheStatus::Hit);
+    let spread = cluster.keys_per_node();
+    assert!(
+        spread.iter().filter(|n| **n > 0).count() >= 2,
+        "keys spread over the masters: {spread:?}"
+    );
+    c.cache.metrics().flush(c.store()).await;
+    assert!(
+        cache_core::metrics::Metrics::read(c.store(), "models")
+            .await
+            .unwrap()
+            .fresh_hits
+            >= 1
+    );
+}
