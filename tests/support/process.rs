@@ -39,6 +39,10 @@ impl FunctionProcess {
         FunctionProcess { port, child }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path_and_query)
     }
