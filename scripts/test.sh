@@ -17,4 +17,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  echo "[test] browser test: runs (Chromium and ChromeDriver found)"
+else
+  echo "[test] browser test: SKIPPED - Chromium not installed (apt-get install chromium chromium-driver; CI installs them)"
+fi
+
 cargo test --workspace --locked "$@"

@@ -528,3 +528,96 @@ async fn dev_server_serves_every_route_with_the_same_handlers() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(json_of(r).await["routes"].is_array());
 }
+
+// ---- CORS -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_configured_origins_on_reads_only() {
+    let env = Env::new().await;
+    let origins = "https://gatewayz.ai, https://beta.gatewayz.ai";
+    let models = env.spawn(env!("CARGO_BIN_EXE_models"), &[("CORS_ALLOW_ORIGINS", origins)]);
+    let warm = env.spawn(
+        env!("CARGO_BIN_EXE_cache-warm-models"),
+        &[
+            ("CORS_ALLOW_ORIGINS", origins),
+            ("CACHE_WARMING_SECRET", WARM_SECRET),
+            ("GATEWAYS", "groq"),
+        ],
+    );
+    let c = raw_client();
+    let acao = |r: &reqwest::Response| header(r, "access-control-allow-origin").map(str::to_string);
+
+    // Preflight from an allowed origin.
+    let r = c
+        .request(reqwest::Method::OPTIONS, models.url("/api/models?gateway=all"))
+        .header("origin", "https://beta.gatewayz.ai")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "if-none-match")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(acao(&r).as_deref(), Some("https://beta.gatewayz.ai"));
+    assert!(header(&r, "access-control-allow-methods").unwrap().contains("GET"));
+    assert!(header(&r, "vary").unwrap().contains("Origin"));
+
+    // Actual read from an allowed origin, one from elsewhere, one with no Origin.
+    let r = c
+        .get(models.url("/api/models?gateway=groq"))
+        .header("origin", "https://gatewayz.ai")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acao(&r).as_deref(), Some("https://gatewayz.ai"));
+    assert!(header(&r, "access-control-expose-headers").unwrap().contains("X-Cache"));
+    assert_eq!(header(&r, "vary"), Some("Accept-Encoding, Origin"));
+    let r = c
+        .get(models.url("/api/models?gateway=groq"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(acao(&r), None);
+    assert!(
+        header(&r, "vary").unwrap().contains("Origin"),
+        "CDN keys on Origin even when refused"
+    );
+
+    // The status route is readable cross-origin; the warm POST never is.
+    let r = c
+        .get(warm.url("/api/cache/warm-models"))
+        .header("origin", "https://gatewayz.ai")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acao(&r).as_deref(), Some("https://gatewayz.ai"));
+    let r = c
+        .request(reqwest::Method::OPTIONS, warm.url("/api/cache/warm-models"))
+        .header("origin", "https://gatewayz.ai")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acao(&r), None, "no preflight approval for a mutating request");
+    let r = c
+        .post(warm.url("/api/cache/warm-models"))
+        .bearer_auth(WARM_SECRET)
+        .header("origin", "https://gatewayz.ai")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(acao(&r), None, "mutating routes never allow cross-origin");
+
+    // Unset: no CORS headers at all.
+    let plain = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let r = c
+        .get(plain.url("/api/models?gateway=groq"))
+        .header("origin", "https://gatewayz.ai")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acao(&r), None);
+    assert_eq!(header(&r, "vary"), Some("Accept-Encoding"));
+}

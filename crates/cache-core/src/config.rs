@@ -68,6 +68,8 @@ pub struct Config {
     pub warming_secret: Option<Secret>,
     /// `CRON_SECRET`: bearer token Vercel Cron sends; unset = the cron endpoint refuses on Vercel.
     pub cron_secret: Option<Secret>,
+    /// `CORS_ALLOW_ORIGINS`: origins allowed to read the models JSON and status cross-origin.
+    pub cors: crate::handlers::cors::CorsPolicy,
     /// `VERCEL` (set by the platform): running as a deployed function.
     pub on_vercel: bool,
     /// `GATEWAYZ_TOKEN_<ID>` for gateways that need a bearer token upstream.
@@ -168,6 +170,7 @@ impl Config {
             warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 600)?.max(1)),
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
+            cors: crate::handlers::cors::CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
             on_vercel: get("VERCEL").is_some(),
             gateway_tokens,
         })

@@ -36,6 +36,9 @@ pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpaw
     }
 }
 
+/// The models page (`public/index.html`), the same file Vercel serves statically.
+pub const MODELS_PAGE: &str = include_str!("../../../public/index.html");
+
 async fn respond(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
@@ -43,6 +46,13 @@ async fn respond(
     tasks: TaskSpawner,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, _body) = req.into_parts();
+    if matches!(parts.uri.path(), "/" | "/models" | "/index.html") && parts.method == http::Method::GET {
+        return hyper::Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from_static(MODELS_PAGE.as_bytes())))
+            .expect("static headers");
+    }
     let response = match Route::from_path(parts.uri.path()) {
         Some(route) => {
             let ctx = RequestContext {

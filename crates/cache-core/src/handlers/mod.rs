@@ -6,6 +6,7 @@
 //! would answer 500 with the error text pasted into unescaped JSON).
 
 pub mod auth;
+pub mod cors;
 mod cron;
 mod models;
 pub mod negotiate;
@@ -68,6 +69,11 @@ pub async fn handle(
     ctx: RequestContext,
 ) -> Response<Bytes> {
     // One span per invocation: a Sentry transaction when Sentry is on.
+    let policy = &catalog.config.cors;
+    if req.method == Method::OPTIONS && route != Route::CronWarmCache {
+        return cors::preflight(route, &req.headers, policy);
+    }
+    let (method, origin) = (req.method.clone(), req.headers.get(http::header::ORIGIN).cloned());
     let span = tracing::info_span!(
         "http.server",
         api_route = route.path(),
@@ -87,6 +93,8 @@ pub async fn handle(
         })
     };
     let response = routed.instrument(span.clone()).await;
+    let mut response = response;
+    cors::decorate(route, &method, origin.as_ref(), policy, &mut response);
     span.record("http.status_code", response.status().as_u16());
     drop(span);
     crate::telemetry::flush_after_response(&*spawner);
