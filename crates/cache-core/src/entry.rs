@@ -167,14 +167,21 @@ impl Entry {
         if bodies.is_empty() {
             bodies.push((Encoding::Identity, json));
         }
-        Entry {
-            meta: EntryMeta {
+        Entry::from_parts(
+            EntryMeta {
                 fetched_at_ms,
                 fresh_until_ms,
                 stale_until_ms,
                 item_count,
                 etag,
             },
+            bodies,
+        )
+    }
+
+    fn from_parts(meta: EntryMeta, bodies: Vec<(Encoding, Bytes)>) -> Self {
+        Entry {
+            meta,
             bodies,
             derived_identity: OnceLock::new(),
             derived_gzip: OnceLock::new(),
@@ -306,8 +313,8 @@ impl Entry {
         if fresh_until_ms > stale_until_ms {
             return Err(DecodeError::BadBody("fresh window ends after stale window"));
         }
-        Ok(Entry {
-            meta: EntryMeta {
+        Ok(Entry::from_parts(
+            EntryMeta {
                 fetched_at_ms,
                 fresh_until_ms,
                 stale_until_ms,
@@ -315,9 +322,7 @@ impl Entry {
                 etag,
             },
             bodies,
-            derived_identity: OnceLock::new(),
-            derived_gzip: OnceLock::new(),
-        })
+        ))
     }
 }
 

@@ -12,20 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::entry::{Encoding, Entry, STORED_ENCODINGS};
 use cache_core::gateways::fetch::parse_page;
-use cache_core::gateways::{DeadlineClass, Gateway, PriceUnit};
+use cache_core::gateways::{Gateway, PriceUnit};
 use cache_core::handlers::query;
 use proptest::prelude::*;
 
 fn gw() -> Gateway {
-    Gateway {
-        id: "groq".into(),
-        name: "Groq".into(),
-        aliases: vec![],
-        class: DeadlineClass::Fast,
-        price_unit: PriceUnit::PerMillion,
-        deadline: Duration::from_secs(5),
-        needs_token: false,
-    }
+    Gateway::new("groq", PriceUnit::PerMillion, Duration::from_secs(5))
 }
 
 /// JSON-shaped text: catalog pages with random models, and random mutations of them.

@@ -486,18 +486,10 @@ impl<'de> Deserialize<'de> for ModelSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateways::registry::{DeadlineClass, PriceUnit};
+    use crate::gateways::registry::PriceUnit;
 
     fn gw() -> Gateway {
-        Gateway {
-            id: "groq".into(),
-            name: "Groq".into(),
-            aliases: vec![],
-            class: DeadlineClass::Fast,
-            price_unit: PriceUnit::PerMillion,
-            deadline: Duration::from_secs(5),
-            needs_token: false,
-        }
+        Gateway::new("groq", PriceUnit::PerMillion, Duration::from_secs(5))
     }
 
     #[test]

@@ -128,18 +128,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::gateways::registry::{DeadlineClass, PriceUnit};
+    use crate::gateways::registry::PriceUnit;
 
     fn gw(unit: PriceUnit) -> Gateway {
-        Gateway {
-            id: "together".into(),
-            name: "Together".into(),
-            aliases: vec![],
-            class: DeadlineClass::Fast,
-            price_unit: unit,
-            deadline: Duration::from_secs(5),
-            needs_token: false,
-        }
+        Gateway::new("together", unit, Duration::from_secs(5))
     }
 
     #[test]

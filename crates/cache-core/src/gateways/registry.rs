@@ -126,6 +126,21 @@ pub struct Gateway {
     pub needs_token: bool,
 }
 
+impl Gateway {
+    /// A gateway outside any registry (tests, one-off tools): slow class, no aliases.
+    pub fn new(id: &str, price_unit: PriceUnit, deadline: Duration) -> Self {
+        Gateway {
+            id: id.to_string(),
+            name: id.to_string(),
+            aliases: Vec::new(),
+            class: DeadlineClass::Slow,
+            price_unit,
+            deadline,
+            needs_token: false,
+        }
+    }
+}
+
 /// The configured gateways, with alias resolution.
 #[derive(Clone, Debug)]
 pub struct Registry {
