@@ -89,18 +89,22 @@ async fn redis_dies_under_load_and_the_process_recovers() {
                 let t = Instant::now();
                 let res = client.get(&url).header("accept-encoding", "br").send().await;
                 let us = t.elapsed().as_micros() as u64;
-                slowest_us.fetch_max(us, Ordering::Relaxed);
                 let good = matches!(&res, Ok(r) if r.status() == 200);
                 if good {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
+                // Requests that started while Redis was down; those after the restart
+                // refill an empty Redis (cold misses, bounded by the sources' deadlines).
                 if let Some((a, b)) = *outage.lock().unwrap()
                     && t >= a
                     && t <= b
                 {
                     during.fetch_add(1, Ordering::Relaxed);
+                    slowest_us.fetch_max(us, Ordering::Relaxed);
+                } else {
+                    assert!(us < 40_000_000, "a request outlived every deadline: {us} us");
                 }
             }
         }));
@@ -118,7 +122,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let slowest = Duration::from_micros(slowest_us.load(Ordering::Relaxed));
     println!(
-        "redis outage 1.5 s under 8 connections: {} requests ({} during the outage), {} failed ({:.2}%), slowest {:?}",
+        "redis outage 1.5 s under 8 connections: {} requests ({} during the outage), {} failed ({:.2}%), slowest during the outage {:?}",
         ok + failed,
         during.load(Ordering::Relaxed),
         failed,
