@@ -60,3 +60,46 @@ pub fn into_vercel(response: http::Response<Bytes>) -> Response<ResponseBody> {
     let stream = StreamBody::new(futures_util::stream::iter(chunks));
     Response::from_parts(parts, ResponseBody(stream.boxed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn frames(r: Response<ResponseBody>) -> (http::response::Parts, Vec<Bytes>) {
+        let (parts, mut body) = r.into_parts();
+        let mut out = Vec::new();
+        while let Some(f) = body.frame().await {
+            out.push(f.unwrap().into_data().unwrap());
+        }
+        (parts, out)
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_buffered_large_ones_streamed_intact() {
+        let small = http::Response::builder()
+            .header("content-length", "3")
+            .body(Bytes::from_static(b"abc"))
+            .unwrap();
+        let (parts, out) = frames(into_vercel(small)).await;
+        assert_eq!(parts.headers["content-length"], "3");
+        assert_eq!(out.concat(), b"abc");
+
+        let big: Bytes = (0..5 * 1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let resp = http::Response::builder()
+            .header("content-length", big.len())
+            .body(big.clone())
+            .unwrap();
+        let (parts, out) = frames(into_vercel(resp)).await;
+        assert!(
+            parts.headers.get("content-length").is_none(),
+            "streamed (chunked), exempt from the 4.5 MB cap"
+        );
+        assert!(out.len() > 1 && out.iter().all(|f| f.len() <= STREAM_CHUNK));
+        assert_eq!(Bytes::from(out.concat()), big, "every byte, in order");
+    }
+}
