@@ -62,7 +62,8 @@ pub struct Config {
     pub max_bytes: usize,
     /// `WARM_CONCURRENCY`: gateways fetched at once by a warm.
     pub warm_concurrency: usize,
-    /// `WARM_LOCK_TTL_SECONDS`: longer than any warm run; a crashed warm frees the lock after it.
+    /// `WARM_LOCK_TTL_SECONDS`: longer than any warm run (the warm routes' maxDuration is 300 s),
+    /// short enough that a warm killed at maxDuration does not block the next one for long.
     pub warm_lock_ttl: Duration,
     /// `CACHE_WARMING_SECRET`: bearer token of the manual warm; unset = that endpoint refuses.
     pub warming_secret: Option<Secret>,
@@ -167,7 +168,7 @@ impl Config {
             max_pages: num("FETCH_MAX_PAGES", 100)?.clamp(1, 10_000) as u32,
             max_bytes: num("FETCH_MAX_BYTES", 64 * 1024 * 1024)?.max(1024) as usize,
             warm_concurrency: num("WARM_CONCURRENCY", 24)?.clamp(1, 256) as usize,
-            warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 600)?.max(1)),
+            warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 330)?.max(1)),
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
             cors: crate::handlers::cors::CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
