@@ -193,10 +193,6 @@ impl Entry {
         self.bodies.iter().find(|(e, _)| *e == enc).map(|(_, b)| b)
     }
 
-    pub fn encodings(&self) -> impl Iterator<Item = Encoding> + '_ {
-        self.bodies.iter().map(|(e, _)| *e)
-    }
-
     /// The uncompressed JSON: stored, or decompressed once and kept.
     pub fn identity(&self) -> Result<Bytes, DecodeError> {
         if let Some(b) = self.body(Encoding::Identity) {

@@ -145,13 +145,3 @@ pub fn not_found(path: &str) -> Response<Bytes> {
 fn is_get_or_head(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
-
-/// A configuration error answered on every route: names the variable, never a value.
-pub fn config_error(err: &crate::config::ConfigError) -> Response<Bytes> {
-    json_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "configuration_error",
-        &format!("invalid {}", err.var),
-        None,
-    )
-}

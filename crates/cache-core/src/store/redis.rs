@@ -14,6 +14,7 @@
 //! it succeeds, after which fred's reconnect policy takes over.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -115,48 +116,44 @@ impl RedisStore {
         format!("{}{}", self.prefix, key)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    /// Run one command behind the circuit breaker. fred's command futures do
+    /// nothing until polled, so an open breaker sends nothing at all.
+    async fn guarded<T>(&self, command: impl Future<Output = Result<T, Error>>) -> Result<T, StoreError> {
         self.breaker.check()?;
-        self.breaker
-            .record(self.pool.get::<Option<Bytes>, _>(self.key(key)).await)
+        self.breaker.record(command.await)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.guarded(self.pool.get(self.key(key))).await
     }
 
     pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
-        self.breaker.check()?;
-        let res = self
-            .pool
-            .set::<(), _, _>(self.key(key), value, Some(px(ttl)), None, false)
-            .await;
-        self.breaker.record(res)
+        self.guarded(self.pool.set(self.key(key), value, Some(px(ttl)), None, false))
+            .await
     }
 
     pub async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
-        self.breaker.check()?;
-        let res = self
-            .pool
-            .set::<Option<String>, _, _>(self.key(key), value, Some(px(ttl)), Some(SetOptions::NX), false)
-            .await;
-        Ok(self.breaker.record(res)?.is_some())
+        let reply: Option<String> = self
+            .guarded(
+                self.pool
+                    .set(self.key(key), value, Some(px(ttl)), Some(SetOptions::NX), false),
+            )
+            .await?;
+        Ok(reply.is_some())
     }
 
     pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        self.breaker.check()?;
-        let res = self
-            .pool
-            .next()
-            .eval::<i64, _, _, _>(
-                DELETE_IF_EQUALS,
-                vec![self.key(key)],
-                vec![Bytes::copy_from_slice(value)],
-            )
-            .await;
-        Ok(self.breaker.record(res)? == 1)
+        let script = self.pool.next().eval(
+            DELETE_IF_EQUALS,
+            vec![self.key(key)],
+            vec![Bytes::copy_from_slice(value)],
+        );
+        let deleted: i64 = self.guarded(script).await?;
+        Ok(deleted == 1)
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.breaker.check()?;
-        let res = self.pool.del::<(), _>(self.key(key)).await;
-        self.breaker.record(res)
+        self.guarded(self.pool.del(self.key(key))).await
     }
 
     pub async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
@@ -164,18 +161,16 @@ impl RedisStore {
         let key = self.key(key);
         let pipeline = self.pool.next().pipeline();
         for (field, delta) in deltas {
+            // Queued in the pipeline; nothing is sent until `all`.
             let _: () = pipeline.hincrby(&key, *field, *delta).await.map_err(map_err)?;
         }
-        let res = pipeline.all::<Vec<Value>>().await;
-        self.breaker.record(res).map(|_| ())
+        let _: Vec<Value> = self.guarded(pipeline.all()).await?;
+        Ok(())
     }
 
     pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
-        self.breaker.check()?;
-        let res = self.pool.hgetall::<HashMap<String, String>, _>(self.key(key)).await;
-        Ok(self
-            .breaker
-            .record(res)?
+        let raw: HashMap<String, String> = self.guarded(self.pool.hgetall(self.key(key))).await?;
+        Ok(raw
             .into_iter()
             .filter_map(|(k, v)| v.parse().ok().map(|v| (k, v)))
             .collect())
