@@ -485,9 +485,34 @@ async fn cron_auth_and_result() {
     assert!(json_of(r).await["message"].as_str().unwrap().contains("CRON_SECRET"));
     drop(deployed);
 
-    // Locally without CRON_SECRET: the seed's dev curl works (loopback only).
+    // A function binary run locally without CRON_SECRET refuses too: it listens on
+    // loopback even when deployed, so loopback proves nothing there.
     let local = env.spawn(bin, &[("GATEWAYS", "groq")]);
+    let before = env.sample.total_requests();
     let r = c.get(local.url("/api/cron/warm-cache")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(env.sample.total_requests(), before, "nothing warmed");
+    drop(local);
+
+    // The dev server without CRON_SECRET: the seed's dev curl works, from loopback only.
+    let config = support::config(&[
+        ("REDIS_URL", &env.redis.url()),
+        ("GATEWAYZ_API_URL", &env.sample.base_url()),
+        ("GATEWAYS", "groq"),
+    ]);
+    let catalog = cache_core::Catalog::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(dev_server::serve(
+        listener,
+        catalog,
+        cache_core::spawn::TaskSpawner::new(),
+    ));
+    let r = c
+        .get(format!("http://{addr}/api/cron/warm-cache"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 

@@ -271,6 +271,9 @@ async fn metrics_reset_is_authenticated() {
         ("GATEWAYZ_API_URL", &base),
         ("GATEWAYS", "groq"),
         ("CACHE_WARMING_SECRET", WARM_SECRET),
+        // Every read flushes: counts pending between flushes wait for the next read
+        // or SIGTERM (no timer holds an invocation open; see tests/platform.rs).
+        ("METRICS_FLUSH_INTERVAL_MS", "0"),
     ];
     let models = FunctionProcess::spawn(env!("CARGO_BIN_EXE_models"), &env);
     let warm = FunctionProcess::spawn(env!("CARGO_BIN_EXE_cache-warm-models"), &env);

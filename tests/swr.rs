@@ -283,6 +283,7 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
         holder.store(),
         &cache_core::swr::lock_key("models:groq"),
         Duration::from_secs(10),
+        &sp,
     )
     .await
     .unwrap()

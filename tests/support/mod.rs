@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod process;
 pub mod redis;
 pub mod source;
+pub mod vercel_ipc;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

@@ -7,7 +7,17 @@ use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
+    /// `--tls-port`, when started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
+    extra_args: Vec<String>,
     child: Option<Child>,
+}
+
+/// PEM files for `redis-server --tls-*`.
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -16,7 +26,37 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> Self {
-        let mut s = RedisServer { port, child: None };
+        let mut s = RedisServer {
+            port,
+            tls_port: None,
+            extra_args: Vec::new(),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// A plain port (for the test's own inspection) and a TLS port serving `tls`.
+    pub fn start_tls(tls: &TlsFiles) -> Self {
+        let tls_port = super::free_port();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let mut s = RedisServer {
+            port: super::free_port(),
+            tls_port: Some(tls_port),
+            extra_args: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path(&tls.cert),
+                "--tls-key-file".into(),
+                path(&tls.key),
+                "--tls-ca-cert-file".into(),
+                path(&tls.ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            child: None,
+        };
         s.restart();
         s
     }
@@ -40,6 +80,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

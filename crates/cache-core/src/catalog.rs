@@ -76,6 +76,11 @@ impl Catalog {
         self.cache.store()
     }
 
+    /// Push this instance's pending counters to the store now (shutdown, status).
+    pub async fn flush_metrics(&self) {
+        self.cache.metrics().flush(self.store()).await;
+    }
+
     /// The SWR read of one gateway's catalog.
     pub async fn read_gateway(
         self: &Arc<Self>,

@@ -71,8 +71,15 @@ pub struct Config {
     pub cron_secret: Option<Secret>,
     /// `CORS_ALLOW_ORIGINS`: origins allowed to read the models JSON and status cross-origin.
     pub cors: crate::handlers::cors::CorsPolicy,
-    /// `VERCEL` (set by the platform): running as a deployed function.
-    pub on_vercel: bool,
+    /// Running as a deployed Vercel function. Decided here and nowhere else, from what
+    /// the platform really provides: `VERCEL_IPC_PATH` is set for every deployed function
+    /// (the runtime talks to the platform through it); `VERCEL=1` only when the project
+    /// exposes system environment variables. When deployed, the cron route needs
+    /// `CRON_SECRET` and every route needs `REDIS_URL` (no private in-memory caches).
+    pub deployed: bool,
+    /// `REDIS_TLS_CA_CERT`: extra CA to trust for `rediss://` (PEM text, or a path to a
+    /// PEM file), for a Redis behind a private CA. Public CAs need nothing.
+    pub redis_tls_ca: Option<String>,
     /// `GATEWAYZ_TOKEN_<ID>` for gateways that need a bearer token upstream.
     pub gateway_tokens: HashMap<String, Secret>,
 }
@@ -172,7 +179,8 @@ impl Config {
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
             cors: crate::handlers::cors::CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
-            on_vercel: get("VERCEL").is_some(),
+            deployed: is_deployed(get),
+            redis_tls_ca: get("REDIS_TLS_CA_CERT"),
             gateway_tokens,
         })
     }
@@ -181,6 +189,11 @@ impl Config {
     pub fn from_map(map: &HashMap<&str, String>) -> Result<Self, ConfigError> {
         Self::from_lookup(|k| map.get(k).cloned())
     }
+}
+
+/// Whether this process is a deployed Vercel function (see [`Config::deployed`]).
+pub fn is_deployed(get: impl Fn(&str) -> Option<String>) -> bool {
+    get("VERCEL_IPC_PATH").is_some_and(|v| !v.trim().is_empty()) || get("VERCEL").is_some_and(|v| !v.trim().is_empty())
 }
 
 /// The env var holding a gateway's upstream bearer token: `GATEWAYZ_TOKEN_HUGGINGFACE`.
@@ -220,6 +233,17 @@ mod tests {
     fn secrets_are_redacted_in_debug() {
         let c = Config::from_lookup(|k| (k == "CRON_SECRET").then(|| "hunter2hunter2hunter2".to_string())).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn deployed_is_decided_from_what_the_platform_provides() {
+        let with = |k: &'static str| Config::from_lookup(move |q| (q == k).then(|| "1".to_string())).unwrap();
+        assert!(
+            with("VERCEL_IPC_PATH").deployed,
+            "every deployed function has VERCEL_IPC_PATH"
+        );
+        assert!(with("VERCEL").deployed, "VERCEL=1 when system env vars are exposed");
+        assert!(!with("VERCEL_DEV_PORT").deployed, "a local run is not a deployment");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! taken by another. The value also records when the holder started, so a second
 //! caller can be told "a warm is running since ...".
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::spawn::{Spawner, boxed};
 use crate::store::{Store, StoreError};
 use crate::ttl::now_ms;
 
@@ -15,6 +17,9 @@ pub struct LockGuard {
     key: String,
     value: Bytes,
     released: bool,
+    /// Where a release after cancellation runs: `wait_until` on Vercel, so the
+    /// release is not frozen with the instance after the response.
+    spawner: Arc<dyn Spawner>,
 }
 
 /// Who holds a lock and since when (unix ms), as far as the value tells.
@@ -24,7 +29,12 @@ pub struct Holder {
 }
 
 /// Try once to take `key` for `ttl`. `Ok(None)` means someone else holds it.
-pub async fn try_acquire(store: &Store, key: &str, ttl: Duration) -> Result<Option<LockGuard>, StoreError> {
+pub async fn try_acquire(
+    store: &Store,
+    key: &str,
+    ttl: Duration,
+    spawner: &Arc<dyn Spawner>,
+) -> Result<Option<LockGuard>, StoreError> {
     let value = Bytes::from(format!(
         "{:016x}{:016x}:{}",
         fastrand::u64(..),
@@ -37,6 +47,7 @@ pub async fn try_acquire(store: &Store, key: &str, ttl: Duration) -> Result<Opti
             key: key.to_string(),
             value,
             released: false,
+            spawner: spawner.clone(),
         }))
     } else {
         Ok(None)
@@ -74,17 +85,47 @@ impl LockGuard {
 }
 
 impl Drop for LockGuard {
-    /// A holder dropped mid-flight (cancelled request) releases in the background
-    /// rather than keeping everyone out until the TTL.
+    /// A holder dropped mid-flight (cancelled request) releases in the background,
+    /// through the spawner, rather than keeping everyone out until the TTL.
     fn drop(&mut self) {
         if self.released {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (store, key, value) = (self.store.clone(), std::mem::take(&mut self.key), self.value.clone());
-            rt.spawn(async move {
-                let _ = store.delete_if_equals(&key, &value).await;
-            });
-        }
+        let (store, key, value) = (self.store.clone(), std::mem::take(&mut self.key), self.value.clone());
+        self.spawner.spawn(boxed(async move {
+            let _ = store.delete_if_equals(&key, &value).await;
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spawn::TaskSpawner;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_dropped_holder_releases_through_the_spawner() {
+        let store = Store::Memory(MemoryStore::new(""));
+        let tasks = TaskSpawner::new();
+        let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
+        let guard = try_acquire(&store, "lock:k", Duration::from_secs(60), &spawner)
+            .await
+            .unwrap()
+            .expect("free");
+        drop(guard); // a cancelled request
+        assert_eq!(
+            tasks.running(),
+            1,
+            "the release is background work the spawner knows of"
+        );
+        tasks.idle().await;
+        assert!(
+            try_acquire(&store, "lock:k", Duration::from_secs(60), &spawner)
+                .await
+                .unwrap()
+                .is_some(),
+            "released once the spawner's work is done"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -73,7 +73,6 @@ pub fn metrics_key(category: &str) -> String {
 pub struct Metrics {
     pending: Mutex<HashMap<(&'static str, Event), i64>>,
     last_flush_ms: AtomicU64,
-    delayed_flush: AtomicBool,
 }
 
 /// Counters of one category, with the derived rates.
@@ -142,15 +141,6 @@ impl Metrics {
                 .last_flush_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-    }
-
-    /// Claim the one delayed flush slot; false if a delayed flush is already queued.
-    pub fn schedule_flush(&self) -> bool {
-        !self.delayed_flush.swap(true, Ordering::SeqCst)
-    }
-
-    pub fn flush_done(&self) {
-        self.delayed_flush.store(false, Ordering::SeqCst);
     }
 
     /// Push pending counts to the store. On failure they are put back for the next flush.

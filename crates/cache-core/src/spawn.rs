@@ -78,7 +78,8 @@ pub struct WaitUntil(pub vercel_runtime::AppState);
 
 impl Spawner for WaitUntil {
     fn spawn(&self, work: BoxFuture<()>) {
-        self.0.wait_until(work);
+        // Background work logs under the invocation that started it.
+        self.0.wait_until(crate::telemetry::inherit_invocation(work));
     }
 }
 

@@ -263,7 +263,7 @@ impl Cache {
         let previous = self.load(key, source.category()).await.map(|e| e.meta.clone());
         let started = now_ms();
         let lock_ttl = source.deadline() + Duration::from_secs(5);
-        match lock::try_acquire(&self.store, &lock_key(key), lock_ttl).await {
+        match lock::try_acquire(&self.store, &lock_key(key), lock_ttl, &spawner).await {
             Ok(Some(guard)) => {
                 let res = self.fetch_and_store(key, source, spawner, previous.as_ref()).await;
                 guard.release().await;
@@ -401,7 +401,7 @@ impl Cache {
         }
         let started = now_ms();
         let lock_ttl = source.deadline() + Duration::from_secs(5);
-        match lock::try_acquire(&self.store, &lock_key(key), lock_ttl).await {
+        match lock::try_acquire(&self.store, &lock_key(key), lock_ttl, &spawner).await {
             Ok(Some(guard)) => {
                 // Another instance may have written between our read and our lock.
                 let res = match self.usable_in_store(key).await {
@@ -584,7 +584,7 @@ impl Cache {
             return;
         }
         let lock_ttl = source.deadline() + Duration::from_secs(5);
-        let guard = match lock::try_acquire(&self.store, &lock_key(key), lock_ttl).await {
+        let guard = match lock::try_acquire(&self.store, &lock_key(key), lock_ttl, &spawner).await {
             Ok(Some(g)) => Some(g),
             Ok(None) => {
                 self.metrics.record(category, Event::RevalidationSkippedByLock);
@@ -634,20 +634,17 @@ impl Cache {
         }
     }
 
-    /// Push counters to the store off the response path: at most one flush per
-    /// second per instance, and a pending count never waits for the next request.
+    /// Push counters to the store off the response path, at most once per interval
+    /// per instance. There is deliberately no timer for counts left pending: on Vercel
+    /// a sleep inside `wait_until` holds the invocation open (and billed) for it. The
+    /// next read after the interval, a status read, or shutdown flushes them.
     fn maybe_flush_metrics(self: &Arc<Self>, spawner: &dyn Spawner) {
-        let interval = self.settings.metrics_flush_interval;
-        if self.metrics.flush_due(interval.as_millis() as u64) {
+        if self
+            .metrics
+            .flush_due(self.settings.metrics_flush_interval.as_millis() as u64)
+        {
             let cache = self.clone();
             spawner.spawn(boxed(async move { cache.metrics.flush(&cache.store).await }));
-        } else if self.metrics.schedule_flush() {
-            let cache = self.clone();
-            spawner.spawn(boxed(async move {
-                tokio::time::sleep(interval).await;
-                cache.metrics.flush(&cache.store).await;
-                cache.metrics.flush_done();
-            }));
         }
     }
 }

@@ -9,10 +9,98 @@
 //! calls and gateway fetches), info/warn logs become breadcrumbs, and failures are
 //! captured explicitly with the seed's tags (`api_route`, `error_type`, `cron_job`).
 
+use std::future::Future;
+use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::spawn::{Spawner, boxed};
+use crate::spawn::{BoxFuture, Spawner, boxed};
+
+tokio::task_local! {
+    /// The Vercel invocation this task works for. Log lines written while it is set go
+    /// to the platform through the runtime's IPC log messages, attributed to that
+    /// invocation; without it (local runs, start-up, the dev server) they go to stderr.
+    static INVOCATION: Option<vercel_runtime::LogContext>;
+}
+
+/// Run `work` with its log lines attributed to `invocation` (None: plain stderr).
+pub fn in_invocation<F: Future>(
+    invocation: Option<vercel_runtime::LogContext>,
+    work: F,
+) -> impl Future<Output = F::Output> {
+    INVOCATION.scope(invocation, work)
+}
+
+/// `work`, attributed to the invocation of the task that calls this: background work
+/// (revalidations, flushes) logs under the invocation that started it.
+pub fn inherit_invocation(work: BoxFuture<()>) -> BoxFuture<()> {
+    match INVOCATION.try_with(|i| i.clone()) {
+        Ok(Some(invocation)) => Box::pin(INVOCATION.scope(Some(invocation), work)),
+        _ => work,
+    }
+}
+
+/// `tracing`'s writer: one formatted event per [`LineSink`], sent when it drops.
+struct InvocationWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for InvocationWriter {
+    type Writer = LineSink;
+
+    fn make_writer(&'a self) -> LineSink {
+        LineSink {
+            level: tracing::Level::INFO,
+            line: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LineSink {
+        LineSink {
+            level: *meta.level(),
+            line: Vec::new(),
+        }
+    }
+}
+
+struct LineSink {
+    level: tracing::Level,
+    line: Vec<u8>,
+}
+
+impl Write for LineSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineSink {
+    fn drop(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let sent = INVOCATION
+            .try_with(|invocation| {
+                let Some(log) = invocation else { return false };
+                let text = String::from_utf8_lossy(&self.line);
+                let text = text.trim_end();
+                match self.level {
+                    tracing::Level::ERROR => log.error(text),
+                    tracing::Level::WARN => log.warn(text),
+                    tracing::Level::INFO => log.info(text),
+                    _ => log.debug(text),
+                }
+                true
+            })
+            .unwrap_or(false);
+        if !sent {
+            let _ = std::io::stderr().write_all(&self.line);
+        }
+    }
+}
 
 static SENTRY: OnceLock<Option<sentry::ClientInitGuard>> = OnceLock::new();
 
@@ -22,11 +110,11 @@ pub fn init() {
     use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
     let sentry_on = SENTRY.get_or_init(init_sentry).is_some();
-    let deployed = std::env::var_os("VERCEL").is_some();
+    let deployed = crate::config::is_deployed(|k| std::env::var(k).ok());
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(!deployed && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .with_writer(std::io::stderr)
+        .with_writer(InvocationWriter)
         .compact()
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let sentry_layers = sentry_on.then(|| {

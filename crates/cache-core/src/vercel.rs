@@ -1,7 +1,12 @@
 //! The Vercel function glue: a route binary is `vercel::serve(Route::X)`.
 //!
 //! Background work (SWR revalidation) goes through `AppState::wait_until`, so the
-//! invocation stays alive until it finishes (vercel_runtime >= 2.4.1).
+//! invocation stays alive until it finishes (vercel_runtime >= 2.4.1), and nothing
+//! else may keep it open: the platform bills an invocation until its `end` message.
+//!
+//! Under the platform (`VERCEL_IPC_PATH`), an invocation's log lines go to the
+//! platform attributed to it; at SIGTERM the runtime drains `wait_until` work and
+//! returns, and the counters still pending in-process are flushed before exit.
 
 use std::sync::Arc;
 
@@ -13,6 +18,7 @@ use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
 use crate::handlers::{self, RequestContext, Route};
 use crate::runtime::{global_catalog, init_tracing};
 use crate::spawn::WaitUntil;
+use crate::telemetry::in_invocation;
 
 /// Buffered responses above this go out streamed: Vercel caps buffered bodies at
 /// 4.5 MB, and the merged catalog uncompressed is above that.
@@ -21,27 +27,52 @@ const STREAM_CHUNK: usize = 256 * 1024;
 
 pub async fn serve(route: Route) -> Result<(), Error> {
     init_tracing();
-    vercel_runtime::run(vercel_runtime::service_fn(
-        move |req: Request, state: AppState| async move { Ok::<_, Error>(respond(route, req, state).await) },
+    // Built at start, not on the first request: a deployment missing its configuration
+    // logs one error now, and every request then answers 503 naming the variable.
+    if let Err(e) = global_catalog() {
+        tracing::error!("[Config] {e}; every request answers 503 until it is set");
+    }
+    let under_platform = std::env::var_os("VERCEL_IPC_PATH").is_some();
+    let served = vercel_runtime::run(vercel_runtime::service_fn(
+        move |req: Request, state: AppState| async move {
+            let invocation = (under_platform && is_invocation(&req)).then(|| state.log_context.clone());
+            Ok::<_, Error>(in_invocation(invocation, respond(route, req, state)).await)
+        },
     ))
-    .await
+    .await;
+    // SIGTERM: the runtime has drained every `wait_until`; what is still counted only
+    // in-process reaches the shared counters now or never.
+    if let Ok(catalog) = global_catalog() {
+        catalog.flush_metrics().await;
+    }
+    served
+}
+
+/// The platform's invocation headers, which the runtime needs to attribute logs.
+fn is_invocation(req: &Request) -> bool {
+    let h = req.headers();
+    h.contains_key("x-vercel-internal-invocation-id")
+        && h.get("x-vercel-internal-request-id")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.parse::<u64>().is_ok())
 }
 
 async fn respond(route: Route, req: Request, state: AppState) -> Response<ResponseBody> {
     let (parts, _body) = req.into_parts();
     let response = match global_catalog() {
+        // A function binary always listens on loopback, deployed or not: the
+        // loopback exception of the cron route belongs to the dev server alone.
         Ok(catalog) => {
-            // vercel_runtime listens on 127.0.0.1 only; on a deployment the handlers
-            // also see VERCEL set and never treat that as "local".
-            let ctx = RequestContext { local_loopback: true };
-            handlers::handle(route, parts, catalog, Arc::new(WaitUntil(state)), ctx).await
+            handlers::handle(
+                route,
+                parts,
+                catalog,
+                Arc::new(WaitUntil(state)),
+                RequestContext::default(),
+            )
+            .await
         }
-        Err(e) => handlers::json_error(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "configuration_error",
-            &e.0,
-            None,
-        ),
+        Err(e) => e.response(),
     };
     into_vercel(response)
 }

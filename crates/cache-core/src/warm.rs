@@ -103,7 +103,7 @@ impl Catalog {
         trigger: Trigger,
         spawner: Arc<dyn Spawner>,
     ) -> Result<RunRecord, WarmError> {
-        let guard = match lock::try_acquire(self.store(), WARM_LOCK_KEY, self.config.warm_lock_ttl).await {
+        let guard = match lock::try_acquire(self.store(), WARM_LOCK_KEY, self.config.warm_lock_ttl, &spawner).await {
             Ok(Some(g)) => g,
             Ok(None) => {
                 let since = lock::holder(self.store(), WARM_LOCK_KEY)

@@ -46,6 +46,8 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // The dev server is never a deployment, even with VERCEL=1 in a pulled .env.local.
+    config.deployed = false;
     let _sample = if demo {
         let sample = sample_catalog::start_local().await;
         config.upstream_base_url = sample.base_url();

@@ -39,7 +39,7 @@ pub async fn handle(
                 return r;
             }
         }
-        None if ctx.local_loopback && !catalog.config.on_vercel => {
+        None if ctx.local_loopback && !catalog.config.deployed => {
             tracing::warn!("[Cron] CRON_SECRET is not set: accepting a local request from loopback (development only)");
         }
         None => {

@@ -56,7 +56,9 @@ impl Route {
 /// What the server knows about a request beyond its headers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestContext {
-    /// The peer is on loopback and this is not a deployment (local development).
+    /// The dev server saw this request come from loopback. Only the dev server sets
+    /// it: a function binary listens on loopback even when deployed (the platform's
+    /// proxy connects from there), so for it "loopback" proves nothing.
     pub local_loopback: bool,
 }
 

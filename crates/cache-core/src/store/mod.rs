@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,6 +57,7 @@ impl Store {
                 &config.key_prefix,
                 config.redis_command_timeout,
                 config.redis_pool_size,
+                config.redis_tls_ca.as_deref(),
             )?)),
             None => Ok(Store::Memory(MemoryStore::new(&config.key_prefix))),
         }

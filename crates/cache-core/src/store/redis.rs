@@ -87,8 +87,18 @@ impl Breaker {
 }
 
 impl RedisStore {
-    pub fn connect(url: &str, prefix: &str, command_timeout: Duration, pool_size: usize) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        command_timeout: Duration,
+        pool_size: usize,
+        tls_ca: Option<&str>,
+    ) -> Result<Self, StoreError> {
+        let (url, tls) = super::tls::split_scheme(url);
+        let mut config = Config::from_url(&url).map_err(|e| StoreError::Unavailable(format!("bad REDIS_URL: {e}")))?;
+        if tls {
+            config.tls = Some(fred::types::config::TlsConnector::from(super::tls::client_config(tls_ca)?).into());
+        }
         config.fail_fast = true;
         let pool = Builder::from_config(config)
             .with_performance_config(|p| {
