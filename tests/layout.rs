@@ -86,3 +86,45 @@ fn vercel_json_names_existing_routes() {
         "warm routes get a long maxDuration"
     );
 }
+
+#[test]
+fn the_warm_lock_outlives_the_warm_routes_but_not_by_much() {
+    // A warm killed at maxDuration must not block the next one for long, and a live
+    // warm must never lose its lock: maxDuration < lock TTL <= maxDuration + 60 s.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
+    let ttl = cache_core::Config::from_lookup(|_| None)
+        .unwrap()
+        .warm_lock_ttl
+        .as_secs();
+    for route in ["api/cache/warm-models.rs", "api/cron/warm-cache.rs"] {
+        let max = v["functions"][route]["maxDuration"].as_u64().unwrap();
+        assert!(
+            max < ttl && ttl <= max + 60,
+            "{route}: maxDuration {max} s vs WARM_LOCK_TTL_SECONDS default {ttl} s"
+        );
+    }
+}
+
+#[test]
+fn deployment_files_pin_the_toolchain_and_keep_secrets_out() {
+    let toolchain = std::fs::read_to_string(root().join("rust-toolchain.toml")).unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel"))
+        .expect("a channel")
+        .trim_start_matches([' ', '='])
+        .trim()
+        .trim_matches('"');
+    assert!(
+        channel.split('.').count() == 3 && channel.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "rust-toolchain.toml pins an exact version, not {channel:?}"
+    );
+    let ignore = std::fs::read_to_string(root().join(".vercelignore")).expect(".vercelignore exists");
+    for must in ["/target", ".env", ".env.*"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == must),
+            ".vercelignore excludes {must}"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+// Checks .vercel/output (Build Output API v3) against vercel.json: what the platform
+// would deploy. Run by scripts/vercel-build.sh; exits 1 with every problem listed.
+import { readFileSync, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+const out = ".vercel/output";
+const vercelJson = JSON.parse(readFileSync("vercel.json", "utf8"));
+const problems = [];
+const readJson = (p) => {
+  try {
+    return JSON.parse(readFileSync(p, "utf8"));
+  } catch (e) {
+    problems.push(`${p}: ${e.message}`);
+    return null;
+  }
+};
+
+const expected = {
+  "api/models.rs": "functions/api/models.func",
+  "api/cache/warm-models.rs": "functions/api/cache/warm-models.func",
+  "api/cron/warm-cache.rs": "functions/api/cron/warm-cache.func",
+};
+for (const [source, func] of Object.entries(expected)) {
+  const vc = readJson(join(out, func, ".vc-config.json"));
+  if (!vc) continue;
+  const want = vercelJson.functions?.[source]?.maxDuration;
+  if (vc.runtime !== "executable") problems.push(`${func}: runtime ${vc.runtime}, want executable`);
+  if (vc.runtimeLanguage !== "rust") problems.push(`${func}: runtimeLanguage ${vc.runtimeLanguage}`);
+  if (vc.supportsResponseStreaming !== true) problems.push(`${func}: no supportsResponseStreaming`);
+  if (want === undefined || vc.maxDuration !== want) problems.push(`${func}: maxDuration ${vc.maxDuration}, vercel.json says ${want}`);
+  // The executable is either in the .func directory or mapped to the build's output.
+  const exe = vc.filePathMap?.[vc.handler] ?? join(out, func, vc.handler);
+  if (!existsSync(exe)) problems.push(`${func}: executable ${exe} missing`);
+  else if (!(statSync(exe).mode & 0o111)) problems.push(`${func}: ${exe} is not executable`);
+}
+
+const config = readJson(join(out, "config.json"));
+if (config) {
+  for (const cron of vercelJson.crons ?? []) {
+    if (!config.crons?.some((c) => c.path === cron.path && c.schedule === cron.schedule))
+      problems.push(`config.json: cron ${cron.path} ${cron.schedule} missing`);
+  }
+  if (!config.crons?.length) problems.push("config.json: no crons");
+  for (const rewrite of vercelJson.rewrites ?? []) {
+    if (!config.routes?.some((r) => r.src === `^${rewrite.source}$` && r.dest === rewrite.destination))
+      problems.push(`config.json: route ${rewrite.source} -> ${rewrite.destination} missing`);
+  }
+  if (!config.routes?.some((r) => r.src === "^/models$")) problems.push("config.json: no /models route");
+}
+for (const page of ["index.html"]) {
+  if (!existsSync(join(out, "static", page))) problems.push(`static/${page} missing`);
+}
+
+if (problems.length) {
+  console.error(`[vercel-build] Build Output check FAILED:\n  - ${problems.join("\n  - ")}`);
+  process.exit(1);
+}
+console.log(`[vercel-build] Build Output OK: ${Object.keys(expected).length} functions, ${config.crons.length} cron(s), ${config.routes.length} routes, static pages present`);
