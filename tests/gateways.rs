@@ -474,7 +474,12 @@ async fn merged_view_follows_a_gateway_revalidation() {
         all.iter().any(|m| m["id"] == "brand-new-model"),
         "the merged view was rebuilt after groq revalidated"
     );
-    let raw = s._redis.command(&[b"EXISTS", ALL_KEY.as_bytes()]);
+    assert_ne!(
+        s.catalog.all_key(),
+        ALL_KEY,
+        "a custom gateway set has its own merged key"
+    );
+    let raw = s._redis.command(&[b"EXISTS", s.catalog.all_key().as_bytes()]);
     assert_eq!(raw, b":1\r\n");
 }
 
@@ -487,4 +492,115 @@ async fn cold_merged_read_fills_gateways_and_tolerates_a_dead_one() {
     let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     assert_eq!(v["gateways"], json!(["groq", "cerebras"]));
     assert_eq!(v["total"], 19, "groq (11) + cerebras (9), one model shared");
+}
+
+// ---- ordering and truthfulness ---------------------------------------------------
+
+#[tokio::test]
+async fn a_catalog_short_of_its_total_is_rejected() {
+    let s = Stack::new(&[("GATEWAYS", "featherless"), ("FETCH_PAGE_LIMIT", "1000")]).await;
+    s.sample.set_fault("featherless", Fault::ShortPages);
+    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    assert_eq!(
+        err,
+        FetchError::Truncated {
+            gateway: "featherless".into(),
+            received: 1000,
+            total: 1500
+        }
+    );
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(!run.success);
+    assert_eq!(run.details[0].status, Outcome::Error);
+    assert!(
+        s.catalog.cache.peek(&gateway_key("featherless")).await.is_none(),
+        "nothing stored"
+    );
+}
+
+#[tokio::test]
+async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
+    let s = Stack::new(&[("GATEWAYS", "featherless")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let all: Vec<Value> = serde_json::from_str(
+        sample_catalog::FIXTURES
+            .iter()
+            .find(|(g, _)| *g == "featherless")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    let mut counts = Vec::new();
+    for keep in [150, 15, 1] {
+        s.sample.set_catalog("featherless", all[..keep].to_vec());
+        s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        counts.push(
+            s.catalog
+                .cache
+                .peek(&gateway_key("featherless"))
+                .await
+                .unwrap()
+                .meta
+                .item_count,
+        );
+    }
+    assert_eq!(
+        counts,
+        vec![150, 150, 150],
+        "1500 -> 150 passes; 15 and 1 are collapses against 1500"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
+    let s = Stack::new(&[("GATEWAYS", "openrouter,featherless")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    for gw in ["openrouter", "featherless"] {
+        s.sample.set_fault(gw, Fault::Empty);
+    }
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert_eq!(run.gateways_failed, 2, "{run:?}");
+    for gw in ["openrouter", "featherless"] {
+        let kept = s.catalog.cache.peek(&gateway_key(gw)).await.unwrap();
+        assert_eq!(kept.meta.item_count as usize, fixture_count(gw), "{gw} kept");
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_filled_by_a_miss_reaches_the_merged_view() {
+    let s = Stack::new(&[("GATEWAYS", "groq,cerebras")]).await;
+    s.sample.set_fault("groq", Fault::ServerError);
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert_eq!(run.gateways_failed, 1);
+    assert_eq!(s.models("all").await.len(), 9, "cerebras alone");
+    // groq recovers; a reader's miss fills it (not a warm, not a revalidation).
+    s.sample.set_fault("groq", Fault::None);
+    s._redis.command(&[b"DEL", b"retryafter:models:groq"]);
+    let filled = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert_eq!(filled.status, CacheStatus::Miss);
+    s.tasks.idle().await;
+    assert_eq!(s.models("all").await.len(), 19, "the merged view now has groq too");
+}
+
+#[tokio::test]
+async fn deployments_with_different_gateway_sets_share_one_redis() {
+    let s = Stack::new(&[]).await; // the built-in 21
+    let small = s.instance(&[("GATEWAYS", "groq,cerebras")]);
+    let big_run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(big_run.success);
+    let small_run = small.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(
+        small_run.success,
+        "the smaller set's merge is no collapse of the bigger one: {small_run:?}"
+    );
+    assert_eq!(small_run.merged_models, Some(19));
+    assert_ne!(small.all_key(), s.catalog.all_key());
+    let big_all = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_eq!(big_all.status, CacheStatus::Hit);
+    assert_eq!(
+        big_all.entry.meta.item_count, 3579,
+        "the big deployment still serves its own view"
+    );
+    let small_all = small.read_all(s.spawner()).await.unwrap();
+    assert_eq!(small_all.entry.meta.item_count, 19);
 }

@@ -646,3 +646,31 @@ async fn cors_allows_configured_origins_on_reads_only() {
     assert_eq!(acao(&r), None);
     assert_eq!(header(&r, "vary"), Some("Accept-Encoding"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_miss_says_how_long_is_left_and_weak_validators_match() {
+    let env = Env::new().await;
+    env.sample.set_fault("groq", Fault::ServerError);
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[("REVALIDATE_RETRY_SECONDS", "120")]);
+    let c = raw_client();
+    let first = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+    assert_eq!(first.status(), 502);
+    let throttled = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+    assert_eq!(throttled.status(), 503);
+    let retry: u64 = header(&throttled, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        (115..=120).contains(&retry),
+        "Retry-After is the time left of the window: {retry}"
+    );
+
+    // A weak validator from a browser or proxy still gets its 304.
+    let ok = c.get(f.url("/api/models?gateway=cerebras")).send().await.unwrap();
+    let etag = header(&ok, "etag").unwrap().to_string();
+    let r = c
+        .get(f.url("/api/models?gateway=cerebras"))
+        .header("if-none-match", format!("W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304, "weak If-None-Match");
+}

@@ -215,7 +215,12 @@ async fn reads_seconds_apart_are_all_counted_without_held_invocations() {
     let mut gaps = Vec::new();
     for i in 1..=3 {
         let inv = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
-        gaps.push(ended_after(&p, &inv));
+        let gap = ended_after(&p, &inv);
+        // The first read is a miss: its invocation also rebuilds the merged view
+        // (coalesced); the HITs after it end at once.
+        if i > 1 {
+            gaps.push(gap);
+        }
         let counted = env.metric("misses") + env.metric("fresh_hits");
         assert_eq!(counted, i, "read {i} counted in Redis by the end of its invocation");
         tokio::time::sleep(Duration::from_millis(1100)).await;

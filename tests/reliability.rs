@@ -210,7 +210,7 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_during_a_stampede_of_stale_reads_fetches_once() {
+async fn a_warm_during_a_stampede_of_stale_reads_fetches_after_the_revalidation() {
     let redis = RedisServer::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
@@ -237,11 +237,12 @@ async fn a_warm_during_a_stampede_of_stale_reads_fetches_once() {
         assert_eq!(r.await.unwrap(), CacheStatus::Stale);
     }
     tasks.idle().await;
-    assert_eq!(
-        sample.requests("groq"),
-        1,
-        "100 stale readers and a warm share one upstream call"
-    );
+    // 100 stale readers share at most one revalidation. The warm fetches itself (it
+    // never adopts a fetch that may predate what it was asked to pick up): after the
+    // revalidation if that took the lock first (2 calls), or alone if the warm took
+    // it first and the revalidation then found the key fresh (1 call).
+    let calls = sample.requests("groq");
+    assert!((1..=2).contains(&calls), "{calls} upstream calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,4 +454,40 @@ async fn warm_and_serve_on_a_redis_cluster() {
             .fresh_hits
             >= 1
     );
+}
+
+/// A short Redis stall (CLIENT PAUSE) during a warm: the warm reports the gateways
+/// whose writes failed, and its lock does not outlive the stall by minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_during_a_warm_is_reported_and_leaves_no_lock_behind() {
+    let redis = RedisServer::start();
+    let sample = sample_catalog::start_local().await;
+    let tasks = TaskSpawner::new();
+    let c = catalog(&redis.url(), &sample, &[("GATEWAYS", "groq,cerebras")]);
+    sample.set_latency("groq", Duration::from_millis(300));
+    sample.set_latency("cerebras", Duration::from_millis(300));
+    let warm = {
+        let (c, sp) = (c.clone(), spawner(&tasks));
+        tokio::spawn(async move { c.warm(None, Trigger::Manual, sp).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(redis.command(&[b"CLIENT", b"PAUSE", b"1500", b"ALL"]), b"+OK\r\n");
+    let run = warm.await.unwrap().unwrap();
+    println!("warm during a 1.5 s stall: {run:?}");
+    assert!(!run.success, "writes that failed are not a success");
+    assert!(run.gateways_failed > 0 || run.merged_models.is_none(), "{run:?}");
+    for d in run.details.iter().filter(|d| d.status == Outcome::Error) {
+        assert!(d.error.as_deref().unwrap().contains("not stored"), "{d:?}");
+    }
+    // The lock is released once Redis answers again: not 330 s later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.command(&[b"EXISTS", b"lock:warm"]) != b":0\r\n" {
+        assert!(Instant::now() < deadline, "lock:warm left behind after the stall");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sample.reset_knobs();
+    // The store's circuit breaker stays open 1 s after the last failed call.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    assert!(again.success, "{again:?}");
 }

@@ -234,7 +234,7 @@ async fn failed_miss_returns_error_and_caches_nothing(b: Backend) {
     );
     // A second read inside the retry window does not hammer the upstream either.
     let again = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
-    assert!(matches!(again, CacheError::Throttled(_)), "{again:?}");
+    assert!(matches!(again, CacheError::Throttled { .. }), "{again:?}");
     assert_eq!(src.calls(), 1);
 }
 
@@ -336,6 +336,203 @@ async fn key_prefix_isolates_deployments(b: Backend) {
     }
 }
 
+// ---- ordering and truthfulness (newer data always wins) --------------------------
+
+/// A lock that expired under its holder and was taken by another is not freed by
+/// the first holder's release (compare-and-delete, not DEL).
+async fn a_release_never_frees_another_holders_lock(b: Backend) {
+    let (store, (_tasks, sp)) = (b.store(), spawner());
+    let first = cache_core::lock::try_acquire(&store, "lock:k", Duration::from_millis(200), &sp)
+        .await
+        .unwrap()
+        .expect("free");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = cache_core::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
+        .await
+        .unwrap()
+        .expect("the first holder's lock expired");
+    first.release().await;
+    assert!(
+        cache_core::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
+            .await
+            .unwrap()
+            .is_none(),
+        "the second holder still holds it"
+    );
+    second.release().await;
+}
+
+/// Instance A's slow fetch started first; B's started later (A's lock was lost).
+/// A finishes last and must not replace B's newer value.
+async fn an_older_fetch_never_replaces_a_newer_one(b: Backend) {
+    let (a, bb) = (b.instance(), b.instance());
+    let (_tasks, sp) = spawner();
+    let old = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(600));
+    let new = ScriptedSource::new(60_000, 60_000);
+    new.set(Behaviour::Items(5));
+    let slow = {
+        let (a, old, sp) = (a.clone(), old.clone(), sp.clone());
+        tokio::spawn(async move { a.read("models:groq", old, sp).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A's lock is lost (expired, evicted): B fills the key with newer data.
+    a.store().delete("lock:models:groq").await.unwrap();
+    let newer = bb.read("models:groq", new.clone(), sp.clone()).await.unwrap();
+    assert_eq!(newer.entry.meta.item_count, 5);
+    let a_got = slow.await.unwrap();
+    assert_eq!(old.calls(), 1);
+    assert_eq!(
+        a_got.entry.meta.item_count, 5,
+        "A serves the newer stored value, not its own older one"
+    );
+    let stored = b.instance().read("models:groq", old.clone(), sp.clone()).await.unwrap();
+    assert_eq!(stored.entry.meta.item_count, 5, "the store keeps B's newer value");
+}
+
+/// A warm (refresh) while another instance revalidates: it waits for that fetch to
+/// end (not its deadline), then fetches itself rather than adopting a value that
+/// was requested before whatever the warm is for.
+async fn a_refresh_fetches_itself_after_another_instances_fetch(b: Backend) {
+    let (a, bb) = (b.instance(), b.instance());
+    let (tasks, sp) = spawner();
+    let mut src = Arc::into_inner(ScriptedSource::with_delay(300, 60_000, Duration::from_millis(500))).unwrap();
+    src.deadline = Duration::from_secs(5);
+    let src = Arc::new(src);
+    a.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        a.read("models:groq", src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Stale
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // A's revalidation holds the lock
+    src.set(Behaviour::Items(7)); // the upstream changes; then a warm runs
+    let t = Instant::now();
+    let warmed = bb.refresh("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let took = t.elapsed();
+    tasks.idle().await;
+    assert_eq!(src.calls(), 3, "miss, revalidation, and the warm's own fetch");
+    assert_eq!(call_of(&warmed), 3, "the warm stored its own fetch");
+    assert_eq!(warmed.meta.item_count, 7, "with the changed upstream");
+    assert!(
+        took < Duration::from_secs(3),
+        "waited for the fetch, not its deadline: {took:?}"
+    );
+}
+
+/// Two instances miss a failing key together: one calls the upstream; the other
+/// sees the lock released with a failure recorded and answers throttled, at once.
+async fn a_waiter_takes_the_holders_failure_instead_of_fetching(b: Backend) {
+    let (a, bb) = (b.instance(), b.instance());
+    let (_tasks, sp) = spawner();
+    let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(400));
+    src.set(Behaviour::Fail("upstream down"));
+    let first = {
+        let (a, src, sp) = (a.clone(), src.clone(), sp.clone());
+        tokio::spawn(async move { a.read("models:groq", src, sp).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    let second = bb.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
+    let waited = t.elapsed();
+    assert!(first.await.unwrap().is_err());
+    assert_eq!(src.calls(), 1, "the waiter never called the failing upstream itself");
+    match second {
+        CacheError::Throttled { retry_after, .. } => {
+            assert!(
+                retry_after <= Duration::from_secs(30) && retry_after > Duration::from_secs(25),
+                "{retry_after:?}"
+            )
+        }
+        other => panic!("expected the holder's failure, got {other:?}"),
+    }
+    assert!(
+        waited < Duration::from_millis(1500),
+        "stopped when the lock was released: {waited:?}"
+    );
+}
+
+/// The holder's clock may lag the waiter's: its entry is stamped "before" the waiter
+/// started. It is still the value the waiter was waiting for.
+async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
+    let (holder, waiter) = (b.instance(), b.instance());
+    let (_tasks, sp) = spawner();
+    let src = ScriptedSource::new(60_000, 60_000);
+    let guard = cache_core::lock::try_acquire(
+        holder.store(),
+        &cache_core::swr::lock_key("models:groq"),
+        Duration::from_secs(10),
+        &sp,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let read = {
+        let (waiter, src, sp) = (waiter.clone(), src.clone(), sp.clone());
+        tokio::spawn(async move { waiter.read("models:groq", src, sp).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = cache_core::ttl::now_ms();
+    let lagging = cache_core::entry::Entry::build(
+        Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
+        2,
+        now - 5_000,
+        now + 60_000,
+        now + 120_000,
+        cache_core::entry::STORED_ENCODINGS,
+    );
+    holder
+        .store()
+        .set("models:groq", lagging.encode(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    guard.release().await;
+    let got = read.await.unwrap();
+    assert_eq!(call_of(&got.entry), 42, "the other instance's value");
+    assert_eq!(src.calls(), 0, "no second upstream request");
+}
+
+/// Bytes flipped in a stored body, header and TTL intact: a miss, refetched.
+async fn a_corrupt_body_behind_a_valid_header_is_a_miss(b: Backend) {
+    let (_tasks, sp) = spawner();
+    let src = ScriptedSource::new(60_000, 60_000);
+    b.instance().read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let store = b.store();
+    let mut raw = store.get("models:groq").await.unwrap().unwrap().to_vec();
+    let n = raw.len();
+    for byte in &mut raw[n - 16..] {
+        *byte ^= 0x5a;
+    }
+    store
+        .set("models:groq", Bytes::from(raw), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = b.instance().read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    assert_eq!(r.status, CacheStatus::Miss, "corrupt body: a miss");
+    assert_eq!(src.calls(), 2, "refetched at once, not at the end of the fresh window");
+    assert_eq!(call_of(&r.entry), 2);
+}
+
+/// Concurrent misses in one process share one fetch *in process*: the same entry,
+/// not one per reader loaded after the store lock (which would hide its absence).
+async fn concurrent_misses_in_one_process_share_one_entry(b: Backend) {
+    let cache = b.instance();
+    let (_tasks, sp) = spawner();
+    let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(200));
+    let reads = (0..50).map(|_| {
+        let (cache, src, sp) = (cache.clone(), src.clone(), sp.clone());
+        tokio::spawn(async move { cache.read("models:groq", src, sp).await.unwrap() })
+    });
+    let results: Vec<_> = futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(
+        results.iter().all(|r| Arc::ptr_eq(&r.entry, &results[0].entry)),
+        "one in-process flight: every reader got the same entry"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -365,6 +562,13 @@ on_both_backends!(
     corrupt_value_is_a_miss_and_is_overwritten,
     miss_waits_for_the_instance_holding_the_lock,
     key_prefix_isolates_deployments,
+    a_release_never_frees_another_holders_lock,
+    an_older_fetch_never_replaces_a_newer_one,
+    a_refresh_fetches_itself_after_another_instances_fetch,
+    a_waiter_takes_the_holders_failure_instead_of_fetching,
+    a_waiter_takes_a_value_stamped_by_a_lagging_clock,
+    a_corrupt_body_behind_a_valid_header_is_a_miss,
+    concurrent_misses_in_one_process_share_one_entry,
 );
 
 // ---- Redis outages (real server killed and restarted) -----------------------------

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cache_core::spawn::{BoxFuture, Spawner};
 use cache_core::ttl::TtlPolicy;
-use cache_core::{Cache, Payload, Source};
+use cache_core::{Payload, Source};
 
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -62,7 +62,7 @@ impl Source for ScriptedSource {
     fn deadline(&self) -> Duration {
         self.deadline
     }
-    fn fetch(self: Arc<Self>, _cache: Arc<Cache>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
+    fn fetch(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;

@@ -7,13 +7,20 @@
 //! ```
 //!
 //! The merged view is stored pre-serialized like any entry, so serving it never
-//! merges or parses per request. It follows gateway updates: a successful
-//! background revalidation of a gateway schedules one rebuild from what is cached
-//! (coalesced, so 21 gateways revalidating together rebuild it once or twice).
+//! merges or parses per request. It follows gateway updates: every stored gateway
+//! value (a miss, a revalidation, a refresh outside a warm) schedules one rebuild from
+//! what is cached, coalesced, so 21 gateways revalidating together rebuild it once or
+//! twice; a rebuild requested while one runs runs again after it.
+//!
+//! The merged key names the gateway set it was built from (`models:all` for the
+//! built-in set, `models:all:<hash>` for a custom `GATEWAYS`), so two deployments
+//! with different sets can share one Redis without serving each other's view.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Mutex as AsyncMutex;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -28,6 +35,7 @@ use crate::store::{Store, StoreError};
 use crate::swr::{Cache, CacheError, Lookup, Payload, Source, SwrSettings};
 use crate::ttl::TtlPolicy;
 
+/// The merged view's key for the built-in gateway set (see [`Catalog::all_key`]).
 pub const ALL_KEY: &str = "models:all";
 
 pub fn gateway_key(id: &str) -> String {
@@ -47,7 +55,13 @@ pub struct Catalog {
     pub cache: Arc<Cache>,
     pub registry: Registry,
     pub fetcher: Fetcher,
+    /// The merged view's key, named by the gateway set it is built from.
+    all_key: String,
+    /// A coalesced rebuild is queued (not yet started).
     rebuild_scheduled: AtomicBool,
+    /// Rebuilds in this process run one at a time, so a rebuild requested while one
+    /// runs starts after it, from what the store holds then.
+    rebuilding: AsyncMutex<()>,
 }
 
 impl Catalog {
@@ -63,13 +77,22 @@ impl Catalog {
             local_ttl: config.local_cache_ttl,
             metrics_flush_interval: config.metrics_flush_interval,
         };
+        let registry = Registry::from_config(&config);
         Arc::new(Catalog {
             cache: Cache::new(store, settings),
-            registry: Registry::from_config(&config),
+            all_key: all_key_for(&registry),
+            registry,
             fetcher: Fetcher::new(&config),
             config,
             rebuild_scheduled: AtomicBool::new(false),
+            rebuilding: AsyncMutex::new(()),
         })
+    }
+
+    /// The merged view's key: `models:all` for the built-in gateway set, else
+    /// `models:all:<hash of the sorted ids>`.
+    pub fn all_key(&self) -> &str {
+        &self.all_key
     }
 
     pub fn store(&self) -> &Store {
@@ -90,6 +113,7 @@ impl Catalog {
         let source = Arc::new(GatewaySource {
             catalog: self.clone(),
             gateway: gateway.clone(),
+            rebuild_after_write: true,
         });
         self.cache.read(&gateway_key(&gateway.id), source, spawner).await
     }
@@ -100,10 +124,11 @@ impl Catalog {
             catalog: self.clone(),
             read_through: true,
         });
-        self.cache.read(ALL_KEY, source, spawner).await
+        self.cache.read(&self.all_key, source, spawner).await
     }
 
-    /// Refetch one gateway now (warming), keeping the old value on failure.
+    /// Refetch one gateway now (warming), keeping the old value on failure. The warm
+    /// rebuilds the merged view once at its end, so these writes schedule none.
     pub async fn refresh_gateway(
         self: &Arc<Self>,
         gateway: &Gateway,
@@ -112,20 +137,26 @@ impl Catalog {
         let source = Arc::new(GatewaySource {
             catalog: self.clone(),
             gateway: gateway.clone(),
+            rebuild_after_write: false,
         });
         self.cache.refresh(&gateway_key(&gateway.id), source, spawner).await
     }
 
     /// Rebuild the merged view from what is cached per gateway (no upstream calls).
+    /// One at a time in this process; across instances the store lock orders them,
+    /// and a rebuild never adopts another's result (it may predate our data).
     pub async fn rebuild_all(self: &Arc<Self>, spawner: Arc<dyn Spawner>) -> Result<Arc<Entry>, CacheError> {
+        let _one_at_a_time = self.rebuilding.lock().await;
         let source = Arc::new(MergedSource {
             catalog: self.clone(),
             read_through: false,
         });
-        self.cache.refresh(ALL_KEY, source, spawner).await
+        self.cache.refresh(&self.all_key, source, spawner).await
     }
 
-    /// Rebuild the merged view soon; calls within the coalescing window share one rebuild.
+    /// Rebuild the merged view soon. Requests within the coalescing window share one
+    /// rebuild; a request while a rebuild runs queues the next one, which starts when
+    /// the running one is done (so the newest gateway data is always merged).
     fn schedule_rebuild(self: &Arc<Self>, spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
         if self.rebuild_scheduled.swap(true, Ordering::SeqCst) {
             return None;
@@ -133,8 +164,14 @@ impl Catalog {
         let catalog = self.clone();
         Some(boxed(async move {
             tokio::time::sleep(REBUILD_COALESCE).await;
+            let _one_at_a_time = catalog.rebuilding.lock().await;
+            // From here on, a new request schedules another rebuild after this one.
             catalog.rebuild_scheduled.store(false, Ordering::SeqCst);
-            if let Err(e) = catalog.rebuild_all(spawner).await {
+            let source = Arc::new(MergedSource {
+                catalog: catalog.clone(),
+                read_through: false,
+            });
+            if let Err(e) = catalog.cache.refresh(&catalog.all_key, source, spawner).await {
                 tracing::warn!("[Cache SWR] Rebuilding the merged catalog failed: {e}");
             }
         }))
@@ -145,19 +182,34 @@ impl Catalog {
     }
 }
 
-/// Rejects empty catalogs and collapses (0 or a handful where there were hundreds).
+/// `models:all` for the built-in gateway set, `models:all:<hash>` for any other.
+fn all_key_for(registry: &Registry) -> String {
+    let mut ids: Vec<&str> = registry.all().iter().map(|g| g.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut defaults: Vec<&str> = crate::gateways::DEFAULT_GATEWAYS.iter().map(|g| g.id).collect();
+    defaults.sort_unstable();
+    if ids == defaults {
+        return ALL_KEY.to_string();
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(ids.join(",").as_bytes());
+    format!("{ALL_KEY}:{:08x}", hash as u32)
+}
+
+/// Rejects empty catalogs and collapses (0 or a handful where there were hundreds),
+/// judged against the key's high-water mark, not only the last value: three warms
+/// of 10 % each must not walk a catalog from 1,500 down to 1.
 fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {
     if new.item_count == 0 {
         return Err("0 models".into());
     }
-    if let Some(prev) = previous
-        && prev.item_count >= COLLAPSE_MIN_PREVIOUS
-        && new.item_count.saturating_mul(COLLAPSE_FACTOR) < prev.item_count
-    {
-        return Err(format!(
-            "catalog collapsed from {} to {} models",
-            prev.item_count, new.item_count
-        ));
+    if let Some(prev) = previous {
+        let mark = prev.item_count.max(prev.high_water);
+        if mark >= COLLAPSE_MIN_PREVIOUS && new.item_count.saturating_mul(COLLAPSE_FACTOR) < mark {
+            return Err(format!(
+                "catalog collapsed to {} models (now {}, at most {})",
+                new.item_count, prev.item_count, mark
+            ));
+        }
     }
     Ok(())
 }
@@ -208,6 +260,9 @@ fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, us
 pub struct GatewaySource {
     catalog: Arc<Catalog>,
     gateway: Gateway,
+    /// Schedule a merged rebuild after a stored value (not during a warm, which
+    /// rebuilds once at its end).
+    rebuild_after_write: bool,
 }
 
 impl Source for GatewaySource {
@@ -225,7 +280,7 @@ impl Source for GatewaySource {
         self.gateway.deadline + Duration::from_secs(2)
     }
 
-    fn fetch(self: Arc<Self>, _cache: Arc<Cache>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
+    fn fetch(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
         let span = tracing::info_span!(
             "gateway.fetch",
             gateway = %self.gateway.id,
@@ -270,7 +325,10 @@ impl Source for GatewaySource {
         validate_catalog(new, previous).map_err(|e| format!("{}: {e}", self.gateway.id))
     }
 
-    fn after_revalidation(self: Arc<Self>, _cache: Arc<Cache>, spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+    fn after_write(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+        if !self.rebuild_after_write {
+            return None;
+        }
         self.catalog.schedule_rebuild(spawner)
     }
 }
@@ -295,7 +353,7 @@ impl Source for MergedSource {
         self.catalog.registry.max_deadline() + Duration::from_secs(5)
     }
 
-    fn fetch(self: Arc<Self>, _cache: Arc<Cache>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
+    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
         Box::pin(async move {
             let catalog = &self.catalog;
             let read_through = self.read_through;
@@ -332,6 +390,12 @@ impl Source for MergedSource {
 
     fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {
         validate_catalog(new, previous).map_err(|e| format!("all: {e}"))
+    }
+
+    /// A merge that could not be built says nothing about any upstream: never
+    /// throttle `all` reads for it.
+    fn throttles_failures(&self) -> bool {
+        false
     }
 }
 
@@ -375,8 +439,20 @@ mod tests {
             fresh_until_ms: 0,
             stale_until_ms: 0,
             item_count: n,
+            high_water: n,
             etag: String::new(),
         }
+    }
+
+    #[test]
+    fn collapse_is_judged_against_the_high_water_mark() {
+        let mut prev = meta(150);
+        prev.high_water = 1500;
+        assert!(
+            validate_catalog(&payload(15), Some(&prev)).is_err(),
+            "no ratchet 1500 -> 150 -> 15"
+        );
+        assert!(validate_catalog(&payload(150), Some(&prev)).is_ok());
     }
 
     #[test]

@@ -41,8 +41,9 @@ pub struct Config {
     /// `REVALIDATE_RETRY_SECONDS`: after a failed revalidation, no new attempt on that key
     /// for this long (across instances), so a failing upstream sees no retry storm.
     pub revalidate_retry: Duration,
-    /// `MISS_WAIT_MS`: on a miss another instance is already fetching, wait this long
-    /// for its value before fetching ourselves as a last resort.
+    /// `MISS_WAIT_MS`: how long a miss waits while another instance fetches the key
+    /// (0 = as long as its lock holds, i.e. its fetch deadline + 5 s). A miss never
+    /// fetches beside it.
     pub miss_wait: Duration,
     /// `LOCAL_CACHE_TTL_MS`: how long an instance trusts its in-process copy of an entry
     /// before asking the store again (0 disables the in-process tier).
@@ -161,7 +162,7 @@ impl Config {
             redis_pool_size: num("REDIS_POOL_SIZE", 2)?.clamp(1, 16) as usize,
             models_ttl: TtlPolicy::new(Duration::from_secs(fresh), Duration::from_secs(stale), jitter),
             revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60)?),
-            miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 3000)?),
+            miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000)?),
             metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
             upstream_base_url: get("GATEWAYZ_API_URL")

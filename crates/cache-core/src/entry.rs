@@ -12,9 +12,17 @@
 //!
 //! ```text
 //! "GZCE" | version u8 | flags u8 | fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64
-//! | item_count u32 | etag_len u8 | etag bytes | body_count u8 | (encoding u8, len u32) * body_count
-//! | body bytes, in the same order
+//! | item_count u32 | high_water u32 | checksum u64 | etag_len u8 | etag bytes
+//! | body_count u8 | (encoding u8, len u32) * body_count | body bytes, in the same order
 //! ```
+//!
+//! - `fetched_at_ms` is when the fetch *started* (went upstream): the instant the data
+//!   is "as of". It sits at byte offset 6 in every version, where the store's
+//!   compare-and-set reads it to refuse an older fetch over a newer one.
+//! - `high_water` is the largest item count this key has held: a collapse is judged
+//!   against it, so a catalog cannot shrink by ratchets of "only" 10x each.
+//! - `checksum` is xxh3-64 of the bodies. A value whose bodies do not match is corrupt,
+//!   and corrupt values are misses, whatever their header says.
 //!
 //! Decoding is zero-copy: bodies are `Bytes` slices of the value read from the store.
 
@@ -26,7 +34,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 const MAGIC: &[u8; 4] = b"GZCE";
 /// Bump when the layout changes: older values then read as a miss and are overwritten.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+/// Byte offset of `fetched_at_ms` (u64, big-endian) in every format version.
+pub const FETCHED_AT_OFFSET: usize = 6;
 /// A decoded identity body larger than this is treated as corrupt (zip-bomb guard).
 const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -84,6 +94,8 @@ pub struct EntryMeta {
     pub stale_until_ms: u64,
     /// Number of items in the payload (models), for status and collapse checks.
     pub item_count: u32,
+    /// The largest item count this key has held (collapse checks).
+    pub high_water: u32,
     /// Strong validator, quoted, e.g. `"m-0123abcd..."`.
     pub etag: String,
 }
@@ -123,6 +135,8 @@ pub enum DecodeError {
     Truncated,
     BadEncoding(u8),
     BadBody(&'static str),
+    /// The bodies do not match the header's checksum.
+    ChecksumMismatch,
 }
 
 impl fmt::Display for DecodeError {
@@ -133,6 +147,7 @@ impl fmt::Display for DecodeError {
             Self::Truncated => f.write_str("truncated entry"),
             Self::BadEncoding(e) => write!(f, "unknown body encoding {e}"),
             Self::BadBody(why) => write!(f, "corrupt body: {why}"),
+            Self::ChecksumMismatch => f.write_str("corrupt body: checksum mismatch"),
         }
     }
 }
@@ -173,10 +188,17 @@ impl Entry {
                 fresh_until_ms,
                 stale_until_ms,
                 item_count,
+                high_water: item_count,
                 etag,
             },
             bodies,
         )
+    }
+
+    /// Raise the high-water mark to `previous` if it is higher (collapse checks).
+    pub fn with_high_water(mut self, previous: u32) -> Self {
+        self.meta.high_water = self.meta.high_water.max(previous);
+        self
     }
 
     fn from_parts(meta: EntryMeta, bodies: Vec<(Encoding, Bytes)>) -> Self {
@@ -242,7 +264,15 @@ impl Entry {
     }
 
     fn header_len(&self) -> usize {
-        4 + 1 + 1 + 8 * 3 + 4 + 1 + self.meta.etag.len() + 1 + 5 * self.bodies.len()
+        4 + 1 + 1 + 8 * 3 + 4 + 4 + 8 + 1 + self.meta.etag.len() + 1 + 5 * self.bodies.len()
+    }
+
+    fn checksum(bodies: &[(Encoding, Bytes)]) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (_, body) in bodies {
+            h.update(body);
+        }
+        h.digest()
     }
 
     pub fn encode(&self) -> Bytes {
@@ -254,6 +284,8 @@ impl Entry {
         out.put_u64(self.meta.fresh_until_ms);
         out.put_u64(self.meta.stale_until_ms);
         out.put_u32(self.meta.item_count);
+        out.put_u32(self.meta.high_water);
+        out.put_u64(Self::checksum(&self.bodies));
         let etag = &self.meta.etag.as_bytes()[..self.meta.etag.len().min(255)];
         out.put_u8(etag.len() as u8);
         out.put_slice(etag);
@@ -283,6 +315,8 @@ impl Entry {
         let fresh_until_ms = r.u64()?;
         let stale_until_ms = r.u64()?;
         let item_count = r.u32()?;
+        let high_water = r.u32()?;
+        let checksum = r.u64()?;
         let etag_len = r.u8()? as usize;
         let etag = std::str::from_utf8(r.take(etag_len)?)
             .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
@@ -309,17 +343,32 @@ impl Entry {
         if fresh_until_ms > stale_until_ms {
             return Err(DecodeError::BadBody("fresh window ends after stale window"));
         }
+        if Self::checksum(&bodies) != checksum {
+            return Err(DecodeError::ChecksumMismatch);
+        }
         Ok(Entry::from_parts(
             EntryMeta {
                 fetched_at_ms,
                 fresh_until_ms,
                 stale_until_ms,
                 item_count,
+                high_water,
                 etag,
             },
             bodies,
         ))
     }
+}
+
+/// The fetch stamp of a stored value, read without decoding it (store compare-and-set).
+pub fn stamp_of(raw: &[u8]) -> Option<u64> {
+    // Only a version we know places the stamp there; anything else is overwritten.
+    if raw.len() < FETCHED_AT_OFFSET + 8 || &raw[..4] != MAGIC || !(1..=FORMAT_VERSION).contains(&raw[4]) {
+        return None;
+    }
+    Some(u64::from_be_bytes(
+        raw[FETCHED_AT_OFFSET..FETCHED_AT_OFFSET + 8].try_into().ok()?,
+    ))
 }
 
 struct Reader<'a> {
@@ -447,6 +496,37 @@ mod tests {
             Entry::decode(Bytes::from(raw)).unwrap_err(),
             DecodeError::UnsupportedVersion(0)
         );
+    }
+
+    #[test]
+    fn a_flipped_body_byte_is_corrupt_whatever_the_header_says() {
+        let raw = sample().encode().to_vec();
+        for i in [raw.len() - 1, raw.len() - 5] {
+            let mut bad = raw.clone();
+            bad[i] ^= 0xff;
+            assert_eq!(
+                Entry::decode(Bytes::from(bad)).unwrap_err(),
+                DecodeError::ChecksumMismatch,
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn fetched_at_sits_where_the_store_reads_it() {
+        let raw = sample().encode();
+        let at = u64::from_be_bytes(raw[FETCHED_AT_OFFSET..FETCHED_AT_OFFSET + 8].try_into().unwrap());
+        assert_eq!(at, 10);
+        assert_eq!(stamp_of(&raw), Some(10));
+        assert_eq!(stamp_of(b"{}"), None);
+    }
+
+    #[test]
+    fn high_water_only_rises() {
+        let e = sample().with_high_water(500);
+        assert_eq!(e.meta.high_water, 500);
+        assert_eq!(Entry::decode(e.encode()).unwrap().meta.high_water, 500);
+        assert_eq!(sample().with_high_water(0).meta.high_water, 1);
     }
 
     #[test]

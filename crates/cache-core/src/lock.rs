@@ -4,7 +4,7 @@
 //! caller can be told "a warm is running since ...".
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -17,6 +17,8 @@ pub struct LockGuard {
     key: String,
     value: Bytes,
     released: bool,
+    /// When the lock expires by itself: a failed release is retried until then.
+    expires: Instant,
     /// Where a release after cancellation runs: `wait_until` on Vercel, so the
     /// release is not frozen with the instance after the response.
     spawner: Arc<dyn Spawner>,
@@ -47,6 +49,7 @@ pub async fn try_acquire(
             key: key.to_string(),
             value,
             released: false,
+            expires: Instant::now() + ttl,
             spawner: spawner.clone(),
         }))
     } else {
@@ -72,15 +75,27 @@ impl LockGuard {
             .unwrap_or(0)
     }
 
-    /// Release now. Errors are logged: the lock then simply expires after its TTL.
+    /// Release now (compare-and-delete). If the store does not answer (or its circuit
+    /// breaker is open), keep retrying in the background, past the breaker, until the
+    /// lock would have expired anyway: a lock left behind blocks every warm or fill
+    /// until its TTL. The first try respects the breaker so that a request never
+    /// waits out a command timeout on a store known to be down.
     pub async fn release(mut self) {
         self.released = true;
         if let Err(e) = self.store.delete_if_equals(&self.key, &self.value).await {
-            tracing::warn!(
-                "[Cache Lock] release of {} failed ({e}); it expires by itself",
-                self.key
-            );
+            tracing::warn!("[Cache Lock] release of {} failed ({e}); retrying", self.key);
+            self.retry_in_background();
         }
+    }
+
+    fn retry_in_background(&mut self) {
+        let (store, key, value, expires) = (
+            self.store.clone(),
+            std::mem::take(&mut self.key),
+            self.value.clone(),
+            self.expires,
+        );
+        self.spawner.spawn(boxed(release_until(store, key, value, expires)));
     }
 }
 
@@ -91,10 +106,24 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let (store, key, value) = (self.store.clone(), std::mem::take(&mut self.key), self.value.clone());
-        self.spawner.spawn(boxed(async move {
-            let _ = store.delete_if_equals(&key, &value).await;
-        }));
+        self.retry_in_background();
+    }
+}
+
+/// Release `key` (if it still holds `value`), retrying with backoff until `expires`.
+async fn release_until(store: Store, key: String, value: Bytes, expires: Instant) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.release(&key, &value).await {
+            Ok(_) => return,
+            Err(e) if Instant::now() + delay >= expires => {
+                tracing::warn!("[Cache Lock] release of {key} kept failing ({e}); it expires by itself");
+                return;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -9,6 +9,9 @@
 //! - One warm at a time across instances (a store lock that outlives any run); a
 //!   second caller is told a warm is running and since when.
 //! - The run record is stored and reported honestly: success only when every
+//!   gateway was fetched *and stored*, the merged view was rebuilt and stored, and
+//!   the record itself was stored; a write the store refused or timed out is an
+//!   error of that gateway. Formerly: success only when every
 //!   gateway succeeded (lesson 9).
 
 use std::sync::Arc;
@@ -179,8 +182,9 @@ impl Catalog {
         };
 
         let ok = details.iter().filter(|d| d.status == Outcome::Success).count();
-        let record = RunRecord {
-            success: ok == details.len(),
+        let mut record = RunRecord {
+            // Success means stored: every gateway, the merged view and this record.
+            success: ok == details.len() && merged_models.is_some(),
             trigger,
             started_at: iso8601(started_ms),
             finished_at: iso8601(now_ms()),
@@ -206,6 +210,7 @@ impl Catalog {
         let json = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
         if let Err(e) = self.store().set(LAST_RUN_KEY, json, LAST_RUN_TTL).await {
             tracing::warn!("[Cache Warming] Run record not stored: {e}");
+            record.success = false;
         }
         guard.release().await;
         Ok(record)

@@ -73,6 +73,9 @@ pub enum Fault {
     Reset,
     /// The pre-pagination API: no `has_more`/`next_offset`, `limit`/`offset` ignored.
     Legacy,
+    /// The first page is right; every later page comes back empty while `total` and
+    /// `has_more` still describe the whole catalog (a truncated listing).
+    ShortPages,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -444,7 +447,11 @@ async fn models_answer(
     } else {
         (offset.min(total), (offset + limit).min(total))
     };
-    let page = &catalog[start..end];
+    let page = if knobs.fault == Fault::ShortPages && offset > 0 {
+        &catalog[0..0]
+    } else {
+        &catalog[start..end]
+    };
 
     let mut body = Vec::with_capacity(page.iter().map(|m| m.len() + 1).sum::<usize>() + 256);
     body.extend_from_slice(b"{\"object\":\"list\",\"data\":[");

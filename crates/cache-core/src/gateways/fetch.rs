@@ -29,14 +29,44 @@ use crate::config::{Config, Secret};
 /// Why a gateway's catalog could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    Timeout { gateway: String, after: Duration },
-    Network { gateway: String, detail: String },
-    Status { gateway: String, status: u16 },
-    Html { gateway: String, status: u16 },
-    InvalidJson { gateway: String, detail: String },
-    TooLarge { gateway: String, limit: usize },
-    TooManyPages { gateway: String, limit: u32 },
-    RateLimited { gateway: String, retry_after: Duration },
+    Timeout {
+        gateway: String,
+        after: Duration,
+    },
+    Network {
+        gateway: String,
+        detail: String,
+    },
+    Status {
+        gateway: String,
+        status: u16,
+    },
+    Html {
+        gateway: String,
+        status: u16,
+    },
+    InvalidJson {
+        gateway: String,
+        detail: String,
+    },
+    TooLarge {
+        gateway: String,
+        limit: usize,
+    },
+    TooManyPages {
+        gateway: String,
+        limit: u32,
+    },
+    RateLimited {
+        gateway: String,
+        retry_after: Duration,
+    },
+    /// The pages added up to fewer models than the API's own `total`.
+    Truncated {
+        gateway: String,
+        received: u64,
+        total: u64,
+    },
 }
 
 impl fmt::Display for FetchError {
@@ -49,6 +79,13 @@ impl fmt::Display for FetchError {
             Self::InvalidJson { gateway, detail } => write!(f, "{gateway}: invalid JSON: {detail}"),
             Self::TooLarge { gateway, limit } => write!(f, "{gateway}: catalog larger than {limit} bytes"),
             Self::TooManyPages { gateway, limit } => write!(f, "{gateway}: more than {limit} pages"),
+            Self::Truncated {
+                gateway,
+                received,
+                total,
+            } => {
+                write!(f, "{gateway}: truncated catalog: received {received} of {total} models")
+            }
             Self::RateLimited { gateway, retry_after } => {
                 write!(
                     f,
@@ -165,12 +202,16 @@ impl Fetcher {
                         in_flight.push(async move {
                             self.fetch_page(gw, off, deadline, budget, transform)
                                 .await
-                                .map(|p| (off, p.out))
+                                .map(|p| (off, p.count, p.out))
                         });
                     }
                     match in_flight.next().await {
                         None => break,
-                        Some(res) => rest.push(res?),
+                        Some(res) => {
+                            let (off, count, out) = res?;
+                            seen += count;
+                            rest.push((off, out));
+                        }
                     }
                 }
                 rest.sort_by_key(|(off, _)| *off);
@@ -215,6 +256,17 @@ impl Fetcher {
                     outs.push(page.out);
                 }
             }
+        }
+        // The API says how many models there are: fewer is a truncated catalog (an
+        // empty or short page mid-way), not a smaller one, and must not be stored.
+        if let Some(total) = total
+            && seen < total
+        {
+            return Err(FetchError::Truncated {
+                gateway: gw.id.clone(),
+                received: seen,
+                total,
+            });
         }
         Ok(outs)
     }

@@ -93,7 +93,7 @@ fn unknown_gateway(catalog: &Catalog, given: &str) -> Response<Bytes> {
 fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
     let (status, code) = match e {
         CacheError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-        CacheError::Throttled(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+        CacheError::Throttled { .. } | CacheError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
     };
     let mut r = json_error(
@@ -103,9 +103,15 @@ fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
         None,
     );
     r.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
-    if matches!(e, CacheError::Throttled(_)) {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    let retry_after = match e {
+        // What is left of the key's retry window, from the store's clock.
+        CacheError::Throttled { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+        // Another instance's fetch is still running: ask again shortly.
+        CacheError::Busy => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     r
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
-use crate::catalog::{ALL_KEY, Catalog, gateway_key};
+use crate::catalog::{Catalog, gateway_key};
 use crate::metrics::{CategoryMetrics, Metrics};
 use crate::spawn::Spawner;
 use crate::swr::FetchFailure;
@@ -107,7 +107,14 @@ async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
 /// Capture a failed or partly failed warm in Sentry, tagged like the seed's events.
 pub fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<RunRecord, WarmError>) {
     let (error_type, message) = match result {
-        Ok(r) if r.gateways_failed == 0 => return,
+        Ok(r) if r.success => return,
+        Ok(r) if r.gateways_failed == 0 => (
+            "warm_partial_failure",
+            format!(
+                "[Cache Warming] every gateway stored, but the merged view or the run record was not (merged: {:?})",
+                r.merged_models
+            ),
+        ),
         Ok(r) => {
             let failed: Vec<String> = r
                 .details
@@ -135,9 +142,10 @@ pub fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<
     crate::telemetry::capture_failure(api_route, error_type, cron_job, &message);
 }
 
-/// Status code for a finished run: 200 all succeeded, 207 some failed, 502 all failed.
+/// Status code for a finished run: 200 everything was fetched and stored (gateways,
+/// merged view, run record), 207 some of it failed, 502 every gateway failed.
 pub fn run_status(record: &RunRecord) -> StatusCode {
-    if record.gateways_failed == 0 {
+    if record.success {
         StatusCode::OK
     } else if record.gateways_success > 0 {
         StatusCode::MULTI_STATUS
@@ -223,7 +231,7 @@ async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
             .map(|g| state_of(g.id.clone(), gateway_key(&g.id))),
     )
     .await;
-    let merged = state_of("all".into(), ALL_KEY.into()).await;
+    let merged = state_of("all".into(), catalog.all_key().to_string()).await;
     let metrics = match Metrics::read(catalog.store(), "models").await {
         Ok(m) => json!({ "models": m }),
         Err(e) => json!({ "models": CategoryMetrics::default(), "error": e.to_string() }),

@@ -82,6 +82,33 @@ impl MemoryStore {
         true
     }
 
+    /// Same rule as the Redis script: refuse when the stored entry was fetched later.
+    pub fn set_if_newer(&self, key: &str, value: Bytes, ttl: Duration, stamp_ms: u64) -> bool {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner
+            .live(&key, now)
+            .and_then(|cur| crate::entry::stamp_of(cur))
+            .is_some_and(|stored| stored > stamp_ms)
+        {
+            return false;
+        }
+        inner.insert(key, value, now + ttl);
+        true
+    }
+
+    pub fn pttl(&self, key: &str) -> Option<Duration> {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.live(&key, now)?;
+        inner
+            .values
+            .get(&key)
+            .map(|(_, exp)| exp.saturating_duration_since(now))
+    }
+
     pub fn delete_if_equals(&self, key: &str, value: &[u8]) -> bool {
         let key = self.key(key);
         let mut inner = self.lock();

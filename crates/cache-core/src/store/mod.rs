@@ -106,6 +106,40 @@ impl Store {
         }
     }
 
+    /// Write an entry unless the stored one was fetched later than `stamp_ms` (its
+    /// fetch start): an older fetch that finishes last never replaces newer data.
+    /// `Ok(false)` = refused. One key, one script: slot-safe on a Cluster.
+    #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
+    pub async fn set_if_newer(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        stamp_ms: u64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.set_if_newer(key, value, ttl, stamp_ms)),
+            Store::Redis(s) => s.set_if_newer(key, value, ttl, stamp_ms).await,
+        }
+    }
+
+    /// Release a lock we own (compare-and-delete), even while the Redis circuit
+    /// breaker is open: skipping a release locks everyone out until the TTL.
+    pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.delete_if_equals(key, value)),
+            Store::Redis(s) => s.release(key, value).await,
+        }
+    }
+
+    /// Time left before `key` expires, `None` if it does not exist.
+    pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.pttl(key)),
+            Store::Redis(s) => s.pttl(key).await,
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => {

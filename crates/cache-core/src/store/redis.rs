@@ -31,6 +31,23 @@ use crate::ttl::now_ms;
 const DELETE_IF_EQUALS: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/// Compare-and-set on the fetch stamp: write the entry unless the stored one was
+/// fetched later (an older fetch never replaces a newer one). The stamp is the u64
+/// big-endian at byte 7..14 (1-based) of an entry ("GZCE" magic, format version 1 or
+/// 2 in byte 5, as `entry::stamp_of`); anything else under the key is overwritten.
+/// ms stamps fit a Lua double exactly (< 2^53).
+const SET_IF_NEWER: &str = r#"
+local cur = redis.call('get', KEYS[1])
+if cur and string.len(cur) >= 14 and string.sub(cur, 1, 4) == 'GZCE'
+   and (string.byte(cur, 5) == 1 or string.byte(cur, 5) == 2) then
+  local t = 0
+  for i = 7, 14 do t = t * 256 + string.byte(cur, i) end
+  if t > tonumber(ARGV[2]) then return 0 end
+end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -162,6 +179,46 @@ impl RedisStore {
         Ok(deleted == 1)
     }
 
+    pub async fn set_if_newer(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        stamp_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let script = self.pool.next().eval(
+            SET_IF_NEWER,
+            vec![self.key(key)],
+            vec![
+                fred::types::Value::Bytes(value),
+                fred::types::Value::from(stamp_ms.to_string()),
+                fred::types::Value::from(ttl_ms.to_string()),
+            ],
+        );
+        let written: i64 = self.guarded(script).await?;
+        Ok(written == 1)
+    }
+
+    /// Compare-and-delete that ignores the circuit breaker: a lock release must not
+    /// be skipped because some other call failed recently (everyone would then be
+    /// locked out until the TTL). It still has the command timeout.
+    pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let script = self.pool.next().eval(
+            DELETE_IF_EQUALS,
+            vec![self.key(key)],
+            vec![Bytes::copy_from_slice(value)],
+        );
+        let deleted: i64 = script.await.map_err(map_err)?;
+        Ok(deleted == 1)
+    }
+
+    /// Time left before `key` expires (Redis's own clock, so no skew between instances).
+    pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        let ms: i64 = self.guarded(self.pool.pttl(self.key(key))).await?;
+        Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.guarded(self.pool.del(self.key(key))).await
     }
@@ -214,5 +271,17 @@ fn map_err(e: Error) -> StoreError {
     match e.kind() {
         ErrorKind::Timeout => StoreError::Timeout,
         _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_compare_and_set_script_knows_the_current_entry_format() {
+        let check = format!("string.byte(cur, 5) == {}", crate::entry::FORMAT_VERSION);
+        assert!(
+            super::SET_IF_NEWER.contains(&check),
+            "update SET_IF_NEWER's version check"
+        );
     }
 }

@@ -1,0 +1,400 @@
+//! The stale-while-revalidate read: the seed's `cacheStaleWhileRevalidate`, done right.
+//!
+//! ```text
+//!  read(key) ──► in-process tier (≤ LOCAL_CACHE_TTL_MS old) ──► store GET ──► decode
+//!     fresh    → HIT                      (no upstream)
+//!     stale    → STALE, revalidate in the background through the Spawner
+//!     missing/expired → MISS: one fetch per key (in-process single-flight, and a store
+//!                       lock across instances; losers wait for the winner's value)
+//! ```
+//!
+//! Fail-safe rules (lessons 1-5):
+//! - a failed revalidation keeps the stale value, records the error, and blocks new
+//!   attempts on that key for `REVALIDATE_RETRY_SECONDS` across instances;
+//! - a fetcher is never called twice in one request because something failed;
+//! - a miss whose fetch fails returns the error and stores nothing;
+//! - a fetched value is validated before it is written; a rejected one is a failure.
+//!
+//! Ordering rules (newer data always wins), in [`fill`]:
+//! - an entry is stamped with the instant its fetch *started*, and written with a
+//!   compare-and-set that refuses it if the stored entry's fetch started later;
+//! - nobody fetches a key without its store lock while another instance holds it;
+//!   a waiter stops as soon as the holder releases and takes its value, or its
+//!   recorded failure, or the lock;
+//! - a warm never adopts another fetch: it fetches itself once the holder is done;
+//! - "newer" is judged against what the waiter saw before (stamp and ETag), never
+//!   against its own clock, so clock skew between instances cannot defeat coalescing.
+//!
+//! Layout: this file has the types and the read path; [`local`] the in-process
+//! tier; [`fill`] the lock/wait/fetch/write protocol shared by misses, warms and
+//! revalidations.
+
+mod fill;
+mod local;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use crate::entry::{Entry, EntryMeta, Freshness};
+use crate::metrics::{Event, Metrics};
+use crate::spawn::{BoxFuture, Spawner, boxed};
+use crate::store::Store;
+use crate::ttl::{TtlPolicy, now_ms};
+use local::LocalTier;
+
+/// What a source fetched: the JSON to store and how many items it holds.
+#[derive(Clone, Debug)]
+pub struct Payload {
+    pub json: Bytes,
+    pub item_count: u32,
+}
+
+/// An upstream that can fill one cache key.
+pub trait Source: Send + Sync + 'static {
+    /// Metrics category (`models`, ...).
+    fn category(&self) -> &'static str;
+
+    fn ttl(&self) -> TtlPolicy;
+
+    /// Upper bound on one fetch; the cache enforces it too.
+    fn deadline(&self) -> Duration;
+
+    /// Fetch a fresh value. `spawner` lets composite sources (the merged catalog)
+    /// read other keys through the cache.
+    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>>;
+
+    /// Reject a value before it overwrites `previous` (lesson 5). The default
+    /// rejects an empty payload.
+    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Result<(), String> {
+        if new.item_count == 0 {
+            Err("fetched value is empty".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a failed fetch throttles the key across instances. An upstream that
+    /// failed is not asked again for a while; a derived value (the merged catalog)
+    /// that could not be built says nothing about any upstream.
+    fn throttles_failures(&self) -> bool {
+        true
+    }
+
+    /// Work to run after a fetched value was stored, whoever fetched it (miss,
+    /// revalidation, warm): the merged catalog follows gateway updates through this.
+    fn after_write(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+        None
+    }
+}
+
+/// How a read was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Stale,
+    Miss,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Miss => "MISS",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    pub entry: Arc<Entry>,
+    pub status: CacheStatus,
+}
+
+/// A read that could not be answered: nothing usable was cached and the fetch failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheError {
+    /// The upstream failed (message names what failed).
+    Fetch(String),
+    /// The upstream answered, but the value was rejected by validation.
+    Rejected(String),
+    /// The fetch did not finish within the source's deadline.
+    Timeout(Duration),
+    /// The key failed recently (here or on another instance) and is not fetched again
+    /// until its retry window ends, `retry_after` from now.
+    Throttled { error: String, retry_after: Duration },
+    /// Another instance is still fetching this key and we waited as long as allowed.
+    Busy,
+    /// Fetched and valid, but the store did not take it (a warm reports this).
+    NotStored(String),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Fetch(m) => write!(f, "upstream fetch failed: {m}"),
+            CacheError::Rejected(m) => write!(f, "upstream value rejected: {m}"),
+            CacheError::Timeout(d) => write!(f, "upstream fetch timed out after {} ms", d.as_millis()),
+            CacheError::Throttled { error, .. } => {
+                write!(f, "upstream failed recently and is not retried yet: {error}")
+            }
+            CacheError::Busy => f.write_str("another instance is still fetching this key"),
+            CacheError::NotStored(m) => write!(f, "fetched but not stored: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// The last failure to fetch a key, kept in the store for the status page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchFailure {
+    pub error: String,
+    pub at_ms: u64,
+}
+
+/// Tunables of the SWR layer (from [`crate::config::Config`]).
+#[derive(Clone, Debug)]
+pub struct SwrSettings {
+    pub revalidate_retry: Duration,
+    /// How long a miss waits for another instance's fetch of the same key (0 = as
+    /// long as that instance's lock holds). It never fetches itself meanwhile.
+    pub miss_wait: Duration,
+    pub local_ttl: Duration,
+    /// At most one metrics flush per this interval per instance (0 = after every read).
+    pub metrics_flush_interval: Duration,
+}
+
+pub fn lock_key(key: &str) -> String {
+    format!("lock:{key}")
+}
+pub fn failure_key(key: &str) -> String {
+    format!("lasterror:{key}")
+}
+fn throttle_key(key: &str) -> String {
+    format!("retryafter:{key}")
+}
+
+type MissFlight = Arc<OnceCell<Result<Arc<Entry>, CacheError>>>;
+
+pub struct Cache {
+    store: Store,
+    settings: SwrSettings,
+    metrics: Metrics,
+    /// Misses in flight: concurrent readers share one fetch per key.
+    misses: Mutex<HashMap<String, MissFlight>>,
+    /// Keys this process is revalidating: at most one background fetch per key.
+    revalidating: Mutex<HashSet<String>>,
+    local: LocalTier,
+}
+
+impl Cache {
+    pub fn new(store: Store, settings: SwrSettings) -> Arc<Self> {
+        Arc::new(Cache {
+            store,
+            local: LocalTier::new(settings.local_ttl),
+            settings,
+            metrics: Metrics::default(),
+            misses: Mutex::default(),
+            revalidating: Mutex::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The SWR read. Only a miss waits on the upstream.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<Lookup, CacheError> {
+        let span = tracing::info_span!("cache.read", cache.key = key, cache.state = tracing::field::Empty);
+        let result = self.read_inner(key, source, spawner).instrument(span.clone()).await;
+        span.record("cache.state", result.as_ref().map_or("ERROR", |l| l.status.as_str()));
+        result
+    }
+
+    async fn read_inner(
+        self: &Arc<Self>,
+        key: &str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<Lookup, CacheError> {
+        let category = source.category();
+        let current = self.load(key, category).await;
+        let now = now_ms();
+        let result = match current {
+            Some(entry) if entry.meta.freshness(now) == Freshness::Fresh => {
+                self.metrics.record(category, Event::FreshHit);
+                Ok(Lookup {
+                    entry,
+                    status: CacheStatus::Hit,
+                })
+            }
+            Some(entry) if entry.meta.freshness(now) == Freshness::Stale => {
+                self.metrics.record(category, Event::StaleHit);
+                tracing::info!(
+                    "[Cache SWR] Returning stale data for {key} (age {} s)",
+                    entry.meta.age_ms(now) / 1000
+                );
+                self.spawn_revalidation(key, source, spawner.clone());
+                Ok(Lookup {
+                    entry,
+                    status: CacheStatus::Stale,
+                })
+            }
+            previous => {
+                self.metrics.record(category, Event::Miss);
+                let res = self.miss(key, source, spawner.clone(), previous).await;
+                if res.is_err() {
+                    self.metrics.record(category, Event::Error);
+                }
+                res.map(|entry| Lookup {
+                    entry,
+                    status: CacheStatus::Miss,
+                })
+            }
+        };
+        self.maybe_flush_metrics(&*spawner);
+        result
+    }
+
+    /// Read what is stored under `key` without fetching (status page, merge).
+    pub async fn peek(&self, key: &str) -> Option<Arc<Entry>> {
+        self.load(key, "peek").await
+    }
+
+    /// The last recorded fetch failure for `key`, if any.
+    pub async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
+        let raw = self.store.get(&failure_key(key)).await.ok()??;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Drop the in-process copy of `key` (tests; after an external write).
+    pub fn forget_local(&self, key: &str) {
+        self.local.forget(key);
+    }
+
+    // ---- loading -------------------------------------------------------------
+
+    /// The current entry, from the in-process tier when recently confirmed, else the
+    /// store. A store failure falls back to the in-process copy (fail-safe serve).
+    async fn load(&self, key: &str, category: &'static str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.local.recent(key) {
+            return Some(entry);
+        }
+        match self.store.get(key).await {
+            Ok(Some(raw)) => match Entry::decode(raw) {
+                Ok(entry) => {
+                    let entry = self.local.same_or(key, entry);
+                    self.local.remember(key, &entry);
+                    Some(entry)
+                }
+                Err(e) => {
+                    tracing::warn!("[Cache SWR] Unreadable value under {key} ({e}); treating it as a miss");
+                    self.local.forget(key);
+                    None
+                }
+            },
+            Ok(None) => {
+                self.local.forget(key);
+                None
+            }
+            Err(e) => {
+                self.metrics.record(category, Event::StoreError);
+                let fallback = self.local.fallback(key, now_ms());
+                if fallback.is_some() {
+                    self.metrics.record(category, Event::FailSafeServe);
+                }
+                tracing::warn!(
+                    "[Cache SWR] Store read of {key} failed ({e}); serving in-process copy: {}",
+                    fallback.is_some()
+                );
+                fallback
+            }
+        }
+    }
+
+    // ---- miss ------------------------------------------------------------------
+
+    /// One fetch per key in this process: concurrent misses share it.
+    async fn miss(
+        self: &Arc<Self>,
+        key: &str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+        seen: Option<Arc<Entry>>,
+    ) -> Result<Arc<Entry>, CacheError> {
+        let flight: MissFlight = {
+            let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+            misses.entry(key.to_string()).or_default().clone()
+        };
+        let result = flight
+            .get_or_init(|| self.miss_once(key, source, spawner, seen.map(|e| e.meta.clone())))
+            .await
+            .clone();
+        let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        if misses.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            misses.remove(key);
+        }
+        result
+    }
+
+    // ---- revalidation ----------------------------------------------------------
+
+    fn spawn_revalidation(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, spawner: Arc<dyn Spawner>) {
+        {
+            let mut revalidating = self.revalidating.lock().unwrap_or_else(|e| e.into_inner());
+            if !revalidating.insert(key.to_string()) {
+                return; // already revalidating in this process
+            }
+        }
+        let cache = self.clone();
+        let key = key.to_string();
+        let task_spawner = spawner.clone();
+        spawner.spawn(boxed(async move {
+            // Release the in-process mark however the task ends.
+            struct Mark(Arc<Cache>, String);
+            impl Drop for Mark {
+                fn drop(&mut self) {
+                    self.0
+                        .revalidating
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&self.1);
+                }
+            }
+            let _mark = Mark(cache.clone(), key.clone());
+            let span = tracing::info_span!("cache.revalidate", cache.key = %key);
+            cache.revalidate(&key, source, task_spawner).instrument(span).await;
+        }));
+    }
+
+    /// Push counters to the store off the response path, at most once per interval
+    /// per instance. There is deliberately no timer for counts left pending: on Vercel
+    /// a sleep inside `wait_until` holds the invocation open (and billed) for it. The
+    /// next read after the interval, or shutdown, flushes them.
+    fn maybe_flush_metrics(self: &Arc<Self>, spawner: &dyn Spawner) {
+        if self
+            .metrics
+            .flush_due(self.settings.metrics_flush_interval.as_millis() as u64)
+        {
+            let cache = self.clone();
+            spawner.spawn(boxed(async move { cache.metrics.flush(&cache.store).await }));
+        }
+    }
+}
