@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench suite` runs every section in one go on this machine, against
 //! a real redis-server on loopback, the sample catalog API and the release function
-//! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections.
+//! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections
+//! (hotpath floor inproc warm scale cold rest unchanged).
 //!
 //! Sections:
 //!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
@@ -554,6 +555,47 @@ async fn rest() {
     );
 }
 
+/// Redis bytes written by a warm in which nothing changed, against one in which every
+/// catalog changed (INFO stats `total_net_input_bytes`, deltas over each warm).
+async fn unchanged() {
+    println!("\n== unchanged: Redis bytes written by a warm, nothing changed vs everything changed ==");
+    let s = Stack::new(&[]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.tasks.idle().await;
+
+    let before = net_input(&s.redis);
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.tasks.idle().await;
+    let unchanged = net_input(&s.redis) - before;
+    assert!(run.success);
+
+    for (id, json) in sample_catalog::FIXTURES {
+        let mut models: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        for m in &mut models {
+            m["description"] = serde_json::json!(format!("changed {}", fastrand::u64(..)));
+        }
+        s.sample.set_catalog(id, models);
+    }
+    let before = net_input(&s.redis);
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.tasks.idle().await;
+    let changed = net_input(&s.redis) - before;
+    assert!(run.success);
+    println!(
+        "warm, nothing changed: {unchanged} B written; every catalog changed: {changed} B; ratio {:.2}% (target <= 5%)",
+        100.0 * unchanged as f64 / changed as f64
+    );
+}
+
+fn net_input(r: &RedisServer) -> i64 {
+    let info = r.command(&[b"INFO", b"stats"]);
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn used_memory(r: &RedisServer) -> i64 {
     let info = r.command(&[b"INFO", b"memory"]);
     String::from_utf8_lossy(&info)
@@ -588,5 +630,8 @@ async fn main() {
     }
     if want("rest") {
         rest().await;
+    }
+    if want("unchanged") {
+        unchanged().await;
     }
 }

@@ -49,6 +49,27 @@ impl Stack {
         Catalog::new(support::config(&all)).unwrap()
     }
 
+    /// The same, on the embedded store instead of Redis.
+    async fn memory(overrides: &[(&str, &str)]) -> Stack {
+        let sample = sample_catalog::start_local().await;
+        let redis = RedisServer::start();
+        let base = sample.base_url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GATEWAYZ_API_URL", &base),
+            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+        ];
+        all.extend_from_slice(overrides);
+        let catalog = Catalog::new(support::config(&all)).unwrap();
+        assert_eq!(catalog.store().backend_name(), "memory");
+        Stack {
+            sample,
+            _redis: redis,
+            catalog,
+            tasks: TaskSpawner::new(),
+        }
+    }
+
     /// Another instance on the same Redis and upstream.
     fn instance(&self, overrides: &[(&str, &str)]) -> Arc<Catalog> {
         Self::catalog_for(&self.sample, &self._redis, overrides)
@@ -604,3 +625,257 @@ async fn deployments_with_different_gateway_sets_share_one_redis() {
     let small_all = small.read_all(s.spawner()).await.unwrap();
     assert_eq!(small_all.entry.meta.item_count, 19);
 }
+
+// ---- never serve less than we had (merged completeness, fail-safe, unchanged) ------
+
+async fn stack(memory: bool, overrides: &[(&str, &str)]) -> Stack {
+    if memory {
+        Stack::memory(overrides).await
+    } else {
+        Stack::new(overrides).await
+    }
+}
+
+fn body_of(entry: &cache_core::entry::Entry) -> Value {
+    serde_json::from_slice(&entry.identity().unwrap()).unwrap()
+}
+
+/// The reproduction: one gateway read, then its revalidation rebuilds the
+/// merged view. It must hold every gateway, not just that one.
+async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool) {
+    let s = stack(
+        memory,
+        &[("MODELS_FRESH_TTL_SECONDS", "1"), ("LOCAL_CACHE_TTL_MS", "0")],
+    )
+    .await;
+    assert_eq!(
+        s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        CacheStatus::Miss
+    );
+    s.tasks.idle().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        CacheStatus::Stale
+    );
+    s.tasks.idle().await;
+    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_eq!(all.entry.meta.item_count, 3579, "every gateway, not groq alone");
+    assert_eq!(body_of(&all.entry)["missing_gateways"], json!([]));
+}
+
+/// A gateway evicted from the store (LRU, flush, new prefix) is fetched through the
+/// cache by the next rebuild instead of vanishing from `all`.
+async fn a_rebuild_refetches_an_evicted_gateway(memory: bool) {
+    let s = stack(memory, &[("GATEWAYS", "groq,cerebras,together")]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let before = s.catalog.read_all(s.spawner()).await.unwrap().entry.meta.item_count;
+    s.catalog.store().delete(&gateway_key("together")).await.unwrap();
+    s.catalog.cache.forget_local(&gateway_key("together"));
+    let calls = s.sample.requests("together");
+    let rebuilt = s.catalog.rebuild_all(s.spawner()).await.unwrap();
+    assert_eq!(rebuilt.meta.item_count, before, "together is back in the merged view");
+    assert_eq!(
+        s.sample.requests("together"),
+        calls + 1,
+        "fetched through the cache by the rebuild"
+    );
+}
+
+/// A gateway down for "two days" (scaled: 1 s fresh, 1 s stale, 60 s kept): past its
+/// stale window it is still served, marked fail-safe; warms keep it too.
+async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
+    let s = stack(
+        memory,
+        &[
+            ("GATEWAYS", "groq,cerebras"),
+            ("MODELS_FRESH_TTL_SECONDS", "1"),
+            ("MODELS_STALE_TTL_SECONDS", "1"),
+            ("FAILSAFE_MAX_SECONDS", "60"),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+        ],
+    )
+    .await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.sample.set_fault("groq", Fault::ServerError);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(2200)).await; // past fresh and stale
+        let r = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        assert_eq!(
+            (r.status, r.fail_safe),
+            (CacheStatus::Stale, true),
+            "last-known-good, marked"
+        );
+        assert_eq!(r.entry.meta.item_count, 11);
+        s.tasks.idle().await;
+        let run = s.catalog.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+        assert_eq!(run.gateways_failed, 1);
+        let kept = s
+            .catalog
+            .cache
+            .peek(&gateway_key("groq"))
+            .await
+            .expect("the warm kept it");
+        assert_eq!(kept.meta.item_count, 11);
+    }
+    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_eq!(all.entry.meta.item_count, 19, "groq's kept catalog is still merged");
+    s.catalog.flush_metrics().await;
+    let m = cache_core::metrics::Metrics::read(s.catalog.store(), "models")
+        .await
+        .unwrap();
+    assert!(m.fail_safe_serves >= 2, "{m:?}");
+}
+
+/// A kept key whose refetch hangs: the reader gets the kept value at the soft
+/// timeout; the fetch finishes in the background and is stored.
+async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) {
+    let s = stack(
+        memory,
+        &[
+            ("GATEWAYS", "groq"),
+            // Fresh 2 s: the refetch (1.2 s, stamped at its start) is still fresh when it lands.
+            ("MODELS_FRESH_TTL_SECONDS", "2"),
+            ("MODELS_STALE_TTL_SECONDS", "1"),
+            ("FETCH_SOFT_TIMEOUT_MS", "300"),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+        ],
+    )
+    .await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let first = s.catalog.cache.peek(&gateway_key("groq")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    s.sample.set_latency("groq", Duration::from_millis(1200));
+    s.sample
+        .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
+    let t = Instant::now();
+    let r = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let waited = t.elapsed();
+    assert!(r.fail_safe && r.status == CacheStatus::Stale);
+    assert_eq!(r.entry.meta.etag, first.meta.etag, "the kept value");
+    assert!(
+        waited < Duration::from_millis(1000),
+        "answered at the soft timeout: {waited:?}"
+    );
+    s.tasks.idle().await;
+    let after = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert_eq!(
+        (after.status, after.entry.meta.item_count),
+        (CacheStatus::Hit, 12),
+        "the background fetch was stored"
+    );
+}
+
+/// A gateway that never succeeded is named in the merged view and the status, and
+/// the merged view is fresh only briefly, so it heals soon.
+async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
+    let s = stack(memory, &[("GATEWAYS", "groq,together")]).await;
+    s.sample.set_fault("together", Fault::ServerError);
+    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    let body = body_of(&all.entry);
+    assert_eq!(body["missing_gateways"], json!(["together"]));
+    assert_eq!(body["gateways"], json!(["groq"]));
+    let window = all.entry.meta.fresh_until_ms - all.entry.meta.fetched_at_ms;
+    assert!(
+        window <= 60_000,
+        "an incomplete merge is fresh for a minute, not hours: {window} ms"
+    );
+    let status = cache_core::handlers::handle(
+        cache_core::handlers::Route::WarmModels,
+        http::Request::get("/api/cache/warm-models")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0,
+        &s.catalog,
+        s.spawner(),
+        cache_core::handlers::RequestContext::default(),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(status.body()).unwrap();
+    assert_eq!(v["merged"]["missing_gateways"], json!(["together"]), "{v}");
+}
+
+/// An unchanged refetch keeps the ETag (and bodies); a changed gateway gets a new
+/// one; a warm in which nothing changed does not rebuild the merged view.
+async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memory: bool) {
+    let s = stack(memory, &[("GATEWAYS", "groq,featherless"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
+    let etag = |key: String| {
+        let c = s.catalog.clone();
+        async move { c.cache.peek(&key).await.unwrap().meta.clone() }
+    };
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let (groq1, featherless1, all1) = (
+        etag(gateway_key("groq")).await,
+        etag(gateway_key("featherless")).await,
+        etag(s.catalog.all_key().into()).await,
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let net_input = || {
+        let info = s._redis.command(&[b"INFO", b"stats"]);
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = net_input();
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    if !memory {
+        // Bodies were not sent again: a few hundred bytes per key, not the values.
+        let mut values = 0;
+        for key in [
+            gateway_key("groq"),
+            gateway_key("featherless"),
+            s.catalog.all_key().to_string(),
+        ] {
+            values += s.catalog.cache.peek(&key).await.unwrap().encoded_len() as u64;
+        }
+        let written = net_input() - before;
+        assert!(
+            written * 2 < values,
+            "an unchanged warm wrote {written} B; the values are {values} B"
+        );
+    }
+    let (groq2, all2) = (etag(gateway_key("groq")).await, etag(s.catalog.all_key().into()).await);
+    assert_eq!(groq2.etag, groq1.etag, "unchanged: same ETag");
+    assert!(groq2.fetched_at_ms > groq1.fetched_at_ms, "but its clock moved");
+    assert_eq!(all2.etag, all1.etag, "the merged view is unchanged too");
+    assert!(all2.fetched_at_ms > all1.fetched_at_ms, "and its clock moved");
+
+    let mut changed: Vec<Value> =
+        serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == "groq").unwrap().1).unwrap();
+    changed[0]["description"] = json!("a new description");
+    s.sample.set_catalog("groq", changed);
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let (groq3, featherless3, all3) = (
+        etag(gateway_key("groq")).await,
+        etag(gateway_key("featherless")).await,
+        etag(s.catalog.all_key().into()).await,
+    );
+    assert_ne!(groq3.etag, groq1.etag, "changed: a new ETag");
+    assert_eq!(featherless3.etag, featherless1.etag, "featherless did not change");
+    assert_ne!(all3.etag, all1.etag, "the merged view was rebuilt");
+}
+
+macro_rules! on_redis_and_memory {
+    ($($name:ident),* $(,)?) => {
+        mod on_redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(false).await })*
+        }
+        mod on_memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(true).await })*
+        }
+    };
+}
+
+on_redis_and_memory!(
+    a_single_gateways_revalidation_keeps_the_merged_view_whole,
+    a_rebuild_refetches_an_evicted_gateway,
+    a_gateway_down_for_days_is_served_by_fail_safe,
+    a_hanging_refetch_answers_at_the_soft_timeout_then_lands,
+    a_gateway_that_never_succeeded_is_named_missing,
+    an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one,
+);

@@ -674,3 +674,41 @@ async fn a_throttled_miss_says_how_long_is_left_and_weak_validators_match() {
         .unwrap();
     assert_eq!(r.status(), 304, "weak If-None-Match");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_known_good_past_the_stale_window_is_served_marked_fail_safe() {
+    let env = Env::new().await;
+    let f = env.spawn(
+        env!("CARGO_BIN_EXE_models"),
+        &[
+            ("MODELS_FRESH_TTL_SECONDS", "1"),
+            ("MODELS_STALE_TTL_SECONDS", "1"),
+            ("FAILSAFE_MAX_SECONDS", "600"),
+            ("GATEWAYS", "groq"),
+        ],
+    );
+    let c = raw_client();
+    let first = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let cc = header(&first, "cache-control").unwrap().to_string();
+    let if_error: u64 = cc.split("stale-if-error=").nth(1).unwrap().parse().unwrap();
+    assert!(
+        (590..=602).contains(&if_error),
+        "stale-if-error = what is left of fail-safe: {cc}"
+    );
+    assert_eq!(header(&first, "x-cache-fail-safe"), None);
+
+    env.sample.set_fault("groq", Fault::ServerError);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    for _ in 0..2 {
+        // The first read's refetch fails; the second is throttled: both fail-safe.
+        let r = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-cache"), Some("STALE"));
+        assert_eq!(header(&r, "x-cache-fail-safe"), Some("1"));
+        let cc = header(&r, "cache-control").unwrap();
+        assert!(cc.contains("s-maxage=60") && cc.contains("stale-if-error="), "{cc}");
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 11);
+    }
+}

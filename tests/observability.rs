@@ -26,6 +26,7 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
         miss_wait: Duration::from_secs(1),
         local_ttl: Duration::ZERO,
         metrics_flush_interval: Duration::ZERO,
+        ..SwrSettings::default()
     };
     let store = || Store::from_config(&support::config(&[("REDIS_URL", &redis.url())])).unwrap();
     let (a, b) = (Cache::new(store(), settings.clone()), Cache::new(store(), settings));
@@ -87,6 +88,7 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
             miss_wait: Duration::ZERO,
             local_ttl: Duration::ZERO,
             metrics_flush_interval: Duration::ZERO,
+            ..SwrSettings::default()
         },
     );
     assert_eq!(Metrics::read(c.store(), "models").await.unwrap(), m);

@@ -176,6 +176,8 @@ async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
         &[
             ("MODELS_FRESH_TTL_SECONDS", "1"),
             ("METRICS_FLUSH_INTERVAL_MS", "60000"),
+            // One gateway: the merged rebuild after the miss then reads no other.
+            ("GATEWAYS", "groq"),
         ],
     );
     let first = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
@@ -211,7 +213,8 @@ async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_seconds_apart_are_all_counted_without_held_invocations() {
     let env = Env::new().await;
-    let p = env.start(MODELS, &[]);
+    // One gateway: the merged rebuild after the first read reads (and counts) no other.
+    let p = env.start(MODELS, &[("GATEWAYS", "groq")]);
     let mut gaps = Vec::new();
     for i in 1..=3 {
         let inv = p.invoke("GET", "/api/models?gateway=groq", &[]).await;

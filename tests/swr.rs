@@ -71,6 +71,7 @@ fn settings() -> SwrSettings {
         miss_wait: Duration::from_secs(2),
         local_ttl: Duration::ZERO,
         metrics_flush_interval: Duration::ZERO,
+        ..SwrSettings::default()
     }
 }
 
@@ -269,7 +270,11 @@ async fn corrupt_value_is_a_miss_and_is_overwritten(b: Backend) {
         let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
         assert_eq!(r.status, CacheStatus::Miss, "junk {junk:?} reads as a miss");
         let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
-        assert_eq!(r.status, CacheStatus::Hit, "and was overwritten with a good value");
+        assert_eq!(
+            r.status,
+            CacheStatus::Hit,
+            "and was overwritten with a good value ({junk:?})"
+        );
     }
 }
 

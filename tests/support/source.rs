@@ -68,13 +68,13 @@ impl Source for ScriptedSource {
             tokio::time::sleep(self.delay).await;
             let b = self.behaviour.lock().unwrap().clone();
             match b {
-                Behaviour::Items(k) => Ok(Payload {
-                    json: Bytes::from(format!(
+                Behaviour::Items(k) => Ok(Payload::new(
+                    Bytes::from(format!(
                         r#"{{"call":{n},"data":[{}]}}"#,
                         vec!["{}"; k as usize].join(",")
                     )),
-                    item_count: k,
-                }),
+                    k,
+                )),
                 Behaviour::Fail(m) => Err(m.to_string()),
                 Behaviour::Hang => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -48,6 +48,9 @@ const COLLAPSE_FACTOR: u32 = 10;
 const COLLAPSE_MIN_PREVIOUS: u32 = 50;
 /// Delay that coalesces merged-view rebuilds after gateway revalidations.
 const REBUILD_COALESCE: Duration = Duration::from_millis(250);
+/// Fresh window of a merged view that lacks some gateways: it is rebuilt (and the
+/// missing ones fetched again) soon, not after hours.
+const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
 
 /// Everything a route handler needs, created once per process.
 pub struct Catalog {
@@ -76,6 +79,8 @@ impl Catalog {
             miss_wait: config.miss_wait,
             local_ttl: config.local_cache_ttl,
             metrics_flush_interval: config.metrics_flush_interval,
+            fail_safe_max: config.fail_safe_max,
+            soft_timeout: config.soft_timeout,
         };
         let registry = Registry::from_config(&config);
         Arc::new(Catalog {
@@ -154,6 +159,19 @@ impl Catalog {
         self.cache.refresh(&self.all_key, source, spawner).await
     }
 
+    /// No gateway changed: move the merged view's clock instead of rebuilding it, if
+    /// it is stored and complete (an incomplete one has a short fresh window and is
+    /// rebuilt, so that missing gateways get another chance).
+    pub async fn retime_complete_merge(self: &Arc<Self>) -> Option<Arc<Entry>> {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        let merged = self.cache.peek(&self.all_key).await?;
+        let fresh_window = merged.meta.fresh_until_ms.saturating_sub(merged.meta.fetched_at_ms);
+        if fresh_window <= INCOMPLETE_MERGE_FRESH.as_millis() as u64 {
+            return None;
+        }
+        self.cache.retime_stored(&self.all_key, self.ttl()).await
+    }
+
     /// Rebuild the merged view soon. Requests within the coalescing window share one
     /// rebuild; a request while a rebuild runs queues the next one, which starts when
     /// the running one is done (so the newest gateway data is always merged).
@@ -216,7 +234,7 @@ fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), S
 
 /// `{"data":[...],"gateway":"<id>","total":N}`: the body the models route serves
 /// as is. `parts` are comma-separated JSON objects (empty parts are skipped).
-fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: Option<(&str, Value)>) -> Bytes {
+fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Value)]) -> Bytes {
     let mut body = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 128);
     body.extend_from_slice(b"{\"data\":[");
     let mut first = true;
@@ -230,11 +248,11 @@ fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: Option<(&st
     body.extend_from_slice(b"],\"gateway\":");
     serde_json::to_writer(&mut body, gateway).expect("strings serialize");
     body.extend_from_slice(format!(",\"total\":{total}").as_bytes());
-    if let Some((k, v)) = extra {
+    for (k, v) in extra {
         body.extend_from_slice(b",");
         serde_json::to_writer(&mut body, k).expect("strings serialize");
         body.extend_from_slice(b":");
-        serde_json::to_writer(&mut body, &v).expect("values serialize");
+        serde_json::to_writer(&mut body, v).expect("values serialize");
     }
     body.push(b'}');
     Bytes::from(body)
@@ -300,10 +318,7 @@ impl Source for GatewaySource {
                     .map_err(|e| e.to_string())?;
                 let total = pages.iter().map(|(_, n)| n).sum::<usize>();
                 let parts: Vec<&[u8]> = pages.iter().map(|(p, _)| p.as_slice()).collect();
-                let payload = Payload {
-                    json: catalog_json(&self.gateway.id, &parts, total, None),
-                    item_count: total as u32,
-                };
+                let payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
                 drop(parts);
                 drop(pages);
                 tracing::info!(
@@ -333,8 +348,13 @@ impl Source for GatewaySource {
     }
 }
 
-/// The merged catalog. `read_through` reads gateways through SWR (a cold `all`
-/// fills its gateways); otherwise it merges only what is already cached.
+/// The merged catalog, built from a complete set: every configured gateway
+/// contributes its stored entry, whatever its state (fresh, stale, or kept past its
+/// stale window); a gateway with no entry is fetched through the cache. Only a
+/// gateway with no data at all is left out, named in `missing_gateways`, and the
+/// merged entry is then fresh for `INCOMPLETE_MERGE_FRESH` only. `read_through`
+/// (a read of `all`) also reads the stored ones through SWR, so stale gateways are
+/// revalidated.
 pub struct MergedSource {
     catalog: Arc<Catalog>,
     read_through: bool,
@@ -360,29 +380,33 @@ impl Source for MergedSource {
             let reads = catalog.registry.all().iter().map(|gw| {
                 let spawner = spawner.clone();
                 async move {
-                    let entry = if read_through {
-                        match catalog.read_gateway(gw, spawner).await {
-                            Ok(l) => Some(l.entry),
-                            Err(e) => {
-                                tracing::warn!("[Cache SWR] Merged catalog without {}: {e}", gw.id);
-                                None
-                            }
-                        }
+                    let stored = if read_through {
+                        None
                     } else {
                         catalog.cache.peek(&gateway_key(&gw.id)).await
                     };
-                    entry.map(|e| (gw.id.clone(), e))
+                    let entry = match stored {
+                        Some(e) => Ok(e),
+                        None => catalog.read_gateway(gw, spawner).await.map(|l| l.entry),
+                    };
+                    (gw.id.clone(), entry)
                 }
             });
-            let entries: Vec<(String, Arc<Entry>)> = futures_util::future::join_all(reads)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            let mut entries: Vec<(String, Arc<Entry>)> = Vec::new();
+            let mut missing: Vec<String> = Vec::new();
+            for (id, entry) in futures_util::future::join_all(reads).await {
+                match entry {
+                    Ok(e) => entries.push((id, e)),
+                    Err(e) => {
+                        tracing::warn!("[Cache SWR] Merged catalog without {id}: no data ({e})");
+                        missing.push(id);
+                    }
+                }
+            }
             if entries.is_empty() {
                 return Err("no gateway has cached data to merge".to_string());
             }
-            tokio::task::spawn_blocking(move || merge_entries(&entries))
+            tokio::task::spawn_blocking(move || merge_entries(&entries, missing))
                 .await
                 .map_err(|e| format!("merge failed: {e}"))?
         })
@@ -399,7 +423,7 @@ impl Source for MergedSource {
     }
 }
 
-fn merge_entries(entries: &[(String, Arc<Entry>)]) -> Result<Payload, String> {
+fn merge_entries(entries: &[(String, Arc<Entry>)], mut missing: Vec<String>) -> Result<Payload, String> {
     let mut bodies = Vec::with_capacity(entries.len());
     let mut included = Vec::with_capacity(entries.len());
     for (id, entry) in entries {
@@ -410,16 +434,30 @@ fn merge_entries(entries: &[(String, Arc<Entry>)]) -> Result<Payload, String> {
                 bodies.push(json);
                 included.push(Value::String(id.clone()));
             }
-            Err(e) => tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}"),
+            Err(e) => {
+                tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
+                missing.push(id.clone());
+            }
         }
     }
     let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
     let (items, count) = merge_bodies(&refs);
     drop(bodies);
-    Ok(Payload {
-        json: catalog_json("all", &[&items], count, Some(("gateways", Value::Array(included)))),
-        item_count: count as u32,
-    })
+    let incomplete = !missing.is_empty();
+    let missing = Value::Array(missing.into_iter().map(Value::String).collect());
+    let mut payload = Payload::new(
+        catalog_json(
+            "all",
+            &[&items],
+            count,
+            &[("gateways", Value::Array(included)), ("missing_gateways", missing)],
+        ),
+        count as u32,
+    );
+    if incomplete {
+        payload.fresh_for = Some(INCOMPLETE_MERGE_FRESH);
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -427,10 +465,7 @@ mod tests {
     use super::*;
 
     fn payload(n: u32) -> Payload {
-        Payload {
-            json: Bytes::new(),
-            item_count: n,
-        }
+        Payload::new(Bytes::new(), n)
     }
 
     fn meta(n: u32) -> EntryMeta {
@@ -469,13 +504,13 @@ mod tests {
 
     #[test]
     fn body_shape() {
-        let b = catalog_json("groq", &[br#"{"id":"a"}"#, b"", br#"{"id":"b"}"#], 2, None);
+        let b = catalog_json("groq", &[br#"{"id":"a"}"#, b"", br#"{"id":"b"}"#], 2, &[]);
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"data":[{"id":"a"},{"id":"b"}],"gateway":"groq","total":2})
         );
-        let empty: Value = serde_json::from_slice(&catalog_json("x", &[], 0, None)).unwrap();
+        let empty: Value = serde_json::from_slice(&catalog_json("x", &[], 0, &[])).unwrap();
         assert_eq!(empty["data"], serde_json::json!([]));
     }
 }

@@ -45,6 +45,12 @@ pub struct Config {
     /// (0 = as long as its lock holds, i.e. its fetch deadline + 5 s). A miss never
     /// fetches beside it.
     pub miss_wait: Duration,
+    /// `FAILSAFE_MAX_SECONDS`: how long an entry is kept past its stale window, to be
+    /// served (marked fail-safe) when a refetch fails, times out or is throttled.
+    pub fail_safe_max: Duration,
+    /// `FETCH_SOFT_TIMEOUT_MS`: a read of an expired-but-kept key waits this long for
+    /// the refetch, then answers with the kept value while the fetch goes on.
+    pub soft_timeout: Duration,
     /// `LOCAL_CACHE_TTL_MS`: how long an instance trusts its in-process copy of an entry
     /// before asking the store again (0 disables the in-process tier).
     pub local_cache_ttl: Duration,
@@ -164,6 +170,8 @@ impl Config {
             revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60)?),
             miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000)?),
+            fail_safe_max: Duration::from_secs(num("FAILSAFE_MAX_SECONDS", 7 * 86_400)?),
+            soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000)?),
             metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
             upstream_base_url: get("GATEWAYZ_API_URL")
                 .unwrap_or_else(|| "https://api.gatewayz.ai".into())

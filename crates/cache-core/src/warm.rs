@@ -127,13 +127,22 @@ impl Catalog {
             gateways.len()
         );
 
+        // Whether any gateway's content changed: if none did, the merged view is not
+        // rebuilt, only its clock moves (an unchanged cron run writes almost nothing).
+        let changed = std::sync::atomic::AtomicBool::new(false);
         let mut details: Vec<GatewayOutcome> = futures_util::stream::iter(gateways.iter().cloned())
             .map(|gw| {
-                let (catalog, spawner) = (self.clone(), spawner.clone());
+                let (catalog, spawner, changed) = (self.clone(), spawner.clone(), &changed);
                 async move {
                     let t = Instant::now();
+                    let before = catalog.cache.peek(&crate::catalog::gateway_key(&gw.id)).await;
                     let res = catalog.refresh_gateway(&gw, spawner).await;
                     let duration_ms = t.elapsed().as_millis() as u64;
+                    if let Ok(entry) = &res
+                        && before.is_none_or(|b| b.meta.etag != entry.meta.etag)
+                    {
+                        changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     match res {
                         Ok(entry) => {
                             tracing::info!(
@@ -173,12 +182,20 @@ impl Catalog {
         let order = |id: &str| gateways.iter().position(|g| g.id == id).unwrap_or(usize::MAX);
         details.sort_by_key(|d| order(&d.gateway));
 
-        let merged_models = match self.rebuild_all(spawner).await {
-            Ok(e) => Some(e.meta.item_count),
-            Err(e) => {
-                tracing::warn!("[Cache Warming] Merged catalog not rebuilt: {e}");
-                None
-            }
+        let unchanged = if changed.load(std::sync::atomic::Ordering::Relaxed) {
+            None
+        } else {
+            self.retime_complete_merge().await
+        };
+        let merged_models = match unchanged {
+            Some(e) => Some(e.meta.item_count),
+            None => match self.rebuild_all(spawner).await {
+                Ok(e) => Some(e.meta.item_count),
+                Err(e) => {
+                    tracing::warn!("[Cache Warming] Merged catalog not rebuilt: {e}");
+                    None
+                }
+            },
         };
 
         let ok = details.iter().filter(|d| d.status == Outcome::Success).count();

@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::entry::Entry;
 use crate::gateways::registry::is_valid_id;
 use crate::spawn::Spawner;
-use crate::swr::{CacheError, CacheStatus};
+use crate::swr::{CacheError, CacheStatus, Lookup};
 use crate::ttl::now_ms;
 
 /// Longest `search` term.
@@ -65,11 +65,34 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner:
     };
 
     let head_only = req.method == http::Method::HEAD;
+    let served = Served::of(&lookup, catalog.config.fail_safe_max);
     match search {
-        None => serve_entry(req, &lookup.entry, lookup.status, head_only),
-        Some(term) => serve_search(&lookup.entry, lookup.status, &term, head_only),
+        None => serve_entry(req, &lookup.entry, &served, head_only),
+        Some(term) => serve_search(&lookup.entry, &served, &term, head_only),
     }
 }
+
+/// How an entry is being served: what the response headers say about it.
+struct Served {
+    status: CacheStatus,
+    fail_safe: bool,
+    /// Until when the store keeps the entry for fail-safe serving (unix ms).
+    kept_until_ms: u64,
+}
+
+impl Served {
+    fn of(lookup: &Lookup, fail_safe_max: std::time::Duration) -> Self {
+        Served {
+            status: lookup.status,
+            fail_safe: lookup.fail_safe,
+            kept_until_ms: lookup.entry.meta.stale_until_ms + fail_safe_max.as_millis() as u64,
+        }
+    }
+}
+
+/// A fail-safe answer is kept by a CDN at most this long: the next request should
+/// find the refetch done.
+const FAIL_SAFE_CDN_SECS: u64 = 60;
 
 fn unknown_gateway(catalog: &Catalog, given: &str) -> Response<Bytes> {
     let mut valid: Vec<&str> = vec!["all"];
@@ -117,22 +140,29 @@ fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
 }
 
 /// Headers every successful answer carries.
-fn base_headers(r: &mut http::response::Builder, entry: &Entry, status: CacheStatus) {
+fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served) {
     let now = now_ms();
     let m = &entry.meta;
-    let cache_control = match status {
+    // A CDN that honours it keeps serving this copy while the function errors, for as
+    // long as we would ourselves (fail-safe).
+    let if_error = served.kept_until_ms.saturating_sub(now) / 1000;
+    let cache_control = match served.status {
+        // Last-known-good past its stale window: a short CDN life, then ask again.
+        CacheStatus::Stale if served.fail_safe => {
+            format!("public, max-age=0, s-maxage={FAIL_SAFE_CDN_SECS}, stale-if-error={if_error}")
+        }
         // Fresh: the CDN may keep it for what is left of the fresh window (capped),
         // then serve it stale while it asks again. Browsers always revalidate
         // (max-age=0) — a 304 on the ETag is cheap.
         CacheStatus::Hit | CacheStatus::Miss => format!(
-            "public, max-age=0, s-maxage={}, stale-while-revalidate={}",
+            "public, max-age=0, s-maxage={}, stale-while-revalidate={}, stale-if-error={if_error}",
             (m.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS),
             m.stale_until_ms.saturating_sub(now) / 1000
         ),
         // Stale: we are already revalidating; the CDN must ask again, serving this
         // copy meanwhile.
         CacheStatus::Stale => format!(
-            "public, max-age=0, s-maxage=0, stale-while-revalidate={}",
+            "public, max-age=0, s-maxage=0, stale-while-revalidate={}, stale-if-error={if_error}",
             m.stale_until_ms.saturating_sub(now) / 1000
         ),
     };
@@ -141,7 +171,10 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, status: CacheSta
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+    headers.insert("x-cache", HeaderValue::from_static(served.status.as_str()));
+    if served.fail_safe {
+        headers.insert("x-cache-fail-safe", HeaderValue::from_static("1"));
+    }
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_str(&cache_control).expect("ascii"),
@@ -151,9 +184,9 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, status: CacheSta
     headers.insert("x-model-count", HeaderValue::from(m.item_count));
 }
 
-fn serve_entry(req: &http::request::Parts, entry: &Entry, status: CacheStatus, head_only: bool) -> Response<Bytes> {
+fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_only: bool) -> Response<Bytes> {
     let mut r = Response::builder();
-    base_headers(&mut r, entry, status);
+    base_headers(&mut r, entry, served);
     let etag = HeaderValue::from_str(&entry.meta.etag).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
     if not_modified(&req.headers, &entry.meta.etag) {
         return r
@@ -186,7 +219,7 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, status: CacheStatus, h
 
 /// `search`: filter by id, name, description or provider (case-insensitive).
 /// Off the hot path: parses the cached JSON, answers uncompressed and uncached by CDNs.
-fn serve_search(entry: &Entry, status: CacheStatus, term: &str, head_only: bool) -> Response<Bytes> {
+fn serve_search(entry: &Entry, served: &Served, term: &str, head_only: bool) -> Response<Bytes> {
     #[derive(serde::Deserialize)]
     struct Body {
         data: Vec<Map<String, Value>>,
@@ -215,7 +248,7 @@ fn serve_search(entry: &Entry, status: CacheStatus, term: &str, head_only: bool)
         serde_json::to_vec(&json!({ "data": data, "gateway": body.gateway, "total": data.len(), "search": term }))
             .expect("serializable");
     let mut r = Response::builder();
-    base_headers(&mut r, entry, status);
+    base_headers(&mut r, entry, served);
     r.headers_mut().unwrap().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=0, s-maxage=60"),

@@ -181,7 +181,14 @@ pub fn warm_error(e: &WarmError) -> Response<Bytes> {
 #[derive(Serialize)]
 struct GatewayState {
     gateway: String,
+    /// fresh / stale / expired / missing.
     state: &'static str,
+    /// Past its stale window but kept: reads serve it (marked fail-safe) while
+    /// refetches fail.
+    fail_safe: bool,
+    /// Merged view only: configured gateways with no data at all, left out of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing_gateways: Option<Vec<String>>,
     age_seconds: Option<u64>,
     models: Option<u32>,
     fresh_until: Option<String>,
@@ -214,6 +221,10 @@ async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
         GatewayState {
             gateway: id,
             state: entry.as_ref().map_or("missing", |e| e.meta.freshness(now).as_str()),
+            fail_safe: entry
+                .as_ref()
+                .is_some_and(|e| e.meta.freshness(now) == crate::entry::Freshness::Expired),
+            missing_gateways: None,
             age_seconds: entry.as_ref().map(|e| e.meta.age_ms(now) / 1000),
             models: entry.as_ref().map(|e| e.meta.item_count),
             fresh_until: entry.as_ref().map(|e| iso8601(e.meta.fresh_until_ms)),
@@ -231,7 +242,14 @@ async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
             .map(|g| state_of(g.id.clone(), gateway_key(&g.id))),
     )
     .await;
-    let merged = state_of("all".into(), catalog.all_key().to_string()).await;
+    let mut merged = state_of("all".into(), catalog.all_key().to_string()).await;
+    merged.missing_gateways = Some(
+        gateways
+            .iter()
+            .filter(|g| g.state == "missing")
+            .map(|g| g.gateway.clone())
+            .collect(),
+    );
     let metrics = match Metrics::read(catalog.store(), "models").await {
         Ok(m) => json!({ "models": m }),
         Err(e) => json!({ "models": CategoryMetrics::default(), "error": e.to_string() }),

@@ -98,6 +98,22 @@ impl MemoryStore {
         true
     }
 
+    /// Same rule as the Redis script: rewrite the clock bytes if the stamp matches.
+    pub fn touch(&self, key: &str, expected_stamp: u64, clock: [u8; 24], ttl: Duration) -> bool {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let Some(cur) = inner.live(&key, now) else { return false };
+        if cur.get(4) != Some(&crate::entry::FORMAT_VERSION) || crate::entry::stamp_of(cur) != Some(expected_stamp) {
+            return false;
+        }
+        let mut value = cur.to_vec();
+        let at = crate::entry::FETCHED_AT_OFFSET;
+        value[at..at + 24].copy_from_slice(&clock);
+        inner.insert(key, Bytes::from(value), now + ttl);
+        true
+    }
+
     pub fn pttl(&self, key: &str) -> Option<Duration> {
         let key = self.key(key);
         let now = Instant::now();

@@ -123,6 +123,23 @@ impl Store {
         }
     }
 
+    /// Move the clock of the entry under `key` (fetched at, fresh until, stale until:
+    /// `clock`, 24 bytes big-endian) and its expiry, if it is still the entry fetched
+    /// at `expected_stamp`. The bodies are not sent again: an unchanged refetch costs
+    /// a few dozen bytes. `Ok(false)` = the entry changed meanwhile (write it whole).
+    pub async fn touch(
+        &self,
+        key: &str,
+        expected_stamp: u64,
+        clock: [u8; 24],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.touch(key, expected_stamp, clock, ttl)),
+            Store::Redis(s) => s.touch(key, expected_stamp, clock, ttl).await,
+        }
+    }
+
     /// Release a lock we own (compare-and-delete), even while the Redis circuit
     /// breaker is open: skipping a release locks everyone out until the TTL.
     pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {

@@ -48,6 +48,38 @@ redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 "#;
 
+/// Move an unchanged entry's clock without rewriting its bodies: if the stored
+/// entry is still the one with stamp ARGV[1], overwrite its 24 clock bytes (fetched
+/// at, fresh until, stale until; offset 6) with ARGV[2] and its expiry with ARGV[3].
+/// Sends 24 bytes instead of the whole value; reads 14.
+const TOUCH: &str = r#"
+local cur = redis.call('getrange', KEYS[1], 0, 13)
+if string.len(cur) < 14 or string.sub(cur, 1, 4) ~= 'GZCE' or string.byte(cur, 5) ~= 2 then return 0 end
+local t = 0
+for i = 7, 14 do t = t * 256 + string.byte(cur, i) end
+if t ~= tonumber(ARGV[1]) then return 0 end
+redis.call('setrange', KEYS[1], 6, ARGV[2])
+redis.call('pexpire', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// The scripts, sent once per server (`SCRIPT LOAD`, on every node of a Cluster) and
+/// then run by their SHA-1 (`EVALSHA`, reloaded on `NOSCRIPT`): a warm sends ~40
+/// bytes per script call instead of the script text.
+fn script(lua: &'static str) -> &'static fred::types::scripts::Script {
+    use fred::types::scripts::Script;
+    use std::sync::LazyLock;
+    static DELETE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DELETE_IF_EQUALS));
+    static NEWER: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SET_IF_NEWER));
+    static RETIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(TOUCH));
+    match lua {
+        DELETE_IF_EQUALS => &DELETE,
+        SET_IF_NEWER => &NEWER,
+        TOUCH => &RETIME,
+        _ => unreachable!("not one of the store's scripts"),
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -170,8 +202,8 @@ impl RedisStore {
     }
 
     pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let script = self.pool.next().eval(
-            DELETE_IF_EQUALS,
+        let script = script(DELETE_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
             vec![self.key(key)],
             vec![Bytes::copy_from_slice(value)],
         );
@@ -187,8 +219,8 @@ impl RedisStore {
         stamp_ms: u64,
     ) -> Result<bool, StoreError> {
         let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
-        let script = self.pool.next().eval(
-            SET_IF_NEWER,
+        let script = script(SET_IF_NEWER).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
             vec![self.key(key)],
             vec![
                 fred::types::Value::Bytes(value),
@@ -200,12 +232,33 @@ impl RedisStore {
         Ok(written == 1)
     }
 
+    pub async fn touch(
+        &self,
+        key: &str,
+        expected_stamp: u64,
+        clock: [u8; 24],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let script = script(TOUCH).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
+            vec![self.key(key)],
+            vec![
+                fred::types::Value::from(expected_stamp.to_string()),
+                fred::types::Value::Bytes(Bytes::copy_from_slice(&clock)),
+                fred::types::Value::from(ttl_ms.to_string()),
+            ],
+        );
+        let touched: i64 = self.guarded(script).await?;
+        Ok(touched == 1)
+    }
+
     /// Compare-and-delete that ignores the circuit breaker: a lock release must not
     /// be skipped because some other call failed recently (everyone would then be
     /// locked out until the TTL). It still has the command timeout.
     pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let script = self.pool.next().eval(
-            DELETE_IF_EQUALS,
+        let script = script(DELETE_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
             vec![self.key(key)],
             vec![Bytes::copy_from_slice(value)],
         );
@@ -283,5 +336,7 @@ mod tests {
             super::SET_IF_NEWER.contains(&check),
             "update SET_IF_NEWER's version check"
         );
+        let check = format!("string.byte(cur, 5) ~= {}", crate::entry::FORMAT_VERSION);
+        assert!(super::TOUCH.contains(&check), "update TOUCH's version check");
     }
 }

@@ -284,6 +284,15 @@ impl Cache {
             Ok(Err(msg)) => Err(CacheError::Fetch(msg)),
             Ok(Ok(payload)) => match source.validate(&payload, previous) {
                 Err(why) => Err(CacheError::Rejected(why)),
+                // The same content as stored: move its clock, keep its bodies and ETag
+                // (browsers and the CDN keep their 304s), and nothing follows a write.
+                Ok(())
+                    if let Some(entry) = self
+                        .retime_if_unchanged(key, &payload, previous, source.ttl(), stamp)
+                        .await =>
+                {
+                    Ok(entry)
+                }
                 Ok(()) => {
                     let high_water = previous.map_or(0, |p| p.high_water.max(p.item_count));
                     match self.write(key, payload, source.ttl(), stamp, high_water).await {
@@ -313,10 +322,68 @@ impl Cache {
         outcome
     }
 
+    /// Move the clock of what is stored under `key` to now, as if it had just been
+    /// fetched unchanged (the merged view when no gateway changed in a warm).
+    /// `None` if nothing usable is stored.
+    pub async fn retime_stored(&self, key: &str, ttl: TtlPolicy) -> Option<Arc<Entry>> {
+        let current = self.usable_in_store(key).await?;
+        self.retime(key, current.meta.fetched_at_ms, ttl, now_ms(), None).await
+    }
+
+    /// If `payload` is what `previous` holds, move the stored entry's clock to `stamp`
+    /// instead of writing it again. `None`: changed, or the store's entry is not
+    /// `previous` any more (then it is written whole).
+    async fn retime_if_unchanged(
+        &self,
+        key: &str,
+        payload: &Payload,
+        previous: Option<&EntryMeta>,
+        ttl: TtlPolicy,
+        stamp: u64,
+    ) -> Option<Arc<Entry>> {
+        let prev = previous?;
+        if prev.item_count != payload.item_count || prev.etag != crate::entry::etag_for(&payload.json) {
+            return None;
+        }
+        self.retime(key, prev.fetched_at_ms, ttl, stamp, payload.fresh_for)
+            .await
+    }
+
+    /// Give the stored entry fetched at `expected_stamp` a new clock from `stamp`.
+    pub(super) async fn retime(
+        &self,
+        key: &str,
+        expected_stamp: u64,
+        ttl: TtlPolicy,
+        stamp: u64,
+        fresh_for: Option<Duration>,
+    ) -> Option<Arc<Entry>> {
+        let mut d = ttl.deadlines(stamp);
+        if let Some(short) = fresh_for {
+            d.fresh_until_ms = d.fresh_until_ms.min(stamp + short.as_millis() as u64);
+        }
+        let mut clock = [0u8; 24];
+        clock[..8].copy_from_slice(&stamp.to_be_bytes());
+        clock[8..16].copy_from_slice(&d.fresh_until_ms.to_be_bytes());
+        clock[16..].copy_from_slice(&d.stale_until_ms.to_be_bytes());
+        let kept_until = d.stale_until_ms + self.settings.fail_safe_max.as_millis() as u64;
+        let key_ttl = TtlPolicy::key_ttl(kept_until, now_ms());
+        match self.store.touch(key, expected_stamp, clock, key_ttl).await {
+            Ok(true) => {
+                tracing::info!("[Cache SWR] {key} unchanged: clock moved, bodies kept");
+                self.usable_in_store(key).await
+            }
+            _ => None,
+        }
+    }
+
     /// Build the entry (compression off the async threads) and store it unless a
     /// fetch that started later is stored already.
     async fn write(&self, key: &str, payload: Payload, ttl: TtlPolicy, stamp: u64, high_water: u32) -> Written {
-        let d = ttl.deadlines(stamp);
+        let mut d = ttl.deadlines(stamp);
+        if let Some(short) = payload.fresh_for {
+            d.fresh_until_ms = d.fresh_until_ms.min(stamp + short.as_millis() as u64);
+        }
         let entry = tokio::task::spawn_blocking(move || {
             Entry::build(
                 payload.json,
@@ -331,7 +398,9 @@ impl Cache {
         .await
         .expect("entry build does not panic");
         let entry = Arc::new(entry);
-        let key_ttl = TtlPolicy::key_ttl(d.stale_until_ms, now_ms());
+        // Kept past the stale window for fail-safe serving (`FAILSAFE_MAX_SECONDS`).
+        let kept_until = d.stale_until_ms + self.settings.fail_safe_max.as_millis() as u64;
+        let key_ttl = TtlPolicy::key_ttl(kept_until, now_ms());
         match self.store.set_if_newer(key, entry.encode(), key_ttl, stamp).await {
             Ok(true) => {
                 self.local.remember(key, &entry);

@@ -38,8 +38,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Shared;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use crate::entry::{Entry, EntryMeta, Freshness};
@@ -54,6 +55,19 @@ use local::LocalTier;
 pub struct Payload {
     pub json: Bytes,
     pub item_count: u32,
+    /// A shorter fresh window than the source's TTL (an incomplete merged view,
+    /// so that it heals soon instead of in hours).
+    pub fresh_for: Option<Duration>,
+}
+
+impl Payload {
+    pub fn new(json: Bytes, item_count: u32) -> Self {
+        Payload {
+            json,
+            item_count,
+            fresh_for: None,
+        }
+    }
 }
 
 /// An upstream that can fill one cache key.
@@ -116,6 +130,9 @@ impl CacheStatus {
 pub struct Lookup {
     pub entry: Arc<Entry>,
     pub status: CacheStatus,
+    /// Served past its stale window because the refetch failed, timed out or is
+    /// throttled (status `Stale`): last-known-good, marked as such.
+    pub fail_safe: bool,
 }
 
 /// A read that could not be answered: nothing usable was cached and the fetch failed.
@@ -163,6 +180,11 @@ pub struct FetchFailure {
 /// Tunables of the SWR layer (from [`crate::config::Config`]).
 #[derive(Clone, Debug)]
 pub struct SwrSettings {
+    /// Entries are kept this long past their stale window and served, marked
+    /// fail-safe, when a refetch fails (0 = gone when the stale window ends).
+    pub fail_safe_max: Duration,
+    /// A read of an expired-but-kept key waits this long for its refetch.
+    pub soft_timeout: Duration,
     pub revalidate_retry: Duration,
     /// How long a miss waits for another instance's fetch of the same key (0 = as
     /// long as that instance's lock holds). It never fetches itself meanwhile.
@@ -170,6 +192,20 @@ pub struct SwrSettings {
     pub local_ttl: Duration,
     /// At most one metrics flush per this interval per instance (0 = after every read).
     pub metrics_flush_interval: Duration,
+}
+
+impl Default for SwrSettings {
+    /// The defaults of [`crate::config::Config`].
+    fn default() -> Self {
+        SwrSettings {
+            fail_safe_max: Duration::from_secs(7 * 86_400),
+            soft_timeout: Duration::from_millis(1000),
+            revalidate_retry: Duration::from_secs(60),
+            miss_wait: Duration::ZERO,
+            local_ttl: Duration::from_millis(1000),
+            metrics_flush_interval: Duration::from_millis(1000),
+        }
+    }
 }
 
 pub fn lock_key(key: &str) -> String {
@@ -182,14 +218,20 @@ fn throttle_key(key: &str) -> String {
     format!("retryafter:{key}")
 }
 
-type MissFlight = Arc<OnceCell<Result<Arc<Entry>, CacheError>>>;
+/// One in-process fetch of a missing or expired key, awaited by every reader of it.
+/// Shared (not a once-cell owned by the first reader) so that a reader that stops
+/// waiting (the fail-safe soft timeout) does not cancel it: a driver given to the
+/// spawner polls it to the end.
+type MissFlight = Shared<BoxFuture<Result<Arc<Entry>, CacheError>>>;
 
 pub struct Cache {
     store: Store,
     settings: SwrSettings,
     metrics: Metrics,
-    /// Misses in flight: concurrent readers share one fetch per key.
-    misses: Mutex<HashMap<String, MissFlight>>,
+    /// Misses in flight: concurrent readers share one fetch per key. Each flight
+    /// carries a number so that it removes itself, and only itself, when done.
+    misses: Mutex<HashMap<String, (u64, MissFlight)>>,
+    next_flight: std::sync::atomic::AtomicU64,
     /// Keys this process is revalidating: at most one background fetch per key.
     revalidating: Mutex<HashSet<String>>,
     local: LocalTier,
@@ -203,6 +245,7 @@ impl Cache {
             settings,
             metrics: Metrics::default(),
             misses: Mutex::default(),
+            next_flight: std::sync::atomic::AtomicU64::new(0),
             revalidating: Mutex::default(),
         })
     }
@@ -243,6 +286,7 @@ impl Cache {
                 Ok(Lookup {
                     entry,
                     status: CacheStatus::Hit,
+                    fail_safe: false,
                 })
             }
             Some(entry) if entry.meta.freshness(now) == Freshness::Stale => {
@@ -255,17 +299,52 @@ impl Cache {
                 Ok(Lookup {
                     entry,
                     status: CacheStatus::Stale,
+                    fail_safe: false,
                 })
             }
-            previous => {
+            // Past the stale window but kept: fetch like a miss, and if that fails,
+            // times out, is throttled, or takes longer than the soft timeout, answer
+            // with the kept value (the fetch goes on in the background).
+            Some(kept) => {
                 self.metrics.record(category, Event::Miss);
-                let res = self.miss(key, source, spawner.clone(), previous).await;
+                let flight = self.miss(key, source, spawner.clone(), Some(kept.meta.clone()));
+                match tokio::time::timeout(self.settings.soft_timeout, flight).await {
+                    Ok(Ok(entry)) => Ok(Lookup {
+                        entry,
+                        status: CacheStatus::Miss,
+                        fail_safe: false,
+                    }),
+                    outcome => {
+                        let why = match outcome {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!(
+                                "refetch still running after {} ms",
+                                self.settings.soft_timeout.as_millis()
+                            ),
+                        };
+                        self.metrics.record(category, Event::FailSafeServe);
+                        tracing::warn!(
+                            "[Cache SWR] Serving last-known-good {key} (age {} s) by fail-safe: {why}",
+                            kept.meta.age_ms(now) / 1000
+                        );
+                        Ok(Lookup {
+                            entry: kept,
+                            status: CacheStatus::Stale,
+                            fail_safe: true,
+                        })
+                    }
+                }
+            }
+            None => {
+                self.metrics.record(category, Event::Miss);
+                let res = self.miss(key, source, spawner.clone(), None).await;
                 if res.is_err() {
                     self.metrics.record(category, Event::Error);
                 }
                 res.map(|entry| Lookup {
                     entry,
                     status: CacheStatus::Miss,
+                    fail_safe: false,
                 })
             }
         };
@@ -331,27 +410,44 @@ impl Cache {
 
     // ---- miss ------------------------------------------------------------------
 
-    /// One fetch per key in this process: concurrent misses share it.
-    async fn miss(
+    /// One fetch per key in this process: concurrent misses share it. The fetch is
+    /// driven to the end through the spawner even if every reader stops waiting.
+    fn miss(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
         spawner: Arc<dyn Spawner>,
-        seen: Option<Arc<Entry>>,
-    ) -> Result<Arc<Entry>, CacheError> {
-        let flight: MissFlight = {
-            let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-            misses.entry(key.to_string()).or_default().clone()
-        };
-        let result = flight
-            .get_or_init(|| self.miss_once(key, source, spawner, seen.map(|e| e.meta.clone())))
-            .await
-            .clone();
+        seen: Option<EntryMeta>,
+    ) -> MissFlight {
         let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
-        if misses.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            misses.remove(key);
+        if let Some((_, flight)) = misses.get(key) {
+            return flight.clone();
         }
-        result
+        let id = self.next_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (cache, owned_key, task_spawner) = (self.clone(), key.to_string(), spawner.clone());
+        let fetch: BoxFuture<Result<Arc<Entry>, CacheError>> = Box::pin(
+            async move {
+                let result = cache.miss_once(&owned_key, source, task_spawner, seen).await;
+                // Done: the next miss of this key starts a new flight (a finished one must
+                // not answer it with an old result).
+                let mut misses = cache.misses.lock().unwrap_or_else(|e| e.into_inner());
+                if misses.get(&owned_key).is_some_and(|(fid, _)| *fid == id) {
+                    misses.remove(&owned_key);
+                }
+                result
+            }
+            // Whoever polls it (a reader, or the driver below), its spans belong to the
+            // read that started it.
+            .in_current_span(),
+        );
+        let flight = fetch.shared();
+        misses.insert(key.to_string(), (id, flight.clone()));
+        drop(misses);
+        let driven = flight.clone();
+        spawner.spawn(boxed(async move {
+            let _ = driven.await;
+        }));
+        flight
     }
 
     // ---- revalidation ----------------------------------------------------------
