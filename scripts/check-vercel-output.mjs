@@ -47,7 +47,7 @@ if (config) {
   }
   if (!config.routes?.some((r) => r.src === "^/models$")) problems.push("config.json: no /models route");
 }
-for (const page of ["index.html"]) {
+for (const page of ["index.html", "status.html"]) {
   if (!existsSync(join(out, "static", page))) problems.push(`static/${page} missing`);
 }
 

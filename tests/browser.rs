@@ -11,176 +11,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cache_core::spawn::TaskSpawner;
 use cache_core::warm::Trigger;
 use serde_json::{Value, json};
-
-fn bin(env: &str, default: &str) -> Option<String> {
-    let path = std::env::var(env).unwrap_or_else(|_| default.to_string());
-    std::path::Path::new(&path).exists().then_some(path)
-}
-
-struct Driver {
-    child: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Driver {
-    async fn start(chromium: &str, chromedriver: &str) -> Driver {
-        let port = support::free_port();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let profile = std::env::temp_dir().join(format!("gwz-chromium-{}-{}", std::process::id(), fastrand::u64(..)));
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--window-size=1280,900",
-                         format!("--user-data-dir={}", profile.display())]
-            }
-        }}});
-        let v: Value = http.post(format!("{base}/session")).json_body(&caps).await;
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
-        Driver {
-            child,
-            base,
-            session,
-            http,
-        }
-    }
-
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        let bytes = req.send().await.unwrap().bytes().await.unwrap();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        v["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
-        .await
-    }
-
-    async fn wait_for(&self, script: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.js(script).await;
-            if !v.is_null() && v != json!(false) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for: {script}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let el = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        let id = el
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string();
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
-    }
-
-    async fn screenshot(&self, path: &std::path::Path) {
-        let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
-        std::fs::write(path, base64_decode(b64.as_str().unwrap())).unwrap();
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-trait JsonBody {
-    async fn json_body(self, v: &Value) -> Value;
-}
-
-impl JsonBody for reqwest::RequestBuilder {
-    async fn json_body(self, v: &Value) -> Value {
-        let r = self
-            .header("content-type", "application/json")
-            .body(v.to_string())
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-    }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, c)| acc | (val(*c) as u32) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
-}
+use support::browser::{Driver, bin};
 
 /// A dev server on a free port with its own embedded store and the sample catalog.
 async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
@@ -188,13 +24,10 @@ async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
     let catalog = cache_core::Catalog::new(config).unwrap();
     let tasks = TaskSpawner::new();
     if warm {
-        assert!(
-            catalog
-                .warm(None, Trigger::Manual, Arc::new(tasks.clone()))
-                .await
-                .unwrap()
-                .success
-        );
+        catalog
+            .warm(None, Trigger::Manual, Arc::new(tasks.clone()))
+            .await
+            .unwrap();
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -204,8 +37,8 @@ async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
 
 const RENDERED_MS: &str = "const m = performance.getEntriesByName('table-rendered')[0]; return document.body.dataset.ready === '1' && m ? m.startTime : null;";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn models_page_in_headless_chromium() {
+/// Chromium and ChromeDriver, or None (skipped; a failure under REQUIRE_BROWSER=1).
+fn browser() -> Option<(String, String)> {
     let (Some(chromium), Some(chromedriver)) = (
         bin("CHROMIUM_BIN", "/usr/bin/chromium"),
         bin("CHROMEDRIVER_BIN", "/usr/bin/chromedriver"),
@@ -215,6 +48,27 @@ async fn models_page_in_headless_chromium() {
             "REQUIRE_BROWSER is set but chromium/chromedriver are missing"
         );
         eprintln!("browser test SKIPPED: /usr/bin/chromium or /usr/bin/chromedriver not installed");
+        return None;
+    };
+    Some((chromium, chromedriver))
+}
+
+/// Close the browser and prove nothing of it is left: no process with its profile,
+/// no profile directory.
+fn quit_leaving_nothing(d: Driver) {
+    let profile = d.profile.clone();
+    let (left, dir) = d.quit();
+    assert!(
+        left.is_empty(),
+        "Chromium processes left behind: {left:?} ({})",
+        profile.display()
+    );
+    assert!(!dir, "profile dir left behind: {}", profile.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_page_in_headless_chromium() {
+    let Some((chromium, chromedriver)) = browser() else {
         return;
     };
     let sample = sample_catalog::start_local().await;
@@ -297,4 +151,67 @@ async fn models_page_in_headless_chromium() {
     );
     // A generous regression bound, not the target: timing on a busy CI machine varies.
     assert!(warm_ms < 2000.0, "warm page took {warm_ms} ms");
+    quit_leaving_nothing(d);
+}
+
+const STATUS_RENDERED_MS: &str = "const m = performance.getEntriesByName('status-rendered')[0]; return document.body.dataset.ready === '1' && m ? m.startTime : null;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let sample = sample_catalog::start_local().await;
+    sample.set_fault("xai", sample_catalog::Fault::ServerError);
+    let url = dev_server(&sample, true).await;
+
+    let d = Driver::start(&chromium, &chromedriver).await;
+    d.goto(&format!("{url}/status")).await;
+    d.wait_for(STATUS_RENDERED_MS).await;
+    d.goto(&format!("{url}/status")).await;
+    let warm_ms = d.wait_for(STATUS_RENDERED_MS).await.as_f64().unwrap();
+
+    let rows = d
+        .js("return document.querySelectorAll('[data-testid=gateway-row]').length")
+        .await;
+    assert_eq!(rows, json!(21), "one row per gateway");
+    let xai = d
+        .js("const r = document.querySelector('[data-gateway=xai]'); return [r.dataset.state, r.className, r.textContent]")
+        .await;
+    assert_eq!(xai[0], "missing", "{xai}");
+    assert!(
+        xai[1].as_str().unwrap().contains("failing"),
+        "the failing gateway is marked: {xai}"
+    );
+    assert!(xai[2].as_str().unwrap().contains("HTTP 500"), "with its error: {xai}");
+    let groq = d
+        .js("const r = document.querySelector('[data-gateway=groq]'); return [r.dataset.state, r.className]")
+        .await;
+    assert_eq!(groq, json!(["fresh", ""]));
+    let missing = d
+        .js("return document.querySelector('[data-testid=merged-missing]').textContent")
+        .await;
+    assert_eq!(missing, "xai");
+    let run = d
+        .js("return document.querySelector('[data-testid=run-result]').textContent")
+        .await;
+    assert_eq!(run, "1 of 21 failed");
+    let banner = d.js("return document.getElementById('banner').className").await;
+    assert_eq!(banner, "", "no error banner when the endpoint answers");
+    d.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png"))
+        .await;
+
+    // An unreachable status endpoint is shown as such, not as a blank page.
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    d.goto(&format!("{url}/status?api={closed}")).await;
+    d.wait_for(STATUS_RENDERED_MS).await;
+    let banner = d
+        .js("const b = document.getElementById('banner'); return [b.className, b.textContent]")
+        .await;
+    assert_eq!(banner[0], "shown");
+    assert!(banner[1].as_str().unwrap().contains("unreachable"), "{banner}");
+
+    println!("status page, navigation start -> rendered: warm cache {warm_ms:.0} ms (target < 100 ms)");
+    assert!(warm_ms < 2000.0, "warm status page took {warm_ms} ms");
+    quit_leaving_nothing(d);
 }

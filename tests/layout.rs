@@ -107,6 +107,24 @@ fn the_warm_lock_outlives_the_warm_routes_but_not_by_much() {
 }
 
 #[test]
+fn the_status_page_knows_the_cron_schedule_and_is_routed() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
+    let schedule = v["crons"][0]["schedule"].as_str().unwrap();
+    let page = std::fs::read_to_string(root().join("public/status.html")).unwrap();
+    assert!(
+        page.contains(&format!("<meta name=\"gatewayz-cron\" content=\"{schedule}\">")),
+        "public/status.html's gatewayz-cron meta must equal vercel.json's schedule {schedule}"
+    );
+    let rewrites = v["rewrites"].as_array().unwrap();
+    assert!(
+        rewrites
+            .iter()
+            .any(|r| r["source"] == "/status" && r["destination"] == "/status.html")
+    );
+}
+
+#[test]
 fn deployment_files_pin_the_toolchain_and_keep_secrets_out() {
     let toolchain = std::fs::read_to_string(root().join("rust-toolchain.toml")).unwrap();
     let channel = toolchain

@@ -2,6 +2,7 @@
 //! started per test and killed on drop, and a scripted upstream `Source`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod process;
 pub mod redis;

@@ -38,6 +38,8 @@ pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpaw
 
 /// The models page (`public/index.html`), the same file Vercel serves statically.
 pub const MODELS_PAGE: &str = include_str!("../../../public/index.html");
+/// The status page (`public/status.html`), served at `/status` like Vercel's rewrite.
+pub const STATUS_PAGE: &str = include_str!("../../../public/status.html");
 
 async fn respond(
     req: hyper::Request<Incoming>,
@@ -46,11 +48,18 @@ async fn respond(
     tasks: TaskSpawner,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, _body) = req.into_parts();
-    if matches!(parts.uri.path(), "/" | "/models" | "/index.html") && parts.method == http::Method::GET {
+    let page = match parts.uri.path() {
+        "/" | "/models" | "/index.html" => Some(MODELS_PAGE),
+        "/status" | "/status.html" => Some(STATUS_PAGE),
+        _ => None,
+    };
+    if let Some(page) = page
+        && parts.method == http::Method::GET
+    {
         return hyper::Response::builder()
             .header("content-type", "text/html; charset=utf-8")
             .header("cache-control", "no-cache")
-            .body(Full::new(Bytes::from_static(MODELS_PAGE.as_bytes())))
+            .body(Full::new(Bytes::from_static(page.as_bytes())))
             .expect("static headers");
     }
     let response = match Route::from_path(parts.uri.path()) {

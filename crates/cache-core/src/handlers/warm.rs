@@ -192,6 +192,8 @@ struct GatewayState {
     age_seconds: Option<u64>,
     models: Option<u32>,
     fresh_until: Option<String>,
+    /// End of the served-stale window (the status page draws age against both).
+    stale_until: Option<String>,
     last_error: Option<LastError>,
 }
 
@@ -228,6 +230,7 @@ async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
             age_seconds: entry.as_ref().map(|e| e.meta.age_ms(now) / 1000),
             models: entry.as_ref().map(|e| e.meta.item_count),
             fresh_until: entry.as_ref().map(|e| iso8601(e.meta.fresh_until_ms)),
+            stale_until: entry.as_ref().map(|e| iso8601(e.meta.stale_until_ms)),
             last_error: failure.map(|f| LastError {
                 error: f.error,
                 at: iso8601(f.at_ms),
