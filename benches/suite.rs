@@ -3,7 +3,7 @@
 //! `cargo bench --bench suite` runs every section in one go on this machine, against
 //! a real redis-server on loopback, the sample catalog API and the release function
 //! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections
-//! (hotpath floor inproc warm scale cold rest unchanged).
+//! (hotpath floor inproc warm scale cold rest unchanged hardening).
 //!
 //! Sections:
 //!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
@@ -587,6 +587,64 @@ async fn unchanged() {
     );
 }
 
+/// The public surface under abuse: `search` against the cached list, a cached read's
+/// latency while `search` runs, and Redis commands per status request.
+async fn hardening() {
+    println!("\n== hardening: costly queries on the release `models` and warm functions ==");
+    let s = Stack::new(&[]).await;
+    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let list = http_load(f.port, "/api/models?gateway=all", BROWSER, 64).await;
+    println!("{}", list.line("cached list: all (br) @64"));
+    for (label, path) in [
+        ("search=llama @64", "/api/models?gateway=all&search=llama"),
+        ("search=zzq (no match) @64", "/api/models?gateway=all&search=zzq"),
+    ] {
+        let l = http_load(f.port, path, BROWSER, 64).await;
+        println!(
+            "{} = {:.1}% of the cached list (target >= 20%)",
+            l.line(label),
+            100.0 * l.rps() / list.rps()
+        );
+    }
+    let alone = http_load(f.port, "/api/models?gateway=groq", BROWSER, 4).await;
+    let (beside, search) = tokio::join!(
+        http_load(f.port, "/api/models?gateway=groq", BROWSER, 4),
+        http_load(f.port, "/api/models?gateway=all&search=a", BROWSER, 4)
+    );
+    println!("{}", alone.line("groq cached read @4, alone"));
+    println!("{}", search.line("search=a @4, at the same time as:"));
+    println!(
+        "{} -> p99 moved by {:+.2} ms (target <= 2 ms)",
+        beside.line("groq cached read @4, beside search"),
+        beside.pct(0.99) - alone.pct(0.99)
+    );
+
+    let w = s.function(env!("CARGO_BIN_EXE_cache-warm-models"), &[("RUST_LOG", "warn")]);
+    let client = reqwest::Client::new();
+    let n = 300;
+    let before = commands(&s.redis);
+    for _ in 0..n {
+        let r = client.get(w.url("/api/cache/warm-models")).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+    }
+    let used = commands(&s.redis) - before - 1; // minus our own INFO
+    println!(
+        "status: {n} GETs sent {used} Redis commands = {:.2} per request (target <= 1)",
+        used as f64 / n as f64
+    );
+}
+
+fn commands(r: &RedisServer) -> i64 {
+    let info = r.command(&[b"INFO", b"stats"]);
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn net_input(r: &RedisServer) -> i64 {
     let info = r.command(&[b"INFO", b"stats"]);
     String::from_utf8_lossy(&info)
@@ -633,5 +691,8 @@ async fn main() {
     }
     if want("unchanged") {
         unchanged().await;
+    }
+    if want("hardening") {
+        hardening().await;
     }
 }

@@ -46,6 +46,8 @@ if (config) {
       problems.push(`config.json: route ${rewrite.source} -> ${rewrite.destination} missing`);
   }
   if (!config.routes?.some((r) => r.src === "^/models$")) problems.push("config.json: no /models route");
+  if (!config.routes?.some((r) => r.headers?.["Content-Security-Policy"] && r.headers?.["X-Content-Type-Options"] === "nosniff"))
+    problems.push("config.json: no route sends the CSP and nosniff headers");
 }
 for (const page of ["index.html", "status.html"]) {
   if (!existsSync(join(out, "static", page))) problems.push(`static/${page} missing`);

@@ -139,6 +139,21 @@ async fn models_page_in_headless_chromium() {
         .await;
     assert_eq!(by_gw.as_u64().unwrap() as usize, groq, "gateway filter");
 
+    // Served from a host that is not localhost, the page ignores an attacker's ?api=:
+    // it renders the same rows from its own origin (the closed port would fail).
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let public = warm_url.replace("127.0.0.1", "models.test");
+    d.goto(&format!("{public}/models?api={closed}")).await;
+    d.wait_for(RENDERED_MS).await;
+    let count = d
+        .js("return Number(document.getElementById('count').dataset.count)")
+        .await;
+    assert_eq!(
+        count.as_u64().unwrap() as usize,
+        total,
+        "?api= from a link is not honoured off localhost"
+    );
+
     // Cold cache: a fresh dev server whose store is empty; the page's request is a MISS.
     let cold_url = dev_server(&sample, false).await;
     d.goto(&format!("{cold_url}/models")).await;

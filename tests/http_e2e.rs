@@ -712,3 +712,34 @@ async fn last_known_good_past_the_stale_window_is_served_marked_fail_safe() {
         assert_eq!(v["data"].as_array().unwrap().len(), 11);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiation_is_case_insensitive_and_each_encoding_has_its_own_etag() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[("GATEWAYS", "groq")]);
+    let c = raw_client();
+    let get = |ae: &'static str, inm: Option<String>| {
+        let mut r = c.get(f.url("/api/models?gateway=groq")).header("accept-encoding", ae);
+        if let Some(tag) = inm {
+            r = r.header("if-none-match", tag);
+        }
+        r.send()
+    };
+    let refused = get("Br;Q=0", None).await.unwrap();
+    assert_eq!(header(&refused, "content-encoding"), None, "Br;Q=0 refuses br");
+    assert_eq!(header(&refused, "x-content-type-options"), Some("nosniff"));
+    let mut tags = Vec::new();
+    for ae in ["br", "gzip", "identity"] {
+        let r = get(ae, None).await.unwrap();
+        tags.push(header(&r, "etag").unwrap().to_string());
+    }
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags.len(), 3, "one strong ETag per representation: {tags:?}");
+    for tag in &tags {
+        for ae in ["br", "gzip", "identity"] {
+            let r = get(ae, Some(tag.clone())).await.unwrap();
+            assert_eq!(r.status(), 304, "{tag} validates the {ae} representation too");
+        }
+    }
+}

@@ -125,6 +125,37 @@ fn the_status_page_knows_the_cron_schedule_and_is_routed() {
 }
 
 #[test]
+fn the_pages_are_served_with_a_csp_and_nosniff() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
+    let rule = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["source"] == "/(.*)")
+        .expect("a headers rule for every path (the pages, and the JSON too)");
+    let header = |k: &str| {
+        rule["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["key"] == k)
+            .and_then(|h| h["value"].as_str())
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .to_string()
+    };
+    assert_eq!(header("X-Content-Type-Options"), "nosniff");
+    let csp = header("Content-Security-Policy");
+    assert!(
+        csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    // The dev server sends the same policy, plus local API origins for ?api=.
+    let local = dev_server::PAGE_CSP.replace(" http://127.0.0.1:* http://localhost:*", "");
+    assert_eq!(local, csp, "vercel.json and the dev server send the same CSP");
+}
+
+#[test]
 fn deployment_files_pin_the_toolchain_and_keep_secrets_out() {
     let toolchain = std::fs::read_to_string(root().join("rust-toolchain.toml")).unwrap();
     let channel = toolchain

@@ -52,6 +52,8 @@ impl Driver {
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
                          "--disable-dev-shm-usage", "--window-size=1280,900",
+                         // A non-localhost name for the dev server (the pages treat localhost specially).
+                         "--host-resolver-rules=MAP models.test 127.0.0.1",
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});

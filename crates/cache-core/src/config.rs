@@ -26,10 +26,74 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A URL that may carry credentials: userinfo (`user:pass@`) or secrets in its query
+/// string (`?apikey=...`). `Display` and `Debug` show it redacted, so it can be
+/// logged; [`SecretUrl::expose`] gives the real one to the code that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `scheme://***@host:port/path?key=***`: userinfo and every query value hidden.
+    pub fn redacted(&self) -> String {
+        let url = self.0.as_str();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let (authority_and_path, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match authority_and_path.find('/') {
+            Some(i) => authority_and_path.split_at(i),
+            None => (authority_and_path, ""),
+        };
+        let host = match authority.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => authority.to_string(),
+        };
+        let mut out = if scheme.is_empty() {
+            host
+        } else {
+            format!("{scheme}://{host}")
+        };
+        out.push_str(path);
+        if let Some(q) = query {
+            let hidden: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    None => kv.to_string(),
+                })
+                .collect();
+            out.push('?');
+            out.push_str(&hidden.join("&"));
+        }
+        out
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `REDIS_URL`; unset = embedded in-memory store.
-    pub redis_url: Option<String>,
+    /// `REDIS_URL`; unset = embedded in-memory store. Redacted in `Debug`/`Display`.
+    pub redis_url: Option<SecretUrl>,
     /// `CACHE_KEY_PREFIX`: prepended to every key so deployments can share a Redis.
     pub key_prefix: String,
     /// `REDIS_COMMAND_TIMEOUT_MS`: no Redis call waits longer than this.
@@ -56,8 +120,8 @@ pub struct Config {
     pub local_cache_ttl: Duration,
     /// `METRICS_FLUSH_INTERVAL_MS`: counters reach the store at most this often per instance.
     pub metrics_flush_interval: Duration,
-    /// `GATEWAYZ_API_URL`: the catalog API base URL.
-    pub upstream_base_url: String,
+    /// `GATEWAYZ_API_URL`: the catalog API base URL. Redacted in `Debug`/`Display`.
+    pub upstream_base_url: SecretUrl,
     /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in 21.
     pub gateways: Option<Vec<String>>,
     /// `GATEWAY_TIMEOUT_FAST_MS` / `GATEWAY_TIMEOUT_SLOW_MS`: per-gateway deadlines.
@@ -162,7 +226,7 @@ impl Config {
         }
 
         Ok(Config {
-            redis_url: get("REDIS_URL"),
+            redis_url: get("REDIS_URL").map(SecretUrl::new),
             key_prefix: get("CACHE_KEY_PREFIX").unwrap_or_default(),
             redis_command_timeout: Duration::from_millis(num("REDIS_COMMAND_TIMEOUT_MS", 1000)?.max(1)),
             redis_pool_size: num("REDIS_POOL_SIZE", 2)?.clamp(1, 16) as usize,
@@ -173,10 +237,11 @@ impl Config {
             fail_safe_max: Duration::from_secs(num("FAILSAFE_MAX_SECONDS", 7 * 86_400)?),
             soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000)?),
             metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
-            upstream_base_url: get("GATEWAYZ_API_URL")
-                .unwrap_or_else(|| "https://api.gatewayz.ai".into())
-                .trim_end_matches('/')
-                .to_string(),
+            upstream_base_url: SecretUrl::new(
+                get("GATEWAYZ_API_URL")
+                    .unwrap_or_else(|| "https://api.gatewayz.ai".into())
+                    .trim_end_matches('/'),
+            ),
             gateways,
             fast_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_FAST_MS", 5_000)?.max(1)),
             slow_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_SLOW_MS", 30_000)?.max(1)),
@@ -229,7 +294,7 @@ mod tests {
         assert_eq!(c.models_ttl.stale, Duration::from_secs(12 * 3600));
         assert!(c.redis_url.is_none());
         assert!(c.warming_secret.is_none(), "no default secret, ever");
-        assert_eq!(c.upstream_base_url, "https://api.gatewayz.ai");
+        assert_eq!(c.upstream_base_url.expose(), "https://api.gatewayz.ai");
     }
 
     #[test]
@@ -253,6 +318,26 @@ mod tests {
         );
         assert!(with("VERCEL").deployed, "VERCEL=1 when system env vars are exposed");
         assert!(!with("VERCEL_DEV_PORT").deployed, "a local run is not a deployment");
+    }
+
+    #[test]
+    fn urls_with_credentials_are_redacted_in_debug_and_display() {
+        let c = Config::from_lookup(|k| match k {
+            "REDIS_URL" => Some("rediss://default:hunter2pw@redis.example:6380/0".into()),
+            "GATEWAYZ_API_URL" => Some("https://user:passw0rd@api.example/v?apikey=sk-123&x=1".into()),
+            _ => None,
+        })
+        .unwrap();
+        let shown = format!("{c:?} {} {}", c.upstream_base_url, c.redis_url.as_ref().unwrap());
+        for secret in ["hunter2pw", "passw0rd", "sk-123", "user:", "default:"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("rediss://***@redis.example:6380/0"), "{shown}");
+        assert!(shown.contains("https://***@api.example/v?apikey=***&x=***"), "{shown}");
+        assert_eq!(
+            c.redis_url.unwrap().expose(),
+            "rediss://default:hunter2pw@redis.example:6380/0"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod env_file;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::Catalog;
@@ -16,28 +17,124 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+/// Timeouts of the dev server's connections. The function binaries sit behind
+/// Vercel's proxy, which has its own; the dev server faces clients directly.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request's headers must arrive within this (a client dripping one header line
+    /// a second is cut off).
+    pub header_read: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serve until the task is dropped. Each connection gets its own task.
 pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpawner) {
+    serve_with(listener, catalog, tasks, Limits::default()).await
+}
+
+/// [`serve`] with explicit connection limits.
+pub async fn serve_with(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpawner, limits: Limits) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let (catalog, tasks) = (catalog.clone(), tasks.clone());
         tokio::spawn(async move {
+            // Requests in flight, and when the last one ended (for the idle timeout).
+            let activity = Arc::new(Activity::default());
+            let seen = activity.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let (catalog, tasks) = (catalog.clone(), tasks.clone());
-                async move { Ok::<_, Infallible>(respond(req, peer, &catalog, tasks).await) }
+                let (catalog, tasks, seen) = (catalog.clone(), tasks.clone(), seen.clone());
+                async move {
+                    let _busy = seen.begin();
+                    Ok::<_, Infallible>(respond(req, peer, &catalog, tasks).await)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                // Our requests are a line and a few headers: a small read buffer bounds
+                // what a client holding half-sent headers can pin in memory.
+                .max_buf_size(16 * 1024)
                 .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            loop {
+                let idle_for = activity.idle_for();
+                let wait = limits.idle.saturating_sub(idle_for.unwrap_or_default());
+                tokio::select! {
+                    _ = &mut conn => return,
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {
+                        if activity.idle_for().is_some_and(|d| d >= limits.idle) {
+                            // Closes at once when idle; lets a request in flight finish.
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.as_mut().await;
+                            return;
+                        }
+                    }
+                }
+            }
         });
+    }
+}
+
+/// Requests in flight on a connection and when it was last active.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: Default::default(),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// How long the connection has had nothing in flight (None while a request runs).
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// The models page (`public/index.html`), the same file Vercel serves statically.
 pub const MODELS_PAGE: &str = include_str!("../../../public/index.html");
+/// The pages' Content-Security-Policy: what `vercel.json` sends, except that local
+/// API origins are allowed for `?api=` (a layout test compares the two).
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+    connect-src 'self' http://127.0.0.1:* http://localhost:*; img-src 'self' data:; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
 /// The status page (`public/status.html`), served at `/status` like Vercel's rewrite.
 pub const STATUS_PAGE: &str = include_str!("../../../public/status.html");
 
@@ -59,6 +156,9 @@ async fn respond(
         return hyper::Response::builder()
             .header("content-type", "text/html; charset=utf-8")
             .header("cache-control", "no-cache")
+            .header("content-security-policy", PAGE_CSP)
+            .header("x-content-type-options", "nosniff")
+            .header("referrer-policy", "no-referrer")
             .body(Full::new(Bytes::from_static(page.as_bytes())))
             .expect("static headers");
     }

@@ -50,7 +50,7 @@ async fn main() {
     config.deployed = false;
     let _sample = if demo {
         let sample = sample_catalog::start_local().await;
-        config.upstream_base_url = sample.base_url();
+        config.upstream_base_url = cache_core::config::SecretUrl::new(sample.base_url());
         Some(sample)
     } else {
         None

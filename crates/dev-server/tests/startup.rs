@@ -17,7 +17,10 @@ fn env_files_are_loaded_and_reported_without_secrets() {
         .port();
     std::fs::write(
         dir.join(".env.local"),
-        format!("CACHE_WARMING_SECRET=local-secret-value-123\nPORT={port}\nGATEWAYZ_API_URL=http://127.0.0.1:9\n"),
+        format!(
+            "CACHE_WARMING_SECRET=local-secret-value-123\nPORT={port}\n\
+             GATEWAYZ_API_URL=http://apiuser:url-password-321@127.0.0.1:9/base?apikey=url-key-654\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -70,13 +73,19 @@ fn env_files_are_loaded_and_reported_without_secrets() {
 
     assert!(log.contains("env files loaded: .env.local, .env"), "{log}");
     assert!(log.contains("store: memory"), "{log}");
-    assert!(log.contains("upstream: http://127.0.0.1:9"), "{log}");
+    assert!(
+        log.contains("upstream: http://***@127.0.0.1:9/base?apikey=***"),
+        "{log}"
+    );
     assert!(log.contains("CRON_SECRET required"), "{log}");
     for secret in [
         "local-secret-value-123",
         "dotenv-secret-456",
         "from-dotenv-789",
         "real-env-wins-000",
+        "url-password-321",
+        "url-key-654",
+        "apiuser",
     ] {
         assert!(!log.contains(secret), "a secret value was printed: {log}");
     }

@@ -120,7 +120,7 @@ impl Fetcher {
     pub fn new(config: &Config) -> Self {
         Fetcher {
             client: Arc::default(),
-            base_url: config.upstream_base_url.clone(),
+            base_url: config.upstream_base_url.expose().to_string(),
             page_limit: config.page_limit,
             max_pages: config.max_pages,
             max_bytes: config.max_bytes,

@@ -117,6 +117,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Byt
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CACHE_CONTROL, "no-store")
         .body(Bytes::from(bytes))
         .expect("static headers are valid")

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use super::negotiate::{choose_encoding, not_modified};
+use super::negotiate::{choose_encoding, encoding_etag, not_modified};
 use super::{is_get_or_head, json_error, method_not_allowed, query};
 use crate::catalog::Catalog;
 use crate::entry::Entry;
@@ -180,6 +180,7 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
         HeaderValue::from_str(&cache_control).expect("ascii"),
     );
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert("x-cache-age", HeaderValue::from(m.age_ms(now) / 1000));
     headers.insert("x-model-count", HeaderValue::from(m.item_count));
 }
@@ -187,7 +188,9 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
 fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_only: bool) -> Response<Bytes> {
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
-    let etag = HeaderValue::from_str(&entry.meta.etag).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
+    let encoding = choose_encoding(&req.headers);
+    let etag = HeaderValue::from_str(&encoding_etag(&entry.meta.etag, encoding))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
     if not_modified(&req.headers, &entry.meta.etag) {
         return r
             .status(StatusCode::NOT_MODIFIED)
@@ -195,7 +198,6 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
             .body(Bytes::new())
             .expect("valid");
     }
-    let encoding = choose_encoding(&req.headers);
     let body = match entry.body_in(encoding) {
         Ok(b) => b,
         Err(e) => {

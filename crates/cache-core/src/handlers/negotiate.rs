@@ -12,8 +12,10 @@ pub fn choose_encoding(headers: &HeaderMap) -> Encoding {
     for value in headers.get_all(http::header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
         for item in value.split(',') {
+            // Coding names and the q parameter are case-insensitive (RFC 9110 §12.5.3).
+            let item = item.to_ascii_lowercase();
             let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let coding = parts.next().unwrap_or("").trim().to_string();
             let q = parts
                 .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0)
@@ -54,7 +56,18 @@ fn mentions(headers: &HeaderMap, coding: &str) -> bool {
         })
 }
 
-/// Whether `If-None-Match` matches `etag` (strong or weak forms, lists, `*`).
+/// The strong ETag of one representation: each content coding is its own
+/// representation (RFC 9110 §8.8.3), so `"m-1"` (identity), `"m-1-gzip"`, `"m-1-br"`.
+pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
+    match encoding.header_value() {
+        None => etag.to_string(),
+        Some(coding) => format!("\"{}-{coding}\"", etag.trim_matches('"')),
+    }
+}
+
+/// Whether `If-None-Match` matches the entry's `etag` in any of its encodings
+/// (strong or weak forms, lists, `*`): the content is the same, so a client that
+/// cached one coding gets a 304 whichever it asks for now.
 pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     let bare = etag.trim_matches('"');
     headers
@@ -63,7 +76,14 @@ pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim())
-        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == bare)
+        .any(|t| {
+            let tag = t.trim_start_matches("W/").trim_matches('"');
+            let tag = tag
+                .strip_suffix("-br")
+                .or_else(|| tag.strip_suffix("-gzip"))
+                .unwrap_or(tag);
+            t == "*" || tag == bare
+        })
 }
 
 #[cfg(test)]
@@ -86,6 +106,26 @@ mod tests {
         assert_eq!(choose_encoding(&h("*")), Encoding::Brotli);
         assert_eq!(choose_encoding(&h("identity")), Encoding::Identity);
         assert_eq!(choose_encoding(&h("deflate")), Encoding::Identity);
+    }
+
+    #[test]
+    fn coding_names_and_q_are_case_insensitive() {
+        assert_eq!(choose_encoding(&h("Br;Q=0")), Encoding::Identity);
+        assert_eq!(choose_encoding(&h("GZIP, BR;q=0")), Encoding::Gzip);
+        assert_eq!(choose_encoding(&h("BR")), Encoding::Brotli);
+    }
+
+    #[test]
+    fn each_encoding_has_its_own_etag_and_any_of_them_validates() {
+        assert_eq!(encoding_etag("\"m-1\"", Encoding::Identity), "\"m-1\"");
+        assert_eq!(encoding_etag("\"m-1\"", Encoding::Brotli), "\"m-1-br\"");
+        assert_eq!(encoding_etag("\"m-1\"", Encoding::Gzip), "\"m-1-gzip\"");
+        for sent in ["\"m-1-br\"", "\"m-1-gzip\"", "W/\"m-1-br\"", "\"m-1\""] {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::IF_NONE_MATCH, sent.parse().unwrap());
+            assert!(not_modified(&m, "\"m-1\""), "{sent}");
+            assert!(!not_modified(&m, "\"m-2\""), "{sent}");
+        }
     }
 
     #[test]

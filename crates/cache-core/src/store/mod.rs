@@ -53,7 +53,7 @@ impl Store {
     pub fn from_config(config: &Config) -> Result<Self, StoreError> {
         match &config.redis_url {
             Some(url) => Ok(Store::Redis(RedisStore::connect(
-                url,
+                url.expose(),
                 &config.key_prefix,
                 config.redis_command_timeout,
                 config.redis_pool_size,
