@@ -104,6 +104,7 @@ fn merge(parts: Vec<Load>, seconds: f64) -> Load {
 }
 
 /// `connections` keep-alive HTTP/1.1 connections, each sending `GET path` back to back.
+/// A `{n}` in `path` becomes a number unique to each request (defeats any answer cache).
 async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections: usize) -> Load {
     use http_body_util::BodyExt;
     let deadline = Instant::now() + Duration::from_secs_f64(LOAD_SECONDS);
@@ -119,8 +120,14 @@ async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections:
                 .unwrap();
             tokio::spawn(conn);
             let mut load = Load::default();
+            let unique = path.contains("{n}");
             while Instant::now() < deadline {
-                let mut req = hyper::Request::get(&path).header("host", "localhost");
+                let target = if unique {
+                    path.replace("{n}", &fastrand::u64(1..=1000).to_string())
+                } else {
+                    path.clone()
+                };
+                let mut req = hyper::Request::get(&target).header("host", "localhost");
                 for (k, v) in &headers {
                     req = req.header(k, v);
                 }
@@ -599,6 +606,18 @@ async fn hardening() {
     for (label, path) in [
         ("search=llama @64", "/api/models?gateway=all&search=llama"),
         ("search=zzq (no match) @64", "/api/models?gateway=all&search=zzq"),
+        (
+            "search=<new term each request> @64",
+            "/api/models?gateway=all&search=zz{n}",
+        ),
+        (
+            "search=ai, pages of 50 at random offsets @64",
+            "/api/models?gateway=all&search=ai&offset={n}",
+        ),
+        (
+            "search=ai, limit=1..1000 at random @64",
+            "/api/models?gateway=all&search=ai&limit={n}",
+        ),
     ] {
         let l = http_load(f.port, path, BROWSER, 64).await;
         println!(
@@ -610,10 +629,10 @@ async fn hardening() {
     let alone = http_load(f.port, "/api/models?gateway=groq", BROWSER, 4).await;
     let (beside, search) = tokio::join!(
         http_load(f.port, "/api/models?gateway=groq", BROWSER, 4),
-        http_load(f.port, "/api/models?gateway=all&search=a", BROWSER, 4)
+        http_load(f.port, "/api/models?gateway=all&search=ai&offset={n}", BROWSER, 4)
     );
     println!("{}", alone.line("groq cached read @4, alone"));
-    println!("{}", search.line("search=a @4, at the same time as:"));
+    println!("{}", search.line("search=ai, random offsets @4, at the same time as:"));
     println!(
         "{} -> p99 moved by {:+.2} ms (target <= 2 ms)",
         beside.line("groq cached read @4, beside search"),

@@ -743,3 +743,115 @@ async fn negotiation_is_case_insensitive_and_each_encoding_has_its_own_etag() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_status_requests_cost_at_most_one_redis_command_each() {
+    let env = Env::new().await;
+    let w = env.spawn(
+        env!("CARGO_BIN_EXE_cache-warm-models"),
+        &[("CACHE_WARMING_SECRET", WARM_SECRET)],
+    );
+    let c = raw_client();
+    let commands = || {
+        let info = env.redis.command(&[b"INFO", b"stats"]);
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let url = w.url("/api/cache/warm-models");
+    let before = commands();
+    let n = 100;
+    for _ in 0..n {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let cc = header(&r, "cache-control").unwrap().to_string();
+        assert!(cc.contains("s-maxage=5"), "{cc}");
+        r.bytes().await.unwrap();
+    }
+    let used = commands() - before - 1;
+    println!("status: {n} requests, {used} Redis commands");
+    assert!(used <= n, "{used} Redis commands for {n} status requests");
+
+    // A warm shows on the status at once, not when the cached status expires.
+    let v: Value = json_of(c.get(&url).send().await.unwrap()).await;
+    assert!(v["last_run"].is_null());
+    let r = c.post(&url).bearer_auth(WARM_SECRET).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = json_of(c.get(&url).send().await.unwrap()).await;
+    assert_eq!(v["last_run"]["trigger"], "manual");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_bounded_paged_and_compressed() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+    let get = |q: String, ae: &'static str| {
+        c.get(f.url(&format!("/api/models?{q}")))
+            .header("accept-encoding", ae)
+            .send()
+    };
+
+    for bad in [
+        "search=a",
+        "search=llama&limit=0",
+        "search=llama&limit=5000",
+        "search=llama&offset=-1",
+    ] {
+        let r = get(bad.to_string(), "identity").await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(json_of(r).await["error"], "bad_query", "{bad}");
+    }
+
+    let whole: Value = json_of(
+        get("gateway=all&search=llama&limit=1000".into(), "identity")
+            .await
+            .unwrap(),
+    )
+    .await;
+    let total = whole["total"].as_u64().unwrap() as usize;
+    assert!(total > 10, "{total}");
+    assert!(
+        whole["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m.to_string().to_lowercase().contains("llama"))
+    );
+    // Pages of 7 put back together are the whole answer, in order.
+    let mut paged = Vec::new();
+    let mut offset = Some(0u64);
+    while let Some(o) = offset {
+        let r = get(format!("gateway=all&search=llama&limit=7&offset={o}"), "br")
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&r, "content-encoding"),
+            Some("br"),
+            "compressed (br when gzip is not offered)"
+        );
+        let v: Value = serde_json::from_slice(&decode(Some("br"), &r.bytes().await.unwrap())).unwrap();
+        assert_eq!(v["total"].as_u64().unwrap() as usize, total);
+        assert_eq!(v["limit"], 7);
+        assert_eq!(v["offset"].as_u64(), Some(o));
+        assert!(v["returned"].as_u64().unwrap() <= 7);
+        paged.extend(v["data"].as_array().unwrap().iter().cloned());
+        offset = v["next_offset"].as_u64();
+        assert_eq!(v["has_more"].as_bool(), Some(offset.is_some()));
+    }
+    assert_eq!(Value::Array(paged), whole["data"], "pages add up to the whole answer");
+
+    let r = get("gateway=all&search=llama".into(), "gzip").await.unwrap();
+    assert_eq!(header(&r, "content-encoding"), Some("gzip"));
+    let etag = header(&r, "etag").unwrap().to_string();
+    let again = c
+        .get(f.url("/api/models?gateway=all&search=llama"))
+        .header("accept-encoding", "br")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304, "same answer, other encoding: not modified");
+}

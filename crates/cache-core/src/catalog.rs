@@ -65,6 +65,12 @@ pub struct Catalog {
     /// Rebuilds in this process run one at a time, so a rebuild requested while one
     /// runs starts after it, from what the store holds then.
     rebuilding: AsyncMutex<()>,
+    /// The assembled status JSON and when it was built: the unauthenticated status
+    /// GET is answered from here for a few seconds (a tokio Mutex: held while one
+    /// request assembles it, so a burst costs one assembly).
+    pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, bytes::Bytes)>>,
+    /// `search` indexes and recent answers (see [`crate::search`]).
+    pub(crate) searcher: crate::search::Searcher,
 }
 
 impl Catalog {
@@ -91,6 +97,8 @@ impl Catalog {
             config,
             rebuild_scheduled: AtomicBool::new(false),
             rebuilding: AsyncMutex::new(()),
+            status_cache: AsyncMutex::new(None),
+            searcher: crate::search::Searcher::default(),
         })
     }
 

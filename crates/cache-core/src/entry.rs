@@ -360,6 +360,40 @@ impl Entry {
     }
 }
 
+/// The longest header an entry can have (a 255-byte ETag): reading this many bytes
+/// of a value is enough for [`EntryMeta::from_header`].
+pub const MAX_HEADER_LEN: usize = 4 + 1 + 1 + 8 * 3 + 4 + 4 + 8 + 1 + 255;
+
+impl EntryMeta {
+    /// The metadata from the first bytes of a stored value (at least up to its ETag),
+    /// without its bodies: what the status page needs, for a few hundred bytes.
+    pub fn from_header(prefix: &[u8]) -> Result<EntryMeta, DecodeError> {
+        let mut r = Reader { buf: prefix, pos: 0 };
+        if r.take(4)? != MAGIC {
+            return Err(DecodeError::NotAnEntry);
+        }
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let _flags = r.u8()?;
+        let (fetched_at_ms, fresh_until_ms, stale_until_ms) = (r.u64()?, r.u64()?, r.u64()?);
+        let (item_count, high_water, _checksum) = (r.u32()?, r.u32()?, r.u64()?);
+        let etag_len = r.u8()? as usize;
+        let etag = std::str::from_utf8(r.take(etag_len)?)
+            .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
+            .to_string();
+        Ok(EntryMeta {
+            fetched_at_ms,
+            fresh_until_ms,
+            stale_until_ms,
+            item_count,
+            high_water,
+            etag,
+        })
+    }
+}
+
 /// The fetch stamp of a stored value, read without decoding it (store compare-and-set).
 pub fn stamp_of(raw: &[u8]) -> Option<u64> {
     // Only a version we know places the stamp there; anything else is overwritten.
@@ -519,6 +553,17 @@ mod tests {
         assert_eq!(at, 10);
         assert_eq!(stamp_of(&raw), Some(10));
         assert_eq!(stamp_of(b"{}"), None);
+    }
+
+    #[test]
+    fn the_header_alone_gives_the_metadata() {
+        let e = sample().with_high_water(7);
+        let raw = e.encode();
+        assert_eq!(
+            EntryMeta::from_header(&raw[..MAX_HEADER_LEN.min(raw.len())]).unwrap(),
+            e.meta
+        );
+        assert!(EntryMeta::from_header(&raw[..20]).is_err(), "cut before the ETag");
     }
 
     #[test]

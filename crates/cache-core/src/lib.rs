@@ -21,6 +21,7 @@ pub mod handlers;
 pub mod lock;
 pub mod metrics;
 pub mod runtime;
+pub mod search;
 pub mod spawn;
 pub mod store;
 pub mod swr;

@@ -230,6 +230,8 @@ impl Catalog {
             record.success = false;
         }
         guard.release().await;
+        // The status page shows this run at once, not after its cache expires.
+        *self.status_cache.lock().await = None;
         Ok(record)
     }
 

@@ -45,6 +45,24 @@ pub fn choose_encoding(headers: &HeaderMap) -> Encoding {
     }
 }
 
+/// Whether the client accepts `coding` (listed with a q above 0).
+pub fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let item = item.to_ascii_lowercase();
+            let mut parts = item.split(';');
+            parts.next().unwrap_or("").trim() == coding
+                && parts
+                    .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
+                    .unwrap_or(1.0)
+                    > 0.0
+        })
+}
+
 fn mentions(headers: &HeaderMap, coding: &str) -> bool {
     headers
         .get_all(http::header::ACCEPT_ENCODING)

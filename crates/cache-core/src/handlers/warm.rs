@@ -93,6 +93,7 @@ async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
     match catalog.store().delete(&crate::metrics::metrics_key("models")).await {
         Ok(()) => {
             tracing::info!("[Cache Warming] Metrics reset");
+            forget_status(catalog).await;
             json_response(StatusCode::OK, &json!({ "success": true, "message": "metrics reset" }))
         }
         Err(e) => json_error(
@@ -213,24 +214,58 @@ struct Status {
     timestamp: String,
 }
 
+/// How long an assembled status is reused, in process and (`s-maxage`) by the CDN.
+/// Anyone may GET the status: without this, each request cost ~46 Redis commands.
+const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Warming status: no auth, no secrets. Shows each gateway's data age so an upstream
 /// outage is visible while stale data still hides it from users (lesson 10).
 async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
+    let body = {
+        let mut cached = catalog.status_cache.lock().await;
+        match cached.as_ref() {
+            Some((built, body)) if built.elapsed() < STATUS_TTL => body.clone(),
+            _ => {
+                let body = assemble_status(catalog).await;
+                *cached = Some((std::time::Instant::now(), body.clone()));
+                body
+            }
+        }
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(
+            header::CACHE_CONTROL,
+            format!("public, max-age=0, s-maxage={}", STATUS_TTL.as_secs()),
+        )
+        .body(body)
+        .expect("static headers")
+}
+
+/// Forget the assembled status (after a warm or a metrics reset: show it at once).
+pub(crate) async fn forget_status(catalog: &Catalog) {
+    *catalog.status_cache.lock().await = None;
+}
+
+async fn assemble_status(catalog: &Arc<Catalog>) -> Bytes {
     let state_of = |id: String, key: String| async move {
-        let entry = catalog.cache.peek(&key).await;
+        // The header only: a few hundred bytes per entry, not the catalog.
+        let entry = catalog.cache.peek_meta(&key).await;
         let failure: Option<FetchFailure> = catalog.cache.last_failure(&key).await;
         let now = now_ms();
         GatewayState {
             gateway: id,
-            state: entry.as_ref().map_or("missing", |e| e.meta.freshness(now).as_str()),
+            state: entry.as_ref().map_or("missing", |m| m.freshness(now).as_str()),
             fail_safe: entry
                 .as_ref()
-                .is_some_and(|e| e.meta.freshness(now) == crate::entry::Freshness::Expired),
+                .is_some_and(|m| m.freshness(now) == crate::entry::Freshness::Expired),
             missing_gateways: None,
-            age_seconds: entry.as_ref().map(|e| e.meta.age_ms(now) / 1000),
-            models: entry.as_ref().map(|e| e.meta.item_count),
-            fresh_until: entry.as_ref().map(|e| iso8601(e.meta.fresh_until_ms)),
-            stale_until: entry.as_ref().map(|e| iso8601(e.meta.stale_until_ms)),
+            age_seconds: entry.as_ref().map(|m| m.age_ms(now) / 1000),
+            models: entry.as_ref().map(|m| m.item_count),
+            fresh_until: entry.as_ref().map(|m| iso8601(m.fresh_until_ms)),
+            stale_until: entry.as_ref().map(|m| iso8601(m.stale_until_ms)),
             last_error: failure.map(|f| LastError {
                 error: f.error,
                 at: iso8601(f.at_ms),
@@ -257,15 +292,13 @@ async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
         Ok(m) => json!({ "models": m }),
         Err(e) => json!({ "models": CategoryMetrics::default(), "error": e.to_string() }),
     };
-    json_response(
-        StatusCode::OK,
-        &Status {
-            store: catalog.store().backend_name(),
-            last_run: catalog.last_run().await,
-            gateways,
-            merged,
-            metrics,
-            timestamp: iso8601(now_ms()),
-        },
-    )
+    let status = Status {
+        store: catalog.store().backend_name(),
+        last_run: catalog.last_run().await,
+        gateways,
+        merged,
+        metrics,
+        timestamp: iso8601(now_ms()),
+    };
+    Bytes::from(serde_json::to_vec(&status).expect("serializable"))
 }

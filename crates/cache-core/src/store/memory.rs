@@ -114,6 +114,10 @@ impl MemoryStore {
         true
     }
 
+    pub fn get_range(&self, key: &str, len: usize) -> Option<Bytes> {
+        self.get(key).map(|v| v.slice(..len.min(v.len())))
+    }
+
     pub fn pttl(&self, key: &str) -> Option<Duration> {
         let key = self.key(key);
         let now = Instant::now();

@@ -149,6 +149,14 @@ impl Store {
         }
     }
 
+    /// The first `len` bytes of the value under `key` (`GETRANGE`): an entry's header.
+    pub async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.get_range(key, len)),
+            Store::Redis(s) => s.get_range(key, len).await,
+        }
+    }
+
     /// Time left before `key` expires, `None` if it does not exist.
     pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         match self {

@@ -267,6 +267,13 @@ impl RedisStore {
     }
 
     /// Time left before `key` expires (Redis's own clock, so no skew between instances).
+    pub async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
+        let raw: Bytes = self
+            .guarded(self.pool.getrange(self.key(key), 0, len.saturating_sub(1)))
+            .await?;
+        Ok((!raw.is_empty()).then_some(raw))
+    }
+
     pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         let ms: i64 = self.guarded(self.pool.pttl(self.key(key))).await?;
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))

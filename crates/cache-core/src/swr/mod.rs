@@ -357,6 +357,16 @@ impl Cache {
         self.load(key, "peek").await
     }
 
+    /// The metadata of what is stored under `key`, reading only its header from the
+    /// store (or the in-process copy): the status page, without moving the bodies.
+    pub async fn peek_meta(&self, key: &str) -> Option<EntryMeta> {
+        if let Some(entry) = self.local.recent(key) {
+            return Some(entry.meta.clone());
+        }
+        let head = self.store.get_range(key, crate::entry::MAX_HEADER_LEN).await.ok()??;
+        EntryMeta::from_header(&head).ok()
+    }
+
     /// The last recorded fetch failure for `key`, if any.
     pub async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
         let raw = self.store.get(&failure_key(key)).await.ok()??;

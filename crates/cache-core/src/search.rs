@@ -1,0 +1,342 @@
+//! `search` over a cached catalog, cheap enough to leave unauthenticated.
+//!
+//! The first version parsed the whole merged JSON into maps on the async worker for
+//! every request (~120 ms for `all`), and a single client looping on it slowed every
+//! cached read of the instance. Now:
+//! - an index is built once per entry (per ETag), off the async workers: one
+//!   lowercased haystack line per model (id, name, description, provider) and the byte
+//!   span of each model's object in the cached JSON;
+//! - a query is a SIMD substring scan of that haystack (`memchr::memmem`), and the
+//!   answer is assembled from the cached JSON's own bytes (no re-serialization);
+//! - the cost is bounded: a minimum term length, a page of at most `MAX_LIMIT` results
+//!   with the catalog API's page fields, one search computing at a time per instance
+//!   (a cached read always has a core), and recent answers are kept by
+//!   (ETag, term, page, encoding);
+//! - the answer is compressed like the cached list (br or gzip, when accepted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::entry::{Encoding, Entry};
+
+/// Shorter terms match nearly everything and are refused.
+pub const MIN_TERM_CHARS: usize = 2;
+/// Longest term.
+pub const MAX_TERM_CHARS: usize = 200;
+/// Results per page unless `limit` says otherwise, and the most a page may hold.
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 1000;
+/// Indexes kept (one per cached key) and answers kept, per instance.
+const MAX_INDEXES: usize = 64;
+const MAX_ANSWERS: usize = 512;
+
+/// One catalog, ready to be searched.
+pub struct SearchIndex {
+    /// The cached identity JSON the spans point into.
+    json: Bytes,
+    /// `"gateway"` of the catalog, as JSON.
+    gateway: String,
+    /// Lowercased `id name description provider_slug` per model, one per line.
+    haystack: Vec<u8>,
+    /// Where each model's line starts in `haystack`.
+    line_starts: Vec<u32>,
+    /// Each model's object in `json`.
+    spans: Vec<(u32, u32)>,
+}
+
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+    #[serde(default, borrow)]
+    gateway: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    description: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    provider_slug: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl SearchIndex {
+    /// Build from a cached catalog body `{"data":[...],"gateway":...}`.
+    pub fn build(json: Bytes) -> Result<SearchIndex, String> {
+        let text = std::str::from_utf8(&json).map_err(|e| e.to_string())?;
+        let body: Body = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let base = text.as_ptr() as usize;
+        let mut haystack = Vec::with_capacity(body.data.len() * 160);
+        let mut line_starts = Vec::with_capacity(body.data.len());
+        let mut spans = Vec::with_capacity(body.data.len());
+        for raw in &body.data {
+            let s = raw.get();
+            let start = s.as_ptr() as usize - base;
+            spans.push((start as u32, (start + s.len()) as u32));
+            line_starts.push(haystack.len() as u32);
+            // Fields that are not strings simply do not match.
+            if let Ok(f) = serde_json::from_str::<Fields>(s) {
+                for v in [&f.id, &f.name, &f.description, &f.provider_slug].into_iter().flatten() {
+                    haystack.extend(v.to_lowercase().bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+                    haystack.push(b' ');
+                }
+            }
+            haystack.push(b'\n');
+        }
+        let gateway = body.gateway.map_or_else(|| "null".to_string(), |g| g.get().to_string());
+        drop(body);
+        Ok(SearchIndex {
+            json,
+            gateway,
+            haystack,
+            line_starts,
+            spans,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Indexes of the models whose line contains `term` (already lowercased).
+    fn matches(&self, term: &str) -> Vec<usize> {
+        // Lines end in '\n' and no field contains one: such a term could only match
+        // across two models.
+        if term.is_empty() || term.contains('\n') {
+            return Vec::new();
+        }
+        let finder = memchr::memmem::Finder::new(term.as_bytes());
+        let mut out = Vec::new();
+        let mut from = 0usize;
+        while let Some(pos) = finder.find(&self.haystack[from..]) {
+            let at = from + pos;
+            // The model whose line holds `at`.
+            let model = self.line_starts.partition_point(|s| (*s as usize) <= at) - 1;
+            out.push(model);
+            // Next search starts at the next model's line.
+            from = self
+                .line_starts
+                .get(model + 1)
+                .map_or(self.haystack.len(), |s| *s as usize);
+            if from >= self.haystack.len() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The page `[offset, offset + limit)` of the models matching `term`, as the
+    /// JSON body: the models' own bytes, plus the catalog API's page fields.
+    pub fn page(&self, term: &str, offset: usize, limit: usize) -> Vec<u8> {
+        self.page_of(&self.matches(term), term, offset, limit)
+    }
+
+    fn page_of(&self, hits: &[usize], term: &str, offset: usize, limit: usize) -> Vec<u8> {
+        let total = hits.len();
+        let page = &hits[offset.min(total)..(offset + limit).min(total)];
+        let size: usize = page
+            .iter()
+            .map(|&i| (self.spans[i].1 - self.spans[i].0) as usize + 1)
+            .sum();
+        let mut out = Vec::with_capacity(size + 256);
+        out.extend_from_slice(b"{\"data\":[");
+        for (n, &i) in page.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let (a, b) = self.spans[i];
+            out.extend_from_slice(&self.json[a as usize..b as usize]);
+        }
+        let has_more = offset + page.len() < total;
+        let next = if has_more {
+            (offset + page.len()).to_string()
+        } else {
+            "null".to_string()
+        };
+        out.extend_from_slice(b"],\"gateway\":");
+        out.extend_from_slice(self.gateway.as_bytes());
+        out.extend_from_slice(b",\"search\":");
+        serde_json::to_writer(&mut out, term).expect("strings serialize");
+        out.extend_from_slice(
+            format!(
+                ",\"total\":{total},\"returned\":{},\"offset\":{offset},\"limit\":{limit},\"has_more\":{has_more},\"next_offset\":{next}}}",
+                page.len()
+            )
+            .as_bytes(),
+        );
+        out
+    }
+}
+
+/// A compressed answer, ready to send.
+#[derive(Clone)]
+pub struct Answer {
+    pub body: Bytes,
+    pub encoding: Encoding,
+    /// Strong validator of the answer's content (send it per encoding, as the list does).
+    pub etag: String,
+}
+
+/// (ETag, term): one search of one catalog.
+type TermKey = (String, String);
+/// (ETag, term, offset, limit, encoding): one answer.
+type AnswerKey = (String, String, usize, usize, Encoding);
+
+/// Per-instance search state: indexes by ETag, recent match lists and answers, and
+/// the one permit.
+pub struct Searcher {
+    indexes: Mutex<HashMap<String, Arc<SearchIndex>>>,
+    /// (ETag, term) → matching models: other pages of the same search reuse the scan.
+    hits: Mutex<HashMap<TermKey, Arc<Vec<usize>>>>,
+    answers: Mutex<HashMap<AnswerKey, Answer>>,
+    /// One search computes at a time per instance: cached reads keep a core.
+    permit: tokio::sync::Semaphore,
+}
+
+impl Default for Searcher {
+    fn default() -> Self {
+        Searcher {
+            indexes: Mutex::default(),
+            hits: Mutex::default(),
+            answers: Mutex::default(),
+            permit: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl Searcher {
+    /// Search `entry` for `term` (lowercased, length-checked by the caller).
+    pub async fn search(
+        &self,
+        entry: &Arc<Entry>,
+        term: &str,
+        offset: usize,
+        limit: usize,
+        encoding: Encoding,
+    ) -> Result<Answer, String> {
+        let key = (entry.meta.etag.clone(), term.to_string(), offset, limit, encoding);
+        if let Some(a) = lock(&self.answers).get(&key) {
+            return Ok(a.clone());
+        }
+        let _permit = self.permit.acquire().await.map_err(|e| e.to_string())?;
+        if let Some(a) = lock(&self.answers).get(&key) {
+            return Ok(a.clone());
+        }
+        let index = lock(&self.indexes).get(&entry.meta.etag).cloned();
+        let hits_key = (key.0.clone(), key.1.clone());
+        let hits = lock(&self.hits).get(&hits_key).cloned();
+        let (entry, term_owned) = (entry.clone(), term.to_string());
+        let (index, hits, answer) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let index = match index {
+                Some(i) => i,
+                None => Arc::new(SearchIndex::build(entry.identity().map_err(|e| e.to_string())?)?),
+            };
+            let hits = hits.unwrap_or_else(|| Arc::new(index.matches(&term_owned)));
+            let json = index.page_of(&hits, &term_owned, offset, limit);
+            let etag = format!("\"s-{:016x}\"", xxhash_rust::xxh3::xxh3_64(&json));
+            let body = match encoding {
+                Encoding::Identity => Bytes::from(json),
+                Encoding::Gzip => fast_gzip(&json),
+                Encoding::Brotli => fast_brotli(&json),
+            };
+            Ok((index, hits, Answer { body, encoding, etag }))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        {
+            let mut indexes = lock(&self.indexes);
+            if indexes.len() >= MAX_INDEXES {
+                indexes.clear();
+            }
+            indexes.insert(key.0.clone(), index);
+        }
+        {
+            let mut cached = lock(&self.hits);
+            if cached.len() >= MAX_ANSWERS {
+                cached.clear();
+            }
+            cached.insert(hits_key, hits);
+        }
+        let mut answers = lock(&self.answers);
+        if answers.len() >= MAX_ANSWERS {
+            answers.clear();
+        }
+        answers.insert(key, answer.clone());
+        Ok(answer)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Per-request compression favours speed over size (the stored bodies use the slow,
+/// small settings once per entry).
+fn fast_gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    enc.write_all(data).expect("in-memory write");
+    Bytes::from(enc.finish().expect("in-memory write"))
+}
+
+fn fast_brotli(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() / 4);
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 3,
+        lgwin: 20,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).expect("in-memory write");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> SearchIndex {
+        SearchIndex::build(Bytes::from_static(
+            br#"{"data":[{"id":"meta-llama/Llama-3","name":"Llama 3","provider_slug":"meta"},{"id":"x/mistral","name":"Mistral","description":"not a llama"},{"id":"q","name":7}],"gateway":"all","total":3}"#,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_each_model_once_and_pages() {
+        let i = index();
+        let v: serde_json::Value = serde_json::from_slice(&i.page("llama", 0, 50)).unwrap();
+        assert_eq!(v["total"], 2, "a model matching twice counts once");
+        assert_eq!(v["data"][0]["id"], "meta-llama/Llama-3");
+        assert_eq!(v["data"][1]["id"], "x/mistral");
+        assert_eq!(v["gateway"], "all");
+        let p: serde_json::Value = serde_json::from_slice(&i.page("llama", 1, 1)).unwrap();
+        assert_eq!(p["data"].as_array().unwrap().len(), 1);
+        assert_eq!((p["offset"].as_u64(), p["has_more"].as_bool()), (Some(1), Some(false)));
+        let first: serde_json::Value = serde_json::from_slice(&i.page("llama", 0, 1)).unwrap();
+        assert_eq!(
+            (first["has_more"].as_bool(), first["next_offset"].as_u64()),
+            (Some(true), Some(1))
+        );
+        let none: serde_json::Value = serde_json::from_slice(&i.page("zzq", 0, 50)).unwrap();
+        assert_eq!(none["total"], 0);
+    }
+
+    #[test]
+    fn a_term_never_matches_across_two_models() {
+        let i = index();
+        let v: serde_json::Value = serde_json::from_slice(&i.page("meta \nx/mis", 0, 50)).unwrap();
+        assert_eq!(v["total"], 0);
+    }
+}
