@@ -656,30 +656,26 @@ async fn hardening() {
 }
 
 fn commands(r: &RedisServer) -> i64 {
-    let info = r.command(&[b"INFO", b"stats"]);
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    info_field(r, "stats", "total_commands_processed")
 }
 
 fn net_input(r: &RedisServer) -> i64 {
-    let info = r.command(&[b"INFO", b"stats"]);
+    info_field(r, "stats", "total_net_input_bytes")
+}
+
+/// One integer field of Redis `INFO <section>`.
+fn info_field(r: &RedisServer, section: &str, field: &str) -> i64 {
+    let info = r.command(&[b"INFO", section.as_bytes()]);
+    let prefix = format!("{field}:");
     String::from_utf8_lossy(&info)
         .lines()
-        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
 fn used_memory(r: &RedisServer) -> i64 {
-    let info = r.command(&[b"INFO", b"memory"]);
-    String::from_utf8_lossy(&info)
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    info_field(r, "memory", "used_memory")
 }
 
 #[tokio::main]

@@ -303,24 +303,7 @@ impl Entry {
     /// Decode a stored value. Never panics on foreign or truncated input.
     pub fn decode(raw: Bytes) -> Result<Self, DecodeError> {
         let mut r = Reader { buf: &raw, pos: 0 };
-        if r.take(4)? != MAGIC {
-            return Err(DecodeError::NotAnEntry);
-        }
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
-        let _flags = r.u8()?;
-        let fetched_at_ms = r.u64()?;
-        let fresh_until_ms = r.u64()?;
-        let stale_until_ms = r.u64()?;
-        let item_count = r.u32()?;
-        let high_water = r.u32()?;
-        let checksum = r.u64()?;
-        let etag_len = r.u8()? as usize;
-        let etag = std::str::from_utf8(r.take(etag_len)?)
-            .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
-            .to_string();
+        let (meta, checksum) = read_header(&mut r)?;
         let count = r.u8()? as usize;
         if count == 0 {
             return Err(DecodeError::BadBody("no body"));
@@ -340,23 +323,13 @@ impl Entry {
         if r.pos != raw.len() {
             return Err(DecodeError::BadBody("trailing bytes"));
         }
-        if fresh_until_ms > stale_until_ms {
+        if meta.fresh_until_ms > meta.stale_until_ms {
             return Err(DecodeError::BadBody("fresh window ends after stale window"));
         }
         if Self::checksum(&bodies) != checksum {
             return Err(DecodeError::ChecksumMismatch);
         }
-        Ok(Entry::from_parts(
-            EntryMeta {
-                fetched_at_ms,
-                fresh_until_ms,
-                stale_until_ms,
-                item_count,
-                high_water,
-                etag,
-            },
-            bodies,
-        ))
+        Ok(Entry::from_parts(meta, bodies))
     }
 }
 
@@ -368,30 +341,35 @@ impl EntryMeta {
     /// The metadata from the first bytes of a stored value (at least up to its ETag),
     /// without its bodies: what the status page needs, for a few hundred bytes.
     pub fn from_header(prefix: &[u8]) -> Result<EntryMeta, DecodeError> {
-        let mut r = Reader { buf: prefix, pos: 0 };
-        if r.take(4)? != MAGIC {
-            return Err(DecodeError::NotAnEntry);
-        }
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
-        let _flags = r.u8()?;
-        let (fetched_at_ms, fresh_until_ms, stale_until_ms) = (r.u64()?, r.u64()?, r.u64()?);
-        let (item_count, high_water, _checksum) = (r.u32()?, r.u32()?, r.u64()?);
-        let etag_len = r.u8()? as usize;
-        let etag = std::str::from_utf8(r.take(etag_len)?)
-            .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
-            .to_string();
-        Ok(EntryMeta {
-            fetched_at_ms,
-            fresh_until_ms,
-            stale_until_ms,
-            item_count,
-            high_water,
-            etag,
-        })
+        read_header(&mut Reader { buf: prefix, pos: 0 }).map(|(meta, _checksum)| meta)
     }
+}
+
+/// Magic, version, clock, counts, checksum and ETag: everything before the bodies.
+fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
+    if r.take(4)? != MAGIC {
+        return Err(DecodeError::NotAnEntry);
+    }
+    let version = r.u8()?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let _flags = r.u8()?;
+    let (fetched_at_ms, fresh_until_ms, stale_until_ms) = (r.u64()?, r.u64()?, r.u64()?);
+    let (item_count, high_water, checksum) = (r.u32()?, r.u32()?, r.u64()?);
+    let etag_len = r.u8()? as usize;
+    let etag = std::str::from_utf8(r.take(etag_len)?)
+        .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
+        .to_string();
+    let meta = EntryMeta {
+        fetched_at_ms,
+        fresh_until_ms,
+        stale_until_ms,
+        item_count,
+        high_water,
+        etag,
+    };
+    Ok((meta, checksum))
 }
 
 /// The fetch stamp of a stored value, read without decoding it (store compare-and-set).

@@ -213,16 +213,31 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
     let encoding = choose_encoding(&req.headers);
-    let etag = HeaderValue::from_str(&encoding_etag(&entry.meta.etag, encoding))
+    conditional(r, req, &entry.meta.etag, encoding, head_only, || {
+        entry.body_in(encoding)
+    })
+}
+
+/// 304 if `If-None-Match` matches `etag` (in any encoding), else 200 with the body
+/// (made only then), its per-encoding ETag and `Content-Encoding`.
+fn conditional<E: std::fmt::Display>(
+    r: http::response::Builder,
+    req: &http::request::Parts,
+    etag: &str,
+    encoding: Encoding,
+    head_only: bool,
+    body: impl FnOnce() -> Result<Bytes, E>,
+) -> Response<Bytes> {
+    let tag = HeaderValue::from_str(&encoding_etag(etag, encoding))
         .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
-    if not_modified(&req.headers, &entry.meta.etag) {
+    if not_modified(&req.headers, etag) {
         return r
             .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, etag)
+            .header(header::ETAG, tag)
             .body(Bytes::new())
             .expect("valid");
     }
-    let body = match entry.body_in(encoding) {
+    let body = match body() {
         Ok(b) => b,
         Err(e) => {
             return json_error(
@@ -233,9 +248,9 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
             );
         }
     };
-    r = r
+    let mut r = r
         .status(StatusCode::OK)
-        .header(header::ETAG, etag)
+        .header(header::ETAG, tag)
         .header(header::CONTENT_LENGTH, body.len());
     if let Some(ce) = encoding.header_value() {
         r = r.header(header::CONTENT_ENCODING, ce);
@@ -278,21 +293,7 @@ async fn serve_search(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=0, s-maxage=60"),
     );
-    let etag = HeaderValue::from_str(&encoding_etag(&answer.etag, answer.encoding)).expect("hex etag");
-    if not_modified(&req.headers, &answer.etag) {
-        return r
-            .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, etag)
-            .body(Bytes::new())
-            .expect("valid");
-    }
-    r = r
-        .status(StatusCode::OK)
-        .header(header::ETAG, etag)
-        .header(header::CONTENT_LENGTH, answer.body.len());
-    if let Some(ce) = answer.encoding.header_value() {
-        r = r.header(header::CONTENT_ENCODING, ce);
-    }
-    r.body(if head_only { Bytes::new() } else { answer.body })
-        .expect("valid")
+    conditional(r, req, &answer.etag, answer.encoding, head_only, || {
+        Ok::<_, std::convert::Infallible>(answer.body.clone())
+    })
 }
