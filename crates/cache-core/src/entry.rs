@@ -125,6 +125,9 @@ pub struct Entry {
     /// in-process tier keeps the entry while its ETag is unchanged).
     derived_identity: OnceLock<Bytes>,
     derived_gzip: OnceLock<Bytes>,
+    /// The ETag of each representation (identity, gzip, br), made once: the 304 path
+    /// is hot enough that a per-request `format!` shows.
+    encoding_etags: OnceLock<[String; 3]>,
 }
 
 /// Why a stored value could not be decoded. Any of these is treated as a miss.
@@ -207,7 +210,21 @@ impl Entry {
             bodies,
             derived_identity: OnceLock::new(),
             derived_gzip: OnceLock::new(),
+            encoding_etags: OnceLock::new(),
         }
+    }
+
+    /// The strong ETag of this entry in `enc` (`"m-…"`, `"m-…-gzip"`, `"m-…-br"`).
+    pub fn etag_in(&self, enc: Encoding) -> &str {
+        let tags = self.encoding_etags.get_or_init(|| {
+            let bare = self.meta.etag.trim_matches('"');
+            [
+                self.meta.etag.clone(),
+                format!("\"{bare}-gzip\""),
+                format!("\"{bare}-br\""),
+            ]
+        });
+        &tags[enc as usize]
     }
 
     /// The stored bytes for an encoding, if that encoding was stored.

@@ -213,23 +213,24 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
     let encoding = choose_encoding(&req.headers);
-    conditional(r, req, &entry.meta.etag, encoding, head_only, || {
+    let tag =
+        HeaderValue::from_str(entry.etag_in(encoding)).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
+    conditional(r, req, (&entry.meta.etag, tag), encoding, head_only, || {
         entry.body_in(encoding)
     })
 }
 
-/// 304 if `If-None-Match` matches `etag` (in any encoding), else 200 with the body
-/// (made only then), its per-encoding ETag and `Content-Encoding`.
+/// 304 if `If-None-Match` matches `etag` (the content's validator, in any encoding),
+/// else 200 with the body (made only then), `tag` (this encoding's ETag) and
+/// `Content-Encoding`.
 fn conditional<E: std::fmt::Display>(
     r: http::response::Builder,
     req: &http::request::Parts,
-    etag: &str,
+    (etag, tag): (&str, HeaderValue),
     encoding: Encoding,
     head_only: bool,
     body: impl FnOnce() -> Result<Bytes, E>,
 ) -> Response<Bytes> {
-    let tag = HeaderValue::from_str(&encoding_etag(etag, encoding))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
     if not_modified(&req.headers, etag) {
         return r
             .status(StatusCode::NOT_MODIFIED)
@@ -293,7 +294,8 @@ async fn serve_search(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=0, s-maxage=60"),
     );
-    conditional(r, req, &answer.etag, answer.encoding, head_only, || {
+    let tag = HeaderValue::from_str(&encoding_etag(&answer.etag, answer.encoding)).expect("hex etag");
+    conditional(r, req, (&answer.etag, tag), answer.encoding, head_only, || {
         Ok::<_, std::convert::Infallible>(answer.body.clone())
     })
 }
