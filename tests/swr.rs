@@ -538,6 +538,40 @@ async fn concurrent_misses_in_one_process_share_one_entry(b: Backend) {
     );
 }
 
+/// A warm (refresh) while another instance's revalidation is failing: it stops waiting
+/// when that instance releases the lock (not after its deadline) and fetches itself.
+async fn a_refresh_waits_only_until_a_failing_holder_releases(b: Backend) {
+    let (a, bb) = (b.instance(), b.instance());
+    let (tasks, sp) = spawner();
+    let mut failing = Arc::into_inner(ScriptedSource::with_delay(300, 60_000, Duration::from_millis(500))).unwrap();
+    failing.deadline = Duration::from_secs(5);
+    let failing = Arc::new(failing);
+    a.read("models:groq", failing.clone(), sp.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    failing.set(Behaviour::Fail("upstream down"));
+    assert_eq!(
+        a.read("models:groq", failing.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Stale
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await; // A's failing revalidation holds the lock
+    let good = ScriptedSource::new(60_000, 60_000);
+    good.set(Behaviour::Items(9));
+    let t = Instant::now();
+    let warmed = bb.refresh("models:groq", good.clone(), sp.clone()).await.unwrap();
+    let took = t.elapsed();
+    tasks.idle().await;
+    assert_eq!(failing.calls(), 2, "the miss and the failing revalidation");
+    assert_eq!(
+        (good.calls(), warmed.meta.item_count),
+        (1, 9),
+        "the warm fetched itself after the release"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "waited for the release, not the 5 s deadline: {took:?}"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -574,6 +608,7 @@ on_both_backends!(
     a_waiter_takes_a_value_stamped_by_a_lagging_clock,
     a_corrupt_body_behind_a_valid_header_is_a_miss,
     concurrent_misses_in_one_process_share_one_entry,
+    a_refresh_waits_only_until_a_failing_holder_releases,
 );
 
 // ---- Redis outages (real server killed and restarted) -----------------------------
