@@ -172,8 +172,8 @@ impl Catalog {
     /// rebuilt, so that missing gateways get another chance).
     pub async fn retime_complete_merge(self: &Arc<Self>) -> Option<Arc<Entry>> {
         let _one_at_a_time = self.rebuilding.lock().await;
-        let merged = self.cache.peek(&self.all_key).await?;
-        let fresh_window = merged.meta.fresh_until_ms.saturating_sub(merged.meta.fetched_at_ms);
+        let merged = self.cache.peek_meta(&self.all_key).await?;
+        let fresh_window = merged.fresh_until_ms.saturating_sub(merged.fetched_at_ms);
         if fresh_window <= INCOMPLETE_MERGE_FRESH.as_millis() as u64 {
             return None;
         }

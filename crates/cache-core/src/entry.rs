@@ -217,12 +217,7 @@ impl Entry {
     /// The strong ETag of this entry in `enc` (`"m-…"`, `"m-…-gzip"`, `"m-…-br"`).
     pub fn etag_in(&self, enc: Encoding) -> &str {
         let tags = self.encoding_etags.get_or_init(|| {
-            let bare = self.meta.etag.trim_matches('"');
-            [
-                self.meta.etag.clone(),
-                format!("\"{bare}-gzip\""),
-                format!("\"{bare}-br\""),
-            ]
+            [Encoding::Identity, Encoding::Gzip, Encoding::Brotli].map(|e| encoding_etag(&self.meta.etag, e))
         });
         &tags[enc as usize]
     }
@@ -347,6 +342,15 @@ impl Entry {
             return Err(DecodeError::ChecksumMismatch);
         }
         Ok(Entry::from_parts(meta, bodies))
+    }
+}
+
+/// The strong ETag of one representation: each content coding is its own
+/// representation (RFC 9110 §8.8.3), so `"m-1"` (identity), `"m-1-gzip"`, `"m-1-br"`.
+pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
+    match encoding.header_value() {
+        None => etag.to_string(),
+        Some(coding) => format!("\"{}-{coding}\"", etag.trim_matches('"')),
     }
 }
 

@@ -135,11 +135,12 @@ impl Catalog {
                 let (catalog, spawner, changed) = (self.clone(), spawner.clone(), &changed);
                 async move {
                     let t = Instant::now();
-                    let before = catalog.cache.peek(&crate::catalog::gateway_key(&gw.id)).await;
+                    // Only the ETag is needed: the header, not the catalog.
+                    let before = catalog.cache.peek_meta(&crate::catalog::gateway_key(&gw.id)).await;
                     let res = catalog.refresh_gateway(&gw, spawner).await;
                     let duration_ms = t.elapsed().as_millis() as u64;
                     if let Ok(entry) = &res
-                        && before.is_none_or(|b| b.meta.etag != entry.meta.etag)
+                        && before.is_none_or(|b| b.etag != entry.meta.etag)
                     {
                         changed.store(true, std::sync::atomic::Ordering::Relaxed);
                     }

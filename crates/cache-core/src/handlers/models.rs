@@ -241,12 +241,7 @@ fn conditional<E: std::fmt::Display>(
     let body = match body() {
         Ok(b) => b,
         Err(e) => {
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "corrupt_entry",
-                &format!("cached value unreadable: {e}"),
-                None,
-            );
+            return unreadable(e);
         }
     };
     let mut r = r
@@ -280,12 +275,7 @@ async fn serve_search(
     let answer = match catalog.searcher.search(entry, term, offset, limit, encoding).await {
         Ok(a) => a,
         Err(e) => {
-            return json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "corrupt_entry",
-                &format!("cached value unreadable: {e}"),
-                None,
-            );
+            return unreadable(e);
         }
     };
     let mut r = Response::builder();
@@ -298,4 +288,14 @@ async fn serve_search(
     conditional(r, req, (&answer.etag, tag), answer.encoding, head_only, || {
         Ok::<_, std::convert::Infallible>(answer.body.clone())
     })
+}
+
+/// 500 for a cached value that cannot be read back (the next read refetches it).
+fn unreadable(e: impl std::fmt::Display) -> Response<Bytes> {
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "corrupt_entry",
+        &format!("cached value unreadable: {e}"),
+        None,
+    )
 }

@@ -74,14 +74,7 @@ fn mentions(headers: &HeaderMap, coding: &str) -> bool {
         })
 }
 
-/// The strong ETag of one representation: each content coding is its own
-/// representation (RFC 9110 §8.8.3), so `"m-1"` (identity), `"m-1-gzip"`, `"m-1-br"`.
-pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
-    match encoding.header_value() {
-        None => etag.to_string(),
-        Some(coding) => format!("\"{}-{coding}\"", etag.trim_matches('"')),
-    }
-}
+pub use crate::entry::encoding_etag;
 
 /// Whether `If-None-Match` matches the entry's `etag` in any of its encodings
 /// (strong or weak forms, lists, `*`): the content is the same, so a client that
