@@ -38,13 +38,32 @@ fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dies_under_load_and_the_process_recovers() {
+    // Redis is down this long; requests that start in its first
+    // `OUTAGE - CLEAR` must be answered before it comes back.
+    const OUTAGE: Duration = Duration::from_millis(3500);
+    const CLEAR: Duration = Duration::from_millis(2500);
     let mut redis = RedisServer::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
-    catalog(&redis.url(), &sample, &[])
-        .warm(None, Trigger::Manual, spawner(&tasks))
-        .await
-        .unwrap();
+    // Generous deadlines: this warm only seeds Redis, and a 1 s deadline on a busy
+    // 2-core machine can fail featherless (the largest catalog), whose throttle would
+    // then turn the function's reads of it into 503s before the outage even starts.
+    let seeded = catalog(
+        &redis.url(),
+        &sample,
+        &[
+            ("GATEWAY_TIMEOUT_FAST_MS", "20000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "20000"),
+        ],
+    )
+    .warm(None, Trigger::Manual, spawner(&tasks))
+    .await
+    .unwrap();
+    assert!(
+        seeded.success,
+        "the seeding warm stored every gateway: {:?}",
+        seeded.details
+    );
     let (url, base) = (redis.url(), sample.base_url());
     let f = FunctionProcess::spawn(
         env!("CARGO_BIN_EXE_models"),
@@ -59,7 +78,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let stop = Instant::now() + Duration::from_millis(5000);
+    let stop = Instant::now() + Duration::from_millis(6500);
     let (ok, failed, slowest_us, during) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -95,14 +114,19 @@ async fn redis_dies_under_load_and_the_process_recovers() {
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
-                // Requests that started while Redis was down; those after the restart
-                // refill an empty Redis (cold misses, bounded by the sources' deadlines).
+                // Requests that started while Redis was down. Those that started at
+                // least `CLEAR` before the restart cannot have met the refill of the
+                // empty restarted Redis (cold misses, bounded by the sources'
+                // deadlines, seconds on a busy machine): each must end on its own
+                // deadlines, so they give the "slowest" figure.
                 if let Some((a, b)) = *outage.lock().unwrap()
                     && t >= a
                     && t <= b
                 {
                     during.fetch_add(1, Ordering::Relaxed);
-                    slowest_us.fetch_max(us, Ordering::Relaxed);
+                    if t + CLEAR <= b {
+                        slowest_us.fetch_max(us, Ordering::Relaxed);
+                    }
                 } else {
                     assert!(us < 40_000_000, "a request outlived every deadline: {us} us");
                 }
@@ -113,7 +137,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
     let down = Instant::now();
     *outage.lock().unwrap() = Some((down, down + Duration::from_secs(3600)));
     redis.kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(OUTAGE).await;
     redis.restart(); // empty: no persistence
     *outage.lock().unwrap() = Some((down, Instant::now()));
     for w in workers {
@@ -122,7 +146,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let slowest = Duration::from_micros(slowest_us.load(Ordering::Relaxed));
     println!(
-        "redis outage 1.5 s under 8 connections: {} requests ({} during the outage), {} failed ({:.2}%), slowest during the outage {:?}",
+        "redis outage {OUTAGE:?} under 8 connections: {} requests ({} during the outage), {} failed ({:.2}%), slowest of those started {CLEAR:?}+ before the restart {:?}",
         ok + failed,
         during.load(Ordering::Relaxed),
         failed,
@@ -135,8 +159,8 @@ async fn redis_dies_under_load_and_the_process_recovers() {
         "requests were served during the outage"
     );
     assert!(
-        slowest < Duration::from_secs(3),
-        "no request hung past its deadline: {slowest:?}"
+        slowest > Duration::ZERO && slowest < CLEAR,
+        "no request hung on the dead Redis past its deadlines: {slowest:?}"
     );
 
     // Recovered by itself: the process writes to the restarted Redis again.
