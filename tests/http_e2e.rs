@@ -33,8 +33,8 @@ impl Env {
         let mut env: Vec<(&str, &str)> = vec![
             ("REDIS_URL", &redis),
             ("GATEWAYZ_API_URL", &base),
-            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
-            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+            ("GATEWAY_TIMEOUT_FAST_MS", "10000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "10000"),
             ("LOCAL_CACHE_TTL_MS", "0"),
             ("TTL_JITTER_PERCENT", "0"),
         ];
@@ -90,6 +90,7 @@ async fn models_miss_hit_etag_and_encodings() {
     assert_eq!(header(&first, "x-cache"), Some("MISS"));
     let etag = header(&first, "etag").unwrap().to_string();
     let identity: Value = serde_json::from_slice(&first.bytes().await.unwrap()).unwrap();
+    support::contract::assert_models_response(&identity);
     assert_eq!(identity["data"].as_array().unwrap().len(), 11);
     assert_eq!(identity["gateway"], "groq");
 
@@ -128,7 +129,7 @@ async fn models_miss_hit_etag_and_encodings() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-cache"), Some("HIT"));
 
-    // Aliases and the old frontend's `limit` share one key (lesson 11).
+    // Aliases and pages (`limit`) share one key (lesson 11).
     let r = c.get(f.url("/api/models?gateway=GROQ&limit=5")).send().await.unwrap();
     assert_eq!(header(&r, "x-cache"), Some("HIT"));
     assert_eq!(env.sample.requests("groq"), 1);
@@ -140,6 +141,7 @@ async fn models_miss_hit_etag_and_encodings() {
         .await
         .unwrap();
     let v = json_of(r).await;
+    support::contract::assert_models_response(&v);
     let n = v["data"].as_array().unwrap().len();
     assert!(n > 0 && n < 11, "{n}");
     assert!(
@@ -187,6 +189,7 @@ async fn merged_all_served_to_every_client() {
     let r = c.get(f.url("/api/models")).send().await.unwrap();
     assert_eq!(r.status(), 200, "no gateway = the merged view");
     let plain: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    support::contract::assert_models_response(&plain);
     assert!(plain["data"].as_array().unwrap().len() > 3000);
     let r = c
         .get(f.url("/api/models?gateway=all"))
@@ -301,6 +304,7 @@ async fn manual_warm_statuses_and_auth_matrix() {
 
     // Status before any run.
     let status = json_of(c.get(&url).send().await.unwrap()).await;
+    support::contract::assert_status_response(&status);
     assert_eq!(status["last_run"], Value::Null);
     assert!(
         status["gateways"]
@@ -382,6 +386,7 @@ async fn manual_warm_statuses_and_auth_matrix() {
     let text = r.text().await.unwrap();
     assert!(!text.contains(WARM_SECRET));
     let status: Value = serde_json::from_str(&text).unwrap();
+    support::contract::assert_status_response(&status);
     assert_eq!(status["last_run"]["trigger"], "manual");
     let xai = status["gateways"]
         .as_array()
@@ -833,6 +838,7 @@ async fn search_is_bounded_paged_and_compressed() {
             "compressed (br when gzip is not offered)"
         );
         let v: Value = serde_json::from_slice(&decode(Some("br"), &r.bytes().await.unwrap())).unwrap();
+        support::contract::assert_models_response(&v);
         assert_eq!(v["total"].as_u64().unwrap() as usize, total);
         assert_eq!(v["limit"], 7);
         assert_eq!(v["offset"].as_u64(), Some(o));
@@ -854,4 +860,311 @@ async fn search_is_bounded_paged_and_compressed() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304, "same answer, other encoding: not modified");
+}
+
+// ---- the frontend contract ----------------------------------------------------------
+
+/// The merge's dedup key, written again from the rule in the catalog API's docs (an
+/// oracle independent of the service's code).
+fn dedup_key(m: &Value) -> String {
+    const PREFIXES: &[&str] = &[
+        "aimo/",
+        "google/",
+        "openai/",
+        "meta/",
+        "anthropic/",
+        "models/",
+        "mistralai/",
+        "xai/",
+        "fal-ai/",
+        "fal/",
+        "bria/",
+    ];
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect()
+    };
+    let raw = m["canonical_slug"]
+        .as_str()
+        .filter(|s| !s.trim().is_empty())
+        .or(m["id"].as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let key = clean(PREFIXES.iter().find_map(|p| raw.strip_prefix(p)).unwrap_or(&raw));
+    if key.is_empty() {
+        clean(&m["name"].as_str().unwrap_or("").to_ascii_lowercase())
+    } else {
+        key
+    }
+}
+
+/// The fixture catalogs' prices in USD per token, by dedup key and gateway (a
+/// gateway's first listing of a key), converted from each gateway's documented unit.
+fn fixture_prices() -> std::collections::HashMap<String, std::collections::BTreeMap<String, Value>> {
+    const PER_MILLION: &[&str] = &["featherless", "fireworks", "together", "groq"];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/sample-catalog/fixtures");
+    let mut out: std::collections::HashMap<String, std::collections::BTreeMap<String, Value>> = Default::default();
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        let gw = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if gw == "manifest" {
+            continue;
+        }
+        let scale = if PER_MILLION.contains(&gw.as_str()) { 1e-6 } else { 1.0 };
+        let models: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for m in models {
+            let key = dedup_key(&m);
+            let mut price = serde_json::Map::new();
+            for (field, v) in m["pricing"].as_object().into_iter().flatten() {
+                let n = match v {
+                    Value::String(s) => s.parse::<f64>().ok(),
+                    Value::Number(n) => n.as_f64(),
+                    _ => None,
+                };
+                if let Some(n) = n {
+                    price.insert(field.clone(), Value::from(n * scale));
+                }
+            }
+            let listings = out.entry(key).or_default();
+            listings.entry(gw.clone()).or_insert(Value::Object(price));
+        }
+    }
+    out
+}
+
+fn close(served: &Value, expected: &Value) -> bool {
+    let s: f64 = served.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let e = expected.as_f64().unwrap_or(f64::NAN);
+    (s - e).abs() <= 1e-12_f64.max(e.abs() * 1e-9)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_json_as_the_frontend_reads_it() {
+    let env = Env::new().await;
+    let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
+    let c = raw_client();
+    let r = c.get(f.url("/api/models?gateway=all")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let whole_etag = header(&r, "etag").unwrap().to_string();
+    let all: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    support::contract::assert_models_response(&all);
+    assert_eq!(all["pricing_unit"], "usd_per_token");
+    let models = all["data"].as_array().unwrap();
+    let n = models.len();
+    assert_eq!(
+        (all["total"].as_u64(), all["returned"].as_u64(), all["offset"].as_u64()),
+        (Some(n as u64), Some(n as u64), Some(0))
+    );
+    assert_eq!(
+        (&all["limit"], &all["has_more"], &all["next_offset"]),
+        (&Value::Null, &Value::Bool(false), &Value::Null)
+    );
+
+    // 1. Every listing gateway's own price, checked against the fixture catalogs.
+    let fixtures = fixture_prices();
+    let (mut multi, mut checked, mut differing) = (0, 0, 0);
+    for m in models {
+        let gateways: Vec<&str> = m["source_gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap())
+            .collect();
+        let listings = &fixtures[&dedup_key(m)];
+        let served = m["gateway_pricing"].as_object().unwrap();
+        let priced: Vec<&String> = listings
+            .iter()
+            .filter(|(_, p)| !p.as_object().unwrap().is_empty())
+            .map(|(g, _)| g)
+            .collect();
+        assert_eq!(
+            served.keys().collect::<Vec<_>>(),
+            priced,
+            "{}: gateway_pricing holds exactly the gateways that price it",
+            m["id"]
+        );
+        for (gw, price) in served {
+            assert!(gateways.contains(&gw.as_str()), "{}: {gw} lists it", m["id"]);
+            let want = listings[gw].as_object().unwrap();
+            for (field, v) in want {
+                assert!(
+                    close(&price[field], v),
+                    "{} on {gw}: {field} {} vs {v}",
+                    m["id"],
+                    price[field]
+                );
+            }
+            checked += 1;
+        }
+        if gateways.len() > 1 {
+            multi += 1;
+            let prompts: std::collections::HashSet<String> = served.values().map(|p| p["prompt"].to_string()).collect();
+            differing += (prompts.len() > 1) as usize;
+        }
+        // 2. No price at all is null, never an object of nulls.
+        match &m["pricing"] {
+            Value::Null => {}
+            Value::Object(p) => assert!(p.values().any(|v| !v.is_null()), "{}: {p:?}", m["id"]),
+            other => panic!("{}: pricing {other}", m["id"]),
+        }
+    }
+    let unpriced = models.iter().filter(|m| m["pricing"].is_null()).count();
+    println!(
+        "merged view: {n} models, {multi} on several gateways ({differing} priced differently), {checked} gateway prices checked, {unpriced} unpriced"
+    );
+    assert!(
+        multi > 100 && differing > 10 && unpriced > 100,
+        "the fixtures exercise it"
+    );
+    // The issue's example: openrouter's price won, novita's own is kept beside it.
+    let mytho = models
+        .iter()
+        .find(|m| {
+            m["id"]
+                .as_str()
+                .is_some_and(|i| i.eq_ignore_ascii_case("Gryphe/MythoMax-L2-13b"))
+        })
+        .expect("MythoMax is in the fixtures");
+    assert_eq!(mytho["gateway_pricing"]["openrouter"]["prompt"], "0.0000004", "{mytho}");
+    assert_eq!(mytho["gateway_pricing"]["novita"]["prompt"], "0.00000009", "{mytho}");
+
+    // Per gateway: that gateway alone.
+    let groq: Value = json_of(c.get(f.url("/api/models?gateway=groq")).send().await.unwrap()).await;
+    support::contract::assert_models_response(&groq);
+    for m in groq["data"].as_array().unwrap() {
+        match &m["pricing"] {
+            Value::Null => assert_eq!(m["gateway_pricing"], serde_json::json!({})),
+            p => assert_eq!(m["gateway_pricing"], serde_json::json!({ "groq": p })),
+        }
+    }
+
+    // 3. Pages, cut from the cached entry: no upstream call, no store key.
+    let keys_before = env.redis_keys();
+    env.sample.reset_counts();
+    let r = c
+        .get(f.url("/api/models?gateway=all&limit=50"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-encoding"), Some("br"));
+    let page_etag = header(&r, "etag").unwrap().to_string();
+    assert_ne!(page_etag, whole_etag, "a page has its own ETag");
+    let wire = r.bytes().await.unwrap().len();
+    let first: Value = serde_json::from_slice(&decode(
+        Some("br"),
+        &c.get(f.url("/api/models?gateway=all&limit=50"))
+            .header("accept-encoding", "br")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    ))
+    .unwrap();
+    support::contract::assert_models_response(&first);
+    assert_eq!(first["data"].as_array().unwrap()[..], models[..50]);
+    assert_eq!(
+        (
+            first["total"].as_u64(),
+            first["returned"].as_u64(),
+            first["limit"].as_u64()
+        ),
+        (Some(n as u64), Some(50), Some(50))
+    );
+    assert_eq!(
+        (first["has_more"].as_bool(), first["next_offset"].as_u64()),
+        (Some(true), Some(50))
+    );
+    assert_eq!(first["pricing_unit"], "usd_per_token");
+    assert_eq!(first["gateways"], all["gateways"], "the list's own members are kept");
+    println!("a 50-model page of `all`: {wire} bytes brotli");
+    assert!(wire < 30_000, "{wire}");
+    let r = c
+        .get(f.url("/api/models?gateway=all&limit=50"))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &page_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304, "same page, other encoding: not modified");
+    let r = c
+        .get(f.url("/api/models?gateway=all&limit=50"))
+        .header("if-none-match", &whole_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the whole list's validator is not the page's");
+    let head = c
+        .head(f.url("/api/models?gateway=all&limit=50&offset=50"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+
+    // Walking the pages gives the whole list back, in order.
+    let mut paged = Vec::new();
+    let mut offset = Some(0u64);
+    let mut etags = std::collections::HashSet::new();
+    while let Some(o) = offset {
+        let r = c
+            .get(f.url(&format!("/api/models?gateway=all&limit=1000&offset={o}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(etags.insert(header(&r, "etag").unwrap().to_string()));
+        let v = json_of(r).await;
+        support::contract::assert_models_response(&v);
+        paged.extend(v["data"].as_array().unwrap().iter().cloned());
+        offset = v["next_offset"].as_u64();
+    }
+    assert_eq!(&paged[..], &models[..]);
+    let rest = json_of(
+        c.get(f.url(&format!("/api/models?gateway=all&offset={}", n - 3)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        rest["data"].as_array().unwrap()[..],
+        models[n - 3..],
+        "offset alone: the rest"
+    );
+    assert_eq!(rest["limit"], Value::Null);
+    let past = json_of(
+        c.get(f.url("/api/models?gateway=groq&limit=5&offset=900"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (past["returned"].as_u64(), past["has_more"].as_bool()),
+        (Some(0), Some(false))
+    );
+    for bad in ["limit=0", "limit=1001", "limit=ten", "offset=-5", "limit=5&limit=6"] {
+        let r = c
+            .get(f.url(&format!("/api/models?gateway=all&{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(json_of(r).await["error"], "bad_query", "{bad}");
+    }
+    assert_eq!(env.sample.total_requests(), 0, "pages never reach the upstream");
+    assert_eq!(env.redis_keys(), keys_before, "no store key per page");
+
+    let search = json_of(
+        c.get(f.url("/api/models?gateway=all&search=llama&limit=5"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    support::contract::assert_models_response(&search);
+    assert_eq!(search["pricing_unit"], "usd_per_token");
 }

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod contract;
 pub mod process;
 pub mod redis;
 pub mod source;

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::contract::{Page, PricingUnit};
 use crate::entry::{Entry, EntryMeta};
 use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
@@ -240,8 +241,8 @@ fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), S
     Ok(())
 }
 
-/// `{"data":[...],"gateway":"<id>","total":N}`: the body the models route serves
-/// as is. `parts` are comma-separated JSON objects (empty parts are skipped).
+/// `{"data":[...],"gateway":"<id>","pricing_unit":..,"total":N,<page fields>,..}`:
+/// the body the models route serves as is ([`crate::contract::ModelsResponse`]). `parts` are comma-separated JSON objects (empty parts are skipped).
 fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Value)]) -> Bytes {
     let mut body = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 128);
     body.extend_from_slice(b"{\"data\":[");
@@ -255,7 +256,10 @@ fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Va
     }
     body.extend_from_slice(b"],\"gateway\":");
     serde_json::to_writer(&mut body, gateway).expect("strings serialize");
-    body.extend_from_slice(format!(",\"total\":{total}").as_bytes());
+    body.extend_from_slice(b",\"pricing_unit\":");
+    serde_json::to_writer(&mut body, &PricingUnit::UsdPerToken).expect("enums serialize");
+    // The whole list is one page.
+    Page::of(total, 0, None).write_members(&mut body);
     for (k, v) in extra {
         body.extend_from_slice(b",");
         serde_json::to_writer(&mut body, k).expect("strings serialize");
@@ -516,7 +520,8 @@ mod tests {
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"data":[{"id":"a"},{"id":"b"}],"gateway":"groq","total":2})
+            serde_json::json!({"data":[{"id":"a"},{"id":"b"}],"gateway":"groq","pricing_unit":"usd_per_token",
+                "total":2,"returned":2,"offset":0,"limit":null,"has_more":false,"next_offset":null})
         );
         let empty: Value = serde_json::from_slice(&catalog_json("x", &[], 0, &[])).unwrap();
         assert_eq!(empty["data"], serde_json::json!([]));

@@ -76,7 +76,8 @@ pub struct Metrics {
 }
 
 /// Counters of one category, with the derived rates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct CategoryMetrics {
     pub fresh_hits: i64,
     pub stale_hits: i64,

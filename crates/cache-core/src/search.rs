@@ -21,6 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::contract::Page;
 use crate::entry::{Encoding, Entry};
 
 /// Shorter terms match nearly everything and are refused.
@@ -34,12 +35,14 @@ pub const MAX_LIMIT: usize = 1000;
 const MAX_INDEXES: usize = 64;
 const MAX_ANSWERS: usize = 512;
 
-/// One catalog, ready to be searched.
+/// One catalog, ready to be searched or cut into pages.
 pub struct SearchIndex {
     /// The cached identity JSON the spans point into.
     json: Bytes,
-    /// `"gateway"` of the catalog, as JSON.
-    gateway: String,
+    /// The catalog's top-level members other than `data` and the page fields
+    /// (`gateway`, `pricing_unit`, `missing_gateways`, ...), as `,"k":v` JSON: every
+    /// page and search answer repeats them.
+    envelope: Vec<u8>,
     /// Lowercased `id name description provider_slug` per model, one per line.
     haystack: Vec<u8>,
     /// Where each model's line starts in `haystack`.
@@ -48,13 +51,20 @@ pub struct SearchIndex {
     spans: Vec<(u32, u32)>,
 }
 
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(borrow)]
-    data: Vec<&'a RawValue>,
-    #[serde(default, borrow)]
-    gateway: Option<&'a RawValue>,
-}
+/// A catalog body's top-level members, by name (`RawValue`s cannot go through
+/// `#[serde(flatten)]`, so `data` is parsed from its member).
+type Members<'a> = std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a RawValue>;
+
+/// Members a page or search answer sets itself.
+const PAGE_MEMBERS: &[&str] = &[
+    "total",
+    "returned",
+    "offset",
+    "limit",
+    "has_more",
+    "next_offset",
+    "search",
+];
 
 #[derive(Deserialize)]
 struct Fields<'a> {
@@ -72,12 +82,14 @@ impl SearchIndex {
     /// Build from a cached catalog body `{"data":[...],"gateway":...}`.
     pub fn build(json: Bytes) -> Result<SearchIndex, String> {
         let text = std::str::from_utf8(&json).map_err(|e| e.to_string())?;
-        let body: Body = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let members: Members = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let data: Vec<&RawValue> = serde_json::from_str(members.get("data").ok_or("not a catalog: no \"data\"")?.get())
+            .map_err(|e| e.to_string())?;
         let base = text.as_ptr() as usize;
-        let mut haystack = Vec::with_capacity(body.data.len() * 160);
-        let mut line_starts = Vec::with_capacity(body.data.len());
-        let mut spans = Vec::with_capacity(body.data.len());
-        for raw in &body.data {
+        let mut haystack = Vec::with_capacity(data.len() * 160);
+        let mut line_starts = Vec::with_capacity(data.len());
+        let mut spans = Vec::with_capacity(data.len());
+        for raw in &data {
             let s = raw.get();
             let start = s.as_ptr() as usize - base;
             spans.push((start as u32, (start + s.len()) as u32));
@@ -91,11 +103,18 @@ impl SearchIndex {
             }
             haystack.push(b'\n');
         }
-        let gateway = body.gateway.map_or_else(|| "null".to_string(), |g| g.get().to_string());
-        drop(body);
+        let mut envelope = Vec::new();
+        let own = |k: &str| k == "data" || PAGE_MEMBERS.contains(&k);
+        for (k, v) in members.iter().filter(|(k, _)| !own(k)) {
+            envelope.push(b',');
+            serde_json::to_writer(&mut envelope, k).expect("strings serialize");
+            envelope.push(b':');
+            envelope.extend_from_slice(v.get().as_bytes());
+        }
+        drop((data, members));
         Ok(SearchIndex {
             json,
-            gateway,
+            envelope,
             haystack,
             line_starts,
             spans,
@@ -137,45 +156,40 @@ impl SearchIndex {
         out
     }
 
-    /// The page `[offset, offset + limit)` of the models matching `term`, as the
-    /// JSON body: the models' own bytes, plus the catalog API's page fields.
-    pub fn page(&self, term: &str, offset: usize, limit: usize) -> Vec<u8> {
-        self.page_of(&self.matches(term), term, offset, limit)
+    /// The page `[offset, offset + limit)` of the models matching `term` (every
+    /// model when `None`), as the JSON body: the models' own bytes, the catalog's
+    /// other members, and the catalog API's page fields.
+    pub fn page(&self, term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
+        match term {
+            Some(t) => self.page_of(&self.matches(t), term, offset, limit),
+            None => self.page_of(&(0..self.len()).collect::<Vec<_>>(), None, offset, limit),
+        }
     }
 
-    fn page_of(&self, hits: &[usize], term: &str, offset: usize, limit: usize) -> Vec<u8> {
-        let total = hits.len();
-        let page = &hits[offset.min(total)..(offset + limit).min(total)];
-        let size: usize = page
+    fn page_of(&self, hits: &[usize], term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
+        let page = Page::of(hits.len(), offset, limit);
+        let models = &hits[page.range()];
+        let size: usize = models
             .iter()
             .map(|&i| (self.spans[i].1 - self.spans[i].0) as usize + 1)
             .sum();
-        let mut out = Vec::with_capacity(size + 256);
+        let mut out = Vec::with_capacity(size + self.envelope.len() + 256);
         out.extend_from_slice(b"{\"data\":[");
-        for (n, &i) in page.iter().enumerate() {
+        for (n, &i) in models.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
             }
             let (a, b) = self.spans[i];
             out.extend_from_slice(&self.json[a as usize..b as usize]);
         }
-        let has_more = offset + page.len() < total;
-        let next = if has_more {
-            (offset + page.len()).to_string()
-        } else {
-            "null".to_string()
-        };
-        out.extend_from_slice(b"],\"gateway\":");
-        out.extend_from_slice(self.gateway.as_bytes());
-        out.extend_from_slice(b",\"search\":");
-        serde_json::to_writer(&mut out, term).expect("strings serialize");
-        out.extend_from_slice(
-            format!(
-                ",\"total\":{total},\"returned\":{},\"offset\":{offset},\"limit\":{limit},\"has_more\":{has_more},\"next_offset\":{next}}}",
-                page.len()
-            )
-            .as_bytes(),
-        );
+        out.push(b']');
+        out.extend_from_slice(&self.envelope);
+        if let Some(term) = term {
+            out.extend_from_slice(b",\"search\":");
+            serde_json::to_writer(&mut out, term).expect("strings serialize");
+        }
+        page.write_members(&mut out);
+        out.push(b'}');
         out
     }
 }
@@ -189,10 +203,10 @@ pub struct Answer {
     pub etag: String,
 }
 
-/// (ETag, term): one search of one catalog.
-type TermKey = (String, String);
+/// (ETag, term): one search of one catalog (no term: its whole list).
+type TermKey = (String, Option<String>);
 /// (ETag, term, offset, limit, encoding): one answer.
-type AnswerKey = (String, String, usize, usize, Encoding);
+type AnswerKey = (String, Option<String>, usize, Option<usize>, Encoding);
 
 /// Per-instance search state: indexes by ETag, recent match lists and answers, and
 /// the one permit.
@@ -217,16 +231,24 @@ impl Default for Searcher {
 }
 
 impl Searcher {
-    /// Search `entry` for `term` (lowercased, length-checked by the caller).
+    /// A page of `entry`'s models matching `term` (lowercased, length-checked by
+    /// the caller), or of all its models when `term` is `None` (a page of the list:
+    /// cut from the cached entry, no key of its own in the store).
     pub async fn search(
         &self,
         entry: &Arc<Entry>,
-        term: &str,
+        term: Option<&str>,
         offset: usize,
-        limit: usize,
+        limit: Option<usize>,
         encoding: Encoding,
     ) -> Result<Answer, String> {
-        let key = (entry.meta.etag.clone(), term.to_string(), offset, limit, encoding);
+        let key = (
+            entry.meta.etag.clone(),
+            term.map(str::to_string),
+            offset,
+            limit,
+            encoding,
+        );
         if let Some(a) = lock(&self.answers).get(&key) {
             return Ok(a.clone());
         }
@@ -237,15 +259,21 @@ impl Searcher {
         let index = lock(&self.indexes).get(&entry.meta.etag).cloned();
         let hits_key = (key.0.clone(), key.1.clone());
         let hits = lock(&self.hits).get(&hits_key).cloned();
-        let (entry, term_owned) = (entry.clone(), term.to_string());
+        let (entry, term_owned) = (entry.clone(), key.1.clone());
         let (index, hits, answer) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let index = match index {
                 Some(i) => i,
                 None => Arc::new(SearchIndex::build(entry.identity().map_err(|e| e.to_string())?)?),
             };
-            let hits = hits.unwrap_or_else(|| Arc::new(index.matches(&term_owned)));
-            let json = index.page_of(&hits, &term_owned, offset, limit);
-            let etag = format!("\"s-{:016x}\"", xxhash_rust::xxh3::xxh3_64(&json));
+            let hits = hits.unwrap_or_else(|| {
+                Arc::new(match &term_owned {
+                    Some(t) => index.matches(t),
+                    None => (0..index.len()).collect(),
+                })
+            });
+            let json = index.page_of(&hits, term_owned.as_deref(), offset, limit);
+            let prefix = if term_owned.is_some() { "s" } else { "p" };
+            let etag = format!("\"{prefix}-{:016x}\"", xxhash_rust::xxh3::xxh3_64(&json));
             let body = match encoding {
                 Encoding::Identity => Bytes::from(json),
                 Encoding::Gzip => fast_gzip(&json),
@@ -316,27 +344,47 @@ mod tests {
     #[test]
     fn finds_each_model_once_and_pages() {
         let i = index();
-        let v: serde_json::Value = serde_json::from_slice(&i.page("llama", 0, 50)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&i.page(Some("llama"), 0, Some(50))).unwrap();
         assert_eq!(v["total"], 2, "a model matching twice counts once");
         assert_eq!(v["data"][0]["id"], "meta-llama/Llama-3");
         assert_eq!(v["data"][1]["id"], "x/mistral");
         assert_eq!(v["gateway"], "all");
-        let p: serde_json::Value = serde_json::from_slice(&i.page("llama", 1, 1)).unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&i.page(Some("llama"), 1, Some(1))).unwrap();
         assert_eq!(p["data"].as_array().unwrap().len(), 1);
         assert_eq!((p["offset"].as_u64(), p["has_more"].as_bool()), (Some(1), Some(false)));
-        let first: serde_json::Value = serde_json::from_slice(&i.page("llama", 0, 1)).unwrap();
+        let first: serde_json::Value = serde_json::from_slice(&i.page(Some("llama"), 0, Some(1))).unwrap();
         assert_eq!(
             (first["has_more"].as_bool(), first["next_offset"].as_u64()),
             (Some(true), Some(1))
         );
-        let none: serde_json::Value = serde_json::from_slice(&i.page("zzq", 0, 50)).unwrap();
+        let none: serde_json::Value = serde_json::from_slice(&i.page(Some("zzq"), 0, Some(50))).unwrap();
         assert_eq!(none["total"], 0);
+    }
+
+    #[test]
+    fn list_pages_keep_the_catalogs_members_and_set_their_own() {
+        let i = SearchIndex::build(Bytes::from_static(
+            br#"{"data":[{"id":"a"},{"id":"b"},{"id":"c"}],"gateway":"all","pricing_unit":"usd_per_token","total":3,"returned":3,"offset":0,"limit":null,"has_more":false,"next_offset":null,"missing_gateways":["x"]}"#,
+        ))
+        .unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&i.page(None, 1, Some(1))).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"data":[{"id":"b"}],"gateway":"all","pricing_unit":"usd_per_token","missing_gateways":["x"],
+                "total":3,"returned":1,"offset":1,"limit":1,"has_more":true,"next_offset":2})
+        );
+        let rest: serde_json::Value = serde_json::from_slice(&i.page(None, 1, None)).unwrap();
+        assert_eq!(
+            (rest["returned"].as_u64(), rest["has_more"].as_bool()),
+            (Some(2), Some(false))
+        );
+        assert!(rest.get("search").is_none());
     }
 
     #[test]
     fn a_term_never_matches_across_two_models() {
         let i = index();
-        let v: serde_json::Value = serde_json::from_slice(&i.page("meta \nx/mis", 0, 50)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&i.page(Some("meta \nx/mis"), 0, Some(50))).unwrap();
         assert_eq!(v["total"], 0);
     }
 }

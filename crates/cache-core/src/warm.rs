@@ -33,6 +33,7 @@ pub const LAST_RUN_KEY: &str = "warm:last_run";
 const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Manual,
@@ -40,6 +41,7 @@ pub enum Trigger {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Success,
@@ -48,6 +50,7 @@ pub enum Outcome {
 
 /// One gateway's part of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct GatewayOutcome {
     pub gateway: String,
     pub status: Outcome,
@@ -55,11 +58,13 @@ pub struct GatewayOutcome {
     pub count: u32,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[cfg_attr(feature = "contract", ts(optional))]
     pub error: Option<String>,
 }
 
 /// A warm run, as stored and as answered by the warm endpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct RunRecord {
     /// Every gateway succeeded.
     pub success: bool,

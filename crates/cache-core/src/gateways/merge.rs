@@ -5,6 +5,9 @@
 //!   prefix stripped, characters other than `[a-z0-9_-]` removed; the normalised
 //!   name when that leaves nothing;
 //! - `source_gateways` and `provider_slugs` are the union over duplicates;
+//! - `gateway_pricing` too: each listing gateway's own price under its id (a
+//!   gateway listing the model twice keeps its first), so the frontend can show
+//!   every gateway's price and not only the winner's;
 //! - the most complete record wins: a point each for a description, a prompt price
 //!   and a context length > 0, plus the number of input modalities (ties: the
 //!   gateway listed first).
@@ -48,6 +51,8 @@ pub struct Facts {
     architecture: Value,
     source_gateways: Value,
     provider_slugs: Value,
+    source_gateway: Value,
+    gateway_pricing: Value,
 }
 
 impl Facts {
@@ -77,6 +82,19 @@ impl Facts {
             .map_or(0, Vec::len);
         has_description as usize + has_prompt_price as usize + has_context as usize + modalities
     }
+
+    /// This listing's prices by gateway: its `gateway_pricing`, or (a record
+    /// normalised before that field existed) its own price under `source_gateway`.
+    fn prices(&self) -> Map<String, Value> {
+        if let Value::Object(m) = &self.gateway_pricing {
+            return m.clone();
+        }
+        let mut m = Map::new();
+        if let (Some(gw), true) = (self.source_gateway.as_str(), super::normalize::has_price(&self.pricing)) {
+            m.insert(gw.to_string(), self.pricing.clone());
+        }
+        m
+    }
 }
 
 fn clean(s: &str) -> String {
@@ -96,8 +114,10 @@ struct Kept<'a> {
     score: usize,
     own_gateways: Value,
     own_providers: Value,
+    own_prices: Value,
     gateways: Vec<Value>,
     providers: Vec<Value>,
+    prices: Map<String, Value>,
 }
 
 /// Merge catalog bodies (`{"data":[...]}`) given in gateway order. Returns the
@@ -125,19 +145,25 @@ pub fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
                         score,
                         gateways: array(&facts.source_gateways),
                         providers: array(&facts.provider_slugs),
+                        prices: facts.prices(),
                         own_gateways: facts.source_gateways,
                         own_providers: facts.provider_slugs,
+                        own_prices: facts.gateway_pricing,
                     });
                 }
                 Some(&i) => {
                     let k = &mut kept[i];
                     union_into(&mut k.gateways, &facts.source_gateways);
                     union_into(&mut k.providers, &facts.provider_slugs);
+                    for (gw, price) in facts.prices() {
+                        k.prices.entry(gw).or_insert(price);
+                    }
                     if score > k.score {
                         k.raw = raw;
                         k.score = score;
                         k.own_gateways = facts.source_gateways;
                         k.own_providers = facts.provider_slugs;
+                        k.own_prices = facts.gateway_pricing;
                     }
                 }
             }
@@ -148,11 +174,14 @@ pub fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
         if i > 0 {
             out.push(b',');
         }
-        let unchanged = array(&k.own_gateways) == k.gateways && array(&k.own_providers) == k.providers;
+        let unchanged = array(&k.own_gateways) == k.gateways
+            && array(&k.own_providers) == k.providers
+            && k.own_prices.as_object() == Some(&k.prices);
         match serde_json::from_str::<Map<String, Value>>(k.raw.get()) {
             Ok(mut m) if !unchanged => {
                 m.insert("source_gateways".into(), Value::Array(k.gateways.clone()));
                 m.insert("provider_slugs".into(), Value::Array(k.providers.clone()));
+                m.insert("gateway_pricing".into(), Value::Object(k.prices.clone()));
                 serde_json::to_writer(&mut out, &m).expect("maps serialize");
             }
             _ => out.extend_from_slice(k.raw.get().as_bytes()),
@@ -236,20 +265,46 @@ mod tests {
     #[test]
     fn ties_keep_the_first_gateway_and_unmerged_models_are_byte_identical() {
         let list = merged(&[
-            json!([{"id":"x","name":"first","source_gateways":["a"]}, {"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"]}]),
-            json!([{"id":"x","name":"second","source_gateways":["b"]}]),
+            json!([{"id":"x","name":"first","source_gateways":["a"],"gateway_pricing":{}}, {"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"],"gateway_pricing":{}}]),
+            json!([{"id":"x","name":"second","source_gateways":["b"],"gateway_pricing":{}}]),
         ]);
         assert_eq!(list[0]["name"], "first");
         assert_eq!(list[0]["source_gateways"], json!(["a", "b"]));
         assert_eq!(
             list[1],
-            json!({"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"]})
+            json!({"id":"solo","extra":{"k":[1,2]},"source_gateways":["a"],"gateway_pricing":{}})
         );
     }
 
     #[test]
+    fn every_listing_gateway_keeps_its_own_price() {
+        let p = |x: &str| json!({"prompt": x, "completion": x});
+        let list = merged(&[
+            json!([{"id":"m/x","source_gateway":"a","source_gateways":["a"],"pricing":p("0.1"),"gateway_pricing":{"a":p("0.1")}},
+                   {"id":"m/x","source_gateway":"a","source_gateways":["a"],"pricing":p("0.9"),"gateway_pricing":{"a":p("0.9")}}]),
+            json!([{"id":"m/x","description":"more complete","source_gateway":"b","source_gateways":["b"],"pricing":p("0.2"),"gateway_pricing":{"b":p("0.2")}}]),
+            json!([{"id":"m/x","source_gateway":"c","source_gateways":["c"],"pricing":null,"gateway_pricing":{}}]),
+            // Normalised before `gateway_pricing` existed: derived from its own price.
+            json!([{"id":"m/x","source_gateway":"d","source_gateways":["d"],"pricing":p("0.3")}]),
+        ]);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["description"], "more complete");
+        assert_eq!(
+            list[0]["pricing"],
+            p("0.2"),
+            "the winner's own price stays in `pricing`"
+        );
+        assert_eq!(
+            list[0]["gateway_pricing"],
+            json!({"a": p("0.1"), "b": p("0.2"), "d": p("0.3")}),
+            "a gateway's first listing; an unpriced gateway is left out"
+        );
+        assert_eq!(list[0]["source_gateways"], json!(["a", "b", "c", "d"]));
+    }
+
+    #[test]
     fn non_catalog_bodies_are_skipped() {
-        let (items, n) = merge_bodies(&[b"not json", br#"{"data":[{"id":"a"}]}"#]);
-        assert_eq!((n, items), (1, br#"{"id":"a"}"#.to_vec()));
+        let (items, n) = merge_bodies(&[b"not json", br#"{"data":[{"id":"a","gateway_pricing":{}}]}"#]);
+        assert_eq!((n, items), (1, br#"{"id":"a","gateway_pricing":{}}"#.to_vec()));
     }
 }

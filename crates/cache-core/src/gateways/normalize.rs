@@ -5,6 +5,9 @@
 //! - Prices become USD per token, as decimal strings, from each gateway's unit.
 //!   The conversion shifts the decimal point in the string, so it is exact (no
 //!   float round trip turns `0.2` per million into `1.9999999999999998e-7`).
+//! - `pricing` is `null` when the gateway gave no price at all (an object of nulls
+//!   read as "free" in older frontends); `gateway_pricing` holds this gateway's own
+//!   price under its id (empty when unpriced), which the merge unions.
 //! - `source_gateway(s)` and `provider_slug(s)` are filled in.
 
 use serde_json::{Map, Value};
@@ -20,6 +23,13 @@ const PRICE_FIELDS: &[&str] = &[
     "web_search",
     "internal_reasoning",
 ];
+
+/// Whether `pricing` (normalised) holds at least one price.
+pub fn has_price(pricing: &Value) -> bool {
+    PRICE_FIELDS
+        .iter()
+        .any(|f| pricing.get(*f).is_some_and(|v| !v.is_null()))
+}
 
 /// Normalise one model; `None` when it has no usable id.
 pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
@@ -50,6 +60,16 @@ pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, 
             }
         }
     }
+    // No price at all is `null`, never an object of nulls (which older frontends
+    // showed as "Free"); a partial price stays as it is.
+    if !m.get("pricing").is_some_and(has_price) {
+        m.insert("pricing".into(), Value::Null);
+    }
+    let mut own = Map::new();
+    if let Some(p @ Value::Object(_)) = m.get("pricing") {
+        own.insert(gw.id.clone(), p.clone());
+    }
+    m.insert("gateway_pricing".into(), Value::Object(own));
 
     let provider = m
         .get("provider_slug")
@@ -169,6 +189,32 @@ mod tests {
         assert_eq!(n["source_gateway"], "together");
         assert_eq!(n["source_gateways"], serde_json::json!(["together"]));
         assert!(!n.contains_key("raw_x"));
+        assert_eq!(
+            n["gateway_pricing"],
+            serde_json::json!({"together": n["pricing"].clone()}),
+            "its own price under its own id"
+        );
+    }
+
+    #[test]
+    fn no_price_at_all_is_null_and_partial_prices_stay() {
+        for pricing in [
+            r#""pricing":{"prompt":null,"completion":null,"image":null}"#,
+            r#""pricing":{"prompt":"n/a"}"#,
+            r#""pricing":null"#,
+            r#""pricing":"free""#,
+            r#""x":1"#,
+        ] {
+            let m: Map<String, Value> = serde_json::from_str(&format!(r#"{{"id":"a/b",{pricing}}}"#)).unwrap();
+            let n = normalize(&gw(PriceUnit::PerToken), m).unwrap();
+            assert_eq!(n["pricing"], Value::Null, "{pricing}");
+            assert_eq!(n["gateway_pricing"], serde_json::json!({}), "{pricing}");
+        }
+        let m: Map<String, Value> =
+            serde_json::from_str(r#"{"id":"a/b","pricing":{"prompt":"1","completion":null}}"#).unwrap();
+        let n = normalize(&gw(PriceUnit::PerMillion), m).unwrap();
+        assert_eq!(n["pricing"], serde_json::json!({"prompt":"0.000001","completion":null}));
+        assert_eq!(n["gateway_pricing"]["together"], n["pricing"]);
     }
 
     #[test]

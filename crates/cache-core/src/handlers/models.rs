@@ -1,7 +1,10 @@
-//! `GET /api/models?gateway=<id|all>[&search=...]`: the models JSON for the frontend.
+//! `GET /api/models?gateway=<id|all>[&search=...][&limit=N][&offset=M]`: the models
+//! JSON for the frontend ([`crate::contract::ModelsResponse`]).
 //!
-//! The hot path (a warm key, no `search`) serves the stored pre-compressed bytes as
-//! they are: no JSON parse, no merge, no serialization, no compression.
+//! The hot path (a warm key, no `search`, no page) serves the stored pre-compressed
+//! bytes as they are: no JSON parse, no merge, no serialization, no compression.
+//! Pages and searches are cut from the same cached entry (see [`crate::search`]):
+//! no upstream call and no store key per page.
 
 use std::sync::Arc;
 
@@ -60,12 +63,17 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner:
             .filter(|n| range.contains(n))
             .ok_or_else(|| format!("{name} must be an integer in {}..={}", range.start(), range.end())),
     };
-    // Search results come in pages (the list itself ignores these until it pages too).
+    // Pages: the catalog API's `limit` (1..=1000) and `offset`. A search always
+    // comes in pages (default 50); the list is whole unless either is given, and
+    // `offset` alone means the rest of the list from there.
     let (limit, offset) = match (
-        number("limit", search::DEFAULT_LIMIT, 1..=search::MAX_LIMIT),
+        number("limit", 0, 1..=search::MAX_LIMIT),
         number("offset", 0, 0..=1_000_000),
     ) {
-        (Ok(l), Ok(o)) => (l, o),
+        (Ok(l), Ok(o)) => (
+            q.contains_key("limit").then_some(l),
+            q.contains_key("offset").then_some(o),
+        ),
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e, None),
     };
     // No gateway = the merged view (what the models page shows).
@@ -90,9 +98,20 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner:
 
     let head_only = req.method == http::Method::HEAD;
     let served = Served::of(&lookup, catalog.config.fail_safe_max);
-    match search {
-        None => serve_entry(req, &lookup.entry, &served, head_only),
-        Some(term) => serve_search(req, catalog, &lookup.entry, &served, &term, (offset, limit), head_only).await,
+    let cut = Cut {
+        offset: offset.unwrap_or(0),
+        limit,
+    };
+    match (search, limit.or(offset)) {
+        (None, None) => serve_entry(req, &lookup.entry, &served, head_only),
+        (None, Some(_)) => serve_page(req, catalog, &lookup.entry, &served, None, cut, head_only).await,
+        (Some(term), _) => {
+            let cut = Cut {
+                limit: Some(limit.unwrap_or(search::DEFAULT_LIMIT)),
+                ..cut
+            };
+            serve_page(req, catalog, &lookup.entry, &served, Some(&term), cut, head_only).await
+        }
     }
 }
 
@@ -254,16 +273,25 @@ fn conditional<E: std::fmt::Display>(
     r.body(if head_only { Bytes::new() } else { body }).expect("valid")
 }
 
-/// `search`: the models whose id, name, description or provider contains the term
-/// (case-insensitive), a page at a time, from the entry's search index (built once
-/// per ETag, off the async workers; see [`crate::search`]), compressed when accepted.
-async fn serve_search(
+/// Which models of the list a response holds.
+#[derive(Clone, Copy)]
+struct Cut {
+    offset: usize,
+    /// `None`: to the end.
+    limit: Option<usize>,
+}
+
+/// A page of the list, or (`term`) of the models whose id, name, description or
+/// provider contains the term (case-insensitive). Cut from the entry's index (built
+/// once per ETag, off the async workers; see [`crate::search`]), compressed when
+/// accepted, with an ETag of its own.
+async fn serve_page(
     req: &http::request::Parts,
     catalog: &Catalog,
     entry: &Arc<Entry>,
     served: &Served,
-    term: &str,
-    (offset, limit): (usize, usize),
+    term: Option<&str>,
+    Cut { offset, limit }: Cut,
     head_only: bool,
 ) -> Response<Bytes> {
     // Compressed per request: gzip when accepted (about 6x cheaper to produce than
@@ -280,10 +308,14 @@ async fn serve_search(
     };
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
-    r.headers_mut().unwrap().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=0, s-maxage=60"),
-    );
+    // A list page lives as long as the list it is cut from (the base headers);
+    // search answers are many and short-lived at the CDN.
+    if term.is_some() {
+        r.headers_mut().unwrap().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=0, s-maxage=60"),
+        );
+    }
     let tag = HeaderValue::from_str(&encoding_etag(&answer.etag, answer.encoding)).expect("hex etag");
     conditional(r, req, (&answer.etag, tag), answer.encoding, head_only, || {
         Ok::<_, std::convert::Infallible>(answer.body.clone())

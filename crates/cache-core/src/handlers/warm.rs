@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
-use serde::Serialize;
 use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
 use crate::catalog::{Catalog, gateway_key};
+use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
+use crate::entry::Freshness;
 use crate::metrics::{CategoryMetrics, Metrics};
 use crate::spawn::Spawner;
 use crate::swr::FetchFailure;
@@ -179,41 +180,6 @@ pub fn warm_error(e: &WarmError) -> Response<Bytes> {
     }
 }
 
-#[derive(Serialize)]
-struct GatewayState {
-    gateway: String,
-    /// fresh / stale / expired / missing.
-    state: &'static str,
-    /// Past its stale window but kept: reads serve it (marked fail-safe) while
-    /// refetches fail.
-    fail_safe: bool,
-    /// Merged view only: configured gateways with no data at all, left out of it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    missing_gateways: Option<Vec<String>>,
-    age_seconds: Option<u64>,
-    models: Option<u32>,
-    fresh_until: Option<String>,
-    /// End of the served-stale window (the status page draws age against both).
-    stale_until: Option<String>,
-    last_error: Option<LastError>,
-}
-
-#[derive(Serialize)]
-struct LastError {
-    error: String,
-    at: String,
-}
-
-#[derive(Serialize)]
-struct Status {
-    store: &'static str,
-    last_run: Option<RunRecord>,
-    gateways: Vec<GatewayState>,
-    merged: GatewayState,
-    metrics: serde_json::Value,
-    timestamp: String,
-}
-
 /// How long an assembled status is reused, in process and (`s-maxage`) by the CDN.
 /// Anyone may GET the status: without this, each request cost ~46 Redis commands.
 const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -257,7 +223,11 @@ async fn assemble_status(catalog: &Arc<Catalog>) -> Bytes {
         let now = now_ms();
         GatewayState {
             gateway: id,
-            state: entry.as_ref().map_or("missing", |m| m.freshness(now).as_str()),
+            state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
+                Freshness::Fresh => KeyState::Fresh,
+                Freshness::Stale => KeyState::Stale,
+                Freshness::Expired => KeyState::Expired,
+            }),
             fail_safe: entry
                 .as_ref()
                 .is_some_and(|m| m.freshness(now) == crate::entry::Freshness::Expired),
@@ -284,16 +254,19 @@ async fn assemble_status(catalog: &Arc<Catalog>) -> Bytes {
     merged.missing_gateways = Some(
         gateways
             .iter()
-            .filter(|g| g.state == "missing")
+            .filter(|g| g.state == KeyState::Missing)
             .map(|g| g.gateway.clone())
             .collect(),
     );
     let metrics = match Metrics::read(catalog.store(), "models").await {
-        Ok(m) => json!({ "models": m }),
-        Err(e) => json!({ "models": CategoryMetrics::default(), "error": e.to_string() }),
+        Ok(models) => StatusMetrics { models, error: None },
+        Err(e) => StatusMetrics {
+            models: CategoryMetrics::default(),
+            error: Some(e.to_string()),
+        },
     };
-    let status = Status {
-        store: catalog.store().backend_name(),
+    let status = StatusResponse {
+        store: catalog.store().backend_name().to_string(),
         last_run: catalog.last_run().await,
         gateways,
         merged,

@@ -1,0 +1,357 @@
+//! The JSON the frontend reads, as Rust types: the models response and the status
+//! response.
+//!
+//! Why types for bytes we mostly assemble by hand: the list is served as stored
+//! (no parse, no serialization on the hot path), so the types cannot be what
+//! writes it. They are the contract instead. With the `contract` feature they
+//! derive a JSON Schema (`schema/*.schema.json`) and TypeScript declarations
+//! (`types/gatewayz.d.ts`), committed; the test suite fails when those files drift
+//! from these types, and when a response served end to end does not validate.
+//! What *is* serialized from here: [`Page`] (the page fields of every list, page and
+//! search answer) and [`StatusResponse`].
+//!
+//! Regenerate after a change: `UPDATE_CONTRACT=1 cargo test --test contract`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::warm::RunRecord;
+
+/// Every price in every response is in this unit (normalised from each gateway's).
+pub const PRICING_UNIT: &str = "usd_per_token";
+
+/// `pricing_unit`: named in every models response, so no client has to guess
+/// (the raw catalog API mixes per-token, per-million and per-billion prices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub enum PricingUnit {
+    #[serde(rename = "usd_per_token")]
+    UsdPerToken,
+}
+
+/// The catalog API's page fields, on every models response.
+///
+/// The whole list (no `limit`, no `offset`) is one page: `offset` 0, `limit` null,
+/// `has_more` false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct Page {
+    /// Models in the whole list (or matching `search`).
+    pub total: usize,
+    /// Models in this response's `data`.
+    pub returned: usize,
+    pub offset: usize,
+    /// The `limit` asked for; null when none was (the rest of the list).
+    pub limit: Option<usize>,
+    pub has_more: bool,
+    /// The `offset` of the next page; null on the last.
+    pub next_offset: Option<usize>,
+}
+
+impl Page {
+    /// The page `[offset, offset + limit)` of `total` models (`limit` `None`: to the end).
+    pub fn of(total: usize, offset: usize, limit: Option<usize>) -> Page {
+        let start = offset.min(total);
+        let end = limit.map_or(total, |l| start.saturating_add(l).min(total));
+        let has_more = end < total;
+        Page {
+            total,
+            returned: end - start,
+            offset,
+            limit,
+            has_more,
+            next_offset: has_more.then_some(end),
+        }
+    }
+
+    /// Indexes of the models on this page.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        let start = self.offset.min(self.total);
+        start..start + self.returned
+    }
+
+    /// The fields as JSON object members, each preceded by a comma: appended to a
+    /// body that is assembled by hand.
+    pub fn write_members(&self, out: &mut Vec<u8>) {
+        let obj = serde_json::to_vec(self).expect("plain fields serialize");
+        // `{...}` -> `,...`
+        out.push(b',');
+        out.extend_from_slice(&obj[1..obj.len() - 1]);
+    }
+}
+
+/// `GET /api/models`: the models JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct ModelsResponse {
+    pub data: Vec<Model>,
+    /// `all` (the merged view) or the gateway's id.
+    pub gateway: String,
+    pub pricing_unit: PricingUnit,
+    #[serde(flatten)]
+    pub page: Page,
+    /// Merged view: the gateways it was merged from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub gateways: Option<Vec<String>>,
+    /// Merged view: configured gateways with no cached data, left out of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub missing_gateways: Option<Vec<String>>,
+    /// `search` answers: the term, lowercased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub search: Option<String>,
+}
+
+/// One model. The fields marked "as the catalog API sent it" are passed through
+/// (prices aside); the service guarantees the others. Unknown fields are kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct Model {
+    pub id: String,
+    /// The id when the gateway gave no name.
+    pub name: String,
+    /// USD per token. `null` when the gateway gave no price at all (not free);
+    /// a partial price keeps its nulls. In the merged view, the price of the
+    /// record that won the merge: see `gateway_pricing` for every gateway's.
+    pub pricing: Option<Pricing>,
+    /// Each gateway that lists this model with a price, with its own price (USD per
+    /// token). Gateways that list it without a price are in `source_gateways` only.
+    pub gateway_pricing: BTreeMap<String, Pricing>,
+    /// The gateway the record (and `pricing`) came from.
+    pub source_gateway: String,
+    /// Every gateway that lists the model (merged view: the union).
+    pub source_gateways: Vec<String>,
+    /// Lowercased; from the record, else the id's `vendor/` prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub provider_slug: Option<String>,
+    pub provider_slugs: Vec<String>,
+    /// As the catalog API sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub description: Option<String>,
+    /// As the catalog API sent it (tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub context_length: Option<u64>,
+    /// As the catalog API sent it (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub created: Option<i64>,
+    /// As the catalog API sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub canonical_slug: Option<String>,
+    /// As the catalog API sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub architecture: Option<Architecture>,
+    /// As the catalog API sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub supported_parameters: Option<Vec<String>>,
+    /// As the catalog API sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub model_logo_url: Option<String>,
+}
+
+/// Prices in USD per token, as decimal strings (exact: never a float round trip).
+/// A field is null or absent when the gateway gave no such price.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct Pricing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub completion: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub web_search: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub internal_reasoning: Option<String>,
+}
+
+/// As the catalog API sent it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct Architecture {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub modality: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub input_modalities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    pub output_modalities: Option<Vec<String>>,
+}
+
+/// `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct StatusResponse {
+    /// `redis` or `memory`.
+    pub store: String,
+    /// The last warm run, if any is recorded.
+    pub last_run: Option<RunRecord>,
+    pub gateways: Vec<GatewayState>,
+    /// The merged view (`gateway` is `all`).
+    pub merged: GatewayState,
+    pub metrics: StatusMetrics,
+    /// When this status was assembled (ISO 8601).
+    pub timestamp: String,
+}
+
+/// Freshness of a cached key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Served as is.
+    Fresh,
+    /// Served while it is refetched.
+    Stale,
+    /// Past its stale window but kept: served (fail-safe) only while refetches fail.
+    Expired,
+    /// Nothing cached.
+    Missing,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct GatewayState {
+    pub gateway: String,
+    pub state: KeyState,
+    /// Past its stale window but kept: reads serve it (marked fail-safe) while
+    /// refetches fail.
+    pub fail_safe: bool,
+    /// Merged view only: configured gateways with no data at all, left out of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub missing_gateways: Option<Vec<String>>,
+    pub age_seconds: Option<u64>,
+    pub models: Option<u32>,
+    pub fresh_until: Option<String>,
+    /// End of the served-stale window (the status page draws age against both).
+    pub stale_until: Option<String>,
+    pub last_error: Option<LastError>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct LastError {
+    pub error: String,
+    /// ISO 8601.
+    pub at: String,
+}
+
+/// Shared counters (every instance's flushed counts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct StatusMetrics {
+    pub models: crate::metrics::CategoryMetrics,
+    /// Why the counters could not be read (they are zeros then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub error: Option<String>,
+}
+
+/// The committed contract files, as the types make them today: (path from the
+/// repository root, content). `tests/contract.rs` compares them with the files.
+#[cfg(feature = "contract")]
+pub fn generated_files() -> Vec<(&'static str, String)> {
+    use ts_rs::TS;
+
+    // What we send: an `Option` without `skip_serializing_if` is always present
+    // (null or not), so it is required.
+    fn schema<T: schemars::JsonSchema>() -> String {
+        let root = schemars::generate::SchemaSettings::draft2020_12()
+            .for_serialize()
+            .into_generator()
+            .into_root_schema_for::<T>();
+        let mut s = serde_json::to_string_pretty(&root).expect("schemas serialize");
+        s.push('\n');
+        s
+    }
+    // JSON numbers are JavaScript numbers: no `bigint` for 64-bit fields (every
+    // count here is far below 2^53).
+    let cfg = ts_rs::Config::new().with_large_int("number");
+    fn decl<T: TS>(cfg: &ts_rs::Config) -> String {
+        let docs = T::docs().unwrap_or_default();
+        format!("{docs}export {}\n", T::decl(cfg))
+    }
+    let ts = [
+        "// Generated from crates/cache-core/src/contract.rs: do not edit.\n".to_string(),
+        "// Regenerate: UPDATE_CONTRACT=1 cargo test --test contract\n".to_string(),
+        "// Every price is a decimal string in USD per token (`pricing_unit`).\n\n".to_string(),
+        decl::<ModelsResponse>(&cfg),
+        decl::<Model>(&cfg),
+        decl::<Pricing>(&cfg),
+        decl::<Architecture>(&cfg),
+        decl::<PricingUnit>(&cfg),
+        decl::<Page>(&cfg),
+        decl::<StatusResponse>(&cfg),
+        decl::<GatewayState>(&cfg),
+        decl::<KeyState>(&cfg),
+        decl::<LastError>(&cfg),
+        decl::<StatusMetrics>(&cfg),
+        decl::<crate::metrics::CategoryMetrics>(&cfg),
+        decl::<RunRecord>(&cfg),
+        decl::<crate::warm::GatewayOutcome>(&cfg),
+        decl::<crate::warm::Trigger>(&cfg),
+        decl::<crate::warm::Outcome>(&cfg),
+    ]
+    .join("");
+    vec![
+        ("schema/models.schema.json", schema::<ModelsResponse>()),
+        ("schema/status.schema.json", schema::<StatusResponse>()),
+        ("types/gatewayz.d.ts", ts),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        assert_eq!(
+            Page::of(120, 0, Some(50)),
+            Page {
+                total: 120,
+                returned: 50,
+                offset: 0,
+                limit: Some(50),
+                has_more: true,
+                next_offset: Some(50)
+            }
+        );
+        let last = Page::of(120, 100, Some(50));
+        assert_eq!((last.returned, last.has_more, last.next_offset), (20, false, None));
+        assert_eq!(last.range(), 100..120);
+        let past = Page::of(120, 500, Some(50));
+        assert_eq!((past.returned, past.has_more, past.range()), (0, false, 120..120));
+        let rest = Page::of(120, 30, None);
+        assert_eq!((rest.returned, rest.has_more, rest.limit), (90, false, None));
+        assert_eq!(Page::of(3, 0, Some(usize::MAX)).returned, 3, "no overflow");
+        let mut out = b"{\"data\":[]".to_vec();
+        Page::of(0, 0, None).write_members(&mut out);
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["limit"], serde_json::Value::Null);
+        assert_eq!(v["total"], 0);
+    }
+}

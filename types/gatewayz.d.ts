@@ -1,0 +1,226 @@
+// Generated from crates/cache-core/src/contract.rs: do not edit.
+// Regenerate: UPDATE_CONTRACT=1 cargo test --test contract
+// Every price is a decimal string in USD per token (`pricing_unit`).
+
+/**
+ * `GET /api/models`: the models JSON.
+ */
+export type ModelsResponse = { data: Array<Model>, 
+/**
+ * `all` (the merged view) or the gateway's id.
+ */
+gateway: string, pricing_unit: PricingUnit, 
+/**
+ * Merged view: the gateways it was merged from.
+ */
+gateways?: Array<string>, 
+/**
+ * Merged view: configured gateways with no cached data, left out of it.
+ */
+missing_gateways?: Array<string>, 
+/**
+ * `search` answers: the term, lowercased.
+ */
+search?: string, 
+/**
+ * Models in the whole list (or matching `search`).
+ */
+total: number, 
+/**
+ * Models in this response's `data`.
+ */
+returned: number, offset: number, 
+/**
+ * The `limit` asked for; null when none was (the rest of the list).
+ */
+limit: number | null, has_more: boolean, 
+/**
+ * The `offset` of the next page; null on the last.
+ */
+next_offset: number | null, };
+/**
+ * One model. The fields marked "as the catalog API sent it" are passed through
+ * (prices aside); the service guarantees the others. Unknown fields are kept.
+ */
+export type Model = { id: string, 
+/**
+ * The id when the gateway gave no name.
+ */
+name: string, 
+/**
+ * USD per token. `null` when the gateway gave no price at all (not free);
+ * a partial price keeps its nulls. In the merged view, the price of the
+ * record that won the merge: see `gateway_pricing` for every gateway's.
+ */
+pricing: Pricing | null, 
+/**
+ * Each gateway that lists this model with a price, with its own price (USD per
+ * token). Gateways that list it without a price are in `source_gateways` only.
+ */
+gateway_pricing: { [key in string]: Pricing }, 
+/**
+ * The gateway the record (and `pricing`) came from.
+ */
+source_gateway: string, 
+/**
+ * Every gateway that lists the model (merged view: the union).
+ */
+source_gateways: Array<string>, 
+/**
+ * Lowercased; from the record, else the id's `vendor/` prefix.
+ */
+provider_slug?: string, provider_slugs: Array<string>, 
+/**
+ * As the catalog API sent it.
+ */
+description?: string | null, 
+/**
+ * As the catalog API sent it (tokens).
+ */
+context_length?: number | null, 
+/**
+ * As the catalog API sent it (unix seconds).
+ */
+created?: number | null, 
+/**
+ * As the catalog API sent it.
+ */
+canonical_slug?: string | null, 
+/**
+ * As the catalog API sent it.
+ */
+architecture?: Architecture | null, 
+/**
+ * As the catalog API sent it.
+ */
+supported_parameters?: Array<string> | null, 
+/**
+ * As the catalog API sent it.
+ */
+model_logo_url?: string | null, };
+/**
+ * Prices in USD per token, as decimal strings (exact: never a float round trip).
+ * A field is null or absent when the gateway gave no such price.
+ */
+export type Pricing = { prompt?: string | null, completion?: string | null, request?: string | null, image?: string | null, web_search?: string | null, internal_reasoning?: string | null, };
+/**
+ * As the catalog API sent it.
+ */
+export type Architecture = { modality?: string | null, input_modalities?: Array<string> | null, output_modalities?: Array<string> | null, };
+/**
+ * `pricing_unit`: named in every models response, so no client has to guess
+ * (the raw catalog API mixes per-token, per-million and per-billion prices).
+ */
+export type PricingUnit = "usd_per_token";
+/**
+ * The catalog API's page fields, on every models response.
+ *
+ * The whole list (no `limit`, no `offset`) is one page: `offset` 0, `limit` null,
+ * `has_more` false.
+ */
+export type Page = { 
+/**
+ * Models in the whole list (or matching `search`).
+ */
+total: number, 
+/**
+ * Models in this response's `data`.
+ */
+returned: number, offset: number, 
+/**
+ * The `limit` asked for; null when none was (the rest of the list).
+ */
+limit: number | null, has_more: boolean, 
+/**
+ * The `offset` of the next page; null on the last.
+ */
+next_offset: number | null, };
+/**
+ * `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
+ */
+export type StatusResponse = { 
+/**
+ * `redis` or `memory`.
+ */
+store: string, 
+/**
+ * The last warm run, if any is recorded.
+ */
+last_run: RunRecord | null, gateways: Array<GatewayState>, 
+/**
+ * The merged view (`gateway` is `all`).
+ */
+merged: GatewayState, metrics: StatusMetrics, 
+/**
+ * When this status was assembled (ISO 8601).
+ */
+timestamp: string, };
+export type GatewayState = { gateway: string, state: KeyState, 
+/**
+ * Past its stale window but kept: reads serve it (marked fail-safe) while
+ * refetches fail.
+ */
+fail_safe: boolean, 
+/**
+ * Merged view only: configured gateways with no data at all, left out of it.
+ */
+missing_gateways?: Array<string>, age_seconds: number | null, models: number | null, fresh_until: string | null, 
+/**
+ * End of the served-stale window (the status page draws age against both).
+ */
+stale_until: string | null, last_error: LastError | null, };
+/**
+ * Freshness of a cached key.
+ */
+export type KeyState = "fresh" | "stale" | "expired" | "missing";
+export type LastError = { error: string, 
+/**
+ * ISO 8601.
+ */
+at: string, };
+/**
+ * Shared counters (every instance's flushed counts).
+ */
+export type StatusMetrics = { models: CategoryMetrics, 
+/**
+ * Why the counters could not be read (they are zeros then).
+ */
+error?: string, };
+/**
+ * Counters of one category, with the derived rates.
+ */
+export type CategoryMetrics = { fresh_hits: number, stale_hits: number, misses: number, errors: number, revalidations_started: number, revalidations_succeeded: number, revalidations_failed: number, revalidations_skipped_by_lock: number, revalidations_throttled: number, fail_safe_serves: number, store_errors: number, 
+/**
+ * (fresh + stale) / all reads; `null` before any read.
+ */
+hit_rate: number | null, 
+/**
+ * fresh / all reads.
+ */
+fresh_rate: number | null, };
+/**
+ * A warm run, as stored and as answered by the warm endpoints.
+ */
+export type RunRecord = { 
+/**
+ * Every gateway succeeded.
+ */
+success: boolean, trigger: Trigger, started_at: string, finished_at: string, duration_ms: number, 
+/**
+ * Models fetched by the gateways that succeeded.
+ */
+total_models: number, 
+/**
+ * Models in the merged view after the run (`null` if it could not be built).
+ */
+merged_models: number | null, gateways_success: number, gateways_failed: number, details: Array<GatewayOutcome>, };
+/**
+ * One gateway's part of a run.
+ */
+export type GatewayOutcome = { gateway: string, status: Outcome, 
+/**
+ * Models now cached for this gateway (the previous count when the fetch failed).
+ */
+count: number, duration_ms: number, error?: string, };
+export type Trigger = "manual" | "cron";
+export type Outcome = "success" | "error";
