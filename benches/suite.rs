@@ -269,6 +269,7 @@ async fn hotpath_and_floor(run_floor: bool) {
     let all_br = s.catalog.cache.peek(ALL_KEY).await.unwrap();
     let br_len = all_br.body(cache_core::entry::Encoding::Brotli).unwrap().len();
     let mut http_br = std::collections::HashMap::new();
+    let mut page = std::collections::HashMap::new();
     for conns in [16, 64] {
         for (label, path, headers) in [
             ("all, browser headers (br)", "/api/models?gateway=all", BROWSER),
@@ -278,13 +279,28 @@ async fn hotpath_and_floor(run_floor: bool) {
                 "/api/models?gateway=featherless",
                 BROWSER,
             ),
+            (
+                "all, 50-model page (limit=50), browser headers",
+                "/api/models?gateway=all&limit=50",
+                BROWSER,
+            ),
         ] {
             let l = http_load(f.port, path, headers, conns).await;
             println!("{}", l.line(&format!("{label} @{conns}")));
             if path.ends_with("=all") && !headers.is_empty() {
                 http_br.insert(conns, l.rps());
             }
+            if path.ends_with("limit=50") {
+                page.insert(conns, l.rps());
+            }
         }
+        println!(
+            "{:<46} page {:.0} req/s vs full brotli body {:.0} req/s: {:.2}x (target >= 1)",
+            format!("page/full @{conns}"),
+            page[&conns],
+            http_br[&conns],
+            page[&conns] / http_br[&conns]
+        );
         let inm = [
             ("if-none-match", etag.as_str()),
             ("accept-encoding", "gzip, deflate, br"),

@@ -131,6 +131,62 @@ async fn models_page_in_headless_chromium() {
         "search keeps only matching rows ({filtered} of {total})"
     );
 
+    // Prices: a model on several gateways shows the cheapest gateway's price; a
+    // model no gateway prices shows "—", never a free price.
+    let models = expected["data"].as_array().unwrap();
+    let show = |id: &str| {
+        format!(
+            "const s = document.getElementById('search'); s.value = {}; s.dispatchEvent(new Event('input'));",
+            json!(id)
+        )
+    };
+    let cells = |id: &str| {
+        format!(
+            "const r = [...document.querySelectorAll('[data-testid=model-row]')].find(r => r.querySelector('.id').textContent === {});\
+             return r ? [r.querySelector('[data-testid=prompt-price]').textContent, r.querySelector('[data-testid=completion-price]').textContent, r.querySelector('[data-testid=prompt-price]').dataset.gateway ?? null] : null;",
+            json!(id)
+        )
+    };
+    let mytho = models
+        .iter()
+        .find(|m| m["id"] == "Gryphe/MythoMax-L2-13b")
+        .expect("in the fixtures");
+    let cheapest = mytho["gateway_pricing"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .min_by(|a, b| {
+            let p = |v: &Value| v["prompt"].as_str().unwrap().parse::<f64>().unwrap();
+            p(a.1).total_cmp(&p(b.1))
+        })
+        .unwrap();
+    d.js(&show("Gryphe/MythoMax-L2-13b")).await;
+    let shown = d.wait_for(&cells("Gryphe/MythoMax-L2-13b")).await;
+    let per_million = cheapest.1["prompt"].as_str().unwrap().parse::<f64>().unwrap() * 1e6;
+    assert_eq!(shown[2], json!(cheapest.0), "the cheapest gateway's price: {shown}");
+    assert_eq!(
+        shown[0]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('$')
+            .parse::<f64>()
+            .unwrap(),
+        (per_million * 1000.0).round() / 1000.0,
+        "{shown}"
+    );
+    let unpriced = models
+        .iter()
+        .find(|m| m["pricing"].is_null())
+        .expect("the fixtures have unpriced models");
+    let id = unpriced["id"].as_str().unwrap();
+    d.js(&show(id)).await;
+    let shown = d.wait_for(&cells(id)).await;
+    assert_eq!(
+        (shown[0].as_str(), shown[1].as_str()),
+        (Some("—"), Some("—")),
+        "{id} is not free: {shown}"
+    );
+
     d.js("document.getElementById('search').value=''; const s = document.getElementById('gateway'); s.value = 'groq'; s.dispatchEvent(new Event('change'));").await;
     let by_gw = d
         .wait_for(&format!(
