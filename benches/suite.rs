@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_core::catalog::{ALL_KEY, gateway_key};
+use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
 use cache_core::warm::Trigger;
 use support::process::FunctionProcess;
@@ -266,7 +266,7 @@ async fn hotpath_and_floor(run_floor: bool) {
             .unwrap();
         r.headers()["etag"].to_str().unwrap().to_string()
     };
-    let all_br = s.catalog.cache.peek(ALL_KEY).await.unwrap();
+    let all_br = s.catalog.cache.peek(keys::ALL).await.unwrap();
     let br_len = all_br.body(cache_core::entry::Encoding::Brotli).unwrap().len();
     let mut http_br = std::collections::HashMap::new();
     let mut page = std::collections::HashMap::new();
@@ -311,7 +311,7 @@ async fn hotpath_and_floor(run_floor: bool) {
     if run_floor {
         println!("\n== floor: raw Redis GET of the same stored value ({br_len} B brotli + header) ==");
         for conns in [16, 64] {
-            let l = redis_load(s.redis.port, ALL_KEY, conns);
+            let l = redis_load(s.redis.port, keys::ALL, conns);
             println!("{}", l.line(&format!("redis GET models:all @{conns}")));
             let http = http_br[&conns];
             println!(
@@ -457,8 +457,8 @@ async fn scale() {
         elapsed.as_secs_f64() * 1e3,
         v["merged_models"]
     );
-    let e = s.catalog.cache.peek(&gateway_key("featherless")).await.unwrap();
-    let all = s.catalog.cache.peek(ALL_KEY).await.unwrap();
+    let e = s.catalog.cache.peek(&keys::gateway("featherless")).await.unwrap();
+    let all = s.catalog.cache.peek(keys::ALL).await.unwrap();
     println!(
         "stored: featherless {} B (identity {} B), all {} B (identity {} B)",
         e.encoded_len(),
@@ -561,9 +561,9 @@ async fn rest() {
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let mut stored = 0usize;
     for (id, _) in sample_catalog::FIXTURES {
-        stored += s.catalog.cache.peek(&gateway_key(id)).await.unwrap().encoded_len();
+        stored += s.catalog.cache.peek(&keys::gateway(id)).await.unwrap().encoded_len();
     }
-    let all = s.catalog.cache.peek(ALL_KEY).await.unwrap().encoded_len();
+    let all = s.catalog.cache.peek(keys::ALL).await.unwrap().encoded_len();
     println!(
         "values: {} B per-gateway + {} B merged = {} B for {} B raw JSON = {:.1}% (target <= 15%)",
         stored,

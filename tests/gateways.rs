@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::catalog::{ALL_KEY, gateway_key};
 use cache_core::gateways::FetchError;
+use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
 use cache_core::warm::{Outcome, Trigger, WarmError};
 use cache_core::{CacheStatus, Catalog};
@@ -448,7 +448,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
         Some(merged_before),
         "the merged view keeps every gateway's cached data"
     );
-    let failure = s.catalog.cache.last_failure(&gateway_key("together")).await.unwrap();
+    let failure = s.catalog.cache.last_failure(&keys::gateway("together")).await.unwrap();
     assert!(failure.error.contains("HTTP 500"));
 }
 
@@ -497,7 +497,7 @@ async fn merged_view_follows_a_gateway_revalidation() {
     );
     assert_ne!(
         s.catalog.all_key(),
-        ALL_KEY,
+        keys::ALL,
         "a custom gateway set has its own merged key"
     );
     let raw = s._redis.command(&[b"EXISTS", s.catalog.all_key().as_bytes()]);
@@ -534,7 +534,7 @@ async fn a_catalog_short_of_its_total_is_rejected() {
     assert!(!run.success);
     assert_eq!(run.details[0].status, Outcome::Error);
     assert!(
-        s.catalog.cache.peek(&gateway_key("featherless")).await.is_none(),
+        s.catalog.cache.peek(&keys::gateway("featherless")).await.is_none(),
         "nothing stored"
     );
 }
@@ -558,7 +558,7 @@ async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
         counts.push(
             s.catalog
                 .cache
-                .peek(&gateway_key("featherless"))
+                .peek(&keys::gateway("featherless"))
                 .await
                 .unwrap()
                 .meta
@@ -582,7 +582,7 @@ async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
     let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert_eq!(run.gateways_failed, 2, "{run:?}");
     for gw in ["openrouter", "featherless"] {
-        let kept = s.catalog.cache.peek(&gateway_key(gw)).await.unwrap();
+        let kept = s.catalog.cache.peek(&keys::gateway(gw)).await.unwrap();
         assert_eq!(kept.meta.item_count as usize, fixture_count(gw), "{gw} kept");
     }
 }
@@ -670,8 +670,8 @@ async fn a_rebuild_refetches_an_evicted_gateway(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,cerebras,together")]).await;
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let before = s.catalog.read_all(s.spawner()).await.unwrap().entry.meta.item_count;
-    s.catalog.store().delete(&gateway_key("together")).await.unwrap();
-    s.catalog.cache.forget_local(&gateway_key("together"));
+    s.catalog.store().delete(&keys::gateway("together")).await.unwrap();
+    s.catalog.cache.forget_local(&keys::gateway("together"));
     let calls = s.sample.requests("together");
     let rebuilt = s.catalog.rebuild_all(s.spawner()).await.unwrap();
     assert_eq!(rebuilt.meta.item_count, before, "together is back in the merged view");
@@ -713,7 +713,7 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
         let kept = s
             .catalog
             .cache
-            .peek(&gateway_key("groq"))
+            .peek(&keys::gateway("groq"))
             .await
             .expect("the warm kept it");
         assert_eq!(kept.meta.item_count, 11);
@@ -743,7 +743,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
     )
     .await;
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    let first = s.catalog.cache.peek(&gateway_key("groq")).await.unwrap();
+    let first = s.catalog.cache.peek(&keys::gateway("groq")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3200)).await;
     s.sample.set_latency("groq", Duration::from_millis(1200));
     s.sample
@@ -806,8 +806,8 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
     };
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let (groq1, featherless1, all1) = (
-        etag(gateway_key("groq")).await,
-        etag(gateway_key("featherless")).await,
+        etag(keys::gateway("groq")).await,
+        etag(keys::gateway("featherless")).await,
         etag(s.catalog.all_key().into()).await,
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -825,8 +825,8 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
         // Bodies were not sent again: a few hundred bytes per key, not the values.
         let mut values = 0;
         for key in [
-            gateway_key("groq"),
-            gateway_key("featherless"),
+            keys::gateway("groq"),
+            keys::gateway("featherless"),
             s.catalog.all_key().to_string(),
         ] {
             values += s.catalog.cache.peek(&key).await.unwrap().encoded_len() as u64;
@@ -837,7 +837,10 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
             "an unchanged warm wrote {written} B; the values are {values} B"
         );
     }
-    let (groq2, all2) = (etag(gateway_key("groq")).await, etag(s.catalog.all_key().into()).await);
+    let (groq2, all2) = (
+        etag(keys::gateway("groq")).await,
+        etag(s.catalog.all_key().into()).await,
+    );
     assert_eq!(groq2.etag, groq1.etag, "unchanged: same ETag");
     assert!(groq2.fetched_at_ms > groq1.fetched_at_ms, "but its clock moved");
     assert_eq!(all2.etag, all1.etag, "the merged view is unchanged too");
@@ -849,8 +852,8 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
     s.sample.set_catalog("groq", changed);
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let (groq3, featherless3, all3) = (
-        etag(gateway_key("groq")).await,
-        etag(gateway_key("featherless")).await,
+        etag(keys::gateway("groq")).await,
+        etag(keys::gateway("featherless")).await,
         etag(s.catalog.all_key().into()).await,
     );
     assert_ne!(groq3.etag, groq1.etag, "changed: a new ETag");

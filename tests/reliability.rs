@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_core::catalog::{ALL_KEY, gateway_key};
+use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
 use cache_core::warm::{Outcome, Trigger};
 use cache_core::{CacheStatus, Catalog};
@@ -177,7 +177,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
 
     // Recovered by itself: the process writes to the restarted Redis again.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.command(&[b"EXISTS", ALL_KEY.as_bytes()]) != b":1\r\n" {
+    while redis.command(&[b"EXISTS", keys::ALL.as_bytes()]) != b":1\r\n" {
         client.get(f.url("/api/models?gateway=all")).send().await.unwrap();
         assert!(Instant::now() < deadline, "the function never wrote to Redis again");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -235,7 +235,7 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
             Some(merged),
             "{fault:?}: the merged view still serves everything"
         );
-        let failure = c.cache.last_failure(&gateway_key("together")).await.unwrap();
+        let failure = c.cache.last_failure(&keys::gateway("together")).await.unwrap();
         assert!(failure.error.contains(expected), "{fault:?}: status shows the failure");
         let served = c
             .read_gateway(c.registry.resolve("together").unwrap(), spawner(&tasks))

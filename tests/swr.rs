@@ -286,7 +286,7 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     // Another instance holds the fill lock and will write in 300 ms.
     let guard = cache_core::lock::try_acquire(
         holder.store(),
-        &cache_core::swr::lock_key("models:groq"),
+        &cache_core::keys::lock("models:groq"),
         Duration::from_secs(10),
         &sp,
     )
@@ -464,7 +464,7 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
     let src = ScriptedSource::new(60_000, 60_000);
     let guard = cache_core::lock::try_acquire(
         holder.store(),
-        &cache_core::swr::lock_key("models:groq"),
+        &cache_core::keys::lock("models:groq"),
         Duration::from_secs(10),
         &sp,
     )

@@ -31,17 +31,11 @@ use crate::entry::{Entry, EntryMeta};
 use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
 use crate::gateways::{Fetcher, Gateway, Registry};
+use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
 use crate::store::{Store, StoreError};
 use crate::swr::{Cache, CacheError, Lookup, Payload, Source, SwrSettings};
 use crate::ttl::TtlPolicy;
-
-/// The merged view's key for the built-in gateway set (see [`Catalog::all_key`]).
-pub const ALL_KEY: &str = "models:all";
-
-pub fn gateway_key(id: &str) -> String {
-    format!("models:{id}")
-}
 
 /// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
 /// `COLLAPSE_MIN_PREVIOUS` models is rejected as a collapse (lesson 5).
@@ -129,7 +123,7 @@ impl Catalog {
             gateway: gateway.clone(),
             rebuild_after_write: true,
         });
-        self.cache.read(&gateway_key(&gateway.id), source, spawner).await
+        self.cache.read(&keys::gateway(&gateway.id), source, spawner).await
     }
 
     /// The SWR read of the merged catalog.
@@ -153,7 +147,7 @@ impl Catalog {
             gateway: gateway.clone(),
             rebuild_after_write: false,
         });
-        self.cache.refresh(&gateway_key(&gateway.id), source, spawner).await
+        self.cache.refresh(&keys::gateway(&gateway.id), source, spawner).await
     }
 
     /// Rebuild the merged view from what is cached per gateway (no upstream calls).
@@ -216,10 +210,10 @@ fn all_key_for(registry: &Registry) -> String {
     let mut defaults: Vec<&str> = crate::gateways::DEFAULT_GATEWAYS.iter().map(|g| g.id).collect();
     defaults.sort_unstable();
     if ids == defaults {
-        return ALL_KEY.to_string();
+        return keys::ALL.to_string();
     }
     let hash = xxhash_rust::xxh3::xxh3_64(ids.join(",").as_bytes());
-    format!("{ALL_KEY}:{:08x}", hash as u32)
+    crate::keys::merged(hash as u32)
 }
 
 /// Rejects empty catalogs and collapses (0 or a handful where there were hundreds),
@@ -395,7 +389,7 @@ impl Source for MergedSource {
                     let stored = if read_through {
                         None
                     } else {
-                        catalog.cache.peek(&gateway_key(&gw.id)).await
+                        catalog.cache.peek(&keys::gateway(&gw.id)).await
                     };
                     let entry = match stored {
                         Some(e) => Ok(e),

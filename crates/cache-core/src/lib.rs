@@ -19,6 +19,7 @@ pub mod contract;
 pub mod entry;
 pub mod gateways;
 pub mod handlers;
+pub mod keys;
 pub mod lock;
 pub mod metrics;
 pub mod runtime;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::keys;
 use crate::store::Store;
 use crate::ttl::now_ms;
 
@@ -62,11 +63,6 @@ impl Event {
             Event::StoreError => "store_errors",
         }
     }
-}
-
-/// The store hash that holds a category's shared counters.
-pub fn metrics_key(category: &str) -> String {
-    format!("metrics:{category}")
 }
 
 #[derive(Default)]
@@ -153,7 +149,7 @@ impl Metrics {
         }
         for (cat, events) in by_category {
             let deltas: Vec<(&str, i64)> = events.iter().map(|(e, n)| (e.field(), *n)).collect();
-            if let Err(e) = store.incr_fields(&metrics_key(cat), &deltas).await {
+            if let Err(e) = store.incr_fields(&keys::metrics(cat), &deltas).await {
                 tracing::debug!("[Cache Metrics] flush failed ({e}); keeping counts for the next flush");
                 let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 for (ev, n) in events {
@@ -166,7 +162,7 @@ impl Metrics {
     /// Shared counters of a category (what every instance flushed so far).
     pub async fn read(store: &Store, category: &str) -> Result<CategoryMetrics, crate::store::StoreError> {
         Ok(CategoryMetrics::from_fields(
-            &store.get_fields(&metrics_key(category)).await?,
+            &store.get_fields(&keys::metrics(category)).await?,
         ))
     }
 }

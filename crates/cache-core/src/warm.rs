@@ -23,12 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::gateways::Gateway;
+use crate::keys;
 use crate::lock;
 use crate::spawn::Spawner;
 use crate::ttl::{iso8601, now_ms};
 
-pub const WARM_LOCK_KEY: &str = "lock:warm";
-pub const LAST_RUN_KEY: &str = "warm:last_run";
 /// Run records are kept for a month.
 const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
 
@@ -111,10 +110,10 @@ impl Catalog {
         trigger: Trigger,
         spawner: Arc<dyn Spawner>,
     ) -> Result<RunRecord, WarmError> {
-        let guard = match lock::try_acquire(self.store(), WARM_LOCK_KEY, self.config.warm_lock_ttl, &spawner).await {
+        let guard = match lock::try_acquire(self.store(), keys::WARM_LOCK, self.config.warm_lock_ttl, &spawner).await {
             Ok(Some(g)) => g,
             Ok(None) => {
-                let since = lock::holder(self.store(), WARM_LOCK_KEY)
+                let since = lock::holder(self.store(), keys::WARM_LOCK)
                     .await
                     .ok()
                     .flatten()
@@ -141,7 +140,7 @@ impl Catalog {
                 async move {
                     let t = Instant::now();
                     // Only the ETag is needed: the header, not the catalog.
-                    let before = catalog.cache.peek_meta(&crate::catalog::gateway_key(&gw.id)).await;
+                    let before = catalog.cache.peek_meta(&keys::gateway(&gw.id)).await;
                     let res = catalog.refresh_gateway(&gw, spawner).await;
                     let duration_ms = t.elapsed().as_millis() as u64;
                     if let Ok(entry) = &res
@@ -165,7 +164,7 @@ impl Catalog {
                             }
                         }
                         Err(e) => {
-                            let kept = catalog.cache.peek(&crate::catalog::gateway_key(&gw.id)).await;
+                            let kept = catalog.cache.peek(&keys::gateway(&gw.id)).await;
                             let count = kept.map_or(0, |e| e.meta.item_count);
                             tracing::warn!(
                                 "[Cache Warming] {} failed after {duration_ms} ms (keeping {count} cached models): {e}",
@@ -231,7 +230,7 @@ impl Catalog {
             merged_models.map_or("-".to_string(), |n| n.to_string())
         );
         let json = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
-        if let Err(e) = self.store().set(LAST_RUN_KEY, json, LAST_RUN_TTL).await {
+        if let Err(e) = self.store().set(keys::LAST_RUN, json, LAST_RUN_TTL).await {
             tracing::warn!("[Cache Warming] Run record not stored: {e}");
             record.success = false;
         }
@@ -243,7 +242,7 @@ impl Catalog {
 
     /// The last stored run record.
     pub async fn last_run(&self) -> Option<RunRecord> {
-        let raw = self.store().get(LAST_RUN_KEY).await.ok()??;
+        let raw = self.store().get(keys::LAST_RUN).await.ok()??;
         serde_json::from_slice(&raw).ok()
     }
 }

@@ -8,9 +8,10 @@ use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
-use crate::catalog::{Catalog, gateway_key};
+use crate::catalog::Catalog;
 use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
+use crate::keys;
 use crate::metrics::{CategoryMetrics, Metrics};
 use crate::spawn::Spawner;
 use crate::swr::FetchFailure;
@@ -91,7 +92,7 @@ async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
             None,
         );
     }
-    match catalog.store().delete(&crate::metrics::metrics_key("models")).await {
+    match catalog.store().delete(&keys::metrics("models")).await {
         Ok(()) => {
             tracing::info!("[Cache Warming] Metrics reset");
             forget_status(catalog).await;
@@ -247,7 +248,7 @@ async fn assemble_status(catalog: &Arc<Catalog>) -> Bytes {
             .registry
             .all()
             .iter()
-            .map(|g| state_of(g.id.clone(), gateway_key(&g.id))),
+            .map(|g| state_of(g.id.clone(), keys::gateway(&g.id))),
     )
     .await;
     let mut merged = state_of("all".into(), catalog.all_key().to_string()).await;

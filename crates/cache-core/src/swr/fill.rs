@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Cache, CacheError, FetchFailure, Payload, Source, failure_key, lock_key, throttle_key};
+use super::{Cache, CacheError, FetchFailure, Payload, Source};
 use crate::entry::{Entry, EntryMeta, Freshness, STORED_ENCODINGS};
+use crate::keys;
 use crate::lock::{self, LockGuard};
 use crate::metrics::Event;
 use crate::spawn::Spawner;
@@ -151,7 +152,7 @@ impl Cache {
     }
 
     async fn lock(&self, key: &str, ttl: Duration, spawner: &Arc<dyn Spawner>) -> Locked {
-        match lock::try_acquire(&self.store, &lock_key(key), ttl, spawner).await {
+        match lock::try_acquire(&self.store, &keys::lock(key), ttl, spawner).await {
             Ok(Some(guard)) => Locked::Ours(guard),
             Ok(None) => Locked::Theirs,
             Err(_) => Locked::NoStore,
@@ -166,7 +167,7 @@ impl Cache {
         failure_before: Option<&FetchFailure>,
         give_up: Instant,
     ) -> Waited {
-        let lock = lock_key(key);
+        let lock = keys::lock(key);
         loop {
             match self.store.get(&lock).await {
                 Ok(Some(_)) => {}
@@ -423,7 +424,7 @@ impl Cache {
         if self.settings.revalidate_retry.is_zero() {
             return None;
         }
-        let left = self.store.pttl(&throttle_key(key)).await.ok()??;
+        let left = self.store.pttl(&keys::retry_after(key)).await.ok()??;
         let error = self
             .last_failure(key)
             .await
@@ -443,14 +444,14 @@ impl Cache {
         // Kept a day: long enough to explain an outage on the status page.
         let _ = self
             .store
-            .set(&failure_key(key), Bytes::from(json), Duration::from_secs(86_400))
+            .set(&keys::last_error(key), Bytes::from(json), Duration::from_secs(86_400))
             .await;
         // No new attempt on this key (by reads, on any instance) until the window passes.
         if throttle && !self.settings.revalidate_retry.is_zero() {
             let _ = self
                 .store
                 .set(
-                    &throttle_key(key),
+                    &keys::retry_after(key),
                     Bytes::from_static(b"1"),
                     self.settings.revalidate_retry,
                 )

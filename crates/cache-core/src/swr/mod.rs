@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::entry::{Entry, EntryMeta, Freshness};
+use crate::keys;
 use crate::metrics::{Event, Metrics};
 use crate::spawn::{BoxFuture, Spawner, boxed};
 use crate::store::Store;
@@ -208,16 +209,6 @@ impl Default for SwrSettings {
     }
 }
 
-pub fn lock_key(key: &str) -> String {
-    format!("lock:{key}")
-}
-pub fn failure_key(key: &str) -> String {
-    format!("lasterror:{key}")
-}
-fn throttle_key(key: &str) -> String {
-    format!("retryafter:{key}")
-}
-
 /// One in-process fetch of a missing or expired key, awaited by every reader of it.
 /// Shared (not a once-cell owned by the first reader) so that a reader that stops
 /// waiting (the fail-safe soft timeout) does not cancel it: a driver given to the
@@ -369,7 +360,7 @@ impl Cache {
 
     /// The last recorded fetch failure for `key`, if any.
     pub async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
-        let raw = self.store.get(&failure_key(key)).await.ok()??;
+        let raw = self.store.get(&keys::last_error(key)).await.ok()??;
         serde_json::from_slice(&raw).ok()
     }
 
