@@ -405,7 +405,7 @@ async fn warm_refetches_even_when_cached() {
     assert_eq!(
         s.sample.requests("groq"),
         2,
-        "lesson 6: a warm refetches a key that is already fresh"
+        "docs/design.md, failure 6: a warm refetches a key that is already fresh"
     );
 }
 

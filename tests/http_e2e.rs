@@ -129,7 +129,7 @@ async fn models_miss_hit_etag_and_encodings() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-cache"), Some("HIT"));
 
-    // Aliases and pages (`limit`) share one key (lesson 11).
+    // Aliases and pages (`limit`) share one key (docs/design.md, failure 11).
     let r = c.get(f.url("/api/models?gateway=GROQ&limit=5")).send().await.unwrap();
     assert_eq!(header(&r, "x-cache"), Some("HIT"));
     assert_eq!(env.sample.requests("groq"), 1);

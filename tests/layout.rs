@@ -20,27 +20,24 @@ fn api_files(dir: &Path, out: &mut Vec<String>) {
 
 /// `[[bin]]` sections of Cargo.toml as (name, path).
 fn bins() -> Vec<(String, String)> {
-    let toml = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    let mut out = Vec::new();
-    for section in toml.split("[[bin]]").skip(1) {
-        let section = section.split("\n[").next().unwrap();
-        let field = |k: &str| {
-            section
-                .lines()
-                .find_map(|l| {
-                    l.trim().strip_prefix(k).map(|r| {
-                        r.trim_start()
-                            .trim_start_matches('=')
-                            .trim()
-                            .trim_matches('"')
-                            .to_string()
-                    })
-                })
-                .unwrap_or_else(|| panic!("[[bin]] without {k}"))
-        };
-        out.push((field("name"), field("path")));
-    }
-    out
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    manifest["bin"]
+        .as_array()
+        .expect("[[bin]] sections")
+        .iter()
+        .map(|b| {
+            let field = |k: &str| {
+                b.get(k)
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or_else(|| panic!("[[bin]] without {k}"))
+                    .to_string()
+            };
+            (field("name"), field("path"))
+        })
+        .collect()
 }
 
 #[test]

@@ -78,7 +78,7 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
     assert_eq!(
         m.fresh_rate,
         Some(2.0 / 5.0),
-        "stale hits are not counted as fresh (lesson 12)"
+        "stale hits are not counted as fresh (docs/design.md, failure 12)"
     );
     // The numbers live in Redis: a new instance (a restart) sees them.
     let c = Cache::new(

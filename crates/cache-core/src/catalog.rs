@@ -1,5 +1,5 @@
 //! The model catalog on top of the SWR cache: one key per gateway, one for the
-//! merged view, whatever the query string (lesson 11).
+//! merged view, whatever the query string (docs/design.md, failure 11).
 //!
 //! ```text
 //!   models:<gateway>  ◄── GatewaySource: fetch pages → normalise → {"data":[...]}
@@ -38,7 +38,7 @@ use crate::swr::{Cache, CacheError, Lookup, Payload, Source, SwrSettings};
 use crate::ttl::TtlPolicy;
 
 /// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
-/// `COLLAPSE_MIN_PREVIOUS` models is rejected as a collapse (lesson 5).
+/// `COLLAPSE_MIN_PREVIOUS` models is rejected as a collapse (docs/design.md, failure 5).
 const COLLAPSE_FACTOR: u32 = 10;
 const COLLAPSE_MIN_PREVIOUS: u32 = 50;
 /// Delay that coalesces merged-view rebuilds after gateway revalidations.

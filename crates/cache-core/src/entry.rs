@@ -1,6 +1,6 @@
 //! The stored entry: a value that carries its own clock.
 //!
-//! Lesson 1 of the old system: freshness decided from Redis `TTL` never saw a stale
+//! Design failure 1 (docs/design.md): freshness decided from Redis `TTL` never saw a stale
 //! key. Here every value records when it was fetched, until when it is fresh and
 //! until when it may be served stale, and the reader decides from those.
 //!

@@ -1,6 +1,6 @@
 //! Cache counters per category.
 //!
-//! Lesson 12: stale hits counted as hits hide an upstream outage until the data
+//! Design failure 12 (docs/design.md): stale hits counted as hits hide an upstream outage until the data
 //! expires. Every outcome has its own counter. Counts accumulate in-process (a
 //! std Mutex around a small map: never held across `.await`) and are flushed to
 //! the store as hash increments off the response path, so every instance adds to

@@ -1,7 +1,7 @@
 //! Where background work runs.
 //!
 //! On Vercel a bare `tokio::spawn` after the response may be frozen with the
-//! function and never finish (lesson 3: SWR silently becomes "stale forever").
+//! function and never finish (docs/design.md, failure 3: SWR silently becomes "stale forever").
 //! So background work is handed to an injected [`Spawner`]: on Vercel it wraps
 //! `AppState::wait_until`, which keeps the invocation alive until the work ends;
 //! locally it is [`TaskSpawner`], a `tokio::spawn` that also counts its tasks so

@@ -1,6 +1,6 @@
 //! Warming: refetch every gateway now, in parallel, and record how it went.
 //!
-//! - It refetches; it does not read through SWR (lesson 6: the old warm returned
+//! - It refetches; it does not read through SWR (docs/design.md, failure 6: the old warm returned
 //!   whatever was cached and refreshed nothing).
 //! - Gateways run concurrently (bounded by `WARM_CONCURRENCY`), each within its
 //!   own deadline, so the total tracks the slowest gateway, not the sum.
@@ -12,7 +12,7 @@
 //!   gateway was fetched *and stored*, the merged view was rebuilt and stored, and
 //!   the record itself was stored; a write the store refused or timed out is an
 //!   error of that gateway. Formerly: success only when every
-//!   gateway succeeded (lesson 9).
+//!   gateway succeeded (docs/design.md, failure 9).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Bearer-token checks for the mutating routes.
 //!
-//! Lessons 7-8: no default secret (unset = the route refuses), no header-presence
+//! Design failures 7-8 (docs/design.md): no default secret (unset = the route refuses), no header-presence
 //! "auth" (`x-vercel-cron` can be sent by anyone), constant-time comparison, and
 //! the presented token never appears in a log line or a response.
 

@@ -3,7 +3,7 @@
 //! Authenticated by `Authorization: Bearer $CRON_SECRET` in constant time; the
 //! `x-vercel-cron` header and the `vercel-cron` user agent prove nothing (anyone
 //! can send them). The warm runs in-process: no HTTP call to another host, so
-//! no secret travels anywhere (lesson 7).
+//! no secret travels anywhere (docs/design.md, failure 7).
 
 use std::sync::Arc;
 

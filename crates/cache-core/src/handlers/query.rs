@@ -1,6 +1,6 @@
 //! Strict query-string parsing.
 //!
-//! Lesson 11: the query never shapes a cache key. Only known parameters are read;
+//! Design failure 11 (docs/design.md): the query never shapes a cache key. Only known parameters are read;
 //! values are percent-decoded and must be UTF-8; a parameter given twice is an
 //! error rather than a guess; a gateway id must look like one before anything
 //! else sees it.

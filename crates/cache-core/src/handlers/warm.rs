@@ -186,7 +186,7 @@ pub fn warm_error(e: &WarmError) -> Response<Bytes> {
 const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Warming status: no auth, no secrets. Shows each gateway's data age so an upstream
-/// outage is visible while stale data still hides it from users (lesson 10).
+/// outage is visible while stale data still hides it from users (docs/design.md, failure 10).
 async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
     let body = {
         let mut cached = catalog.status_cache.lock().await;

@@ -62,7 +62,7 @@ enum Locked {
 }
 
 impl Cache {
-    /// Fetch, validate and store `key` now, whatever its state (warming: lesson 6).
+    /// Fetch, validate and store `key` now, whatever its state (warming: docs/design.md, failure 6).
     /// If another instance is filling the key, wait until it is done, then fetch
     /// ourselves: its fetch may have started before whatever the warm is for.
     pub async fn refresh(

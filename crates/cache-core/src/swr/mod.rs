@@ -8,7 +8,7 @@
 //!                       lock across instances; losers wait for the winner's value)
 //! ```
 //!
-//! Fail-safe rules (lessons 1-5):
+//! Fail-safe rules (docs/design.md, failures 1-5):
 //! - a failed revalidation keeps the stale value, records the error, and blocks new
 //!   attempts on that key for `REVALIDATE_RETRY_SECONDS` across instances;
 //! - a fetcher is never called twice in one request because something failed;
@@ -85,7 +85,7 @@ pub trait Source: Send + Sync + 'static {
     /// read other keys through the cache.
     fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>>;
 
-    /// Reject a value before it overwrites `previous` (lesson 5). The default
+    /// Reject a value before it overwrites `previous` (docs/design.md, failure 5). The default
     /// rejects an empty payload.
     fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Result<(), String> {
         if new.item_count == 0 {
