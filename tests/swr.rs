@@ -476,7 +476,7 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
         tokio::spawn(async move { waiter.read("models:groq", src, sp).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let now = cache_core::ttl::now_ms();
+    let now = cache_core::clock::now_ms();
     let lagging = cache_core::entry::Entry::build(
         Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
         2,

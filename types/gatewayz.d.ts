@@ -189,7 +189,39 @@ error?: string, };
 /**
  * Counters of one category, with the derived rates.
  */
-export type CategoryMetrics = { fresh_hits: number, stale_hits: number, misses: number, errors: number, revalidations_started: number, revalidations_succeeded: number, revalidations_failed: number, revalidations_skipped_by_lock: number, revalidations_throttled: number, fail_safe_serves: number, store_errors: number, 
+export type CategoryMetrics = { 
+/**
+ * Reads answered from a fresh entry.
+ */
+fresh_hits: number, 
+/**
+ * Reads answered from a stale entry (while it is refetched).
+ */
+stale_hits: number, 
+/**
+ * Reads that found nothing usable and fetched (or waited for a fetch).
+ */
+misses: number, 
+/**
+ * Reads answered with an error.
+ */
+errors: number, revalidations_started: number, revalidations_succeeded: number, revalidations_failed: number, 
+/**
+ * Another instance held the key's lock: nothing fetched here.
+ */
+revalidations_skipped_by_lock: number, 
+/**
+ * The key failed recently: not refetched until its retry window ends.
+ */
+revalidations_throttled: number, 
+/**
+ * Reads answered with last-known-good (past the stale window, or the store down).
+ */
+fail_safe_serves: number, 
+/**
+ * Store commands that failed or timed out.
+ */
+store_errors: number, 
 /**
  * (fresh + stale) / all reads; `null` before any read.
  */

@@ -156,19 +156,12 @@ pub struct Config {
 }
 
 /// A configuration value that could not be parsed. Named, so start-up errors are clear.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}: {message}")]
 pub struct ConfigError {
     pub var: &'static str,
     pub message: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {}: {}", self.var, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -253,7 +246,7 @@ impl Config {
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
             cors: crate::handlers::cors::CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
-            deployed: is_deployed(get),
+            deployed: is_deployed(&get),
             redis_tls_ca: get("REDIS_TLS_CA_CERT"),
             gateway_tokens,
         })
@@ -266,7 +259,7 @@ impl Config {
 }
 
 /// Whether this process is a deployed Vercel function (see [`Config::deployed`]).
-pub fn is_deployed(get: impl Fn(&str) -> Option<String>) -> bool {
+pub fn is_deployed(get: &dyn Fn(&str) -> Option<String>) -> bool {
     get("VERCEL_IPC_PATH").is_some_and(|v| !v.trim().is_empty()) || get("VERCEL").is_some_and(|v| !v.trim().is_empty())
 }
 

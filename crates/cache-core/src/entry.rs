@@ -26,7 +26,6 @@
 //!
 //! Decoding is zero-copy: bodies are `Bytes` slices of the value read from the store.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::sync::OnceLock;
 
@@ -131,31 +130,22 @@ pub struct Entry {
 }
 
 /// Why a stored value could not be decoded. Any of these is treated as a miss.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    #[error("not a cache entry (bad magic)")]
     NotAnEntry,
+    #[error("unsupported entry format version {0}")]
     UnsupportedVersion(u8),
+    #[error("truncated entry")]
     Truncated,
+    #[error("unknown body encoding {0}")]
     BadEncoding(u8),
+    #[error("corrupt body: {0}")]
     BadBody(&'static str),
     /// The bodies do not match the header's checksum.
+    #[error("corrupt body: checksum mismatch")]
     ChecksumMismatch,
 }
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotAnEntry => f.write_str("not a cache entry (bad magic)"),
-            Self::UnsupportedVersion(v) => write!(f, "unsupported entry format version {v}"),
-            Self::Truncated => f.write_str("truncated entry"),
-            Self::BadEncoding(e) => write!(f, "unknown body encoding {e}"),
-            Self::BadBody(why) => write!(f, "corrupt body: {why}"),
-            Self::ChecksumMismatch => f.write_str("corrupt body: checksum mismatch"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 /// Which encodings are stored at write time. Brotli alone is the smallest at rest
 /// (~8-10 % of the raw catalog JSON; storing gzip too would put it near 19 %).

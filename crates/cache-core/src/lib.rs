@@ -14,6 +14,7 @@
 //! work: `wait_until` on Vercel), [`metrics`], [`gateways`].
 
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod entry;

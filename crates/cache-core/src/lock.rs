@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::clock::now_ms;
 use crate::spawn::{Spawner, boxed};
 use crate::store::{Store, StoreError};
-use crate::ttl::now_ms;
 
 pub struct LockGuard {
     store: Store,

@@ -15,7 +15,9 @@
 //! - the answer is compressed like the cached list (br or gzip, when accepted).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -249,16 +251,16 @@ impl Searcher {
             limit,
             encoding,
         );
-        if let Some(a) = lock(&self.answers).get(&key) {
+        if let Some(a) = self.answers.lock().get(&key) {
             return Ok(a.clone());
         }
         let _permit = self.permit.acquire().await.map_err(|e| e.to_string())?;
-        if let Some(a) = lock(&self.answers).get(&key) {
+        if let Some(a) = self.answers.lock().get(&key) {
             return Ok(a.clone());
         }
-        let index = lock(&self.indexes).get(&entry.meta.etag).cloned();
+        let index = self.indexes.lock().get(&entry.meta.etag).cloned();
         let hits_key = (key.0.clone(), key.1.clone());
-        let hits = lock(&self.hits).get(&hits_key).cloned();
+        let hits = self.hits.lock().get(&hits_key).cloned();
         let (entry, term_owned) = (entry.clone(), key.1.clone());
         let (index, hits, answer) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let index = match index {
@@ -284,30 +286,26 @@ impl Searcher {
         .await
         .map_err(|e| e.to_string())??;
         {
-            let mut indexes = lock(&self.indexes);
+            let mut indexes = self.indexes.lock();
             if indexes.len() >= MAX_INDEXES {
                 indexes.clear();
             }
             indexes.insert(key.0.clone(), index);
         }
         {
-            let mut cached = lock(&self.hits);
+            let mut cached = self.hits.lock();
             if cached.len() >= MAX_ANSWERS {
                 cached.clear();
             }
             cached.insert(hits_key, hits);
         }
-        let mut answers = lock(&self.answers);
+        let mut answers = self.answers.lock();
         if answers.len() >= MAX_ANSWERS {
             answers.clear();
         }
         answers.insert(key, answer.clone());
         Ok(answer)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Per-request compression favours speed over size (the stored bodies use the slow,

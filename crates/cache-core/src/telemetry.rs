@@ -104,19 +104,30 @@ impl Drop for LineSink {
 
 static SENTRY: OnceLock<Option<sentry::ClientInitGuard>> = OnceLock::new();
 
-/// Install logging (and Sentry when `SENTRY_DSN` is set). Idempotent.
+/// Install logging (and Sentry when `SENTRY_DSN` is set), from the process
+/// environment. Idempotent.
 pub fn init() {
+    init_from(&|k: &str| std::env::var(k).ok());
+}
+
+/// [`init`] reading `RUST_LOG`, `SENTRY_*` and `VERCEL*` through `get` (the dev
+/// server passes its `.env` files without putting them in the process environment).
+pub fn init_from(get: &dyn Fn(&str) -> Option<String>) {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
-    let sentry_on = SENTRY.get_or_init(init_sentry).is_some();
-    let deployed = crate::config::is_deployed(|k| std::env::var(k).ok());
+    let sentry_on = SENTRY.get_or_init(|| init_sentry(get)).is_some();
+    let deployed = crate::config::is_deployed(get);
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(!deployed && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_writer(InvocationWriter)
         .compact()
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+        .with_filter(
+            get("RUST_LOG")
+                .and_then(|f| EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| EnvFilter::new("info")),
+        );
     let sentry_layers = sentry_on.then(|| {
         use sentry::integrations::tracing::{BreadcrumbLayer, SpanLayer};
         SpanLayer::new()
@@ -126,14 +137,13 @@ pub fn init() {
     let _ = tracing_subscriber::registry().with(fmt).with(sentry_layers).try_init();
 }
 
-fn init_sentry() -> Option<sentry::ClientInitGuard> {
-    let dsn = std::env::var("SENTRY_DSN").ok().filter(|d| !d.trim().is_empty())?;
+fn init_sentry(get: &dyn Fn(&str) -> Option<String>) -> Option<sentry::ClientInitGuard> {
+    let dsn = get("SENTRY_DSN").filter(|d| !d.trim().is_empty())?;
     let Ok(dsn) = dsn.trim().parse::<sentry::types::Dsn>() else {
         eprintln!("SENTRY_DSN is not a valid DSN; Sentry stays off");
         return None;
     };
-    let rate = std::env::var("SENTRY_TRACES_SAMPLE_RATE")
-        .ok()
+    let rate = get("SENTRY_TRACES_SAMPLE_RATE")
         .and_then(|r| r.parse::<f32>().ok())
         .unwrap_or(0.1);
     let mut options = sentry::ClientOptions::new()
@@ -141,7 +151,7 @@ fn init_sentry() -> Option<sentry::ClientInitGuard> {
         .release(concat!("gatewayz-model-cache@", env!("CARGO_PKG_VERSION")))
         .send_default_pii(false);
     options.dsn = Some(dsn);
-    if let Ok(env) = std::env::var("VERCEL_ENV") {
+    if let Some(env) = get("VERCEL_ENV") {
         options = options.environment(env);
     }
     Some(sentry::init(options))

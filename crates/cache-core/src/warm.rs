@@ -22,11 +22,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::clock::{iso8601, now_ms};
 use crate::gateways::Gateway;
 use crate::keys;
 use crate::lock;
 use crate::spawn::Spawner;
-use crate::ttl::{iso8601, now_ms};
 
 /// Run records are kept for a month.
 const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
@@ -80,27 +80,15 @@ pub struct RunRecord {
     pub details: Vec<GatewayOutcome>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WarmError {
     /// Another warm holds the lock; it started at this instant (unix ms, if known).
+    #[error("a warm is already running{}", started_at_ms.map(|t| format!(" (started {})", iso8601(t))).unwrap_or_default())]
     AlreadyRunning { started_at_ms: Option<u64> },
     /// The store cannot be reached: nothing warmed could be kept.
+    #[error("cache store unavailable: {0}")]
     StoreUnavailable(String),
 }
-
-impl std::fmt::Display for WarmError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WarmError::AlreadyRunning { started_at_ms: Some(t) } => {
-                write!(f, "a warm is already running (started {})", iso8601(*t))
-            }
-            WarmError::AlreadyRunning { started_at_ms: None } => f.write_str("a warm is already running"),
-            WarmError::StoreUnavailable(e) => write!(f, "cache store unavailable: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for WarmError {}
 
 impl Catalog {
     /// Warm `gateways` (all configured ones when `None`).

@@ -1,64 +1,58 @@
-//! `.env.local` then `.env`, as the seed tells people to configure: `KEY=value`
-//! lines, `#` comments, optional `export `, optional quotes. The real environment
-//! always wins, and `.env.local` wins over `.env`.
+//! `.env.local` then `.env`, as the seed tells people to configure, parsed by
+//! `dotenvy`. Nothing is written to the process environment (no `set_var` once the
+//! runtime's threads exist): the files become a lookup for `Config::from_lookup`,
+//! behind the real environment.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-/// Load the files that exist (in order) into the process environment, without
-/// overriding anything already set. Returns the names of the files loaded.
-pub fn load(dir: &Path) -> Vec<String> {
-    let mut loaded = Vec::new();
-    for name in [".env.local", ".env"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
-            continue;
-        };
-        for (k, v) in parse(&text) {
-            if std::env::var_os(&k).is_none() {
-                // SAFETY: called at start-up, before any other thread reads the environment.
-                unsafe { std::env::set_var(k, v) };
-            }
-        }
-        loaded.push(name.to_string());
-    }
-    loaded
+/// Variables from the env files in `dir`, and the names of the files read.
+#[derive(Debug, Default)]
+pub struct EnvFiles {
+    vars: HashMap<String, String>,
+    pub loaded: Vec<String>,
 }
 
-pub fn parse(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let k = k.trim();
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return None;
+impl EnvFiles {
+    /// Read `.env.local` and `.env` (those that exist); `.env.local` wins.
+    pub fn load(dir: &Path) -> Result<EnvFiles, String> {
+        let mut files = EnvFiles::default();
+        for name in [".env.local", ".env"] {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
             }
-            let v = v.trim();
-            let v = if v.len() >= 2
-                && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
-            {
-                &v[1..v.len() - 1]
-            } else {
-                // Unquoted: a trailing ` # comment` is not part of the value.
-                v.split(" #").next().unwrap_or(v).trim()
-            };
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect()
+            for item in dotenvy::from_path_iter(&path).map_err(|e| format!("{name}: {e}"))? {
+                let (k, v) = item.map_err(|e| format!("{name}: {e}"))?;
+                files.vars.entry(k).or_insert(v);
+            }
+            files.loaded.push(name.to_string());
+        }
+        Ok(files)
+    }
+
+    /// A variable: the process environment first, then the files.
+    pub fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().or_else(|| self.vars.get(key).cloned())
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn parses_common_forms() {
-        let got = super::parse("# c\nA=1\nexport B = \"two words\"\nC='x#y'\nD=v # note\nbad line\n=x\n");
-        let want = [("A", "1"), ("B", "two words"), ("C", "x#y"), ("D", "v")];
-        assert_eq!(
-            got,
-            want.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        );
+    fn local_wins_over_env_and_the_process_environment_wins_over_both() {
+        let dir = std::env::temp_dir().join(format!("env-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".env"), "# c\nA=from-env\nexport B=\"two words\"\nPATH=nope\n").unwrap();
+        std::fs::write(dir.join(".env.local"), "A=from-local\nC='x#y'\n").unwrap();
+        let f = EnvFiles::load(&dir).unwrap();
+        assert_eq!(f.loaded, [".env.local", ".env"]);
+        assert_eq!(f.get("A").as_deref(), Some("from-local"));
+        assert_eq!(f.get("B").as_deref(), Some("two words"));
+        assert_eq!(f.get("C").as_deref(), Some("x#y"));
+        assert_ne!(f.get("PATH").as_deref(), Some("nope"), "the real environment wins");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

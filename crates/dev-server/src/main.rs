@@ -13,8 +13,14 @@ use cache_core::spawn::TaskSpawner;
 
 #[tokio::main]
 async fn main() {
-    let loaded = dev_server::env_file::load(std::path::Path::new("."));
-    cache_core::runtime::init_tracing();
+    let env = match dev_server::env_file::EnvFiles::load(std::path::Path::new(".")) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot read env file {e}");
+            std::process::exit(2);
+        }
+    };
+    cache_core::telemetry::init_from(&|k: &str| env.get(k));
 
     let mut demo = false;
     let mut port: Option<u16> = None;
@@ -36,10 +42,10 @@ async fn main() {
         }
     }
     let port = port
-        .or_else(|| std::env::var("PORT").ok().and_then(|p| p.parse().ok()))
+        .or_else(|| env.get("PORT").and_then(|p| p.parse().ok()))
         .unwrap_or(3000);
 
-    let mut config = match Config::from_env() {
+    let mut config = match Config::from_lookup(|k| env.get(k)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");
@@ -74,10 +80,10 @@ async fn main() {
         }
     };
     let c = &catalog.config;
-    let env_files = if loaded.is_empty() {
+    let env_files = if env.loaded.is_empty() {
         "none".to_string()
     } else {
-        loaded.join(", ")
+        env.loaded.join(", ")
     };
     tracing::info!("dev-server on http://{addr}");
     tracing::info!("env files loaded: {env_files}");

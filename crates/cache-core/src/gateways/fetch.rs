@@ -27,77 +27,28 @@ use super::registry::Gateway;
 use crate::config::{Config, Secret};
 
 /// Why a gateway's catalog could not be fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
-    Timeout {
-        gateway: String,
-        after: Duration,
-    },
-    Network {
-        gateway: String,
-        detail: String,
-    },
-    Status {
-        gateway: String,
-        status: u16,
-    },
-    Html {
-        gateway: String,
-        status: u16,
-    },
-    InvalidJson {
-        gateway: String,
-        detail: String,
-    },
-    TooLarge {
-        gateway: String,
-        limit: usize,
-    },
-    TooManyPages {
-        gateway: String,
-        limit: u32,
-    },
-    RateLimited {
-        gateway: String,
-        retry_after: Duration,
-    },
+    #[error("{gateway}: timed out after {} ms", after.as_millis())]
+    Timeout { gateway: String, after: Duration },
+    #[error("{gateway}: network error: {detail}")]
+    Network { gateway: String, detail: String },
+    #[error("{gateway}: upstream answered HTTP {status}")]
+    Status { gateway: String, status: u16 },
+    #[error("{gateway}: upstream answered an HTML page (HTTP {status})")]
+    Html { gateway: String, status: u16 },
+    #[error("{gateway}: invalid JSON: {detail}")]
+    InvalidJson { gateway: String, detail: String },
+    #[error("{gateway}: catalog larger than {limit} bytes")]
+    TooLarge { gateway: String, limit: usize },
+    #[error("{gateway}: more than {limit} pages")]
+    TooManyPages { gateway: String, limit: u32 },
+    #[error("{gateway}: rate limited (retry after {} s exceeds the deadline)", retry_after.as_secs())]
+    RateLimited { gateway: String, retry_after: Duration },
     /// The pages added up to fewer models than the API's own `total`.
-    Truncated {
-        gateway: String,
-        received: u64,
-        total: u64,
-    },
+    #[error("{gateway}: truncated catalog: received {received} of {total} models")]
+    Truncated { gateway: String, received: u64, total: u64 },
 }
-
-impl fmt::Display for FetchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Timeout { gateway, after } => write!(f, "{gateway}: timed out after {} ms", after.as_millis()),
-            Self::Network { gateway, detail } => write!(f, "{gateway}: network error: {detail}"),
-            Self::Status { gateway, status } => write!(f, "{gateway}: upstream answered HTTP {status}"),
-            Self::Html { gateway, status } => write!(f, "{gateway}: upstream answered an HTML page (HTTP {status})"),
-            Self::InvalidJson { gateway, detail } => write!(f, "{gateway}: invalid JSON: {detail}"),
-            Self::TooLarge { gateway, limit } => write!(f, "{gateway}: catalog larger than {limit} bytes"),
-            Self::TooManyPages { gateway, limit } => write!(f, "{gateway}: more than {limit} pages"),
-            Self::Truncated {
-                gateway,
-                received,
-                total,
-            } => {
-                write!(f, "{gateway}: truncated catalog: received {received} of {total} models")
-            }
-            Self::RateLimited { gateway, retry_after } => {
-                write!(
-                    f,
-                    "{gateway}: rate limited (retry after {} s exceeds the deadline)",
-                    retry_after.as_secs()
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for FetchError {}
 
 /// The fetcher's limits, from [`Config`].
 #[derive(Clone)]

@@ -15,8 +15,8 @@ use super::auth::check_bearer;
 use super::warm::{run_status, warm_error};
 use super::{RequestContext, json_error, json_response, method_not_allowed};
 use crate::catalog::Catalog;
+use crate::clock::{iso8601, now_ms};
 use crate::spawn::Spawner;
-use crate::ttl::{iso8601, now_ms};
 use crate::warm::Trigger;
 
 pub async fn handle(

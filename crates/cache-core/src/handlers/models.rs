@@ -15,12 +15,12 @@ use serde_json::json;
 use super::negotiate::{choose_encoding, encoding_etag, not_modified};
 use super::{is_get_or_head, json_error, method_not_allowed, query};
 use crate::catalog::Catalog;
+use crate::clock::now_ms;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
 use crate::search;
 use crate::spawn::Spawner;
 use crate::swr::{CacheError, CacheStatus, Lookup};
-use crate::ttl::now_ms;
 
 /// Upper bound on how long a CDN may keep a response before asking again, so a
 /// manual warm shows up within minutes even though data stays fresh for hours.

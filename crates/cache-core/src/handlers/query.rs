@@ -35,27 +35,21 @@ pub fn parse<'a>(raw: Option<&str>, wanted: &[&'a str]) -> Result<HashMap<&'a st
     Ok(out)
 }
 
-/// Percent-decode (`+` is a space) and require UTF-8.
+/// Percent-decode (`+` is a space) and require UTF-8. Stricter than browsers: a `%`
+/// not followed by two hex digits is an error, not a literal `%`.
 fn decode(s: &str) -> Result<String, QueryError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .ok_or_else(|| QueryError("malformed percent-encoding".into()))?;
-                let hex = std::str::from_utf8(hex).map_err(|_| QueryError("malformed percent-encoding".into()))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| QueryError("malformed percent-encoding".into()))?);
-                i += 2;
-            }
-            b => out.push(b),
+    let malformed = || QueryError("malformed percent-encoding".into());
+    for (i, _) in s.match_indices('%') {
+        let hex = s.as_bytes().get(i + 1..i + 3).ok_or_else(malformed)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(malformed());
         }
-        i += 1;
     }
-    String::from_utf8(out).map_err(|_| QueryError("query is not valid UTF-8".into()))
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| QueryError("query is not valid UTF-8".into()))
 }
 
 #[cfg(test)]

@@ -9,13 +9,13 @@ use serde_json::json;
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
 use crate::catalog::Catalog;
+use crate::clock::{iso8601, now_ms};
 use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
 use crate::keys;
 use crate::metrics::{CategoryMetrics, Metrics};
 use crate::spawn::Spawner;
 use crate::swr::FetchFailure;
-use crate::ttl::{iso8601, now_ms};
 use crate::warm::{RunRecord, Trigger, WarmError};
 
 pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {

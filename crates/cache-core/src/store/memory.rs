@@ -1,11 +1,13 @@
 //! The embedded store: a map in this process with Redis-like expiry.
 //!
-//! A `std::sync::Mutex`, not a tokio one: every critical section is a few map
+//! A blocking `parking_lot::Mutex` (poison-free), not a tokio one: every critical section is a few map
 //! operations and never spans an `.await`, so a blocking lock is cheaper and cannot
 //! be held across a suspension point (the mini-redis reasoning).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -56,10 +58,10 @@ impl MemoryStore {
         format!("{}{}", self.prefix, key)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map half-updated in a way
-        // that matters more than losing the cache, so recover from poisoning.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        // parking_lot does not poison: a panic while holding the lock cannot wedge
+        // the store (a half-updated map matters less than losing the cache).
+        self.inner.lock()
     }
 
     pub fn get(&self, key: &str) -> Option<Bytes> {

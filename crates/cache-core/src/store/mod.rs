@@ -11,7 +11,6 @@ mod redis;
 mod tls;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,24 +20,15 @@ pub use redis::RedisStore;
 
 use crate::config::Config;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The command did not complete within the command timeout.
+    #[error("store command timed out")]
     Timeout,
     /// The store is unreachable or answered with an error.
+    #[error("store unavailable: {0}")]
     Unavailable(String),
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Timeout => f.write_str("store command timed out"),
-            Self::Unavailable(m) => write!(f, "store unavailable: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 #[derive(Clone)]
 pub enum Store {

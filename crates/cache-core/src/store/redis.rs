@@ -24,7 +24,7 @@ use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
 
 use super::StoreError;
-use crate::ttl::now_ms;
+use crate::clock::now_ms;
 
 /// Compare-and-delete: release a lock only if we still own it. One key, so it is
 /// slot-safe on a Redis Cluster.

@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Cache, CacheError, FetchFailure, Payload, Source};
+use crate::clock::now_ms;
 use crate::entry::{Entry, EntryMeta, Freshness, STORED_ENCODINGS};
 use crate::keys;
 use crate::lock::{self, LockGuard};
 use crate::metrics::Event;
 use crate::spawn::Spawner;
 use crate::store::StoreError;
-use crate::ttl::{TtlPolicy, now_ms};
+use crate::ttl::TtlPolicy;
 
 /// A fill lock outlives the fetch it guards by this much.
 const LOCK_MARGIN: Duration = Duration::from_secs(5);

@@ -1,11 +1,13 @@
 //! The in-process tier: the last entry this instance loaded per key, trusted for
 //! `LOCAL_CACHE_TTL_MS` before asking the store again.
 //!
-//! A std Mutex, not a tokio one: each critical section is one map operation and never
+//! A (parking_lot, poison-free) blocking Mutex, not a tokio one: each critical section is one map operation and never
 //! spans an `.await` (the mini-redis reasoning).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Freshness};
@@ -29,8 +31,8 @@ impl LocalTier {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Local>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Local>> {
+        self.entries.lock()
     }
 
     /// The copy of `key` if it was confirmed against the store within the TTL.

@@ -33,8 +33,9 @@ mod fill;
 mod local;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,12 +44,13 @@ use futures_util::future::Shared;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use crate::clock::now_ms;
 use crate::entry::{Entry, EntryMeta, Freshness};
 use crate::keys;
 use crate::metrics::{Event, Metrics};
 use crate::spawn::{BoxFuture, Spawner, boxed};
 use crate::store::Store;
-use crate::ttl::{TtlPolicy, now_ms};
+use crate::ttl::TtlPolicy;
 use local::LocalTier;
 
 /// What a source fetched: the JSON to store and how many items it holds.
@@ -137,39 +139,28 @@ pub struct Lookup {
 }
 
 /// A read that could not be answered: nothing usable was cached and the fetch failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {
     /// The upstream failed (message names what failed).
+    #[error("upstream fetch failed: {0}")]
     Fetch(String),
     /// The upstream answered, but the value was rejected by validation.
+    #[error("upstream value rejected: {0}")]
     Rejected(String),
     /// The fetch did not finish within the source's deadline.
+    #[error("upstream fetch timed out after {} ms", .0.as_millis())]
     Timeout(Duration),
     /// The key failed recently (here or on another instance) and is not fetched again
     /// until its retry window ends, `retry_after` from now.
+    #[error("upstream failed recently and is not retried yet: {error}")]
     Throttled { error: String, retry_after: Duration },
     /// Another instance is still fetching this key and we waited as long as allowed.
+    #[error("another instance is still fetching this key")]
     Busy,
     /// Fetched and valid, but the store did not take it (a warm reports this).
+    #[error("fetched but not stored: {0}")]
     NotStored(String),
 }
-
-impl fmt::Display for CacheError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CacheError::Fetch(m) => write!(f, "upstream fetch failed: {m}"),
-            CacheError::Rejected(m) => write!(f, "upstream value rejected: {m}"),
-            CacheError::Timeout(d) => write!(f, "upstream fetch timed out after {} ms", d.as_millis()),
-            CacheError::Throttled { error, .. } => {
-                write!(f, "upstream failed recently and is not retried yet: {error}")
-            }
-            CacheError::Busy => f.write_str("another instance is still fetching this key"),
-            CacheError::NotStored(m) => write!(f, "fetched but not stored: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for CacheError {}
 
 /// The last failure to fetch a key, kept in the store for the status page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,7 +411,7 @@ impl Cache {
         spawner: Arc<dyn Spawner>,
         seen: Option<EntryMeta>,
     ) -> MissFlight {
-        let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+        let mut misses = self.misses.lock();
         if let Some((_, flight)) = misses.get(key) {
             return flight.clone();
         }
@@ -431,7 +422,7 @@ impl Cache {
                 let result = cache.miss_once(&owned_key, source, task_spawner, seen).await;
                 // Done: the next miss of this key starts a new flight (a finished one must
                 // not answer it with an old result).
-                let mut misses = cache.misses.lock().unwrap_or_else(|e| e.into_inner());
+                let mut misses = cache.misses.lock();
                 if misses.get(&owned_key).is_some_and(|(fid, _)| *fid == id) {
                     misses.remove(&owned_key);
                 }
@@ -455,7 +446,7 @@ impl Cache {
 
     fn spawn_revalidation(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, spawner: Arc<dyn Spawner>) {
         {
-            let mut revalidating = self.revalidating.lock().unwrap_or_else(|e| e.into_inner());
+            let mut revalidating = self.revalidating.lock();
             if !revalidating.insert(key.to_string()) {
                 return; // already revalidating in this process
             }
@@ -468,11 +459,7 @@ impl Cache {
             struct Mark(Arc<Cache>, String);
             impl Drop for Mark {
                 fn drop(&mut self) {
-                    self.0
-                        .revalidating
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&self.1);
+                    self.0.revalidating.lock().remove(&self.1);
                 }
             }
             let _mark = Mark(cache.clone(), key.clone());
