@@ -66,6 +66,8 @@ pub struct Catalog {
     pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, bytes::Bytes)>>,
     /// `search` indexes and recent answers (see [`crate::search`]).
     pub(crate) searcher: crate::search::Searcher,
+    /// Who may read cross-origin (from `CORS_ALLOW_ORIGINS`).
+    pub(crate) cors: crate::handlers::cors::CorsPolicy,
 }
 
 impl Catalog {
@@ -89,6 +91,7 @@ impl Catalog {
             all_key: all_key_for(&registry),
             registry,
             fetcher: Fetcher::new(&config),
+            cors: crate::handlers::cors::CorsPolicy::parse(config.cors_allow_origins.as_deref()),
             config,
             rebuild_scheduled: AtomicBool::new(false),
             rebuilding: AsyncMutex::new(()),

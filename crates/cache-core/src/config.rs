@@ -1,8 +1,11 @@
-//! Configuration, read once from the environment.
+//! Configuration, read once from the environment: plain data at the bottom of the
+//! crate (it imports nothing above it; the policies built from it live where they
+//! are used: CORS in `handlers::cors`, gateways and their tokens in `gateways`).
 //!
 //! Every knob the system has lives here, with its default, so the README's
-//! configuration table has one source. Tests build a [`Config`] from a map
-//! with [`Config::from_lookup`] instead of mutating the process environment.
+//! configuration table has one source. Tests and the dev server build a [`Config`]
+//! from their own variables ([`Config::from_vars`]) instead of mutating the process
+//! environment.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -140,8 +143,9 @@ pub struct Config {
     pub warming_secret: Option<Secret>,
     /// `CRON_SECRET`: bearer token Vercel Cron sends; unset = the cron endpoint refuses on Vercel.
     pub cron_secret: Option<Secret>,
-    /// `CORS_ALLOW_ORIGINS`: origins allowed to read the models JSON and status cross-origin.
-    pub cors: crate::handlers::cors::CorsPolicy,
+    /// `CORS_ALLOW_ORIGINS`: origins allowed to read the models JSON and status
+    /// cross-origin (comma-separated, or `*`), as given.
+    pub cors_allow_origins: Option<String>,
     /// Running as a deployed Vercel function. Decided here and nowhere else, from what
     /// the platform really provides: `VERCEL_IPC_PATH` is set for every deployed function
     /// (the runtime talks to the platform through it); `VERCEL=1` only when the project
@@ -151,7 +155,8 @@ pub struct Config {
     /// `REDIS_TLS_CA_CERT`: extra CA to trust for `rediss://` (PEM text, or a path to a
     /// PEM file), for a Redis behind a private CA. Public CAs need nothing.
     pub redis_tls_ca: Option<String>,
-    /// `GATEWAYZ_TOKEN_<ID>` for gateways that need a bearer token upstream.
+    /// Every `GATEWAYZ_TOKEN_<ID>` variable, by name: upstream bearer tokens (the
+    /// fetcher picks each gateway's; see `gateways::fetch::token_env_var`).
     pub gateway_tokens: HashMap<String, Secret>,
 }
 
@@ -165,12 +170,14 @@ pub struct ConfigError {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_vars(std::env::vars())
     }
 
-    /// Build from any key lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    /// Build from variables (name, value): the process environment, a dev server's
+    /// env files, a test's map.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let num = |k: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(k) {
                 None => Ok(default),
@@ -206,17 +213,11 @@ impl Config {
                 .collect::<Vec<_>>()
         });
 
-        let mut gateway_tokens = HashMap::new();
-        for id in gateways.clone().unwrap_or_else(|| {
-            crate::gateways::DEFAULT_GATEWAYS
-                .iter()
-                .map(|g| g.id.to_string())
-                .collect()
-        }) {
-            if let Some(token) = secret(&token_env_var(&id)) {
-                gateway_tokens.insert(id, token);
-            }
-        }
+        let gateway_tokens = vars
+            .keys()
+            .filter(|k| k.starts_with(TOKEN_VAR_PREFIX))
+            .filter_map(|k| Some((k.clone(), secret(k)?)))
+            .collect();
 
         Ok(Config {
             redis_url: get("REDIS_URL").map(SecretUrl::new),
@@ -245,7 +246,7 @@ impl Config {
             warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 330)?.max(1)),
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
-            cors: crate::handlers::cors::CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
+            cors_allow_origins: get("CORS_ALLOW_ORIGINS"),
             deployed: is_deployed(&get),
             redis_tls_ca: get("REDIS_TLS_CA_CERT"),
             gateway_tokens,
@@ -254,7 +255,12 @@ impl Config {
 
     /// Defaults with an explicit map of overrides: handy in tests.
     pub fn from_map(map: &HashMap<&str, String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| map.get(k).cloned())
+        Self::from_vars(map.iter().map(|(k, v)| (k.to_string(), v.clone())))
+    }
+
+    /// Defaults with a few overrides: `Config::from_pairs(&[("GATEWAYS", "groq")])`.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 }
 
@@ -263,18 +269,8 @@ pub fn is_deployed(get: &dyn Fn(&str) -> Option<String>) -> bool {
     get("VERCEL_IPC_PATH").is_some_and(|v| !v.trim().is_empty()) || get("VERCEL").is_some_and(|v| !v.trim().is_empty())
 }
 
-/// The env var holding a gateway's upstream bearer token: `GATEWAYZ_TOKEN_HUGGINGFACE`.
-pub fn token_env_var(gateway_id: &str) -> String {
-    let mut s = String::from("GATEWAYZ_TOKEN_");
-    for c in gateway_id.chars() {
-        s.push(if c.is_ascii_alphanumeric() {
-            c.to_ascii_uppercase()
-        } else {
-            '_'
-        });
-    }
-    s
-}
+/// Variables named `GATEWAYZ_TOKEN_<ID>` hold upstream bearer tokens.
+pub const TOKEN_VAR_PREFIX: &str = "GATEWAYZ_TOKEN_";
 
 #[cfg(test)]
 mod tests {
@@ -282,7 +278,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_design_card() {
-        let c = Config::from_lookup(|_| None).unwrap();
+        let c = Config::from_pairs(&[]).unwrap();
         assert_eq!(c.models_ttl.fresh, Duration::from_secs(4 * 3600));
         assert_eq!(c.models_ttl.stale, Duration::from_secs(12 * 3600));
         assert!(c.redis_url.is_none());
@@ -292,19 +288,23 @@ mod tests {
 
     #[test]
     fn bad_numbers_name_the_variable() {
-        let err = Config::from_lookup(|k| (k == "MISS_WAIT_MS").then(|| "soon".to_string())).unwrap_err();
+        let err = Config::from_pairs(&[("MISS_WAIT_MS", "soon")]).unwrap_err();
         assert_eq!(err.var, "MISS_WAIT_MS");
     }
 
     #[test]
     fn secrets_are_redacted_in_debug() {
-        let c = Config::from_lookup(|k| (k == "CRON_SECRET").then(|| "hunter2hunter2hunter2".to_string())).unwrap();
+        let c = Config::from_pairs(&[
+            ("CRON_SECRET", "hunter2hunter2hunter2"),
+            ("GATEWAYZ_TOKEN_NEAR", "hunter2token"),
+        ])
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]
     fn deployed_is_decided_from_what_the_platform_provides() {
-        let with = |k: &'static str| Config::from_lookup(move |q| (q == k).then(|| "1".to_string())).unwrap();
+        let with = |k: &'static str| Config::from_pairs(&[(k, "1")]).unwrap();
         assert!(
             with("VERCEL_IPC_PATH").deployed,
             "every deployed function has VERCEL_IPC_PATH"
@@ -315,11 +315,13 @@ mod tests {
 
     #[test]
     fn urls_with_credentials_are_redacted_in_debug_and_display() {
-        let c = Config::from_lookup(|k| match k {
-            "REDIS_URL" => Some("rediss://default:hunter2pw@redis.example:6380/0".into()),
-            "GATEWAYZ_API_URL" => Some("https://user:passw0rd@api.example/v?apikey=sk-123&x=1".into()),
-            _ => None,
-        })
+        let c = Config::from_pairs(&[
+            ("REDIS_URL", "rediss://default:hunter2pw@redis.example:6380/0"),
+            (
+                "GATEWAYZ_API_URL",
+                "https://user:passw0rd@api.example/v?apikey=sk-123&x=1",
+            ),
+        ])
         .unwrap();
         let shown = format!("{c:?} {} {}", c.upstream_base_url, c.redis_url.as_ref().unwrap());
         for secret in ["hunter2pw", "passw0rd", "sk-123", "user:", "default:"] {
@@ -334,7 +336,14 @@ mod tests {
     }
 
     #[test]
-    fn token_env_names() {
-        assert_eq!(token_env_var("vercel-ai-gateway"), "GATEWAYZ_TOKEN_VERCEL_AI_GATEWAY");
+    fn every_token_variable_is_kept_by_name() {
+        let c = Config::from_pairs(&[
+            ("GATEWAYZ_TOKEN_VERCEL_AI_GATEWAY", "t1"),
+            ("GATEWAYZ_TOKEN_X", " "),
+            ("OTHER", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.gateway_tokens.len(), 1, "blank values are unset");
+        assert_eq!(c.gateway_tokens["GATEWAYZ_TOKEN_VERCEL_AI_GATEWAY"].expose(), "t1");
     }
 }

@@ -1,6 +1,6 @@
 //! `.env.local` then `.env`, as the seed tells people to configure, parsed by
 //! `dotenvy`. Nothing is written to the process environment (no `set_var` once the
-//! runtime's threads exist): the files become a lookup for `Config::from_lookup`,
+//! runtime's threads exist): the files become variables for `Config::from_vars`,
 //! behind the real environment.
 
 use std::collections::HashMap;
@@ -29,6 +29,13 @@ impl EnvFiles {
             files.loaded.push(name.to_string());
         }
         Ok(files)
+    }
+
+    /// Every variable: the files', overridden by the process environment's.
+    pub fn vars(&self) -> HashMap<String, String> {
+        let mut all = self.vars.clone();
+        all.extend(std::env::vars());
+        all
     }
 
     /// A variable: the process environment first, then the files.

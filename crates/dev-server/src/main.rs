@@ -45,7 +45,7 @@ async fn main() {
         .or_else(|| env.get("PORT").and_then(|p| p.parse().ok()))
         .unwrap_or(3000);
 
-    let mut config = match Config::from_lookup(|k| env.get(k)) {
+    let mut config = match Config::from_vars(env.vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("configuration error: {e}");

@@ -59,7 +59,21 @@ pub struct Fetcher {
     page_limit: u32,
     max_pages: u32,
     max_bytes: usize,
+    /// Upstream bearer tokens by variable name (`GATEWAYZ_TOKEN_<ID>`).
     tokens: std::collections::HashMap<String, Secret>,
+}
+
+/// The variable holding a gateway's upstream bearer token: `GATEWAYZ_TOKEN_HUGGINGFACE`.
+pub fn token_env_var(gateway_id: &str) -> String {
+    let mut s = String::from(crate::config::TOKEN_VAR_PREFIX);
+    for c in gateway_id.chars() {
+        s.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        });
+    }
+    s
 }
 
 /// Concurrent page requests per gateway once `total` is known.
@@ -241,7 +255,7 @@ impl Fetcher {
         let mut attempt = 0u32;
         loop {
             let mut req = self.client().get(&url).header("accept", "application/json");
-            if let Some(token) = self.tokens.get(&gw.id) {
+            if let Some(token) = self.tokens.get(&token_env_var(&gw.id)) {
                 req = req.bearer_auth(token.expose());
             }
             let resp = req.send().await.map_err(|e| network(gw, e))?;
@@ -488,6 +502,14 @@ impl<'de> Deserialize<'de> for ModelSlot {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn token_env_names() {
+        assert_eq!(
+            super::token_env_var("vercel-ai-gateway"),
+            "GATEWAYZ_TOKEN_VERCEL_AI_GATEWAY"
+        );
+    }
+
     use super::*;
     use crate::gateways::registry::PriceUnit;
 

@@ -236,13 +236,10 @@ mod tests {
     use super::*;
 
     fn registry(gateways: Option<&str>) -> Registry {
-        let c = Config::from_lookup(|k| {
-            if k == "GATEWAYS" {
-                gateways.map(String::from)
-            } else {
-                None
-            }
-        })
+        let c = match gateways {
+            Some(g) => Config::from_pairs(&[("GATEWAYS", g)]),
+            None => Config::from_pairs(&[]),
+        }
         .unwrap();
         Registry::from_config(&c)
     }

@@ -65,7 +65,7 @@ mod tests {
     }
 
     fn secret() -> Secret {
-        crate::Config::from_lookup(|k| (k == "CRON_SECRET").then(|| "s3cret-s3cret-s3cret".into()))
+        crate::Config::from_pairs(&[("CRON_SECRET", "s3cret-s3cret-s3cret")])
             .unwrap()
             .cron_secret
             .unwrap()

@@ -71,7 +71,7 @@ pub async fn handle(
     ctx: RequestContext,
 ) -> Response<Bytes> {
     // One span per invocation: a Sentry transaction when Sentry is on.
-    let policy = &catalog.config.cors;
+    let policy = &catalog.cors;
     if req.method == Method::OPTIONS && route != Route::CronWarmCache {
         return cors::preflight(route, &req.headers, policy);
     }
