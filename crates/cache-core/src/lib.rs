@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod search;
 pub mod spawn;
+pub mod status;
 pub mod store;
 pub mod swr;
 pub mod telemetry;

@@ -8,12 +8,14 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::keys;
+use crate::spawn::{Spawner, boxed};
 use crate::store::Store;
 
 /// The counters, written once: each line makes an [`Event`] variant, its field name
@@ -86,20 +88,42 @@ counters! {
     StoreError => store_errors,
 }
 
+/// This instance's counts not yet in the store, and when they were last flushed.
 #[derive(Default)]
 pub struct Metrics {
     pending: Mutex<HashMap<(&'static str, Event), i64>>,
     last_flush_ms: AtomicU64,
+    /// At most one flush per interval (0: every time there is data).
+    flush_interval_ms: u64,
 }
 
 impl Metrics {
+    pub fn new(flush_interval: std::time::Duration) -> Self {
+        Metrics {
+            flush_interval_ms: flush_interval.as_millis() as u64,
+            ..Metrics::default()
+        }
+    }
+
+    /// Push counters to the store off the response path, at most once per interval
+    /// per instance. There is deliberately no timer for counts left pending: on Vercel
+    /// a sleep inside `wait_until` holds the invocation open (and billed) for it. The
+    /// next read after the interval, or shutdown, flushes them.
+    pub fn flush_when_due(self: &Arc<Self>, store: &Store, spawner: &dyn Spawner) {
+        if self.flush_due() {
+            let (metrics, store) = (self.clone(), store.clone());
+            spawner.spawn(boxed(async move { metrics.flush(&store).await }));
+        }
+    }
+
     pub fn record(&self, category: &'static str, event: Event) {
         let mut p = self.pending.lock();
         *p.entry((category, event)).or_default() += 1;
     }
 
-    /// Whether a flush is due (at most one per `interval_ms`, and only with data).
-    pub fn flush_due(&self, interval_ms: u64) -> bool {
+    /// Whether a flush is due (at most one per interval, and only with data).
+    fn flush_due(&self) -> bool {
+        let interval_ms = self.flush_interval_ms;
         let now = now_ms();
         let last = self.last_flush_ms.load(Ordering::Relaxed);
         if interval_ms > 0 && now.saturating_sub(last) < interval_ms {

@@ -224,7 +224,7 @@ impl Catalog {
         }
         guard.release().await;
         // The status page shows this run at once, not after its cache expires.
-        *self.status_cache.lock().await = None;
+        self.forget_status().await;
         Ok(record)
     }
 
@@ -233,4 +233,42 @@ impl Catalog {
         let raw = self.store().get(keys::LAST_RUN).await.ok()??;
         serde_json::from_slice(&raw).ok()
     }
+}
+
+/// Capture a failed or partly failed warm in Sentry, tagged like the seed's events.
+pub fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<RunRecord, WarmError>) {
+    let (error_type, message) = match result {
+        Ok(r) if r.success => return,
+        Ok(r) if r.gateways_failed == 0 => (
+            "warm_partial_failure",
+            format!(
+                "[Cache Warming] every gateway stored, but the merged view or the run record was not (merged: {:?})",
+                r.merged_models
+            ),
+        ),
+        Ok(r) => {
+            let failed: Vec<String> = r
+                .details
+                .iter()
+                .filter_map(|d| d.error.as_ref().map(|e| format!("{}: {e}", d.gateway)))
+                .collect();
+            let kind = if r.gateways_success == 0 {
+                "warm_failed"
+            } else {
+                "warm_partial_failure"
+            };
+            (
+                kind,
+                format!(
+                    "[Cache Warming] {} of {} gateways failed: {}",
+                    r.gateways_failed,
+                    r.details.len(),
+                    failed.join("; ")
+                ),
+            )
+        }
+        Err(WarmError::AlreadyRunning { .. }) => return,
+        Err(e @ WarmError::StoreUnavailable(_)) => ("store_unavailable", format!("[Cache Warming] {e}")),
+    };
+    crate::telemetry::capture_failure(api_route, error_type, cron_job, &message);
 }

@@ -12,8 +12,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use super::auth::check_bearer;
-use super::warm::{run_status, warm_error};
-use super::{RequestContext, json_error, json_response, method_not_allowed};
+use super::{RequestContext, json_error, json_response, method_not_allowed, run_status, warm_error};
 use crate::catalog::Catalog;
 use crate::clock::{iso8601, now_ms};
 use crate::spawn::Spawner;
@@ -53,7 +52,7 @@ pub async fn handle(
         }
     }
     let result = catalog.warm(None, Trigger::Cron, spawner).await;
-    super::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
+    crate::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
     match result {
         Ok(record) => {
             let message = format!(

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::spawn::Spawner;
+use crate::warm::{RunRecord, WarmError};
 
 /// The routes, one per Vercel function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,4 +148,35 @@ pub fn not_found(path: &str) -> Response<Bytes> {
 
 fn is_get_or_head(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
+}
+
+// ---- a warm run as an HTTP answer (the warm and cron routes) -------------------
+
+/// Status code for a finished run: 200 everything was fetched and stored (gateways,
+/// merged view, run record), 207 some of it failed, 502 every gateway failed.
+fn run_status(record: &RunRecord) -> StatusCode {
+    if record.success {
+        StatusCode::OK
+    } else if record.gateways_success > 0 {
+        StatusCode::MULTI_STATUS
+    } else {
+        StatusCode::BAD_GATEWAY
+    }
+}
+
+fn warm_error(e: &WarmError) -> Response<Bytes> {
+    match e {
+        WarmError::AlreadyRunning { started_at_ms } => json_error(
+            StatusCode::CONFLICT,
+            "warm_in_progress",
+            &e.to_string(),
+            Some(serde_json::json!({ "success": false, "started_at": started_at_ms.map(crate::clock::iso8601) })),
+        ),
+        WarmError::StoreUnavailable(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &e.to_string(),
+            None,
+        ),
+    }
 }

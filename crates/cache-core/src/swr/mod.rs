@@ -209,7 +209,7 @@ type MissFlight = Shared<BoxFuture<Result<Arc<Entry>, CacheError>>>;
 pub struct Cache {
     store: Store,
     settings: SwrSettings,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Misses in flight: concurrent readers share one fetch per key. Each flight
     /// carries a number so that it removes itself, and only itself, when done.
     misses: Mutex<HashMap<String, (u64, MissFlight)>>,
@@ -224,8 +224,8 @@ impl Cache {
         Arc::new(Cache {
             store,
             local: LocalTier::new(settings.local_ttl),
+            metrics: Arc::new(Metrics::new(settings.metrics_flush_interval)),
             settings,
-            metrics: Metrics::default(),
             misses: Mutex::default(),
             next_flight: std::sync::atomic::AtomicU64::new(0),
             revalidating: Mutex::default(),
@@ -330,7 +330,7 @@ impl Cache {
                 })
             }
         };
-        self.maybe_flush_metrics(&*spawner);
+        self.metrics.flush_when_due(&self.store, &*spawner);
         result
     }
 
@@ -466,19 +466,5 @@ impl Cache {
             let span = tracing::info_span!("cache.revalidate", cache.key = %key);
             cache.revalidate(&key, source, task_spawner).instrument(span).await;
         }));
-    }
-
-    /// Push counters to the store off the response path, at most once per interval
-    /// per instance. There is deliberately no timer for counts left pending: on Vercel
-    /// a sleep inside `wait_until` holds the invocation open (and billed) for it. The
-    /// next read after the interval, or shutdown, flushes them.
-    fn maybe_flush_metrics(self: &Arc<Self>, spawner: &dyn Spawner) {
-        if self
-            .metrics
-            .flush_due(self.settings.metrics_flush_interval.as_millis() as u64)
-        {
-            let cache = self.clone();
-            spawner.spawn(boxed(async move { cache.metrics.flush(&cache.store).await }));
-        }
     }
 }

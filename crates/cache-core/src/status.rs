@@ -1,0 +1,108 @@
+//! The status the routes show: what is cached, how old, what failed, the last warm
+//! and the shared counters ([`StatusResponse`]), and the counters' reset. Catalog
+//! operations, so the status route only translates HTTP.
+
+use bytes::Bytes;
+
+use crate::catalog::Catalog;
+use crate::clock::{iso8601, now_ms};
+use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
+use crate::entry::Freshness;
+use crate::keys;
+use crate::metrics::{CategoryMetrics, Metrics};
+use crate::store::StoreError;
+use crate::swr::FetchFailure;
+
+/// How long an assembled status is reused, in process and (`s-maxage`) by the CDN.
+/// Anyone may GET the status: without this, each request cost ~46 Redis commands.
+pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Catalog {
+    /// The status JSON, assembled at most once per [`STATUS_TTL`] per instance
+    /// (reading entry headers, not catalogs). Anyone may ask: no secrets in it.
+    pub async fn status(&self) -> Bytes {
+        let mut cached = self.status_cache.lock().await;
+        match cached.as_ref() {
+            Some((built, body)) if built.elapsed() < STATUS_TTL => body.clone(),
+            _ => {
+                let body = assemble(self).await;
+                *cached = Some((std::time::Instant::now(), body.clone()));
+                body
+            }
+        }
+    }
+
+    /// Forget the assembled status (after a warm or a metrics reset: show it at once).
+    pub(crate) async fn forget_status(&self) {
+        *self.status_cache.lock().await = None;
+    }
+
+    /// Zero the shared counters (every instance's).
+    pub async fn reset_metrics(&self) -> Result<(), StoreError> {
+        self.store().delete(&keys::metrics("models")).await?;
+        tracing::info!("[Cache Warming] Metrics reset");
+        self.forget_status().await;
+        Ok(())
+    }
+}
+
+async fn assemble(catalog: &Catalog) -> Bytes {
+    let state_of = |id: String, key: String| async move {
+        // The header only: a few hundred bytes per entry, not the catalog.
+        let entry = catalog.cache.peek_meta(&key).await;
+        let failure: Option<FetchFailure> = catalog.cache.last_failure(&key).await;
+        let now = now_ms();
+        GatewayState {
+            gateway: id,
+            state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
+                Freshness::Fresh => KeyState::Fresh,
+                Freshness::Stale => KeyState::Stale,
+                Freshness::Expired => KeyState::Expired,
+            }),
+            fail_safe: entry
+                .as_ref()
+                .is_some_and(|m| m.freshness(now) == crate::entry::Freshness::Expired),
+            missing_gateways: None,
+            age_seconds: entry.as_ref().map(|m| m.age_ms(now) / 1000),
+            models: entry.as_ref().map(|m| m.item_count),
+            fresh_until: entry.as_ref().map(|m| iso8601(m.fresh_until_ms)),
+            stale_until: entry.as_ref().map(|m| iso8601(m.stale_until_ms)),
+            last_error: failure.map(|f| LastError {
+                error: f.error,
+                at: iso8601(f.at_ms),
+            }),
+        }
+    };
+    let gateways = futures_util::future::join_all(
+        catalog
+            .registry
+            .all()
+            .iter()
+            .map(|g| state_of(g.id.clone(), keys::gateway(&g.id))),
+    )
+    .await;
+    let mut merged = state_of("all".into(), catalog.all_key().to_string()).await;
+    merged.missing_gateways = Some(
+        gateways
+            .iter()
+            .filter(|g| g.state == KeyState::Missing)
+            .map(|g| g.gateway.clone())
+            .collect(),
+    );
+    let metrics = match Metrics::read(catalog.store(), "models").await {
+        Ok(models) => StatusMetrics { models, error: None },
+        Err(e) => StatusMetrics {
+            models: CategoryMetrics::default(),
+            error: Some(e.to_string()),
+        },
+    };
+    let status = StatusResponse {
+        store: catalog.store().backend_name().to_string(),
+        last_run: catalog.last_run().await,
+        gateways,
+        merged,
+        metrics,
+        timestamp: iso8601(now_ms()),
+    };
+    Bytes::from(serde_json::to_vec(&status).expect("serializable"))
+}
