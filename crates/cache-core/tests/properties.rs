@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::entry::{Encoding, Entry, STORED_ENCODINGS};
-use cache_core::gateways::fetch::parse_page;
+use cache_core::gateways::page::parse_page;
 use cache_core::gateways::{Gateway, PriceUnit};
 use cache_core::handlers::query;
 use proptest::prelude::*;

@@ -3,6 +3,7 @@
 pub mod fetch;
 pub mod merge;
 pub mod normalize;
+pub mod page;
 pub mod registry;
 
 pub use fetch::{FetchError, Fetcher};
