@@ -215,7 +215,7 @@ fn redis_load(port: u16, key: &str, connections: usize) -> Load {
 struct Stack {
     redis: RedisServer,
     sample: sample_catalog::Handle,
-    catalog: Arc<cache_core::Catalog>,
+    catalog: Arc<cache_core::App>,
     tasks: TaskSpawner,
 }
 
@@ -230,7 +230,7 @@ impl Stack {
             ("REDIS_COMMAND_TIMEOUT_MS", "5000"),
         ];
         env.extend_from_slice(extra);
-        let catalog = cache_core::Catalog::new(support::config(&env)).unwrap();
+        let catalog = cache_core::App::new(support::config(&env)).unwrap();
         Stack {
             redis,
             sample,
@@ -334,7 +334,7 @@ async fn inproc() {
     println!("\n== inproc: one SWR read, embedded store, in-process tier on ==");
     let sample = sample_catalog::start_local().await;
     let base = sample.base_url();
-    let catalog = cache_core::Catalog::new(support::config(&[
+    let catalog = cache_core::App::new(support::config(&[
         ("GATEWAYZ_API_URL", &base),
         ("GATEWAYS", "groq"),
         ("LOCAL_CACHE_TTL_MS", "60000"),
@@ -350,7 +350,7 @@ async fn inproc() {
         if stale {
             // Make it stale: a tiny fresh window, a failing upstream and the retry throttle
             // keep every read on the stale path.
-            let c2 = cache_core::Catalog::new(support::config(&[
+            let c2 = cache_core::App::new(support::config(&[
                 ("GATEWAYZ_API_URL", &base),
                 ("GATEWAYS", "groq"),
                 ("LOCAL_CACHE_TTL_MS", "60000"),

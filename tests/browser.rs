@@ -21,7 +21,7 @@ use support::browser::{Driver, bin};
 /// A dev server on a free port with its own embedded store and the sample catalog.
 async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
     let config = support::config(&[("GATEWAYZ_API_URL", &sample.base_url()), ("LOCAL_CACHE_TTL_MS", "1000")]);
-    let catalog = cache_core::Catalog::new(config).unwrap();
+    let catalog = cache_core::App::new(config).unwrap();
     let tasks = TaskSpawner::new();
     if warm {
         catalog

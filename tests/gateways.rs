@@ -11,7 +11,7 @@ use cache_core::gateways::FetchError;
 use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
 use cache_core::warm::{Outcome, Trigger, WarmError};
-use cache_core::{CacheStatus, Catalog};
+use cache_core::{App, CacheStatus};
 use sample_catalog::Fault;
 use serde_json::{Value, json};
 use support::redis::RedisServer;
@@ -19,7 +19,7 @@ use support::redis::RedisServer;
 struct Stack {
     sample: sample_catalog::Handle,
     _redis: RedisServer,
-    catalog: Arc<Catalog>,
+    catalog: Arc<App>,
     tasks: TaskSpawner,
 }
 
@@ -36,7 +36,7 @@ impl Stack {
         }
     }
 
-    fn catalog_for(sample: &sample_catalog::Handle, redis: &RedisServer, overrides: &[(&str, &str)]) -> Arc<Catalog> {
+    fn catalog_for(sample: &sample_catalog::Handle, redis: &RedisServer, overrides: &[(&str, &str)]) -> Arc<App> {
         let base = sample.base_url();
         let url = redis.url();
         let mut all: Vec<(&str, &str)> = vec![
@@ -46,7 +46,7 @@ impl Stack {
             ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
         ];
         all.extend_from_slice(overrides);
-        Catalog::new(support::config(&all)).unwrap()
+        App::new(support::config(&all)).unwrap()
     }
 
     /// The same, on the embedded store instead of Redis.
@@ -60,7 +60,7 @@ impl Stack {
             ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
         ];
         all.extend_from_slice(overrides);
-        let catalog = Catalog::new(support::config(&all)).unwrap();
+        let catalog = App::new(support::config(&all)).unwrap();
         assert_eq!(catalog.store().backend_name(), "memory");
         Stack {
             sample,
@@ -71,7 +71,7 @@ impl Stack {
     }
 
     /// Another instance on the same Redis and upstream.
-    fn instance(&self, overrides: &[(&str, &str)]) -> Arc<Catalog> {
+    fn instance(&self, overrides: &[(&str, &str)]) -> Arc<App> {
         Self::catalog_for(&self.sample, &self._redis, overrides)
     }
 
@@ -154,7 +154,7 @@ async fn has_more_without_total_follows_next_offset() {
             .mount(&server)
             .await;
     }
-    let c = Catalog::new(support::config(&[
+    let c = App::new(support::config(&[
         ("GATEWAYZ_API_URL", &server.uri()),
         ("FETCH_PAGE_LIMIT", "2"),
     ]))
@@ -268,7 +268,7 @@ async fn each_bad_payload_is_a_typed_error_naming_the_gateway() {
         );
     }
     // Connection refused.
-    let c = Catalog::new(support::config(&[(
+    let c = App::new(support::config(&[(
         "GATEWAYZ_API_URL",
         &format!("http://127.0.0.1:{}", support::free_port()),
     )]))

@@ -505,7 +505,7 @@ async fn cron_auth_and_result() {
         ("GATEWAYZ_API_URL", &env.sample.base_url()),
         ("GATEWAYS", "groq"),
     ]);
-    let catalog = cache_core::Catalog::new(config).unwrap();
+    let catalog = cache_core::App::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(dev_server::serve(
@@ -532,7 +532,7 @@ async fn dev_server_serves_every_route_with_the_same_handlers() {
         ("CACHE_WARMING_SECRET", WARM_SECRET),
         ("GATEWAYS", "groq,fal"),
     ]);
-    let catalog = cache_core::Catalog::new(config).unwrap();
+    let catalog = cache_core::App::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(dev_server::serve(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
 use cache_core::warm::{Outcome, Trigger};
-use cache_core::{CacheStatus, Catalog};
+use cache_core::{App, CacheStatus};
 use sample_catalog::Fault;
 use serde_json::Value;
 use support::process::FunctionProcess;
@@ -24,7 +24,7 @@ fn spawner(t: &TaskSpawner) -> Arc<dyn Spawner> {
     Arc::new(t.clone())
 }
 
-fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &str)]) -> Arc<Catalog> {
+fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &str)]) -> Arc<App> {
     let base = sample.base_url();
     let mut env = vec![
         ("REDIS_URL", redis_url),
@@ -36,7 +36,7 @@ fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &st
         ("GATEWAY_TIMEOUT_SLOW_MS", "10000"),
     ];
     env.extend_from_slice(extra);
-    Catalog::new(support::config(&env)).unwrap()
+    App::new(support::config(&env)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,24 +17,21 @@
 //! with different sets can share one Redis without serving each other's view.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use tokio::sync::Mutex as AsyncMutex;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::app::App;
 use crate::contract::{Page, PricingUnit};
 use crate::entry::{Entry, EntryMeta};
+use crate::gateways::Gateway;
 use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
-use crate::gateways::{Fetcher, Gateway, Registry};
 use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::store::{Store, StoreError};
-use crate::swr::{Cache, CacheError, Lookup, Payload, Source, SwrSettings};
+use crate::swr::{CacheError, Lookup, Payload, Source};
 use crate::ttl::TtlPolicy;
 
 /// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
@@ -47,74 +44,7 @@ const REBUILD_COALESCE: Duration = Duration::from_millis(250);
 /// missing ones fetched again) soon, not after hours.
 const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
 
-/// Everything a route handler needs, created once per process.
-pub struct Catalog {
-    pub config: Config,
-    pub cache: Arc<Cache>,
-    pub registry: Registry,
-    pub fetcher: Fetcher,
-    /// The merged view's key, named by the gateway set it is built from.
-    all_key: String,
-    /// A coalesced rebuild is queued (not yet started).
-    rebuild_scheduled: AtomicBool,
-    /// Rebuilds in this process run one at a time, so a rebuild requested while one
-    /// runs starts after it, from what the store holds then.
-    rebuilding: AsyncMutex<()>,
-    /// The assembled status JSON and when it was built: the unauthenticated status
-    /// GET is answered from here for a few seconds (a tokio Mutex: held while one
-    /// request assembles it, so a burst costs one assembly).
-    pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, bytes::Bytes)>>,
-    /// `search` indexes and recent answers (see [`crate::search`]).
-    pub(crate) searcher: crate::search::Searcher,
-    /// Who may read cross-origin (from `CORS_ALLOW_ORIGINS`).
-    pub(crate) cors: crate::handlers::cors::CorsPolicy,
-}
-
-impl Catalog {
-    pub fn new(config: Config) -> Result<Arc<Self>, StoreError> {
-        let store = Store::from_config(&config)?;
-        Ok(Self::with_store(config, store))
-    }
-
-    pub fn with_store(config: Config, store: Store) -> Arc<Self> {
-        let settings = SwrSettings {
-            revalidate_retry: config.revalidate_retry,
-            miss_wait: config.miss_wait,
-            local_ttl: config.local_cache_ttl,
-            metrics_flush_interval: config.metrics_flush_interval,
-            fail_safe_max: config.fail_safe_max,
-            soft_timeout: config.soft_timeout,
-        };
-        let registry = Registry::from_config(&config);
-        Arc::new(Catalog {
-            cache: Cache::new(store, settings),
-            all_key: all_key_for(&registry),
-            registry,
-            fetcher: Fetcher::new(&config),
-            cors: crate::handlers::cors::CorsPolicy::parse(config.cors_allow_origins.as_deref()),
-            config,
-            rebuild_scheduled: AtomicBool::new(false),
-            rebuilding: AsyncMutex::new(()),
-            status_cache: AsyncMutex::new(None),
-            searcher: crate::search::Searcher::default(),
-        })
-    }
-
-    /// The merged view's key: `models:all` for the built-in gateway set, else
-    /// `models:all:<hash of the sorted ids>`.
-    pub fn all_key(&self) -> &str {
-        &self.all_key
-    }
-
-    pub fn store(&self) -> &Store {
-        self.cache.store()
-    }
-
-    /// Push this instance's pending counters to the store now (shutdown, status).
-    pub async fn flush_metrics(&self) {
-        self.cache.metrics().flush(self.store()).await;
-    }
-
+impl App {
     /// The SWR read of one gateway's catalog.
     pub async fn read_gateway(
         self: &Arc<Self>,
@@ -200,23 +130,6 @@ impl Catalog {
             }
         }))
     }
-
-    fn ttl(&self) -> TtlPolicy {
-        self.config.models_ttl
-    }
-}
-
-/// `models:all` for the built-in gateway set, `models:all:<hash>` for any other.
-fn all_key_for(registry: &Registry) -> String {
-    let mut ids: Vec<&str> = registry.all().iter().map(|g| g.id.as_str()).collect();
-    ids.sort_unstable();
-    let mut defaults: Vec<&str> = crate::gateways::DEFAULT_GATEWAYS.iter().map(|g| g.id).collect();
-    defaults.sort_unstable();
-    if ids == defaults {
-        return keys::ALL.to_string();
-    }
-    let hash = xxhash_rust::xxh3::xxh3_64(ids.join(",").as_bytes());
-    crate::keys::merged(hash as u32)
 }
 
 /// Rejects empty catalogs and collapses (0 or a handful where there were hundreds),
@@ -285,7 +198,7 @@ fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, us
 
 /// One gateway's catalog from the catalog API.
 pub struct GatewaySource {
-    catalog: Arc<Catalog>,
+    catalog: Arc<App>,
     gateway: Gateway,
     /// Schedule a merged rebuild after a stored value (not during a warm, which
     /// rebuilds once at its end).
@@ -365,7 +278,7 @@ impl Source for GatewaySource {
 /// (a read of `all`) also reads the stored ones through SWR, so stale gateways are
 /// revalidated.
 pub struct MergedSource {
-    catalog: Arc<Catalog>,
+    catalog: Arc<App>,
     read_through: bool,
 }
 

@@ -13,17 +13,18 @@
 //! [`lock`], [`swr`] (the stale-while-revalidate read), [`spawn`] (background
 //! work: `wait_until` on Vercel), [`metrics`], [`gateways`].
 
+pub mod app;
 pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod entry;
 pub mod gateways;
+pub mod global;
 pub mod handlers;
 pub mod keys;
 pub mod lock;
 pub mod metrics;
-pub mod runtime;
 pub mod search;
 pub mod spawn;
 pub mod status;
@@ -34,6 +35,6 @@ pub mod ttl;
 pub mod vercel;
 pub mod warm;
 
-pub use catalog::Catalog;
+pub use app::App;
 pub use config::Config;
 pub use swr::{Cache, CacheError, CacheStatus, Lookup, Payload, Source};

@@ -1,10 +1,10 @@
 //! The status the routes show: what is cached, how old, what failed, the last warm
-//! and the shared counters ([`StatusResponse`]), and the counters' reset. Catalog
+//! and the shared counters ([`StatusResponse`]), and the counters' reset. App
 //! operations, so the status route only translates HTTP.
 
 use bytes::Bytes;
 
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::clock::{iso8601, now_ms};
 use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
@@ -17,7 +17,7 @@ use crate::swr::FetchFailure;
 /// Anyone may GET the status: without this, each request cost ~46 Redis commands.
 pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl Catalog {
+impl App {
     /// The status JSON, assembled at most once per [`STATUS_TTL`] per instance
     /// (reading entry headers, not catalogs). Anyone may ask: no secrets in it.
     pub async fn status(&self) -> Bytes {
@@ -46,7 +46,7 @@ impl Catalog {
     }
 }
 
-async fn assemble(catalog: &Catalog) -> Bytes {
+async fn assemble(catalog: &App) -> Bytes {
     let state_of = |id: String, key: String| async move {
         // The header only: a few hundred bytes per entry, not the catalog.
         let entry = catalog.cache.peek_meta(&key).await;

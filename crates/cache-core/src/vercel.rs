@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
 
+use crate::global::{global_app, init_tracing};
 use crate::handlers::{self, RequestContext, Route};
-use crate::runtime::{global_catalog, init_tracing};
 use crate::spawn::WaitUntil;
 use crate::telemetry::in_invocation;
 
@@ -29,7 +29,7 @@ pub async fn serve(route: Route) -> Result<(), Error> {
     init_tracing();
     // Built at start, not on the first request: a deployment missing its configuration
     // logs one error now, and every request then answers 503 naming the variable.
-    if let Err(e) = global_catalog() {
+    if let Err(e) = global_app() {
         tracing::error!("[Config] {e}; every request answers 503 until it is set");
     }
     let under_platform = std::env::var_os("VERCEL_IPC_PATH").is_some();
@@ -42,7 +42,7 @@ pub async fn serve(route: Route) -> Result<(), Error> {
     .await;
     // SIGTERM: the runtime has drained every `wait_until`; what is still counted only
     // in-process reaches the shared counters now or never.
-    if let Ok(catalog) = global_catalog() {
+    if let Ok(catalog) = global_app() {
         catalog.flush_metrics().await;
     }
     served
@@ -59,7 +59,7 @@ fn is_invocation(req: &Request) -> bool {
 
 async fn respond(route: Route, req: Request, state: AppState) -> Response<ResponseBody> {
     let (parts, _body) = req.into_parts();
-    let response = match global_catalog() {
+    let response = match global_app() {
         // A function binary always listens on loopback, deployed or not: the
         // loopback exception of the cron route belongs to the dev server alone.
         Ok(catalog) => {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::clock::{iso8601, now_ms};
 use crate::gateways::Gateway;
 use crate::keys;
@@ -90,7 +90,7 @@ pub enum WarmError {
     StoreUnavailable(String),
 }
 
-impl Catalog {
+impl App {
     /// Warm `gateways` (all configured ones when `None`).
     pub async fn warm(
         self: &Arc<Self>,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::Catalog;
+use cache_core::App;
 use cache_core::handlers::{self, RequestContext, Route};
 use cache_core::spawn::TaskSpawner;
 use http_body_util::Full;
@@ -38,12 +38,12 @@ impl Default for Limits {
 }
 
 /// Serve until the task is dropped. Each connection gets its own task.
-pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpawner) {
+pub async fn serve(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner) {
     serve_with(listener, catalog, tasks, Limits::default()).await
 }
 
 /// [`serve`] with explicit connection limits.
-pub async fn serve_with(listener: TcpListener, catalog: Arc<Catalog>, tasks: TaskSpawner, limits: Limits) {
+pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner, limits: Limits) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -141,7 +141,7 @@ pub const STATUS_PAGE: &str = include_str!("../../../public/status.html");
 async fn respond(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
-    catalog: &Arc<Catalog>,
+    catalog: &Arc<App>,
     tasks: TaskSpawner,
 ) -> hyper::Response<Full<Bytes>> {
     let (parts, _body) = req.into_parts();

@@ -62,14 +62,14 @@ async fn main() {
         None
     };
 
-    let catalog = match cache_core::Catalog::new(config) {
+    let catalog = match cache_core::App::new(config) {
         Ok(c) => c,
         Err(_) => {
             eprintln!("configuration error: REDIS_URL is not a valid redis://, rediss:// or redis-cluster:// URL");
             std::process::exit(2);
         }
     };
-    cache_core::runtime::set_global_catalog(catalog.clone());
+    cache_core::global::set_global_app(catalog.clone());
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {

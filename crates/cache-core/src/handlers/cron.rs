@@ -13,14 +13,14 @@ use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{RequestContext, json_error, json_response, method_not_allowed, run_status, warm_error};
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::clock::{iso8601, now_ms};
 use crate::spawn::Spawner;
 use crate::warm::Trigger;
 
 pub async fn handle(
     req: &http::request::Parts,
-    catalog: &Arc<Catalog>,
+    catalog: &Arc<App>,
     spawner: Arc<dyn Spawner>,
     ctx: RequestContext,
 ) -> Response<Bytes> {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::negotiate::{choose_encoding, encoding_etag, not_modified};
 use super::{is_get_or_head, json_error, method_not_allowed, query};
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::clock::now_ms;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
@@ -26,7 +26,7 @@ use crate::swr::{CacheError, CacheStatus, Lookup};
 /// manual warm shows up within minutes even though data stays fresh for hours.
 const CDN_MAX_AGE_SECS: u64 = 300;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
@@ -137,7 +137,7 @@ impl Served {
 /// find the refetch done.
 const FAIL_SAFE_CDN_SECS: u64 = 60;
 
-fn unknown_gateway(catalog: &Catalog, given: &str) -> Response<Bytes> {
+fn unknown_gateway(catalog: &App, given: &str) -> Response<Bytes> {
     let mut valid: Vec<&str> = vec!["all"];
     valid.extend(catalog.registry.ids());
     let message = if given.trim().is_empty() {
@@ -287,7 +287,7 @@ struct Cut {
 /// accepted, with an ETag of its own.
 async fn serve_page(
     req: &http::request::Parts,
-    catalog: &Catalog,
+    catalog: &App,
     entry: &Arc<Entry>,
     served: &Served,
     term: Option<&str>,

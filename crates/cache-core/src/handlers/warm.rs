@@ -8,11 +8,11 @@ use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::spawn::Spawner;
 use crate::warm::Trigger;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
     match req.method {
         Method::POST => warm(req, catalog, spawner).await,
         Method::GET | Method::HEAD => status(catalog).await,
@@ -20,7 +20,7 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner:
     }
 }
 
-async fn warm(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
     let Some(secret) = &catalog.config.warming_secret else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -80,7 +80,7 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<Catalog>, spawner: Arc<d
 }
 
 /// `POST ?reset=metrics`: zero the shared cache counters.
-async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
+async fn reset(catalog: &Arc<App>, what: &str) -> Response<Bytes> {
     if what != "metrics" {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -104,8 +104,8 @@ async fn reset(catalog: &Arc<Catalog>, what: &str) -> Response<Bytes> {
 /// reuses it in process for as long.
 const STATUS_CDN_SECS: u64 = crate::status::STATUS_TTL.as_secs();
 
-/// Warming status: no auth, no secrets (see [`Catalog::status`]).
-async fn status(catalog: &Arc<Catalog>) -> Response<Bytes> {
+/// Warming status: no auth, no secrets (see [`App::status`]).
+async fn status(catalog: &Arc<App>) -> Response<Bytes> {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::catalog::Catalog;
+use crate::app::App;
 use crate::config::Config;
 
 /// Why the process cannot serve: safe to show (names a variable, never a value).
@@ -36,10 +36,10 @@ impl StartupError {
     }
 }
 
-static CATALOG: OnceLock<Result<Arc<Catalog>, StartupError>> = OnceLock::new();
+static CATALOG: OnceLock<Result<Arc<App>, StartupError>> = OnceLock::new();
 
 /// The process's catalog, built from the environment on first use.
-pub fn global_catalog() -> Result<&'static Arc<Catalog>, &'static StartupError> {
+pub fn global_app() -> Result<&'static Arc<App>, &'static StartupError> {
     CATALOG
         .get_or_init(|| {
             let config = Config::from_env().map_err(|e| StartupError {
@@ -52,11 +52,11 @@ pub fn global_catalog() -> Result<&'static Arc<Catalog>, &'static StartupError> 
 }
 
 /// Install `catalog` as the process's catalog (dev server). Returns false if one exists.
-pub fn set_global_catalog(catalog: Arc<Catalog>) -> bool {
+pub fn set_global_app(catalog: Arc<App>) -> bool {
     CATALOG.set(Ok(catalog)).is_ok()
 }
 
-fn build(config: Config) -> Result<Arc<Catalog>, StartupError> {
+fn build(config: Config) -> Result<Arc<App>, StartupError> {
     if config.deployed && config.redis_url.is_none() {
         // The embedded store is for the dev server and local runs. Deployed, each
         // function and each instance would keep a private cache: the cron's warm
@@ -68,7 +68,7 @@ fn build(config: Config) -> Result<Arc<Catalog>, StartupError> {
                 .into(),
         });
     }
-    Catalog::new(config).map_err(|e| {
+    App::new(config).map_err(|e| {
         let e = e.to_string();
         let variable = if e.contains("REDIS_TLS_CA_CERT") {
             "REDIS_TLS_CA_CERT"
