@@ -6,7 +6,7 @@
 //! Prints figures and PASS/FAIL for: zero panics, zero failed reads, memory flat,
 //! upstream fetches per gateway per fresh window <= 1 (counted at the sample server).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@
 //!   cold     process start to first 200 on /api/models with a warm Redis
 //!   rest     bytes at rest for the full fixture set vs the raw JSON
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};

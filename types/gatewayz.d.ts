@@ -1,5 +1,5 @@
 // Generated from crates/cache-core/src/contract.rs: do not edit.
-// Regenerate: UPDATE_CONTRACT=1 cargo test --test contract
+// Regenerate: UPDATE_CONTRACT=1 cargo test --test it contract::
 // Every price is a decimal string in USD per token (`pricing_unit`).
 
 /**

@@ -10,7 +10,7 @@
 //! What *is* serialized from here: [`Page`] (the page fields of every list, page and
 //! search answer) and [`StatusResponse`].
 //!
-//! Regenerate after a change: `UPDATE_CONTRACT=1 cargo test --test contract`.
+//! Regenerate after a change: `UPDATE_CONTRACT=1 cargo test --test it contract::`.
 
 use std::collections::BTreeMap;
 
@@ -270,7 +270,7 @@ pub struct StatusMetrics {
 }
 
 /// The committed contract files, as the types make them today: (path from the
-/// repository root, content). `tests/contract.rs` compares them with the files.
+/// repository root, content). `tests/it/contract.rs` compares them with the files.
 #[cfg(feature = "contract")]
 pub fn generated_files() -> Vec<(&'static str, String)> {
     use ts_rs::TS;
@@ -295,7 +295,7 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
     }
     let ts = [
         "// Generated from crates/cache-core/src/contract.rs: do not edit.\n".to_string(),
-        "// Regenerate: UPDATE_CONTRACT=1 cargo test --test contract\n".to_string(),
+        "// Regenerate: UPDATE_CONTRACT=1 cargo test --test it contract::\n".to_string(),
         "// Every price is a decimal string in USD per token (`pricing_unit`).\n\n".to_string(),
         decl::<ModelsResponse>(&cfg),
         decl::<Model>(&cfg),

@@ -38,3 +38,6 @@ pub mod warm;
 pub use app::App;
 pub use config::Config;
 pub use swr::{Cache, CacheError, CacheStatus, Lookup, Payload, Source};
+
+#[cfg(test)]
+mod tests;

@@ -468,3 +468,6 @@ impl Cache {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ impl RedisCluster {
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("gwz-cluster-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| super::free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
         let bin = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let mut children = Vec::new();
         for p in &ports {

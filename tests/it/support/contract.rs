@@ -1,5 +1,5 @@
 //! Served responses checked against the committed JSON Schemas (`schema/`), which
-//! `tests/contract.rs` keeps equal to the Rust types.
+//! `tests/it/contract.rs` keeps equal to the Rust types.
 
 use std::sync::OnceLock;
 

@@ -1,7 +1,7 @@
 //! End to end over real HTTP: the built function binaries (`VERCEL_DEV_PORT`) and
 //! the dev server, against a real redis-server and the sample catalog API.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::time::{Duration, Instant};

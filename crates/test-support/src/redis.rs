@@ -22,7 +22,7 @@ pub struct TlsFiles {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(super::free_port())
+        Self::start_on(crate::free_port())
     }
 
     pub fn start_on(port: u16) -> Self {
@@ -38,10 +38,10 @@ impl RedisServer {
 
     /// A plain port (for the test's own inspection) and a TLS port serving `tls`.
     pub fn start_tls(tls: &TlsFiles) -> Self {
-        let tls_port = super::free_port();
+        let tls_port = crate::free_port();
         let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
         let mut s = RedisServer {
-            port: super::free_port(),
+            port: crate::free_port(),
             tls_port: Some(tls_port),
             extra_args: vec![
                 "--tls-port".into(),

@@ -3,7 +3,7 @@
 //! `REDIS_TLS_CA_CERT` (a path or the PEM itself). Without that trust the certificate
 //! is refused: the read still answers (from the upstream), and nothing is stored.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

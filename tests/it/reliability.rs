@@ -1,9 +1,9 @@
 //! Reliability and security: Redis dying under load, upstream faults, overlaps,
 //! corrupt values, a lock holder that dies, the bad-input table, a Redis Cluster.
 //! Each test asserts what users see and what is stored. Figures are printed
-//! (`cargo test --test reliability -- --nocapture`).
+//! (`cargo test --test it reliability:: -- --nocapture`).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

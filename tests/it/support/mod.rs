@@ -1,22 +1,17 @@
 //! Shared test support: a real redis-server on a free loopback port (never 6379),
-//! started per test and killed on drop, and a scripted upstream `Source`.
+//! started per test and killed on drop (from the `test-support` crate), the built
+//! function binaries, Vercel's IPC side, a headless browser, the contract's schemas.
 #![allow(dead_code)]
 
 pub mod browser;
-pub mod cluster;
 pub mod contract;
 pub mod process;
-pub mod redis;
-pub mod source;
 pub mod vercel_ipc;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[allow(unused_imports)]
+pub use test_support::{cluster, free_port, redis};
 
 /// Config with test-friendly defaults plus `overrides`.
 pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {

@@ -1,98 +1,17 @@
-//! Observability: shared counters, log prefixes, no secrets in logs, Sentry envelopes.
+//! Observability through the built binaries: log prefixes, no secrets in logs,
+//! Sentry envelopes, the authenticated metrics reset. (Counters shared across
+//! instances are tested inside cache-core: `swr::tests`.)
 
-mod support;
+use crate::support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::metrics::Metrics;
-use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::store::Store;
-use cache_core::swr::SwrSettings;
-use cache_core::{Cache, CacheStatus};
 use sample_catalog::Fault;
 use support::process::FunctionProcess;
 use support::redis::RedisServer;
-use support::source::{Behaviour, ScriptedSource};
 
 const WARM_SECRET: &str = "warm-secret-observability-0123456789";
 const CRON_SECRET: &str = "cron-secret-observability-0123456789";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counters_are_shared_across_instances_and_separate_per_outcome() {
-    let redis = RedisServer::start();
-    let settings = SwrSettings {
-        revalidate_retry: Duration::from_secs(30),
-        miss_wait: Duration::from_secs(1),
-        local_ttl: Duration::ZERO,
-        metrics_flush_interval: Duration::ZERO,
-        ..SwrSettings::default()
-    };
-    let store = || Store::from_config(&support::config(&[("REDIS_URL", &redis.url())])).unwrap();
-    let (a, b) = (Cache::new(store(), settings.clone()), Cache::new(store(), settings));
-    let tasks = TaskSpawner::new();
-    let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
-    let src = ScriptedSource::new(300, 60_000);
-    let key = "models:groq";
-
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Miss
-    );
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Hit
-    );
-    assert_eq!(
-        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Hit
-    );
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    src.set(Behaviour::Fail("upstream down"));
-    assert_eq!(
-        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Stale
-    );
-    tasks.idle().await;
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Stale
-    );
-    tasks.idle().await;
-    a.metrics().flush(a.store()).await;
-    b.metrics().flush(b.store()).await;
-
-    let m = Metrics::read(a.store(), "models").await.unwrap();
-    assert_eq!((m.fresh_hits, m.stale_hits, m.misses, m.errors), (2, 2, 1, 0), "{m:?}");
-    assert_eq!(
-        (
-            m.revalidations_started,
-            m.revalidations_failed,
-            m.revalidations_throttled
-        ),
-        (1, 1, 1),
-        "{m:?}"
-    );
-    assert_eq!(m.revalidations_succeeded, 0);
-    assert_eq!(m.hit_rate, Some(4.0 / 5.0));
-    assert_eq!(
-        m.fresh_rate,
-        Some(2.0 / 5.0),
-        "stale hits are not counted as fresh (docs/design.md, failure 12)"
-    );
-    // The numbers live in Redis: a new instance (a restart) sees them.
-    let c = Cache::new(
-        store(),
-        SwrSettings {
-            revalidate_retry: Duration::ZERO,
-            miss_wait: Duration::ZERO,
-            local_ttl: Duration::ZERO,
-            metrics_flush_interval: Duration::ZERO,
-            ..SwrSettings::default()
-        },
-    );
-    assert_eq!(Metrics::read(c.store(), "models").await.unwrap(), m);
-}
 
 fn read_log(path: &std::path::Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -274,7 +193,7 @@ async fn metrics_reset_is_authenticated() {
         ("GATEWAYS", "groq"),
         ("CACHE_WARMING_SECRET", WARM_SECRET),
         // Every read flushes: counts pending between flushes wait for the next read
-        // or SIGTERM (no timer holds an invocation open; see tests/platform.rs).
+        // or SIGTERM (no timer holds an invocation open; see tests/it/platform.rs).
         ("METRICS_FLUSH_INTERVAL_MS", "0"),
     ];
     let models = FunctionProcess::spawn(env!("CARGO_BIN_EXE_models"), &env);

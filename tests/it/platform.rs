@@ -5,7 +5,7 @@
 //! `support::vercel_ipc` plays the platform: a Unix socket at `VERCEL_IPC_PATH`,
 //! requests with the invocation headers, and every `end` message stamped on arrival.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::spawn::{BoxFuture, Spawner};
+use crate::swr::{Payload, Source};
+use crate::ttl::TtlPolicy;
 use bytes::Bytes;
-use cache_core::spawn::{BoxFuture, Spawner};
-use cache_core::ttl::TtlPolicy;
-use cache_core::{Payload, Source};
 
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -86,7 +86,7 @@ impl Source for ScriptedSource {
 }
 
 /// The `call` number recorded in a payload built by [`ScriptedSource`].
-pub fn call_of(entry: &cache_core::entry::Entry) -> u64 {
+pub fn call_of(entry: &crate::entry::Entry) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&entry.identity().unwrap()).unwrap();
     v["call"].as_u64().unwrap()
 }

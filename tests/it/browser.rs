@@ -9,7 +9,7 @@
 //! chromium-driver). Without them it is skipped, and scripts/test.sh says so;
 //! with REQUIRE_BROWSER=1 (CI) a missing browser is a failure.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -1,20 +1,21 @@
 //! Gateway fetchers, normalisation, the merged view and warming, against the
 //! project's sample catalog API (and wiremock for shapes it does not produce) on
-//! loopback, with a real redis-server.
-
-mod support;
+//! loopback, with a real redis-server. Inside the crate: it reaches the fetcher,
+//! the cache and the store, which are not part of cache-core's public API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_core::gateways::FetchError;
-use cache_core::keys;
-use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::warm::{Outcome, Trigger, WarmError};
-use cache_core::{App, CacheStatus};
 use sample_catalog::Fault;
 use serde_json::{Value, json};
-use support::redis::RedisServer;
+use test_support::redis::RedisServer;
+
+use super::config;
+use crate::gateways::FetchError;
+use crate::keys;
+use crate::spawn::{Spawner, TaskSpawner};
+use crate::warm::{Outcome, Trigger, WarmError};
+use crate::{App, CacheStatus};
 
 struct Stack {
     sample: sample_catalog::Handle,
@@ -46,7 +47,7 @@ impl Stack {
             ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
         ];
         all.extend_from_slice(overrides);
-        App::new(support::config(&all)).unwrap()
+        App::new(config(&all)).unwrap()
     }
 
     /// The same, on the embedded store instead of Redis.
@@ -60,7 +61,7 @@ impl Stack {
             ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
         ];
         all.extend_from_slice(overrides);
-        let catalog = App::new(support::config(&all)).unwrap();
+        let catalog = App::new(config(&all)).unwrap();
         assert_eq!(catalog.store().backend_name(), "memory");
         Stack {
             sample,
@@ -79,7 +80,7 @@ impl Stack {
         Arc::new(self.tasks.clone())
     }
 
-    fn gw(&self, id: &str) -> cache_core::gateways::Gateway {
+    fn gw(&self, id: &str) -> crate::gateways::Gateway {
         self.catalog.registry.resolve(id).unwrap().clone()
     }
 
@@ -154,7 +155,7 @@ async fn has_more_without_total_follows_next_offset() {
             .mount(&server)
             .await;
     }
-    let c = App::new(support::config(&[
+    let c = App::new(config(&[
         ("GATEWAYZ_API_URL", &server.uri()),
         ("FETCH_PAGE_LIMIT", "2"),
     ]))
@@ -268,9 +269,9 @@ async fn each_bad_payload_is_a_typed_error_naming_the_gateway() {
         );
     }
     // Connection refused.
-    let c = App::new(support::config(&[(
+    let c = App::new(config(&[(
         "GATEWAYZ_API_URL",
-        &format!("http://127.0.0.1:{}", support::free_port()),
+        &format!("http://127.0.0.1:{}", test_support::free_port()),
     )]))
     .unwrap();
     let err = c.fetcher.fetch(c.registry.resolve("groq").unwrap()).await.unwrap_err();
@@ -469,7 +470,7 @@ async fn overlapping_warms_do_not_refetch() {
     else {
         panic!("expected AlreadyRunning with a start time, got {second:?}");
     };
-    assert!(cache_core::clock::now_ms() - started < 5_000);
+    assert!(crate::clock::now_ms() - started < 5_000);
     assert!(first.await.unwrap().unwrap().success);
     assert_eq!(s.sample.requests("xai"), 1, "the second warm fetched nothing");
     assert!(
@@ -636,7 +637,7 @@ async fn stack(memory: bool, overrides: &[(&str, &str)]) -> Stack {
     }
 }
 
-fn body_of(entry: &cache_core::entry::Entry) -> Value {
+fn body_of(entry: &crate::entry::Entry) -> Value {
     serde_json::from_slice(&entry.identity().unwrap()).unwrap()
 }
 
@@ -721,7 +722,7 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
     let all = s.catalog.read_all(s.spawner()).await.unwrap();
     assert_eq!(all.entry.meta.item_count, 19, "groq's kept catalog is still merged");
     s.catalog.flush_metrics().await;
-    let m = cache_core::metrics::Metrics::read(s.catalog.store(), "models")
+    let m = crate::metrics::Metrics::read(s.catalog.store(), "models")
         .await
         .unwrap();
     assert!(m.fail_safe_serves >= 2, "{m:?}");
@@ -780,8 +781,8 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
         window <= 60_000,
         "an incomplete merge is fresh for a minute, not hours: {window} ms"
     );
-    let status = cache_core::handlers::handle(
-        cache_core::handlers::Route::WarmModels,
+    let status = crate::handlers::handle(
+        crate::handlers::Route::WarmModels,
         http::Request::get("/api/cache/warm-models")
             .body(())
             .unwrap()
@@ -789,7 +790,7 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
             .0,
         &s.catalog,
         s.spawner(),
-        cache_core::handlers::RequestContext::default(),
+        crate::handlers::RequestContext::default(),
     )
     .await;
     let v: Value = serde_json::from_slice(status.body()).unwrap();

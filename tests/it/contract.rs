@@ -2,8 +2,8 @@
 //! declarations (`types/`) are what the Rust types make today.
 //!
 //! After changing `crates/cache-core/src/contract.rs`:
-//! `UPDATE_CONTRACT=1 cargo test --test contract`, then commit the files.
-//! (Served responses are validated against these schemas in `tests/http_e2e.rs`.)
+//! `UPDATE_CONTRACT=1 cargo test --test it contract::`, then commit the files.
+//! (Served responses are validated against these schemas in `tests/it/http_e2e.rs`.)
 
 use std::path::Path;
 
@@ -26,6 +26,6 @@ fn committed_contract_files_match_the_types() {
     }
     assert!(
         drifted.is_empty(),
-        "{drifted:?} drifted from crates/cache-core/src/contract.rs: run `UPDATE_CONTRACT=1 cargo test --test contract` and commit them"
+        "{drifted:?} drifted from crates/cache-core/src/contract.rs: run `UPDATE_CONTRACT=1 cargo test --test it contract::` and commit them"
     );
 }

@@ -1,24 +1,28 @@
-//! The SWR read against a real redis-server (started per test on a free port) and
-//! against the embedded store: the same suite runs on both backends.
+//! The SWR read against a real redis-server (started per test on a free port), a
+//! 3-master Cluster and the embedded store: the same suite runs on every backend.
+//! Inside the crate: it tests internals (the cache, the store, the lock) that are
+//! not part of cache-core's public API.
 
-mod support;
+mod source;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::store::Store;
-use cache_core::swr::SwrSettings;
-use cache_core::{Cache, CacheError, CacheStatus};
-use support::redis::RedisServer;
-use support::source::{Behaviour, ScriptedSource, call_of};
+use source::{Behaviour, ScriptedSource, call_of};
+use test_support::redis::RedisServer;
+
+use crate::spawn::{Spawner, TaskSpawner};
+use crate::store::Store;
+use crate::swr::{Cache, CacheError, CacheStatus, SwrSettings};
+
+use crate::tests::config;
 
 /// One backend under test. `instance()` is a new client ("another instance") on the
 /// same data: a new fred pool for Redis, a clone of the shared map for memory.
 struct Backend {
     _redis: Option<RedisServer>,
-    _cluster: Option<support::cluster::RedisCluster>,
+    _cluster: Option<test_support::cluster::RedisCluster>,
     memory: Option<Store>,
     url: Option<String>,
 }
@@ -28,7 +32,7 @@ impl Backend {
         Backend {
             _redis: None,
             _cluster: None,
-            memory: Some(Store::from_config(&support::config(&[])).unwrap()),
+            memory: Some(Store::from_config(&config(&[])).unwrap()),
             url: None,
         }
     }
@@ -44,7 +48,7 @@ impl Backend {
     }
     /// A 3-master Redis Cluster: keys spread over slots, scripts must be slot-safe.
     fn cluster() -> Self {
-        let c = support::cluster::RedisCluster::start();
+        let c = test_support::cluster::RedisCluster::start();
         let url = c.url();
         Backend {
             _redis: None,
@@ -56,7 +60,7 @@ impl Backend {
     fn store(&self) -> Store {
         match (&self.memory, &self.url) {
             (Some(m), _) => m.clone(),
-            (None, Some(url)) => Store::from_config(&support::config(&[("REDIS_URL", url)])).unwrap(),
+            (None, Some(url)) => Store::from_config(&config(&[("REDIS_URL", url)])).unwrap(),
             _ => unreachable!(),
         }
     }
@@ -284,9 +288,9 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     // Another instance holds the fill lock and will write in 300 ms.
-    let guard = cache_core::lock::try_acquire(
+    let guard = crate::lock::try_acquire(
         holder.store(),
-        &cache_core::keys::lock("models:groq"),
+        &crate::keys::lock("models:groq"),
         Duration::from_secs(10),
         &sp,
     )
@@ -318,15 +322,11 @@ async fn key_prefix_isolates_deployments(b: Backend) {
     }
     let url = b.url.clone().unwrap();
     let a = Cache::new(
-        Store::from_config(&support::config(&[("REDIS_URL", &url), ("CACHE_KEY_PREFIX", "prod:")])).unwrap(),
+        Store::from_config(&config(&[("REDIS_URL", &url), ("CACHE_KEY_PREFIX", "prod:")])).unwrap(),
         settings(),
     );
     let c = Cache::new(
-        Store::from_config(&support::config(&[
-            ("REDIS_URL", &url),
-            ("CACHE_KEY_PREFIX", "preview:"),
-        ]))
-        .unwrap(),
+        Store::from_config(&config(&[("REDIS_URL", &url), ("CACHE_KEY_PREFIX", "preview:")])).unwrap(),
         settings(),
     );
     let (_t, sp) = spawner();
@@ -347,18 +347,18 @@ async fn key_prefix_isolates_deployments(b: Backend) {
 /// the first holder's release (compare-and-delete, not DEL).
 async fn a_release_never_frees_another_holders_lock(b: Backend) {
     let (store, (_tasks, sp)) = (b.store(), spawner());
-    let first = cache_core::lock::try_acquire(&store, "lock:k", Duration::from_millis(200), &sp)
+    let first = crate::lock::try_acquire(&store, "lock:k", Duration::from_millis(200), &sp)
         .await
         .unwrap()
         .expect("free");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = cache_core::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
+    let second = crate::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
         .await
         .unwrap()
         .expect("the first holder's lock expired");
     first.release().await;
     assert!(
-        cache_core::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
+        crate::lock::try_acquire(&store, "lock:k", Duration::from_secs(30), &sp)
             .await
             .unwrap()
             .is_none(),
@@ -462,9 +462,9 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
     let (holder, waiter) = (b.instance(), b.instance());
     let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
-    let guard = cache_core::lock::try_acquire(
+    let guard = crate::lock::try_acquire(
         holder.store(),
-        &cache_core::keys::lock("models:groq"),
+        &crate::keys::lock("models:groq"),
         Duration::from_secs(10),
         &sp,
     )
@@ -476,14 +476,14 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
         tokio::spawn(async move { waiter.read("models:groq", src, sp).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let now = cache_core::clock::now_ms();
-    let lagging = cache_core::entry::Entry::build(
+    let now = crate::clock::now_ms();
+    let lagging = crate::entry::Entry::build(
         Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
         2,
         now - 5_000,
         now + 60_000,
         now + 120_000,
-        cache_core::entry::STORED_ENCODINGS,
+        crate::entry::STORED_ENCODINGS,
     );
     holder
         .store()
@@ -615,12 +615,9 @@ on_both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_at_start_degrades_then_recovers() {
-    let port = support::free_port();
+    let port = test_support::free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let cache = Cache::new(
-        Store::from_config(&support::config(&[("REDIS_URL", &url)])).unwrap(),
-        settings(),
-    );
+    let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &url)])).unwrap(), settings());
     let (_t, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
 
@@ -655,10 +652,7 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
     let mut redis = RedisServer::start();
     let mut s = settings();
     s.local_ttl = Duration::from_millis(100);
-    let cache = Cache::new(
-        Store::from_config(&support::config(&[("REDIS_URL", &redis.url())])).unwrap(),
-        s,
-    );
+    let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &redis.url())])).unwrap(), s);
     let (_t, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
@@ -698,11 +692,8 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
 /// The in-process single-flight alone (the store is unreachable, so no lock helps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_flight_holds_without_a_store() {
-    let url = format!("redis://127.0.0.1:{}", support::free_port());
-    let cache = Cache::new(
-        Store::from_config(&support::config(&[("REDIS_URL", &url)])).unwrap(),
-        settings(),
-    );
+    let url = format!("redis://127.0.0.1:{}", test_support::free_port());
+    let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &url)])).unwrap(), settings());
     let (_t, sp) = spawner();
     let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(300));
     let reads = (0..50).map(|_| {
@@ -724,7 +715,7 @@ async fn single_flight_holds_without_a_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_revalidation_sees_the_other_instances_refresh() {
     let redis = RedisServer::start();
-    let store = || Store::from_config(&support::config(&[("REDIS_URL", &redis.url())])).unwrap();
+    let store = || Store::from_config(&config(&[("REDIS_URL", &redis.url())])).unwrap();
     let a = Cache::new(store(), settings());
     let mut slow_local = settings();
     slow_local.local_ttl = Duration::from_secs(30);
@@ -751,4 +742,80 @@ async fn late_revalidation_sees_the_other_instances_refresh() {
         2,
         "b found a's fresh value under the lock and did not fetch again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_shared_across_instances_and_separate_per_outcome() {
+    let redis = RedisServer::start();
+    let settings = SwrSettings {
+        revalidate_retry: Duration::from_secs(30),
+        miss_wait: Duration::from_secs(1),
+        local_ttl: Duration::ZERO,
+        metrics_flush_interval: Duration::ZERO,
+        ..SwrSettings::default()
+    };
+    let store = || Store::from_config(&config(&[("REDIS_URL", &redis.url())])).unwrap();
+    let (a, b) = (Cache::new(store(), settings.clone()), Cache::new(store(), settings));
+    let tasks = TaskSpawner::new();
+    let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
+    let src = ScriptedSource::new(300, 60_000);
+    let key = "models:groq";
+
+    assert_eq!(
+        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Hit
+    );
+    assert_eq!(
+        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Hit
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    src.set(Behaviour::Fail("upstream down"));
+    assert_eq!(
+        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Stale
+    );
+    tasks.idle().await;
+    assert_eq!(
+        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
+        CacheStatus::Stale
+    );
+    tasks.idle().await;
+    a.metrics().flush(a.store()).await;
+    b.metrics().flush(b.store()).await;
+
+    let m = crate::metrics::Metrics::read(a.store(), "models").await.unwrap();
+    assert_eq!((m.fresh_hits, m.stale_hits, m.misses, m.errors), (2, 2, 1, 0), "{m:?}");
+    assert_eq!(
+        (
+            m.revalidations_started,
+            m.revalidations_failed,
+            m.revalidations_throttled
+        ),
+        (1, 1, 1),
+        "{m:?}"
+    );
+    assert_eq!(m.revalidations_succeeded, 0);
+    assert_eq!(m.hit_rate, Some(4.0 / 5.0));
+    assert_eq!(
+        m.fresh_rate,
+        Some(2.0 / 5.0),
+        "stale hits are not counted as fresh (docs/design.md, failure 12)"
+    );
+    // The numbers live in Redis: a new instance (a restart) sees them.
+    let c = Cache::new(
+        store(),
+        SwrSettings {
+            revalidate_retry: Duration::ZERO,
+            miss_wait: Duration::ZERO,
+            local_ttl: Duration::ZERO,
+            metrics_flush_interval: Duration::ZERO,
+            ..SwrSettings::default()
+        },
+    );
+    assert_eq!(crate::metrics::Metrics::read(c.store(), "models").await.unwrap(), m);
 }
