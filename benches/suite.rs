@@ -266,8 +266,8 @@ async fn hotpath_and_floor(run_floor: bool) {
             .unwrap();
         r.headers()["etag"].to_str().unwrap().to_string()
     };
-    let all_br = s.catalog.cache.peek(keys::ALL).await.unwrap();
-    let br_len = all_br.body(cache_core::entry::Encoding::Brotli).unwrap().len();
+    let all_br = s.catalog.peek(keys::ALL).await.unwrap();
+    let br_len = all_br.body(cache_core::Encoding::Brotli).unwrap().len();
     let mut http_br = std::collections::HashMap::new();
     let mut page = std::collections::HashMap::new();
     for conns in [16, 64] {
@@ -343,7 +343,7 @@ async fn inproc() {
     .unwrap();
     let tasks = TaskSpawner::new();
     let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
-    let gw = catalog.registry.resolve("groq").unwrap().clone();
+    let gw = catalog.gateway("groq").unwrap().clone();
     catalog.read_gateway(&gw, sp.clone()).await.unwrap();
     let n = 200_000u64;
     for (label, stale) in [("HIT (fresh key)", false), ("STALE (revalidation throttled)", true)] {
@@ -457,8 +457,8 @@ async fn scale() {
         elapsed.as_secs_f64() * 1e3,
         v["merged_models"]
     );
-    let e = s.catalog.cache.peek(&keys::gateway("featherless")).await.unwrap();
-    let all = s.catalog.cache.peek(keys::ALL).await.unwrap();
+    let e = s.catalog.peek(&keys::gateway("featherless")).await.unwrap();
+    let all = s.catalog.peek(keys::ALL).await.unwrap();
     println!(
         "stored: featherless {} B (identity {} B), all {} B (identity {} B)",
         e.encoded_len(),
@@ -561,9 +561,9 @@ async fn rest() {
     s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let mut stored = 0usize;
     for (id, _) in sample_catalog::FIXTURES {
-        stored += s.catalog.cache.peek(&keys::gateway(id)).await.unwrap().encoded_len();
+        stored += s.catalog.peek(&keys::gateway(id)).await.unwrap().encoded_len();
     }
-    let all = s.catalog.cache.peek(keys::ALL).await.unwrap().encoded_len();
+    let all = s.catalog.peek(keys::ALL).await.unwrap().encoded_len();
     println!(
         "values: {} B per-gateway + {} B merged = {} B for {} B raw JSON = {:.1}% (target <= 15%)",
         stored,

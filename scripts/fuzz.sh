@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cases="${1:-100000}"
 start=$(date +%s)
-PROPTEST_CASES="$cases" cargo test --release -p cache-core --test properties -- --test-threads 2
+PROPTEST_CASES="$cases" cargo test --release -p cache-core --lib tests::properties -- --test-threads 2
 echo "fuzz: 6 properties x ${cases} cases = $((6 * cases)) executions in $(( $(date +%s) - start )) s"

@@ -235,10 +235,10 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
             Some(merged),
             "{fault:?}: the merged view still serves everything"
         );
-        let failure = c.cache.last_failure(&keys::gateway("together")).await.unwrap();
-        assert!(failure.error.contains(expected), "{fault:?}: status shows the failure");
+        let (error, _at) = c.last_failure(&keys::gateway("together")).await.unwrap();
+        assert!(error.contains(expected), "{fault:?}: status shows the failure");
         let served = c
-            .read_gateway(c.registry.resolve("together").unwrap(), spawner(&tasks))
+            .read_gateway(c.gateway("together").unwrap(), spawner(&tasks))
             .await
             .unwrap();
         assert_eq!(served.entry.meta.item_count, 94);
@@ -264,7 +264,7 @@ async fn a_warm_during_a_stampede_of_stale_reads_fetches_after_the_revalidation(
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sample.set_latency("groq", Duration::from_millis(200));
     sample.reset_counts();
-    let gw = c.registry.resolve("groq").unwrap().clone();
+    let gw = c.gateway("groq").unwrap().clone();
     let mut reads = Vec::new();
     for _ in 0..100 {
         let (c, gw, sp) = (c.clone(), gw.clone(), spawner(&tasks));
@@ -487,14 +487,8 @@ async fn warm_and_serve_on_a_redis_cluster() {
         spread.iter().filter(|n| **n > 0).count() >= 2,
         "keys spread over the masters: {spread:?}"
     );
-    c.cache.metrics().flush(c.store()).await;
-    assert!(
-        cache_core::metrics::Metrics::read(c.store(), "models")
-            .await
-            .unwrap()
-            .fresh_hits
-            >= 1
-    );
+    c.flush_metrics().await;
+    assert!(c.shared_metrics().await.unwrap().fresh_hits >= 1);
 }
 
 /// A short Redis stall (CLIENT PAUSE) during a warm: the warm reports the gateways

@@ -19,9 +19,9 @@ use crate::ttl::TtlPolicy;
 /// Everything a route handler needs, created once per process.
 pub struct App {
     pub config: Config,
-    pub cache: Arc<Cache>,
-    pub registry: Registry,
-    pub fetcher: Fetcher,
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) registry: Registry,
+    pub(crate) fetcher: Fetcher,
     /// The merged view's key, named by the gateway set it is built from.
     pub(crate) all_key: String,
     /// A coalesced rebuild is queued (not yet started).
@@ -72,13 +72,40 @@ impl App {
         &self.all_key
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         self.cache.store()
     }
 
     /// Push this instance's pending counters to the store now (shutdown, status).
     pub async fn flush_metrics(&self) {
         self.cache.metrics().flush(self.store()).await;
+    }
+
+    /// A configured gateway by id or alias (`hug` → huggingface).
+    pub fn gateway(&self, name: &str) -> Option<&crate::Gateway> {
+        self.registry.resolve(name)
+    }
+
+    /// What is stored under `key` (see [`crate::keys`]), without fetching.
+    pub async fn peek(&self, key: &str) -> Option<Arc<crate::Entry>> {
+        self.cache.peek(key).await
+    }
+
+    /// The last recorded fetch failure of `key`: (error, at unix ms).
+    pub async fn last_failure(&self, key: &str) -> Option<(String, u64)> {
+        self.cache.last_failure(key).await.map(|f| (f.error, f.at_ms))
+    }
+
+    /// The shared counters (every instance's flushed counts).
+    pub async fn shared_metrics(&self) -> Result<crate::contract::CategoryMetrics, String> {
+        crate::metrics::Metrics::read(self.store(), "models")
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The store's kind: `redis` or `memory`.
+    pub fn store_backend(&self) -> &'static str {
+        self.store().backend_name()
     }
 
     pub(crate) fn ttl(&self) -> TtlPolicy {

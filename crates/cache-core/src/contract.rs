@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::warm::RunRecord;
+pub use crate::metrics::CategoryMetrics;
 
 /// Every price in every response is in this unit (normalised from each gateway's).
 pub const PRICING_UNIT: &str = "usd_per_token";
@@ -199,6 +199,57 @@ pub struct Architecture {
     pub output_modalities: Option<Vec<String>>,
 }
 
+// ---- warm runs: stored under `warm:last_run`, answered by the warm routes --------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Manual,
+    Cron,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Error,
+}
+
+/// One gateway's part of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct GatewayOutcome {
+    pub gateway: String,
+    pub status: Outcome,
+    /// Models now cached for this gateway (the previous count when the fetch failed).
+    pub count: u32,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub error: Option<String>,
+}
+
+/// A warm run, as stored and as answered by the warm endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct RunRecord {
+    /// Every gateway succeeded.
+    pub success: bool,
+    pub trigger: Trigger,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    /// Models fetched by the gateways that succeeded.
+    pub total_models: u64,
+    /// Models in the merged view after the run (`null` if it could not be built).
+    pub merged_models: Option<u32>,
+    pub gateways_success: usize,
+    pub gateways_failed: usize,
+    pub details: Vec<GatewayOutcome>,
+}
+
 /// `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
@@ -262,7 +313,7 @@ pub struct LastError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct StatusMetrics {
-    pub models: crate::metrics::CategoryMetrics,
+    pub models: CategoryMetrics,
     /// Why the counters could not be read (they are zeros then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
@@ -308,11 +359,11 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         decl::<KeyState>(&cfg),
         decl::<LastError>(&cfg),
         decl::<StatusMetrics>(&cfg),
-        decl::<crate::metrics::CategoryMetrics>(&cfg),
+        decl::<CategoryMetrics>(&cfg),
         decl::<RunRecord>(&cfg),
-        decl::<crate::warm::GatewayOutcome>(&cfg),
-        decl::<crate::warm::Trigger>(&cfg),
-        decl::<crate::warm::Outcome>(&cfg),
+        decl::<GatewayOutcome>(&cfg),
+        decl::<Trigger>(&cfg),
+        decl::<Outcome>(&cfg),
     ]
     .join("");
     vec![

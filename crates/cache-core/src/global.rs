@@ -39,7 +39,7 @@ impl StartupError {
 static CATALOG: OnceLock<Result<Arc<App>, StartupError>> = OnceLock::new();
 
 /// The process's catalog, built from the environment on first use.
-pub fn global_app() -> Result<&'static Arc<App>, &'static StartupError> {
+pub(crate) fn global_app() -> Result<&'static Arc<App>, &'static StartupError> {
     CATALOG
         .get_or_init(|| {
             let config = Config::from_env().map_err(|e| StartupError {

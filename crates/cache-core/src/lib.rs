@@ -13,31 +13,37 @@
 //! [`lock`], [`swr`] (the stale-while-revalidate read), [`spawn`] (background
 //! work: `wait_until` on Vercel), [`metrics`], [`gateways`].
 
-pub mod app;
-pub mod catalog;
-pub mod clock;
+// The front door: what the route binaries, the dev server, the benches and the
+// end-to-end tests use. Everything else is private to the crate.
 pub mod config;
 pub mod contract;
-pub mod entry;
-pub mod gateways;
 pub mod global;
 pub mod handlers;
 pub mod keys;
-pub mod lock;
-pub mod metrics;
-pub mod search;
 pub mod spawn;
-pub mod status;
-pub mod store;
-pub mod swr;
 pub mod telemetry;
-pub mod ttl;
 pub mod vercel;
 pub mod warm;
 
 pub use app::App;
 pub use config::Config;
-pub use swr::{Cache, CacheError, CacheStatus, Lookup, Payload, Source};
+pub use entry::{Encoding, Entry};
+pub use gateways::Gateway;
+pub use swr::{CacheError, CacheStatus, Lookup};
+
+// The machinery, bottom to top (docs/design.md has the picture).
+mod app;
+mod catalog;
+mod clock;
+mod entry;
+mod gateways;
+mod lock;
+mod metrics;
+mod search;
+mod status;
+mod store;
+mod swr;
+mod ttl;
 
 #[cfg(test)]
 mod tests;

@@ -127,10 +127,6 @@ impl SearchIndex {
         self.spans.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// Indexes of the models whose line contains `term` (already lowercased).
     fn matches(&self, term: &str) -> Vec<usize> {
         // Lines end in '\n' and no field contains one: such a term could only match
@@ -161,6 +157,7 @@ impl SearchIndex {
     /// The page `[offset, offset + limit)` of the models matching `term` (every
     /// model when `None`), as the JSON body: the models' own bytes, the catalog's
     /// other members, and the catalog API's page fields.
+    #[cfg(test)]
     pub fn page(&self, term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
         match term {
             Some(t) => self.page_of(&self.matches(t), term, offset, limit),

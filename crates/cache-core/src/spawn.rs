@@ -74,7 +74,7 @@ impl Spawner for TaskSpawner {
 }
 
 /// Vercel's `wait_until`: the invocation stays alive until the work settles.
-pub struct WaitUntil(pub vercel_runtime::AppState);
+pub(crate) struct WaitUntil(pub vercel_runtime::AppState);
 
 impl Spawner for WaitUntil {
     fn spawn(&self, work: BoxFuture<()>) {
@@ -84,6 +84,6 @@ impl Spawner for WaitUntil {
 }
 
 /// Boxes a future for a [`Spawner`].
-pub fn boxed<F: Future<Output = ()> + Send + 'static>(f: F) -> BoxFuture<()> {
+pub(crate) fn boxed<F: Future<Output = ()> + Send + 'static>(f: F) -> BoxFuture<()> {
     Box::pin(f)
 }

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::spawn::{BoxFuture, Spawner, boxed};
+use std::pin::Pin;
 
 tokio::task_local! {
     /// The Vercel invocation this task works for. Log lines written while it is set go
@@ -24,7 +24,7 @@ tokio::task_local! {
 }
 
 /// Run `work` with its log lines attributed to `invocation` (None: plain stderr).
-pub fn in_invocation<F: Future>(
+pub(crate) fn in_invocation<F: Future>(
     invocation: Option<vercel_runtime::LogContext>,
     work: F,
 ) -> impl Future<Output = F::Output> {
@@ -33,7 +33,9 @@ pub fn in_invocation<F: Future>(
 
 /// `work`, attributed to the invocation of the task that calls this: background work
 /// (revalidations, flushes) logs under the invocation that started it.
-pub fn inherit_invocation(work: BoxFuture<()>) -> BoxFuture<()> {
+pub(crate) fn inherit_invocation(
+    work: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     match INVOCATION.try_with(|i| i.clone()) {
         Ok(Some(invocation)) => Box::pin(INVOCATION.scope(Some(invocation), work)),
         _ => work,
@@ -157,12 +159,12 @@ fn init_sentry(get: &dyn Fn(&str) -> Option<String>) -> Option<sentry::ClientIni
     Some(sentry::init(options))
 }
 
-pub fn sentry_enabled() -> bool {
+pub(crate) fn sentry_enabled() -> bool {
     SENTRY.get().is_some_and(Option::is_some)
 }
 
 /// Report a failure as a Sentry event with the seed's tags. A no-op without Sentry.
-pub fn capture_failure(api_route: &str, error_type: &str, cron_job: Option<&str>, message: &str) {
+pub(crate) fn capture_failure(api_route: &str, error_type: &str, cron_job: Option<&str>, message: &str) {
     if !sentry_enabled() {
         return;
     }
@@ -178,20 +180,15 @@ pub fn capture_failure(api_route: &str, error_type: &str, cron_job: Option<&str>
     );
 }
 
-/// Flush queued Sentry envelopes after the response, through the spawner (on
-/// Vercel, `wait_until`), on a blocking thread: `flush` blocks.
-pub fn flush_after_response(spawner: &dyn Spawner) {
-    if !sentry_enabled() {
-        return;
-    }
-    spawner.spawn(boxed(async {
-        // Let spans that close with the response reach the transport first.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let _ = tokio::task::spawn_blocking(|| {
-            if let Some(client) = sentry::Hub::current().client() {
-                client.flush(Some(Duration::from_secs(2)));
-            }
-        })
-        .await;
-    }));
+/// Flush queued Sentry envelopes, on a blocking thread (`flush` blocks). Run after
+/// the response, as background work (on Vercel, `wait_until`).
+pub(crate) async fn flush_sentry() {
+    // Let spans that close with the response reach the transport first.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let _ = tokio::task::spawn_blocking(|| {
+        if let Some(client) = sentry::Hub::current().client() {
+            client.flush(Some(Duration::from_secs(2)));
+        }
+    })
+    .await;
 }

@@ -78,7 +78,7 @@ async fn respond(route: Route, req: Request, state: AppState) -> Response<Respon
 }
 
 /// Convert, streaming bodies too large for a buffered response.
-pub fn into_vercel(response: http::Response<Bytes>) -> Response<ResponseBody> {
+pub(crate) fn into_vercel(response: http::Response<Bytes>) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     if body.len() <= STREAM_ABOVE {
         return Response::from_parts(parts, ResponseBody::from(body));

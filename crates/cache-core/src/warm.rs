@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::clock::{iso8601, now_ms};
@@ -31,54 +30,7 @@ use crate::spawn::Spawner;
 /// Run records are kept for a month.
 const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Manual,
-    Cron,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Success,
-    Error,
-}
-
-/// One gateway's part of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
-pub struct GatewayOutcome {
-    pub gateway: String,
-    pub status: Outcome,
-    /// Models now cached for this gateway (the previous count when the fetch failed).
-    pub count: u32,
-    pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    #[cfg_attr(feature = "contract", ts(optional))]
-    pub error: Option<String>,
-}
-
-/// A warm run, as stored and as answered by the warm endpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
-pub struct RunRecord {
-    /// Every gateway succeeded.
-    pub success: bool,
-    pub trigger: Trigger,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: u64,
-    /// Models fetched by the gateways that succeeded.
-    pub total_models: u64,
-    /// Models in the merged view after the run (`null` if it could not be built).
-    pub merged_models: Option<u32>,
-    pub gateways_success: usize,
-    pub gateways_failed: usize,
-    pub details: Vec<GatewayOutcome>,
-}
+pub use crate::contract::{GatewayOutcome, Outcome, RunRecord, Trigger};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WarmError {
@@ -236,7 +188,7 @@ impl App {
 }
 
 /// Capture a failed or partly failed warm in Sentry, tagged like the seed's events.
-pub fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<RunRecord, WarmError>) {
+pub(crate) fn report_failures(api_route: &str, cron_job: Option<&str>, result: &Result<RunRecord, WarmError>) {
     let (error_type, message) = match result {
         Ok(r) if r.success => return,
         Ok(r) if r.gateways_failed == 0 => (

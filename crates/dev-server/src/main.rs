@@ -89,7 +89,7 @@ async fn main() {
     tracing::info!("env files loaded: {env_files}");
     tracing::info!(
         "store: {}; upstream: {}{}",
-        catalog.store().backend_name(),
+        catalog.store_backend(),
         c.upstream_base_url,
         if demo { " (sample catalog, --demo)" } else { "" }
     );

@@ -6,5 +6,9 @@ pub mod normalize;
 pub mod page;
 pub mod registry;
 
-pub use fetch::{FetchError, Fetcher};
-pub use registry::{DEFAULT_GATEWAYS, DeadlineClass, Gateway, PriceUnit, Registry};
+#[cfg(test)]
+pub use fetch::FetchError;
+pub use fetch::Fetcher;
+#[cfg(test)]
+pub use registry::PriceUnit;
+pub use registry::{DEFAULT_GATEWAYS, Gateway, Registry};

@@ -13,6 +13,7 @@ use crate::config::Config;
 /// How the catalog API expresses a gateway's prices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // "per token" etc. are the units' names
 pub enum PriceUnit {
     PerToken,
     PerMillion,

@@ -5,12 +5,12 @@
 //! message and the right status. Nothing here returns `Err` to a runtime (which
 //! would answer 500 with the error text pasted into unescaped JSON).
 
-pub mod auth;
-pub mod cors;
+mod auth;
+mod cors;
 mod cron;
 mod models;
-pub mod negotiate;
-pub mod query;
+mod negotiate;
+pub(crate) mod query;
 mod warm;
 
 use std::sync::Arc;
@@ -105,12 +105,19 @@ pub async fn handle(
     cors::decorate(route, &method, origin.as_ref(), policy, &mut response);
     span.record("http.status_code", response.status().as_u16());
     drop(span);
-    crate::telemetry::flush_after_response(&*spawner);
+    if crate::telemetry::sentry_enabled() {
+        spawner.spawn(crate::spawn::boxed(crate::telemetry::flush_sentry()));
+    }
     response
 }
 
 /// `{"error": code, "message": message, ...extra}` with `status`, never cached.
-pub fn json_error(status: StatusCode, code: &str, message: &str, extra: Option<serde_json::Value>) -> Response<Bytes> {
+pub(crate) fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    extra: Option<serde_json::Value>,
+) -> Response<Bytes> {
     let mut body = serde_json::json!({ "error": code, "message": message });
     if let Some(serde_json::Value::Object(extra)) = extra {
         body.as_object_mut().unwrap().extend(extra);
@@ -118,7 +125,7 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, extra: Option<s
     json_response(status, &body)
 }
 
-pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"serialization\"}".to_vec());
     Response::builder()
         .status(status)
@@ -129,7 +136,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Byt
         .expect("static headers are valid")
 }
 
-pub fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
     let mut r = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

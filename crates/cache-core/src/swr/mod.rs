@@ -355,7 +355,8 @@ impl Cache {
         serde_json::from_slice(&raw).ok()
     }
 
-    /// Drop the in-process copy of `key` (tests; after an external write).
+    /// Drop the in-process copy of `key` (tests: after an external write).
+    #[cfg(test)]
     pub fn forget_local(&self, key: &str) {
         self.local.forget(key);
     }

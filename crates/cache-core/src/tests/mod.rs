@@ -3,6 +3,7 @@
 //! the SWR suite in `swr::tests`.
 
 mod gateways;
+mod properties;
 
 /// Config with test-friendly defaults plus `overrides`.
 pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {

@@ -10,11 +10,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cache_core::entry::{Encoding, Entry, STORED_ENCODINGS};
-use cache_core::gateways::page::parse_page;
-use cache_core::gateways::{Gateway, PriceUnit};
-use cache_core::handlers::query;
 use proptest::prelude::*;
+
+use crate::entry::{Encoding, Entry, STORED_ENCODINGS};
+use crate::gateways::page::parse_page;
+use crate::gateways::{Gateway, PriceUnit};
+use crate::handlers::query;
 
 fn gw() -> Gateway {
     Gateway::new("groq", PriceUnit::PerMillion, Duration::from_secs(5))
