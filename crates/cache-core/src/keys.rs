@@ -3,7 +3,7 @@
 //!
 //! | key | holds | written by | expires |
 //! |---|---|---|---|
-//! | `models:<gateway>` | a gateway's catalog ([`crate::entry`] format) | fetch (miss, revalidation, warm) | stale window + fail-safe window |
+//! | `models:<gateway>` | a gateway's catalog (the `entry` format) | fetch (miss, revalidation, warm) | stale window + fail-safe window |
 //! | `models:all` | the merged view of the built-in gateway set | merged rebuild | same |
 //! | `models:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |

@@ -8,10 +8,21 @@
 //!  cron / curl ──► http ──► warm ──► refresh every gateway in parallel ──► merged "all"
 //! ```
 //!
-//! One concern per module: [`config`] (env), [`ttl`] (the TTL table), [`entry`]
-//! (the stored format with its own clock), [`store`] (Redis or embedded),
-//! [`lock`], [`swr`] (the stale-while-revalidate read), [`spawn`] (background
-//! work: `wait_until` on Vercel), [`metrics`], [`gateways`].
+//! # Using it
+//!
+//! A route binary is `cache_core::vercel::serve(Route::Models).await`; the dev server
+//! builds an [`App`] from a [`Config`] and calls [`handlers::handle`] for each request.
+//! The JSON it answers is typed in [`contract`]; the store's keys are in [`keys`].
+//!
+//! # Layout
+//!
+//! Bottom to top, each module importing only those below it (`docs/design.md` has the
+//! picture): `config`, `clock`, `ttl`, `keys` (plain data); `entry` (the stored format
+//! and its clock); `store` (Redis or memory); `spawn`, `telemetry`; `lock`, `metrics`;
+//! `swr` (the stale-while-revalidate read and the one fill protocol); `gateways`
+//! (registry, fetcher, page parser, normalise, merge); `contract`, `search`; `app`
+//! (the application context); `catalog`, `warm`, `status` (its operations);
+//! `handlers` (HTTP only); `global`, `vercel` (process and platform glue).
 
 // The front door: what the route binaries, the dev server, the benches and the
 // end-to-end tests use. Everything else is private to the crate.

@@ -18,7 +18,7 @@ use crate::swr::FetchFailure;
 pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl App {
-    /// The status JSON, assembled at most once per [`STATUS_TTL`] per instance
+    /// The status JSON, assembled at most once per `STATUS_TTL` (5 s) per instance
     /// (reading entry headers, not catalogs). Anyone may ask: no secrets in it.
     pub async fn status(&self) -> Bytes {
         let mut cached = self.status_cache.lock().await;
