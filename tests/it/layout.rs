@@ -171,3 +171,68 @@ fn deployment_files_pin_the_toolchain_and_keep_secrets_out() {
         );
     }
 }
+
+/// cache-core's modules form layers: the graph of `crate::<module>` references
+/// between top-level modules (comments and test code left out) has no cycle, so no
+/// module imports one that imports it back (docs/design.md has the picture).
+#[test]
+fn cache_core_modules_only_point_down() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = root().join("crates/cache-core/src");
+    let modules: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_stem()?.to_str()?.to_string();
+            (p.is_dir() || p.extension().is_some_and(|x| x == "rs")).then_some(name)
+        })
+        .filter(|m| m != "lib" && m != "tests")
+        .collect();
+    let mut files = Vec::new();
+    api_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.trim_start_matches("crates/cache-core/src/");
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+        if !modules.contains(&module) || rel.contains("/tests/") || rel.ends_with("/tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(root().join(&file)).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let name: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains(&name) && name != module {
+                    graph.entry(module.clone()).or_default().insert(name);
+                }
+            }
+        }
+    }
+    let reaches = |from: &str, to: &str| {
+        let (mut seen, mut stack) = (BTreeSet::new(), vec![from.to_string()]);
+        while let Some(m) = stack.pop() {
+            for next in graph.get(&m).into_iter().flatten() {
+                if next == to {
+                    return true;
+                }
+                if seen.insert(next.clone()) {
+                    stack.push(next.clone());
+                }
+            }
+        }
+        false
+    };
+    let cycles: Vec<String> = graph
+        .iter()
+        .flat_map(|(m, deps)| {
+            deps.iter()
+                .filter(|d| reaches(d, m))
+                .map(move |d| format!("{m} -> {d}"))
+        })
+        .collect();
+    assert!(graph.len() > 10, "the scan found the modules: {graph:?}");
+    assert!(cycles.is_empty(), "these imports point back up: {cycles:?}");
+}
