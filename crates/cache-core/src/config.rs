@@ -144,8 +144,8 @@ pub struct Config {
     /// `CRON_SECRET`: bearer token Vercel Cron sends; unset = the cron endpoint refuses on Vercel.
     pub cron_secret: Option<Secret>,
     /// `CORS_ALLOW_ORIGINS`: origins allowed to read the models JSON and status
-    /// cross-origin (comma-separated, or `*`), as given.
-    pub cors_allow_origins: Option<String>,
+    /// cross-origin (comma-separated, or `*`), parsed once (see `handlers::cors`).
+    pub cors: CorsPolicy,
     /// Running as a deployed Vercel function. Decided here and nowhere else, from what
     /// the platform really provides: `VERCEL_IPC_PATH` is set for every deployed function
     /// (the runtime talks to the platform through it); `VERCEL=1` only when the project
@@ -246,7 +246,7 @@ impl Config {
             warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 330)?.max(1)),
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
-            cors_allow_origins: get("CORS_ALLOW_ORIGINS"),
+            cors: CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
             deployed: is_deployed(&get),
             redis_tls_ca: get("REDIS_TLS_CA_CERT"),
             gateway_tokens,
@@ -267,6 +267,33 @@ impl Config {
 /// Whether this process is a deployed Vercel function (see [`Config::deployed`]).
 pub fn is_deployed(get: &dyn Fn(&str) -> Option<String>) -> bool {
     get("VERCEL_IPC_PATH").is_some_and(|v| !v.trim().is_empty()) || get("VERCEL").is_some_and(|v| !v.trim().is_empty())
+}
+
+/// `CORS_ALLOW_ORIGINS`, parsed: plain data; `handlers::cors` applies it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsPolicy {
+    #[default]
+    Off,
+    Any,
+    Origins(Vec<String>),
+}
+
+impl CorsPolicy {
+    pub fn parse(value: Option<&str>) -> CorsPolicy {
+        let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return CorsPolicy::Off;
+        };
+        let origins: Vec<String> = v
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.iter().any(|o| o == "*") {
+            CorsPolicy::Any
+        } else {
+            CorsPolicy::Origins(origins)
+        }
+    }
 }
 
 /// Variables named `GATEWAYZ_TOKEN_<ID>` hold upstream bearer tokens.

@@ -11,42 +11,17 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::Route;
 
-/// The configured policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum CorsPolicy {
-    #[default]
-    Off,
-    Any,
-    Origins(Vec<String>),
-}
+use crate::config::CorsPolicy;
 
-impl CorsPolicy {
-    pub fn parse(value: Option<&str>) -> CorsPolicy {
-        let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-            return CorsPolicy::Off;
-        };
-        let origins: Vec<String> = v
-            .split(',')
-            .map(|o| o.trim().trim_end_matches('/').to_string())
-            .filter(|o| !o.is_empty())
-            .collect();
-        if origins.iter().any(|o| o == "*") {
-            CorsPolicy::Any
-        } else {
-            CorsPolicy::Origins(origins)
-        }
-    }
-
-    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
-    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
-        match self {
-            CorsPolicy::Off => None,
-            CorsPolicy::Any => Some(HeaderValue::from_static("*")),
-            CorsPolicy::Origins(list) => {
-                let origin = origin?;
-                let o = origin.to_str().ok()?;
-                list.iter().any(|a| a == o).then(|| origin.clone())
-            }
+/// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+fn allow(policy: &CorsPolicy, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+    match policy {
+        CorsPolicy::Off => None,
+        CorsPolicy::Any => Some(HeaderValue::from_static("*")),
+        CorsPolicy::Origins(list) => {
+            let origin = origin?;
+            let o = origin.to_str().ok()?;
+            list.iter().any(|a| a == o).then(|| origin.clone())
         }
     }
 }
@@ -74,7 +49,7 @@ pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Resp
     let safe = wants == "GET" || wants == "HEAD";
     if cross_origin_route(route)
         && safe
-        && let Some(origin) = policy.allow(headers.get(header::ORIGIN))
+        && let Some(origin) = allow(policy, headers.get(header::ORIGIN))
     {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(
@@ -115,7 +90,7 @@ pub fn decorate(
     let read = *method == Method::GET || *method == Method::HEAD;
     if cross_origin_route(route)
         && read
-        && let Some(allowed) = policy.allow(origin)
+        && let Some(allowed) = allow(policy, origin)
     {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));

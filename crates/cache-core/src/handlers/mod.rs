@@ -72,12 +72,7 @@ pub async fn handle(
     ctx: RequestContext,
 ) -> Response<Bytes> {
     // One span per invocation: a Sentry transaction when Sentry is on.
-    // Parsed per request, and only when configured: a few origins, ~100 ns.
-    let policy = match &catalog.config.cors_allow_origins {
-        None => cors::CorsPolicy::Off,
-        Some(origins) => cors::CorsPolicy::parse(Some(origins)),
-    };
-    let policy = &policy;
+    let policy = &catalog.config.cors;
     if req.method == Method::OPTIONS && route != Route::CronWarmCache {
         return cors::preflight(route, &req.headers, policy);
     }

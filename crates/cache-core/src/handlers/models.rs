@@ -54,26 +54,23 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
         }
         Some(s) => Some(s.to_lowercase()),
     };
-    let number = |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| match q.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or_else(|| format!("{name} must be an integer in {}..={}", range.start(), range.end())),
+    // `Some(n)` when given and in `range`, `None` when absent.
+    let number = |name: &str, range: std::ops::RangeInclusive<usize>| {
+        q.get(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| format!("{name} must be an integer in {}..={}", range.start(), range.end()))
+            })
+            .transpose()
     };
     // Pages: the catalog API's `limit` (1..=1000) and `offset`. A search always
     // comes in pages (default 50); the list is whole unless either is given, and
     // `offset` alone means the rest of the list from there.
-    let (limit, offset) = match (
-        number("limit", 0, 1..=search::MAX_LIMIT),
-        number("offset", 0, 0..=1_000_000),
-    ) {
-        (Ok(l), Ok(o)) => (
-            q.contains_key("limit").then_some(l),
-            q.contains_key("offset").then_some(o),
-        ),
+    let (limit, offset) = match (number("limit", 1..=search::MAX_LIMIT), number("offset", 0..=1_000_000)) {
+        (Ok(l), Ok(o)) => (l, o),
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e, None),
     };
     // No gateway = the merged view (what the models page shows).
