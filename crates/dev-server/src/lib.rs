@@ -91,14 +91,14 @@ pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpa
 /// Requests in flight on a connection and when it was last active.
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
-    last: std::sync::Mutex<std::time::Instant>,
+    last: parking_lot::Mutex<std::time::Instant>,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
             in_flight: Default::default(),
-            last: std::sync::Mutex::new(std::time::Instant::now()),
+            last: parking_lot::Mutex::new(std::time::Instant::now()),
         }
     }
 }
@@ -114,7 +114,7 @@ impl Activity {
         if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
             return None;
         }
-        Some(self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
+        Some(self.last.lock().elapsed())
     }
 }
 
@@ -122,7 +122,7 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        *self.0.last.lock() = std::time::Instant::now();
         self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
