@@ -604,6 +604,63 @@ async fn a_gateway_filled_by_a_miss_reaches_the_merged_view() {
     assert_eq!(s.models("all").await.len(), 19, "the merged view now has groq too");
 }
 
+/// Issue 16, item 1(b): instance B's cold `all` read merges the old groq while a slow,
+/// failing cerebras holds it up; meanwhile groq changes and A's warm of groq rebuilds
+/// the merged view. A's rebuild waits for B's merge and must not adopt it (it was
+/// built from groq as it was before the change): when A's warm returns, `all` has the
+/// new groq. Nothing else would heal it: B stores no gateway, so it schedules no rebuild.
+#[tokio::test]
+async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
+    let set = [("GATEWAYS", "groq,cerebras")];
+    let s = Stack::new(&set).await;
+    let b = s.instance(&set);
+    s.sample.set_fault("cerebras", Fault::ServerError);
+    s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.tasks.idle().await;
+    // B's `all` read must be a miss that fetches cerebras (slowly) itself.
+    let all_key = s.catalog.all_key().to_string();
+    s.catalog.store().delete(&all_key).await.unwrap();
+    s.catalog
+        .store()
+        .delete(&keys::retry_after(&keys::gateway("cerebras")))
+        .await
+        .unwrap();
+    s.sample.set_latency("cerebras", Duration::from_millis(800));
+
+    let (b2, spawner) = (b.clone(), s.spawner());
+    let b_read = tokio::spawn(async move { b2.read_all(spawner).await });
+    tokio::time::sleep(Duration::from_millis(200)).await; // B holds the merged key's lock
+    let new_groq: Vec<Value> = (0..12)
+        .map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"}))
+        .collect();
+    s.sample.set_catalog("groq", new_groq);
+    let run = s
+        .catalog
+        .warm(Some(vec![s.gw("groq")]), Trigger::Manual, s.spawner())
+        .await
+        .unwrap();
+    assert!(run.success, "{run:?}");
+    let b_saw = b_read.await.unwrap().unwrap();
+    assert_eq!(b_saw.status, CacheStatus::Miss);
+    assert_eq!(b_saw.entry.meta.item_count, 11, "B merged groq as it was");
+
+    // What the store holds, through a fresh instance (no in-process copy).
+    let merged = s.instance(&set).cache.peek(&all_key).await.unwrap();
+    let ids: Vec<String> = body_of(&merged)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        12,
+        "the rebuild merged the new groq, not B's older merge: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| id.starts_with("brand-new-")), "{ids:?}");
+    assert_eq!(run.merged_models, Some(12));
+}
+
 #[tokio::test]
 async fn deployments_with_different_gateway_sets_share_one_redis() {
     let s = Stack::new(&[]).await; // the built-in 21
