@@ -29,10 +29,7 @@ async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
             .await
             .unwrap();
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(dev_server::serve(listener, catalog, tasks));
-    format!("http://{addr}")
+    format!("http://{}", support::dev_server(catalog, tasks).await)
 }
 
 const RENDERED_MS: &str = "const m = performance.getEntriesByName('table-rendered')[0]; return document.body.dataset.ready === '1' && m ? m.startTime : null;";

@@ -505,14 +505,11 @@ async fn cron_auth_and_result() {
         ("GATEWAYZ_API_URL", &env.sample.base_url()),
         ("GATEWAYS", "groq"),
     ]);
-    let catalog = cache_core::App::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(dev_server::serve(
-        listener,
-        catalog,
+    let addr = support::dev_server(
+        cache_core::App::new(config).unwrap(),
         cache_core::spawn::TaskSpawner::new(),
-    ));
+    )
+    .await;
     let r = c
         .get(format!("http://{addr}/api/cron/warm-cache"))
         .send()
@@ -532,14 +529,11 @@ async fn dev_server_serves_every_route_with_the_same_handlers() {
         ("CACHE_WARMING_SECRET", WARM_SECRET),
         ("GATEWAYS", "groq,fal"),
     ]);
-    let catalog = cache_core::App::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(dev_server::serve(
-        listener,
-        catalog,
+    let addr = support::dev_server(
+        cache_core::App::new(config).unwrap(),
         cache_core::spawn::TaskSpawner::new(),
-    ));
+    )
+    .await;
     let c = raw_client();
     let base = format!("http://{addr}");
 

@@ -13,6 +13,18 @@ use std::collections::HashMap;
 #[allow(unused_imports)]
 pub use test_support::{cluster, free_port, redis};
 
+/// The dev server (the functions' handlers in one process) serving `app` on a free
+/// loopback port, in the background; its address.
+pub async fn dev_server(
+    app: std::sync::Arc<cache_core::App>,
+    tasks: cache_core::spawn::TaskSpawner,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(dev_server::serve(listener, app, tasks));
+    addr
+}
+
 /// Config with test-friendly defaults plus `overrides`.
 pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
     let mut map: HashMap<&str, String> = HashMap::new();
