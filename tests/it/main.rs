@@ -9,6 +9,7 @@
 mod support;
 
 mod browser;
+mod compat;
 mod contract;
 mod http_e2e;
 mod layout;

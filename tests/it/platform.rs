@@ -9,49 +9,8 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::redis::RedisServer;
+use support::env::{CRON, Env, MODELS, WARM};
 use support::vercel_ipc::{Platform, median_and_worst};
-
-const MODELS: &str = env!("CARGO_BIN_EXE_models");
-const WARM: &str = env!("CARGO_BIN_EXE_cache-warm-models");
-const CRON: &str = env!("CARGO_BIN_EXE_cron-warm-cache");
-
-struct Env {
-    redis: RedisServer,
-    sample: sample_catalog::Handle,
-}
-
-impl Env {
-    async fn new() -> Env {
-        Env {
-            redis: RedisServer::start(),
-            sample: sample_catalog::start_local().await,
-        }
-    }
-
-    fn start(&self, bin: &str, extra: &[(&str, &str)]) -> Platform {
-        let (redis, base) = (self.redis.url(), self.sample.base_url());
-        let mut env: Vec<(&str, &str)> = vec![
-            ("REDIS_URL", &redis),
-            ("GATEWAYZ_API_URL", &base),
-            ("GATEWAY_TIMEOUT_FAST_MS", "5000"),
-            ("GATEWAY_TIMEOUT_SLOW_MS", "5000"),
-            ("TTL_JITTER_PERCENT", "0"),
-        ];
-        env.extend_from_slice(extra);
-        Platform::start(bin, &env)
-    }
-
-    fn stored(&self, key: &str) -> Vec<u8> {
-        self.redis.command(&[b"GET", key.as_bytes()])
-    }
-
-    fn metric(&self, field: &str) -> i64 {
-        let reply = self.redis.command(&[b"HGET", b"metrics:models", field.as_bytes()]);
-        let text = String::from_utf8_lossy(&reply);
-        text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0)
-    }
-}
 
 fn ended_after(p: &Platform, inv: &support::vercel_ipc::Invocation) -> Duration {
     let end = p
@@ -63,7 +22,7 @@ fn ended_after(p: &Platform, inv: &support::vercel_ipc::Invocation) -> Duration 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hit_invocations_end_within_50ms_of_their_response() {
     let env = Env::new().await;
-    let p = env.start(MODELS, &[]);
+    let p = env.platform(MODELS, &[]);
     let first = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
     assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
     ended_after(&p, &first);
@@ -87,7 +46,7 @@ async fn hit_invocations_end_within_50ms_of_their_response() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_read_answers_at_once_and_ends_after_the_revalidated_value_is_stored() {
     let env = Env::new().await;
-    let p = env.start(MODELS, &[("MODELS_FRESH_TTL_SECONDS", "1")]);
+    let p = env.platform(MODELS, &[("MODELS_FRESH_TTL_SECONDS", "1")]);
     let first = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
     ended_after(&p, &first);
@@ -144,7 +103,7 @@ async fn stale_read_answers_at_once_and_ends_after_the_revalidated_value_is_stor
 async fn identity_all_above_4_5_mb_arrives_whole() {
     let env = Env::new().await;
     env.sample.scale("featherless", 4_000);
-    let p = env.start(MODELS, &[]);
+    let p = env.platform(MODELS, &[]);
     let inv = p
         .invoke("GET", "/api/models?gateway=all", &[("accept-encoding", "identity")])
         .await;
@@ -171,7 +130,7 @@ async fn identity_all_above_4_5_mb_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
     let env = Env::new().await;
-    let mut p = env.start(
+    let mut p = env.platform(
         MODELS,
         &[
             ("MODELS_FRESH_TTL_SECONDS", "1"),
@@ -214,7 +173,7 @@ async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
 async fn reads_seconds_apart_are_all_counted_without_held_invocations() {
     let env = Env::new().await;
     // One gateway: the merged rebuild after the first read reads (and counts) no other.
-    let p = env.start(MODELS, &[("GATEWAYS", "groq")]);
+    let p = env.platform(MODELS, &[("GATEWAYS", "groq")]);
     let mut gaps = Vec::new();
     for i in 1..=3 {
         let inv = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
@@ -235,7 +194,7 @@ async fn reads_seconds_apart_are_all_counted_without_held_invocations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_cron_without_cron_secret_refuses_and_runs_nothing() {
     let env = Env::new().await;
-    let p = env.start(CRON, &[]);
+    let p = env.platform(CRON, &[]);
     for headers in [vec![], vec![("x-vercel-cron", "1"), ("user-agent", "vercel-cron/1.0")]] {
         let inv = p.invoke("GET", "/api/cron/warm-cache", &headers).await;
         assert_eq!(inv.status, 503, "{}", String::from_utf8_lossy(&inv.body));

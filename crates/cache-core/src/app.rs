@@ -91,9 +91,9 @@ impl App {
         self.cache.peek(key).await
     }
 
-    /// The last recorded fetch failure of `key`: (error, at unix ms).
-    pub async fn last_failure(&self, key: &str) -> Option<(String, u64)> {
-        self.cache.last_failure(key).await.map(|f| (f.error, f.at_ms))
+    /// The last recorded fetch failure of `key`.
+    pub async fn last_failure(&self, key: &str) -> Option<crate::FetchFailure> {
+        self.cache.last_failure(key).await
     }
 
     /// The shared counters (every instance's flushed counts).

@@ -31,7 +31,7 @@ use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
 use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::swr::{CacheError, Lookup, Payload, Source};
+use crate::swr::{CacheError, Lookup, Payload, Source, SourceError};
 use crate::ttl::TtlPolicy;
 
 /// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
@@ -153,7 +153,7 @@ fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), S
 
 /// `{"data":[...],"gateway":"<id>","pricing_unit":..,"total":N,<page fields>,..}`:
 /// the body the models route serves as is ([`crate::contract::ModelsResponse`]). `parts` are comma-separated JSON objects (empty parts are skipped).
-fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Value)]) -> Bytes {
+pub(crate) fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Value)]) -> Bytes {
     let mut body = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 128);
     body.extend_from_slice(b"{\"data\":[");
     let mut first = true;
@@ -181,7 +181,7 @@ fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: &[(&str, Va
 }
 
 /// Normalise and serialize one page of models: comma-separated objects and a count.
-fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, usize) {
+pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(models.len() * 900);
     let mut n = 0;
     for m in models {
@@ -220,7 +220,7 @@ impl Source for GatewaySource {
         self.gateway.deadline + Duration::from_secs(2)
     }
 
-    fn fetch(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
+    fn fetch(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>> {
         let span = tracing::info_span!(
             "gateway.fetch",
             gateway = %self.gateway.id,
@@ -236,8 +236,7 @@ impl Source for GatewaySource {
                     .catalog
                     .fetcher
                     .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let total = pages.iter().map(|(_, n)| n).sum::<usize>();
                 let parts: Vec<&[u8]> = pages.iter().map(|(p, _)| p.as_slice()).collect();
                 let payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
@@ -295,7 +294,7 @@ impl Source for MergedSource {
         self.catalog.registry.max_deadline() + Duration::from_secs(5)
     }
 
-    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>> {
+    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>> {
         Box::pin(async move {
             let catalog = &self.catalog;
             let read_through = self.read_through;
@@ -326,11 +325,13 @@ impl Source for MergedSource {
                 }
             }
             if entries.is_empty() {
-                return Err("no gateway has cached data to merge".to_string());
+                return Err(SourceError::Unavailable(
+                    "no gateway has cached data to merge".to_string(),
+                ));
             }
             tokio::task::spawn_blocking(move || merge_entries(&entries, missing))
                 .await
-                .map_err(|e| format!("merge failed: {e}"))?
+                .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
         })
     }
 
@@ -345,7 +346,7 @@ impl Source for MergedSource {
     }
 }
 
-fn merge_entries(entries: &[(String, Arc<Entry>)], mut missing: Vec<String>) -> Result<Payload, String> {
+pub(crate) fn merge_entries(entries: &[(String, Arc<Entry>)], mut missing: Vec<String>) -> Payload {
     let mut bodies = Vec::with_capacity(entries.len());
     let mut included = Vec::with_capacity(entries.len());
     for (id, entry) in entries {
@@ -379,7 +380,7 @@ fn merge_entries(entries: &[(String, Arc<Entry>)], mut missing: Vec<String>) -> 
     if incomplete {
         payload.fresh_for = Some(INCOMPLETE_MERGE_FRESH);
     }
-    Ok(payload)
+    payload
 }
 
 #[cfg(test)]

@@ -7,14 +7,20 @@
 //! | `models:all` | the merged view of the built-in gateway set | merged rebuild | same |
 //! | `models:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
-//! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at) | fill protocol | 7 days |
-//! | `retryafter:<key>` | no new fetch of `<key>` before this expires (any instance) | fill protocol | `REVALIDATE_RETRY_SECONDS` or the upstream's `Retry-After` |
+//! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
+//! | `retryafter:<key>` | no new fetch of `<key>` before this expires (any instance) | fill protocol | `REVALIDATE_RETRY_SECONDS`, or the upstream's `Retry-After` (1..3600 s) when it rate limits |
 //! | `lock:warm` | the running warm (one at a time across instances) | warm | `WARM_LOCK_TTL_SECONDS` |
 //! | `warm:last_run` | the last warm's run record (JSON) | warm | 30 days |
 //! | `metrics:<category>` | shared counters (a hash; `category` is `models`) | metrics flush | never |
 //!
 //! `CACHE_KEY_PREFIX` is put in front of every key by the store itself, so several
 //! deployments can share one Redis.
+
+use std::time::Duration;
+
+/// How long a failure stays recorded: long enough to explain an outage on the
+/// status page.
+pub const LAST_ERROR_TTL: Duration = Duration::from_secs(86_400);
 
 /// The merged view's key for the built-in gateway set.
 pub const ALL: &str = "models:all";

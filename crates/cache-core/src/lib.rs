@@ -40,7 +40,8 @@ pub use app::App;
 pub use config::Config;
 pub use entry::{Encoding, Entry};
 pub use gateways::Gateway;
-pub use swr::{CacheError, CacheStatus, Lookup};
+pub use swr::{CacheError, CacheStatus, FetchFailure, Lookup, SourceError};
+pub use upstream::FetchError;
 
 // The machinery, bottom to top (docs/design.md has the picture).
 mod app;
@@ -55,6 +56,7 @@ mod status;
 mod store;
 mod swr;
 mod ttl;
+mod upstream;
 
 #[cfg(test)]
 mod tests;

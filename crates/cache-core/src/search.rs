@@ -30,9 +30,8 @@ use crate::entry::{Encoding, Entry};
 pub const MIN_TERM_CHARS: usize = 2;
 /// Longest term.
 pub const MAX_TERM_CHARS: usize = 200;
-/// Results per page unless `limit` says otherwise, and the most a page may hold.
+/// Results per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 1000;
 /// Indexes kept (one per cached key) and answers kept, per instance.
 const MAX_INDEXES: usize = 64;
 const MAX_ANSWERS: usize = 512;
@@ -68,16 +67,73 @@ const PAGE_MEMBERS: &[&str] = &[
     "search",
 ];
 
+/// The fields a model is found by. Lenient: a field of another type (a number, an
+/// object, from an entry written before normalisation typed them) is skipped, never
+/// a reason to leave the whole model out of the index.
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(default, borrow)]
-    id: Option<std::borrow::Cow<'a, str>>,
+    id: Searchable<'a>,
     #[serde(default, borrow)]
-    name: Option<std::borrow::Cow<'a, str>>,
+    name: Searchable<'a>,
     #[serde(default, borrow)]
-    description: Option<std::borrow::Cow<'a, str>>,
+    description: Searchable<'a>,
     #[serde(default, borrow)]
-    provider_slug: Option<std::borrow::Cow<'a, str>>,
+    provider_slug: Searchable<'a>,
+}
+
+/// A string (borrowed when it has no escapes), the text of a number, or nothing.
+#[derive(Default)]
+struct Searchable<'a>(Option<std::borrow::Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Searchable<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use std::borrow::Cow;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Searchable<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Owned(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Searchable(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Searchable(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Searchable(None))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Searchable(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Searchable(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Searchable(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl SearchIndex {
@@ -96,9 +152,11 @@ impl SearchIndex {
             let start = s.as_ptr() as usize - base;
             spans.push((start as u32, (start + s.len()) as u32));
             line_starts.push(haystack.len() as u32);
-            // Fields that are not strings simply do not match.
             if let Ok(f) = serde_json::from_str::<Fields>(s) {
-                for v in [&f.id, &f.name, &f.description, &f.provider_slug].into_iter().flatten() {
+                for v in [&f.id.0, &f.name.0, &f.description.0, &f.provider_slug.0]
+                    .into_iter()
+                    .flatten()
+                {
                     haystack.extend(v.to_lowercase().bytes().map(|b| if b == b'\n' { b' ' } else { b }));
                     haystack.push(b' ');
                 }
@@ -374,6 +432,18 @@ mod tests {
             (Some(2), Some(false))
         );
         assert!(rest.get("search").is_none());
+    }
+
+    #[test]
+    fn models_with_odd_field_types_are_still_found() {
+        let i = SearchIndex::build(Bytes::from_static(
+            br#"{"data":[{"id":"findme-1","provider_slug":{"toString":0}},{"id":"findme-2","description":12345},{"id":"findme-3","name":["x"]},{"id":"findme-4"}],"gateway":"all"}"#,
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&i.page(Some("findme"), 0, Some(50))).unwrap();
+        assert_eq!(v["total"], 4, "every model is indexed");
+        let v: serde_json::Value = serde_json::from_slice(&i.page(Some("12345"), 0, Some(50))).unwrap();
+        assert_eq!(v["data"][0]["id"], "findme-2", "a number is searchable as its text");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod contract;
+pub mod env;
 pub mod process;
 pub mod vercel_ipc;
 

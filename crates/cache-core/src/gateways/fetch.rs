@@ -22,30 +22,7 @@ use serde_json::{Map, Value};
 use super::page::{first_id, parse_page};
 use super::registry::Gateway;
 use crate::config::{Config, Secret};
-
-/// Why a gateway's catalog could not be fetched.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("{gateway}: timed out after {} ms", after.as_millis())]
-    Timeout { gateway: String, after: Duration },
-    #[error("{gateway}: network error: {detail}")]
-    Network { gateway: String, detail: String },
-    #[error("{gateway}: upstream answered HTTP {status}")]
-    Status { gateway: String, status: u16 },
-    #[error("{gateway}: upstream answered an HTML page (HTTP {status})")]
-    Html { gateway: String, status: u16 },
-    #[error("{gateway}: invalid JSON: {detail}")]
-    InvalidJson { gateway: String, detail: String },
-    #[error("{gateway}: catalog larger than {limit} bytes")]
-    TooLarge { gateway: String, limit: usize },
-    #[error("{gateway}: more than {limit} pages")]
-    TooManyPages { gateway: String, limit: u32 },
-    #[error("{gateway}: rate limited (retry after {} s exceeds the deadline)", retry_after.as_secs())]
-    RateLimited { gateway: String, retry_after: Duration },
-    /// The pages added up to fewer models than the API's own `total`.
-    #[error("{gateway}: truncated catalog: received {received} of {total} models")]
-    Truncated { gateway: String, received: u64, total: u64 },
-}
+use crate::upstream::FetchError;
 
 /// The fetcher's limits, from [`Config`].
 #[derive(Clone)]
@@ -305,9 +282,9 @@ impl Fetcher {
                 });
             }
             let body = read_capped(gw, resp, budget, self.max_bytes).await?;
-            let (gw, transform) = (gw.clone(), transform.clone());
+            let (page_gw, transform) = (gw.clone(), transform.clone());
             return tokio::task::spawn_blocking(move || {
-                let page = parse_page(&gw, &body, status.as_u16())?;
+                let page = parse_page(&page_gw, &body, status.as_u16())?;
                 drop(body);
                 Ok(Fetched {
                     count: page.models.len() as u64,
@@ -319,12 +296,7 @@ impl Fetcher {
                 })
             })
             .await
-            .unwrap_or_else(|e| {
-                Err(FetchError::InvalidJson {
-                    gateway: "?".into(),
-                    detail: format!("parser panicked: {e}"),
-                })
-            });
+            .unwrap_or_else(|e| Err(FetchError::invalid_json(&gw.id, format!("parser panicked: {e}"))));
         }
     }
 }
@@ -356,10 +328,7 @@ fn network(gw: &Gateway, e: reqwest::Error) -> FetchError {
         detail = s.to_string();
         src = s.source();
     }
-    FetchError::Network {
-        gateway: gw.id.clone(),
-        detail,
-    }
+    FetchError::network(&gw.id, detail)
 }
 
 /// Read a body chunk by chunk, failing as soon as it exceeds the budget.

@@ -7,7 +7,7 @@ pub mod page;
 pub mod registry;
 
 #[cfg(test)]
-pub use fetch::FetchError;
+pub use crate::upstream::FetchError;
 pub use fetch::Fetcher;
 #[cfg(test)]
 pub use registry::PriceUnit;

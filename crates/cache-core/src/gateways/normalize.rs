@@ -9,6 +9,12 @@
 //!   read as "free" in older frontends); `gateway_pricing` holds this gateway's own
 //!   price under its id (empty when unpriced), which the merge unions.
 //! - `source_gateway(s)` and `provider_slug(s)` are filled in.
+//! - Every field the contract types (`crate::contract::Model`) is served with its
+//!   type or `null`, whatever the upstream sent: a number where a string belongs
+//!   becomes its text, a numeric string where a count belongs becomes the number
+//!   (lossless coercions); anything else becomes `null`. One model with an object
+//!   for a `provider_slug` must not break the schema, the page or search. Fields the
+//!   contract does not type are kept as they are.
 
 use serde_json::{Map, Value};
 
@@ -35,18 +41,30 @@ pub fn has_price(pricing: &Value) -> bool {
 pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
     let id = m
         .get("id")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())?
-        .to_string();
+        .and_then(text)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())?;
     m.retain(|k, _| !k.starts_with("raw_"));
+    m.insert("id".into(), Value::String(id.clone()));
 
-    if m.get("name")
-        .and_then(Value::as_str)
-        .is_none_or(|s| s.trim().is_empty())
-    {
-        m.insert("name".into(), Value::String(id.clone()));
+    let name = m.get("name").and_then(text).filter(|s| !s.trim().is_empty());
+    m.insert("name".into(), Value::String(name.unwrap_or_else(|| id.clone())));
+    for field in ["description", "canonical_slug", "model_logo_url"] {
+        coerce(&mut m, field, |v| text(v).map(Value::String));
     }
+    coerce(&mut m, "context_length", |v| {
+        integer(v).filter(|n| *n >= 0).map(Value::from)
+    });
+    coerce(&mut m, "created", |v| integer(v).map(Value::from));
+    coerce(&mut m, "supported_parameters", strings);
+    coerce(&mut m, "architecture", |v| {
+        let Value::Object(a) = v else { return None };
+        let mut a = a.clone();
+        coerce(&mut a, "modality", |v| text(v).map(Value::String));
+        coerce(&mut a, "input_modalities", strings);
+        coerce(&mut a, "output_modalities", strings);
+        Some(Value::Object(a))
+    });
 
     if let Some(Value::Object(pricing)) = m.get_mut("pricing") {
         let exp = gw.price_unit.exponent();
@@ -73,10 +91,9 @@ pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, 
 
     let provider = m
         .get("provider_slug")
-        .and_then(Value::as_str)
-        .map(str::trim)
+        .and_then(text)
+        .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
-        .map(str::to_ascii_lowercase)
         .or_else(|| {
             id.split_once('/')
                 .map(|(vendor, _)| vendor.to_ascii_lowercase())
@@ -88,6 +105,8 @@ pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, 
             m.insert("provider_slugs".into(), Value::Array(vec![Value::String(p.clone())]));
         }
         None => {
+            // Optional in the contract: absent rather than whatever the record held.
+            m.remove("provider_slug");
             m.insert("provider_slugs".into(), Value::Array(vec![]));
         }
     }
@@ -97,6 +116,47 @@ pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, 
         Value::Array(vec![Value::String(gw.id.clone())]),
     );
     Some(m)
+}
+
+/// Replace `field` (when present) with what `typed` makes of it, or `null`.
+fn coerce(m: &mut Map<String, Value>, field: &str, typed: impl Fn(&Value) -> Option<Value>) {
+    if let Some(v) = m.get_mut(field)
+        && !v.is_null()
+    {
+        *v = typed(v).unwrap_or(Value::Null);
+    }
+}
+
+/// A string field's value: a string, or the text of a number (lossless).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// An integer field's value: an integer, a float with no fraction, or a string
+/// holding one (`"8192"`).
+fn integer(v: &Value) -> Option<i64> {
+    let from_f64 = |f: f64| (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64);
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(from_f64)),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(from_f64))
+        }
+        _ => None,
+    }
+}
+
+/// A list of strings: the strings (and numbers, as text) of an array; other
+/// elements are dropped. Not an array: `None`.
+fn strings(v: &Value) -> Option<Value> {
+    let Value::Array(items) = v else { return None };
+    Some(Value::Array(items.iter().filter_map(text).map(Value::String).collect()))
 }
 
 /// A decimal string divided by 10^`exp`, exactly. Accepts `12`, `-0.5`, `1.5e-3`,
@@ -215,6 +275,54 @@ mod tests {
         let n = normalize(&gw(PriceUnit::PerMillion), m).unwrap();
         assert_eq!(n["pricing"], serde_json::json!({"prompt":"0.000001","completion":null}));
         assert_eq!(n["gateway_pricing"]["together"], n["pricing"]);
+    }
+
+    #[test]
+    fn typed_fields_get_their_type_or_null_and_unknown_fields_stay() {
+        let m: Map<String, Value> = serde_json::from_str(
+            r#"{"id":12345,"name":{"a":1},"description":12345,"provider_slug":{"toString":0},
+                "context_length":"8192","created":1.7e9,"canonical_slug":["x"],"model_logo_url":true,
+                "supported_parameters":["tools",7,null,{"x":1}],
+                "architecture":{"modality":[1],"input_modalities":"text","output_modalities":["text"],"tokenizer":{"k":1}},
+                "top_provider":{"context_length":"odd"},"pricing":{"prompt":{"x":1},"completion":"1","discount":"x"}}"#,
+        )
+        .unwrap();
+        let n = normalize(&gw(PriceUnit::PerMillion), m).unwrap();
+        assert_eq!(n["id"], "12345", "a numeric id is its text");
+        assert_eq!(n["name"], "12345", "an odd name falls back to the id");
+        assert_eq!(n["description"], "12345");
+        assert!(!n.contains_key("provider_slug"), "no usable provider: absent");
+        assert_eq!(n["provider_slugs"], serde_json::json!([]));
+        assert_eq!(n["context_length"], 8192);
+        assert_eq!(n["created"], 1_700_000_000);
+        assert_eq!(n["canonical_slug"], Value::Null);
+        assert_eq!(n["model_logo_url"], Value::Null);
+        assert_eq!(n["supported_parameters"], serde_json::json!(["tools", "7"]));
+        assert_eq!(
+            n["architecture"],
+            serde_json::json!({"modality":null,"input_modalities":null,"output_modalities":["text"],"tokenizer":{"k":1}})
+        );
+        assert_eq!(
+            n["top_provider"],
+            serde_json::json!({"context_length":"odd"}),
+            "unknown fields stay"
+        );
+        assert_eq!(
+            n["pricing"],
+            serde_json::json!({"prompt":null,"completion":"0.000001","discount":"x"})
+        );
+        for (bad, field) in [
+            (r#""context_length":-5"#, "context_length"),
+            (r#""created":"soon""#, "created"),
+            (r#""architecture":"text""#, "architecture"),
+        ] {
+            let m: Map<String, Value> = serde_json::from_str(&format!(r#"{{"id":"a",{bad}}}"#)).unwrap();
+            assert_eq!(
+                normalize(&gw(PriceUnit::PerToken), m).unwrap()[field],
+                Value::Null,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

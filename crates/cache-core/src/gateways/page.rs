@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::fetch::FetchError;
 use super::registry::Gateway;
+use crate::upstream::FetchError;
 
 /// One page of the catalog API.
 #[derive(Debug)]
@@ -31,10 +31,7 @@ struct PageWire {
 
 /// Parse a catalog page: the object shape, or a bare array of models.
 pub fn parse_page(gw: &Gateway, body: &[u8], status: u16) -> Result<Page, FetchError> {
-    let invalid = |detail: String| FetchError::InvalidJson {
-        gateway: gw.id.clone(),
-        detail,
-    };
+    let invalid = |detail: String| FetchError::invalid_json(&gw.id, detail);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'<') => Err(FetchError::Html {
             gateway: gw.id.clone(),

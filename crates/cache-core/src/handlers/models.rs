@@ -54,22 +54,11 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
         }
         Some(s) => Some(s.to_lowercase()),
     };
-    // `Some(n)` when given and in `range`, `None` when absent.
-    let number = |name: &str, range: std::ops::RangeInclusive<usize>| {
-        q.get(name)
-            .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .ok_or_else(|| format!("{name} must be an integer in {}..={}", range.start(), range.end()))
-            })
-            .transpose()
-    };
-    // Pages: the catalog API's `limit` (1..=1000) and `offset`. A search always
-    // comes in pages (default 50); the list is whole unless either is given, and
-    // `offset` alone means the rest of the list from there.
-    let (limit, offset) = match (number("limit", 1..=search::MAX_LIMIT), number("offset", 0..=1_000_000)) {
+    // Pages: the catalog API's `limit` and `offset`, any size (the old frontend asks
+    // `limit=50000` for "everything"). A search always comes in pages (default 50);
+    // the list is whole unless either is given, and `offset` alone means the rest of
+    // the list from there.
+    let (limit, offset) = match (count(q.get("limit"), "limit", 1), count(q.get("offset"), "offset", 0)) {
         (Ok(l), Ok(o)) => (l, o),
         (Err(e), _) | (_, Err(e)) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e, None),
     };
@@ -99,10 +88,15 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
         offset: offset.unwrap_or(0),
         limit,
     };
-    match (search, limit.or(offset)) {
-        (None, None) => serve_entry(req, &lookup.entry, &served, head_only),
-        (None, Some(_)) => serve_page(req, catalog, &lookup.entry, &served, None, cut, head_only).await,
-        (Some(term), _) => {
+    match search {
+        // The whole list, however it was asked for: no page fields, or a `limit` that
+        // covers every model from offset 0 (`limit=50000`). Same stored bytes, same
+        // ETag, same fast path; its page fields read `limit: null`.
+        None if cut.is_whole(lookup.entry.meta.item_count as usize) => {
+            serve_entry(req, &lookup.entry, &served, head_only)
+        }
+        None => serve_page(req, catalog, &lookup.entry, &served, None, cut, head_only).await,
+        Some(term) => {
             let cut = Cut {
                 limit: Some(limit.unwrap_or(search::DEFAULT_LIMIT)),
                 ..cut
@@ -110,6 +104,24 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
             serve_page(req, catalog, &lookup.entry, &served, Some(&term), cut, head_only).await
         }
     }
+}
+
+/// A `limit` or `offset` value: any integer from `min` up (values past `usize::MAX`
+/// mean "everything" and saturate), `None` when absent.
+fn count(value: Option<&String>, name: &str, min: usize) -> Result<Option<usize>, String> {
+    let Some(v) = value else { return Ok(None) };
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{name} must be an integer of at least {min}, got {:?}",
+            crate::upstream::truncate(v.to_string(), 40)
+        ));
+    }
+    let n = v.parse::<usize>().unwrap_or(usize::MAX);
+    if n < min {
+        return Err(format!("{name} must be an integer of at least {min}, got {n}"));
+    }
+    Ok(Some(n))
 }
 
 /// How an entry is being served: what the response headers say about it.
@@ -153,26 +165,28 @@ fn unknown_gateway(catalog: &App, given: &str) -> Response<Bytes> {
     )
 }
 
+/// Nothing cached and the fetch failed: what kind of failure, as a status, a code and
+/// (when known) `Retry-After`. A rate-limited upstream is 503 with its own window.
 fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
+    use crate::swr::SourceError;
     let (status, code) = match e {
+        _ if e.is_rate_limit() => (StatusCode::SERVICE_UNAVAILABLE, "upstream_rate_limited"),
         CacheError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        CacheError::Source(SourceError::Upstream(f)) if f.is_timeout() => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+        }
         CacheError::Throttled { .. } | CacheError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
         _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
     };
-    let mut r = json_error(
-        status,
-        code,
-        &format!("no cached catalog for '{name}' and the upstream failed: {e}"),
-        None,
-    );
-    r.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
-    let retry_after = match e {
-        // What is left of the key's retry window, from the store's clock.
-        CacheError::Throttled { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
-        // Another instance's fetch is still running: ask again shortly.
-        CacheError::Busy => Some(1),
-        _ => None,
+    let retry_after = e.retry_after().map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let message = match retry_after {
+        Some(secs) if e.is_rate_limit() => {
+            format!("no cached catalog for '{name}' and the upstream is rate limiting; retry after {secs} s ({e})")
+        }
+        _ => format!("no cached catalog for '{name}' and the upstream failed: {e}"),
     };
+    let mut r = json_error(status, code, &crate::upstream::bounded(&message), None);
+    r.headers_mut().insert("x-cache", HeaderValue::from_static("MISS"));
     if let Some(secs) = retry_after {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -276,6 +290,13 @@ struct Cut {
     offset: usize,
     /// `None`: to the end.
     limit: Option<usize>,
+}
+
+impl Cut {
+    /// Whether this cut of a list of `total` models is the whole list.
+    fn is_whole(&self, total: usize) -> bool {
+        self.offset == 0 && self.limit.is_none_or(|l| l >= total)
+    }
 }
 
 /// A page of the list, or (`term`) of the models whose id, name, description or

@@ -136,7 +136,7 @@ impl Cache {
             {
                 Waited::Stored(e) if purpose == Purpose::Miss => return Ok(e),
                 Waited::Failed(f) if purpose == Purpose::Miss => {
-                    return Err(self.throttled(key).await.unwrap_or(CacheError::Fetch(f.error)));
+                    return Err(self.throttled(key).await.unwrap_or(CacheError::Recorded(f)));
                 }
                 Waited::StillHeld => {
                     tracing::warn!(
@@ -283,7 +283,7 @@ impl Cache {
         let fetched = tokio::time::timeout(deadline, source.clone().fetch(spawner.clone())).await;
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
-            Ok(Err(msg)) => Err(CacheError::Fetch(msg)),
+            Ok(Err(e)) => Err(CacheError::Source(e)),
             Ok(Ok(payload)) => match source.validate(&payload, previous) {
                 Err(why) => Err(CacheError::Rejected(why)),
                 // The same content as stored: move its clock, keep its bodies and ETag
@@ -311,7 +311,7 @@ impl Cache {
                             );
                             Ok(entry)
                         }
-                        Written::Failed(_, e) => Err(CacheError::NotStored(e.to_string())),
+                        Written::Failed(_, e) => Err(CacheError::NotStored(e)),
                     }
                 }
             },
@@ -422,40 +422,41 @@ impl Cache {
     /// The throttle of `key` while its retry window is open, with the time left
     /// (the store's clock: the same for every instance).
     async fn throttled(&self, key: &str) -> Option<CacheError> {
-        if self.settings.revalidate_retry.is_zero() {
-            return None;
-        }
         let left = self.store.pttl(&keys::retry_after(key)).await.ok()??;
-        let error = self
-            .last_failure(key)
-            .await
-            .map_or_else(|| "recent failure".to_string(), |f| f.error);
+        let failure = self.last_failure(key).await.unwrap_or_else(|| FetchFailure {
+            error: "recent failure".into(),
+            at_ms: now_ms(),
+            rate_limited: false,
+            retry_after_s: None,
+        });
         Some(CacheError::Throttled {
-            error,
+            failure,
             retry_after: left,
         })
     }
 
     async fn record_failure(&self, key: &str, error: &CacheError, throttle: bool) {
+        // A rate-limited upstream names its own window; any other failure gets
+        // `REVALIDATE_RETRY_SECONDS`.
+        let window = throttle
+            .then(|| error.retry_window(self.settings.revalidate_retry))
+            .flatten();
         let failure = FetchFailure {
-            error: error.to_string(),
+            error: crate::upstream::bounded(&error.to_string()),
             at_ms: now_ms(),
+            rate_limited: error.is_rate_limit(),
+            retry_after_s: window.map(|w| w.as_secs()),
         };
         let json = serde_json::to_vec(&failure).expect("serializable");
-        // Kept a day: long enough to explain an outage on the status page.
         let _ = self
             .store
-            .set(&keys::last_error(key), Bytes::from(json), Duration::from_secs(86_400))
+            .set(&keys::last_error(key), Bytes::from(json), keys::LAST_ERROR_TTL)
             .await;
         // No new attempt on this key (by reads, on any instance) until the window passes.
-        if throttle && !self.settings.revalidate_retry.is_zero() {
+        if let Some(window) = window {
             let _ = self
                 .store
-                .set(
-                    &keys::retry_after(key),
-                    Bytes::from_static(b"1"),
-                    self.settings.revalidate_retry,
-                )
+                .set(&keys::retry_after(key), Bytes::from_static(b"1"), window)
                 .await;
         }
     }

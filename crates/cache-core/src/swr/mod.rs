@@ -49,8 +49,9 @@ use crate::entry::{Entry, EntryMeta, Freshness};
 use crate::keys;
 use crate::metrics::{Event, Metrics};
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::ttl::TtlPolicy;
+use crate::upstream::FetchError;
 use local::LocalTier;
 
 /// What a source fetched: the JSON to store and how many items it holds.
@@ -85,7 +86,7 @@ pub trait Source: Send + Sync + 'static {
 
     /// Fetch a fresh value. `spawner` lets composite sources (the merged catalog)
     /// read other keys through the cache.
-    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, String>>;
+    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>>;
 
     /// Reject a value before it overwrites `previous` (docs/design.md, failure 5). The default
     /// rejects an empty payload.
@@ -138,12 +139,25 @@ pub struct Lookup {
     pub fail_safe: bool,
 }
 
+/// Why a source could not produce a value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The upstream failed (the error names the gateway and what failed).
+    #[error(transparent)]
+    Upstream(#[from] FetchError),
+    /// A derived value had nothing to be built from (the merged view, when no
+    /// gateway has data).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// A read that could not be answered: nothing usable was cached and the fetch failed.
+/// Typed to the end: the handler maps each kind to its status and headers.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CacheError {
-    /// The upstream failed (message names what failed).
+    /// The source failed.
     #[error("upstream fetch failed: {0}")]
-    Fetch(String),
+    Source(SourceError),
     /// The upstream answered, but the value was rejected by validation.
     #[error("upstream value rejected: {0}")]
     Rejected(String),
@@ -152,21 +166,70 @@ pub enum CacheError {
     Timeout(Duration),
     /// The key failed recently (here or on another instance) and is not fetched again
     /// until its retry window ends, `retry_after` from now.
-    #[error("upstream failed recently and is not retried yet: {error}")]
-    Throttled { error: String, retry_after: Duration },
+    #[error("upstream failed recently and is not retried yet: {}", .failure.error)]
+    Throttled {
+        failure: FetchFailure,
+        retry_after: Duration,
+    },
+    /// Another instance fetched this key while we waited, and failed: its recorded
+    /// failure (we do not fetch beside it, nor right after it).
+    #[error("another instance's fetch failed: {}", .0.error)]
+    Recorded(FetchFailure),
     /// Another instance is still fetching this key and we waited as long as allowed.
     #[error("another instance is still fetching this key")]
     Busy,
     /// Fetched and valid, but the store did not take it (a warm reports this).
     #[error("fetched but not stored: {0}")]
-    NotStored(String),
+    NotStored(StoreError),
 }
 
-/// The last failure to fetch a key, kept in the store for the status page.
+impl CacheError {
+    /// The upstream is rate limiting: from its own answer, or from a recorded
+    /// failure (this instance's or another's).
+    pub fn is_rate_limit(&self) -> bool {
+        match self {
+            CacheError::Source(SourceError::Upstream(e)) => e.retry_after().is_some(),
+            CacheError::Throttled { failure, .. } | CacheError::Recorded(failure) => failure.rate_limited,
+            _ => false,
+        }
+    }
+
+    /// How long a client should wait before asking again, when that is known: the
+    /// upstream's `Retry-After` (bounded), or what is left of the key's retry window.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CacheError::Source(SourceError::Upstream(e)) => e.retry_after(),
+            CacheError::Throttled { retry_after, .. } => Some(*retry_after),
+            CacheError::Recorded(f) => f.retry_after_s.map(Duration::from_secs),
+            CacheError::Busy => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The retry window a failure opens on its key: the upstream's own `Retry-After`
+    /// when it is rate limiting, else `default` (`None`: no window).
+    fn retry_window(&self, default: Duration) -> Option<Duration> {
+        match self {
+            CacheError::Source(SourceError::Upstream(e)) if e.retry_after().is_some() => e.retry_after(),
+            _ => (!default.is_zero()).then_some(default),
+        }
+    }
+}
+
+/// The last failure to fetch a key, kept in the store for the status page and for
+/// the instances that waited on that fetch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchFailure {
+    /// What failed, bounded (`upstream::MAX_ERROR_TEXT`).
     pub error: String,
     pub at_ms: u64,
+    /// The upstream was rate limiting.
+    #[serde(default)]
+    pub rate_limited: bool,
+    /// The retry window it opened, in seconds (the upstream's `Retry-After` for a
+    /// rate limit).
+    #[serde(default)]
+    pub retry_after_s: Option<u64>,
 }
 
 /// Tunables of the SWR layer (from [`crate::config::Config`]).

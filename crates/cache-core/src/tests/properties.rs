@@ -16,6 +16,7 @@ use crate::entry::{Encoding, Entry, STORED_ENCODINGS};
 use crate::gateways::page::parse_page;
 use crate::gateways::{Gateway, PriceUnit};
 use crate::handlers::query;
+use proptest::test_runner::TestCaseError;
 
 fn gw() -> Gateway {
     Gateway::new("groq", PriceUnit::PerMillion, Duration::from_secs(5))
@@ -118,5 +119,154 @@ proptest! {
     #[test]
     fn query_parser_handles_any_unicode(raw in "\\PC{0,100}") {
         let _ = query::parse(Some(&raw), &["gateway"]);
+    }
+}
+
+// ---- served bodies keep the contract whatever the upstream sends -----------------
+
+/// Any JSON value, a few levels deep: what a hostile or broken upstream may put in
+/// any field.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::String),
+        "[0-9]{1,6}".prop_map(Value::String),
+        "[a-z]{1,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,16}|toString|prompt|input_modalities", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A model with a usable id and arbitrary values in every field the contract types.
+fn hostile_model() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
+    const TYPED: &[&str] = &[
+        "name",
+        "description",
+        "provider_slug",
+        "context_length",
+        "created",
+        "canonical_slug",
+        "architecture",
+        "supported_parameters",
+        "model_logo_url",
+        "pricing",
+        "source_gateways",
+        "provider_slugs",
+        "gateway_pricing",
+    ];
+    (
+        "[a-zA-Z0-9][a-zA-Z0-9 ./:_-]{1,20}",
+        prop::collection::vec((0..TYPED.len(), any_json()), 0..8),
+        prop::option::of(("[a-z_]{1,10}", any_json(), any_json())),
+    )
+        .prop_map(|(id, fields, nested)| {
+            let mut m = serde_json::Map::new();
+            m.insert("id".into(), id.into());
+            for (f, v) in fields {
+                m.insert(TYPED[f].into(), v);
+            }
+            // Typed fields inside objects (`pricing.prompt`, `architecture.*_modalities`).
+            if let Some((k, a, b)) = nested {
+                m.insert(
+                    "pricing".into(),
+                    serde_json::json!({ "prompt": a, "completion": b, k.clone(): 1 }),
+                );
+                m.insert(
+                    "architecture".into(),
+                    serde_json::json!({ "input_modalities": a, "modality": b, k: [] }),
+                );
+            }
+            m
+        })
+}
+
+fn models_schema() -> &'static jsonschema::Validator {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/models.schema.json");
+        let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    })
+}
+
+/// Every body a client can get from `body` (a catalog as stored): the list, a page,
+/// and a search for each model's id, each valid against the schema; every model is
+/// found by its id. Returns the ids checked.
+fn every_served_body_keeps_the_contract(body: &Bytes) -> Result<usize, TestCaseError> {
+    use crate::search::SearchIndex;
+    let valid = |what: &str, json: &[u8]| -> Result<serde_json::Value, TestCaseError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+        let errors: Vec<String> = models_schema()
+            .iter_errors(&v)
+            .take(3)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        prop_assert!(errors.is_empty(), "{what} breaks the schema: {errors:?}\n{v}");
+        Ok(v)
+    };
+    let list = valid("list", body)?;
+    let index = SearchIndex::build(body.clone()).map_err(TestCaseError::fail)?;
+    valid("page", &index.page(None, 1, Some(2)))?;
+    let ids: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().expect("id is a string").to_string())
+        .collect();
+    for id in &ids {
+        let term = id.to_lowercase();
+        if term.chars().count() < crate::search::MIN_TERM_CHARS {
+            continue;
+        }
+        let found = valid("search", &index.page(Some(&term), 0, Some(usize::MAX)))?;
+        let hits: Vec<&str> = found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        prop_assert!(hits.contains(&id.as_str()), "{id:?} not found by its id: {hits:?}");
+    }
+    Ok(ids.len())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)))]
+
+    #[test]
+    fn any_value_in_a_typed_field_is_served_with_its_type_and_found_by_id(
+        a in prop::collection::vec(hostile_model(), 1..6),
+        b in prop::collection::vec(hostile_model(), 1..6),
+    ) {
+        use std::sync::Arc;
+        let gateways = [
+            Gateway::new("groq", PriceUnit::PerMillion, Duration::from_secs(5)),
+            Gateway::new("together", PriceUnit::PerToken, Duration::from_secs(5)),
+        ];
+        let mut entries = Vec::new();
+        for (gw, models) in gateways.iter().zip([a, b]) {
+            let n_in = models.len();
+            let (items, n) = crate::catalog::normalize_page(gw, models);
+            prop_assert_eq!(n, n_in, "every model with an id is kept");
+            let body = crate::catalog::catalog_json(&gw.id, &[&items], n, &[]);
+            prop_assert_eq!(every_served_body_keeps_the_contract(&body)?, n);
+            let entry = Entry::build(body, n as u32, 0, 1, 2, STORED_ENCODINGS);
+            entries.push((gw.id.clone(), Arc::new(entry)));
+        }
+        let merged = crate::catalog::merge_entries(&entries, vec!["missing".into()]);
+        every_served_body_keeps_the_contract(&merged.json)?;
     }
 }

@@ -229,7 +229,7 @@ async fn failed_miss_returns_error_and_caches_nothing(b: Backend) {
     src.set(Behaviour::Fail("connection reset"));
     let err = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
     assert!(
-        matches!(err, CacheError::Fetch(ref m) if m.contains("connection reset")),
+        matches!(err, CacheError::Source(ref e) if e.to_string().contains("connection reset")),
         "{err:?}"
     );
     assert_eq!(src.calls(), 1, "a failure is not retried in the same request");
