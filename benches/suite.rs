@@ -3,7 +3,7 @@
 //! `cargo bench --bench suite` runs every section in one go on this machine, against
 //! a real redis-server on loopback, the sample catalog API and the release function
 //! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections
-//! (hotpath floor inproc warm scale cold rest unchanged hardening).
+//! (hotpath floor inproc warm scale cold rest unchanged hardening hostile).
 //!
 //! Sections:
 //!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
@@ -13,6 +13,7 @@
 //!   scale    Featherless at ~18k models: warm time, stored bytes, peak RSS, gateway=all latency
 //!   cold     process start to first 200 on /api/models with a warm Redis
 //!   rest     bytes at rest for the full fixture set vs the raw JSON
+//!   hostile  peak RSS of `models` under 15 s of hostile URLs from 12 connections, ~20k models
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -676,6 +677,186 @@ async fn hardening() {
     );
 }
 
+/// What an anonymous client can cost an instance: a hostile mix of URLs against the
+/// release `models` function on a ~20,000-model catalog, from 12 connections for 15 s,
+/// while 2 more connections keep reading the cached `all`. Prints peak RSS (target
+/// ≤ 600 MB), the cached reads (target: none failed) and whether the process lived.
+async fn hostile() {
+    println!("\n== hostile: 12 connections of hostile URLs for 15 s, ~20,000 models, release `models` ==");
+    let s = Stack::new(&[]).await;
+    s.sample.scale("featherless", 18_000);
+    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let n = run.merged_models.unwrap_or(0) as u64;
+    let mut f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+    client
+        .get(f.url("/api/models?gateway=all"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (_, rss_before) = f.memory_mb();
+    // The levers, one picked at random per request.
+    let lever = move |r: u64| -> (hyper::Method, String, &'static str, usize) {
+        let k = 1 + fastrand::u64(..n.max(2) - 1);
+        match r % 9 {
+            0 => (
+                hyper::Method::HEAD,
+                format!("/api/models?gateway=all&offset={k}"),
+                "identity",
+                0,
+            ),
+            1 => (
+                hyper::Method::HEAD,
+                format!("/api/models?gateway=all&offset={k}"),
+                "gzip, br",
+                0,
+            ),
+            2 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&offset={k}"),
+                "identity",
+                1,
+            ),
+            3 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&offset={k}"),
+                "gzip, br",
+                2,
+            ),
+            4 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&limit={k}"),
+                "gzip, br",
+                3,
+            ),
+            5 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&limit={k}"),
+                "identity",
+                3,
+            ),
+            6 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&search=q{}z&limit=50000", fastrand::u64(..)),
+                "gzip, br",
+                4,
+            ),
+            7 => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&search=ll&limit={k}"),
+                "gzip, br",
+                4,
+            ),
+            _ => (
+                hyper::Method::GET,
+                format!("/api/models?gateway=all&limit=50&offset={k}"),
+                "gzip, br",
+                5,
+            ),
+        }
+    };
+    let seconds = 15.0;
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut workers = Vec::new();
+    for _ in 0..12 {
+        let port = f.port;
+        workers.push(tokio::spawn(async move {
+            let mut counts = [0u64; 6];
+            let mut failed = 0u64;
+            let mut bytes = 0u64;
+            let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+            while Instant::now() < deadline {
+                let (method, path, ae, kind) = lever(fastrand::u64(..));
+                match client
+                    .request(method, format!("http://127.0.0.1:{port}{path}"))
+                    .header("accept-encoding", ae)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => {
+                        bytes += r.bytes().await.map_or(0, |b| b.len() as u64);
+                        counts[kind] += 1;
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (counts, failed, bytes)
+        }));
+    }
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let url = f.url("/api/models?gateway=all");
+        readers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+            let (mut ok, mut failed, mut slowest) = (0u64, 0u64, Duration::ZERO);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let answered = match client
+                    .get(&url)
+                    .header("accept-encoding", "gzip, deflate, br")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if answered {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                slowest = slowest.max(t.elapsed());
+            }
+            (ok, failed, slowest)
+        }));
+    }
+    let mut peak_sampled = rss_before;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak_sampled = peak_sampled.max(f.memory_mb().1);
+    }
+    let (mut counts, mut failed, mut bytes) = ([0u64; 6], 0u64, 0u64);
+    for w in workers {
+        let (c, fl, b) = w.await.unwrap();
+        for (total, x) in counts.iter_mut().zip(c) {
+            *total += x;
+        }
+        failed += fl;
+        bytes += b;
+    }
+    let (mut reads, mut read_failures, mut slowest) = (0, 0, Duration::ZERO);
+    for r in readers {
+        let (ok, fl, sl) = r.await.unwrap();
+        reads += ok;
+        read_failures += fl;
+        slowest = slowest.max(sl);
+    }
+    let (peak, now) = f.memory_mb();
+    println!(
+        "{} hostile requests in {seconds:.0} s ({} failed, {:.0} MB received): HEAD offset walks {}, GET identity offset walks {}, compressed offset walks {}, random limits {}, distinct searches {}, random pages {}",
+        counts.iter().sum::<u64>(),
+        failed,
+        bytes as f64 / 1e6,
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+        counts[5]
+    );
+    println!(
+        "cached `all` reads beside it: {reads} answered, {read_failures} failed, slowest {:.1} ms (target: none failed)",
+        slowest.as_secs_f64() * 1e3
+    );
+    println!(
+        "RSS of the models process: {rss_before} MB before, peak {peak} MB (sampled {peak_sampled} MB), {now} MB after; process alive: {} (target: peak <= 600 MB)",
+        f.alive()
+    );
+}
+
 fn commands(r: &RedisServer) -> i64 {
     info_field(r, "stats", "total_commands_processed")
 }
@@ -730,5 +911,8 @@ async fn main() {
     }
     if want("hardening") {
         hardening().await;
+    }
+    if want("hostile") {
+        hostile().await;
     }
 }

@@ -441,9 +441,13 @@ async fn cron_auth_and_result() {
         ("GATEWAYZ_API_URL", &env.sample.base_url()),
         ("GATEWAYS", "groq"),
     ]);
-    let addr = support::dev_server(
+    let addr = support::dev_server_with(
         cache_core::App::new(config).unwrap(),
         cache_core::spawn::TaskSpawner::new(),
+        dev_server::Options {
+            allow_local_cron: true,
+            ..Default::default()
+        },
     )
     .await;
     let r = c
@@ -465,11 +469,18 @@ async fn dev_server_serves_every_route_with_the_same_handlers() {
         ("CACHE_WARMING_SECRET", WARM_SECRET),
         ("GATEWAYS", "groq,fal"),
     ]);
-    let addr = support::dev_server(
-        cache_core::App::new(config).unwrap(),
-        cache_core::spawn::TaskSpawner::new(),
+    let app = cache_core::App::new(config).unwrap();
+    let tasks = cache_core::spawn::TaskSpawner::new();
+    let addr = support::dev_server_with(
+        app.clone(),
+        tasks.clone(),
+        dev_server::Options {
+            allow_local_cron: true,
+            ..Default::default()
+        },
     )
     .await;
+    let plain = support::dev_server(app, tasks).await;
     let c = raw_client();
     let base = format!("http://{addr}");
 
@@ -483,7 +494,26 @@ async fn dev_server_serves_every_route_with_the_same_handlers() {
     let r = c.get(format!("{base}/api/models?gateway=fal")).send().await.unwrap();
     assert_eq!(header(&r, "x-cache"), Some("HIT"));
     let r = c.get(format!("{base}/api/cron/warm-cache")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "loopback, CRON_SECRET unset: allowed in development");
+    assert_eq!(
+        r.status(),
+        200,
+        "loopback, CRON_SECRET unset, --allow-local-cron: allowed"
+    );
+    for via in ["x-forwarded-for", "forwarded", "via"] {
+        let r = c
+            .get(format!("{base}/api/cron/warm-cache"))
+            .header(via, "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{via}: a proxied request is not local");
+    }
+    let r = c
+        .get(format!("http://{plain}/api/cron/warm-cache"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "without --allow-local-cron loopback proves nothing");
     let r = c.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(json_of(r).await["routes"].is_array());

@@ -11,6 +11,7 @@ mod support;
 mod browser;
 mod compat;
 mod contract;
+mod hostile;
 mod http_e2e;
 mod layout;
 mod observability;

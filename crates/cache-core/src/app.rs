@@ -32,7 +32,7 @@ pub struct App {
     /// The assembled status JSON and when it was built: the unauthenticated status
     /// GET is answered from here for a few seconds (a tokio Mutex: held while one
     /// request assembles it, so a burst costs one assembly).
-    pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, bytes::Bytes)>>,
+    pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, crate::body::Precompressed)>>,
     /// `search` indexes and recent answers (see [`crate::search`]).
     pub(crate) searcher: crate::search::Searcher,
 }
@@ -53,6 +53,7 @@ impl App {
             soft_timeout: config.soft_timeout,
         };
         let registry = Registry::from_config(&config);
+        let answer_budget = config.answer_cache_max_bytes;
         Arc::new(App {
             cache: Cache::new(store, settings),
             all_key: all_key_for(&registry),
@@ -62,7 +63,7 @@ impl App {
             rebuild_scheduled: AtomicBool::new(false),
             rebuilding: AsyncMutex::new(()),
             status_cache: AsyncMutex::new(None),
-            searcher: crate::search::Searcher::default(),
+            searcher: crate::search::Searcher::new(answer_budget),
         })
     }
 

@@ -123,6 +123,10 @@ pub struct Config {
     pub local_cache_ttl: Duration,
     /// `METRICS_FLUSH_INTERVAL_MS`: counters reach the store at most this often per instance.
     pub metrics_flush_interval: Duration,
+    /// `ANSWER_CACHE_MAX_BYTES`: what an instance keeps per request shape (search
+    /// indexes, match lists, compressed pages and searches), in bytes. The budget
+    /// bounds memory whatever the URLs; an answer above 1/16 of it is never kept.
+    pub answer_cache_max_bytes: usize,
     /// `GATEWAYZ_API_URL`: the catalog API base URL. Redacted in `Debug`/`Display`.
     pub upstream_base_url: SecretUrl,
     /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in 21.
@@ -231,6 +235,7 @@ impl Config {
             fail_safe_max: Duration::from_secs(num("FAILSAFE_MAX_SECONDS", 7 * 86_400)?),
             soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000)?),
             metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
+            answer_cache_max_bytes: num("ANSWER_CACHE_MAX_BYTES", 64 << 20)? as usize,
             upstream_base_url: SecretUrl::new(
                 get("GATEWAYZ_API_URL")
                     .unwrap_or_else(|| "https://api.gatewayz.ai".into())

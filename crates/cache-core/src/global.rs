@@ -4,8 +4,6 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
-
 use crate::app::App;
 use crate::config::Config;
 
@@ -26,7 +24,7 @@ impl fmt::Display for StartupError {
 impl StartupError {
     /// 503 JSON naming the variable: the function is up but cannot serve until the
     /// deployment's configuration is fixed.
-    pub fn response(&self) -> http::Response<Bytes> {
+    pub fn response(&self) -> http::Response<crate::body::Body> {
         crate::handlers::json_error(
             http::StatusCode::SERVICE_UNAVAILABLE,
             "configuration_error",

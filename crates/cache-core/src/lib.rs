@@ -26,6 +26,7 @@
 
 // The front door: what the route binaries, the dev server, the benches and the
 // end-to-end tests use. Everything else is private to the crate.
+pub mod body;
 pub mod config;
 pub mod contract;
 pub mod global;
@@ -45,6 +46,7 @@ pub use upstream::FetchError;
 
 // The machinery, bottom to top (docs/design.md has the picture).
 mod app;
+mod budget;
 mod catalog;
 mod clock;
 mod entry;

@@ -1,20 +1,22 @@
-//! `search` over a cached catalog, cheap enough to leave unauthenticated.
+//! Pages and `search` over a cached catalog, cheap enough to leave unauthenticated,
+//! and bounded in memory whatever the URLs.
 //!
-//! The first version parsed the whole merged JSON into maps on the async worker for
-//! every request (~120 ms for `all`), and a single client looping on it slowed every
-//! cached read of the instance. Now:
-//! - an index is built once per entry (per ETag), off the async workers: one
+//! - An index is built once per entry (per ETag), off the async workers: one
 //!   lowercased haystack line per model (id, name, description, provider) and the byte
-//!   span of each model's object in the cached JSON;
-//! - a query is a SIMD substring scan of that haystack (`memchr::memmem`), and the
-//!   answer is assembled from the cached JSON's own bytes (no re-serialization);
-//! - the cost is bounded: a minimum term length, a page of at most `MAX_LIMIT` results
-//!   with the catalog API's page fields, one search computing at a time per instance
-//!   (a cached read always has a core), and recent answers are kept by
-//!   (ETag, term, page, encoding);
-//! - the answer is compressed like the cached list (br or gzip, when accepted).
+//!   span of each model's object in the cached JSON.
+//! - A query is a SIMD substring scan of that haystack (`memchr::memmem`); an answer is
+//!   assembled from the cached JSON's own bytes, never re-serialized. A page of the
+//!   list is a contiguous run of those bytes: it is sent as a slice of them between a
+//!   small head and tail, with no copy at all ([`crate::body::Body`]).
+//! - What is kept per request shape (indexes, match lists, compressed answers) lives
+//!   in one byte-budgeted LRU (`ANSWER_CACHE_MAX_BYTES`); an answer larger than a
+//!   fraction of it is served without being kept.
+//! - CPU: one index build, scan, copy or compression at a time per instance (cached
+//!   reads keep a core). Memory in flight: at most [`LARGE_AT_ONCE`] answers over
+//!   [`LARGE_ANSWER_BYTES`] exist at once (each holds a permit until it is sent).
+//! - ETags of pages and searches are derived from the entry's (a content hash) and
+//!   the cut, so they cost nothing to compute and agree across instances.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,6 +25,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::body::Body;
+use crate::budget::ByteLru;
 use crate::contract::Page;
 use crate::entry::{Encoding, Entry};
 
@@ -32,9 +36,6 @@ pub const MIN_TERM_CHARS: usize = 2;
 pub const MAX_TERM_CHARS: usize = 200;
 /// Results per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: usize = 50;
-/// Indexes kept (one per cached key) and answers kept, per instance.
-const MAX_INDEXES: usize = 64;
-const MAX_ANSWERS: usize = 512;
 
 /// One catalog, ready to be searched or cut into pages.
 pub struct SearchIndex {
@@ -185,8 +186,13 @@ impl SearchIndex {
         self.spans.len()
     }
 
+    /// Bytes this index keeps alive (the cached JSON it points into included).
+    fn weight(&self) -> usize {
+        self.json.len() + self.envelope.len() + self.haystack.len() + self.line_starts.len() * 4 + self.spans.len() * 8
+    }
+
     /// Indexes of the models whose line contains `term` (already lowercased).
-    fn matches(&self, term: &str) -> Vec<usize> {
+    fn matches(&self, term: &str) -> Vec<u32> {
         // Lines end in '\n' and no field contains one: such a term could only match
         // across two models.
         if term.is_empty() || term.contains('\n') {
@@ -199,7 +205,7 @@ impl SearchIndex {
             let at = from + pos;
             // The model whose line holds `at`.
             let model = self.line_starts.partition_point(|s| (*s as usize) <= at) - 1;
-            out.push(model);
+            out.push(model as u32);
             // Next search starts at the next model's line.
             from = self
                 .line_starts
@@ -213,173 +219,328 @@ impl SearchIndex {
     }
 
     /// The page `[offset, offset + limit)` of the models matching `term` (every
-    /// model when `None`), as the JSON body: the models' own bytes, the catalog's
-    /// other members, and the catalog API's page fields.
+    /// model when `None`), as one JSON body (tests).
     #[cfg(test)]
     pub fn page(&self, term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
-        match term {
-            Some(t) => self.page_of(&self.matches(t), term, offset, limit),
-            None => self.page_of(&(0..self.len()).collect::<Vec<_>>(), None, offset, limit),
-        }
+        let hits = term.map(|t| self.matches(t));
+        let plan = Plan::new(self, hits.as_deref(), term, offset, limit);
+        plan.parts().iter().flat_map(|p| p.iter().copied()).collect()
     }
+}
 
-    fn page_of(&self, hits: &[usize], term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
-        let page = Page::of(hits.len(), offset, limit);
-        let models = &hits[page.range()];
-        let size: usize = models
-            .iter()
-            .map(|&i| (self.spans[i].1 - self.spans[i].0) as usize + 1)
-            .sum();
-        let mut out = Vec::with_capacity(size + self.envelope.len() + 256);
-        out.extend_from_slice(b"{\"data\":[");
-        for (n, &i) in models.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            let (a, b) = self.spans[i];
-            out.extend_from_slice(&self.json[a as usize..b as usize]);
-        }
-        out.push(b']');
-        out.extend_from_slice(&self.envelope);
+/// The start of every answer.
+const HEAD: &[u8] = b"{\"data\":[";
+
+/// An answer's JSON, planned: its size is known before anything is copied.
+struct Plan<'a> {
+    index: &'a SearchIndex,
+    models: Models<'a>,
+    /// `]`, the catalog's other members, `search`, the page fields, `}`.
+    tail: Vec<u8>,
+}
+
+/// Which models an answer holds.
+enum Models<'a> {
+    /// A run of the list: contiguous in the cached JSON.
+    Run(std::ops::Range<usize>),
+    /// Models picked by a search.
+    Picked(&'a [u32]),
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        index: &'a SearchIndex,
+        hits: Option<&'a [u32]>,
+        term: Option<&str>,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Self {
+        let page = Page::of(hits.map_or(index.len(), <[u32]>::len), offset, limit);
+        let models = match hits {
+            None => Models::Run(page.range()),
+            Some(h) => Models::Picked(&h[page.range()]),
+        };
+        let mut tail = Vec::with_capacity(index.envelope.len() + 160);
+        tail.push(b']');
+        tail.extend_from_slice(&index.envelope);
         if let Some(term) = term {
-            out.extend_from_slice(b",\"search\":");
-            serde_json::to_writer(&mut out, term).expect("strings serialize");
+            tail.extend_from_slice(b",\"search\":");
+            serde_json::to_writer(&mut tail, term).expect("strings serialize");
         }
-        page.write_members(&mut out);
-        out.push(b'}');
-        out
+        page.write_members(&mut tail);
+        tail.push(b'}');
+        Plan { index, models, tail }
+    }
+
+    /// The byte range of a run of models in the cached JSON (commas between them included).
+    fn run_bytes(&self, run: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        if run.is_empty() {
+            return 0..0;
+        }
+        self.index.spans[run.start].0 as usize..self.index.spans[run.end - 1].1 as usize
+    }
+
+    fn len(&self) -> usize {
+        let models = match &self.models {
+            Models::Run(r) => self.run_bytes(r).len(),
+            Models::Picked(p) => p
+                .iter()
+                .map(|&i| (self.index.spans[i as usize].1 - self.index.spans[i as usize].0) as usize + 1)
+                .sum::<usize>()
+                .saturating_sub(1),
+        };
+        HEAD.len() + models + self.tail.len()
+    }
+
+    /// Whether the answer is a slice of the cached JSON (no copy to send it).
+    fn is_slice(&self) -> bool {
+        matches!(self.models, Models::Run(_))
+    }
+
+    /// The answer: a run is the cached bytes themselves between head and tail; picked
+    /// models are copied, once, into one buffer.
+    fn parts(&self) -> Vec<Bytes> {
+        match &self.models {
+            Models::Run(r) => vec![
+                Bytes::from_static(HEAD),
+                self.index.json.slice(self.run_bytes(r)),
+                Bytes::copy_from_slice(&self.tail),
+            ],
+            Models::Picked(picked) => {
+                let mut out = Vec::with_capacity(self.len());
+                out.extend_from_slice(HEAD);
+                for (n, &i) in picked.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    let (a, b) = self.index.spans[i as usize];
+                    out.extend_from_slice(&self.index.json[a as usize..b as usize]);
+                }
+                out.extend_from_slice(&self.tail);
+                vec![Bytes::from(out)]
+            }
+        }
     }
 }
 
-/// A compressed answer, ready to send.
-#[derive(Clone)]
+/// An answer, ready to send.
 pub struct Answer {
-    pub body: Bytes,
+    /// Empty for a HEAD request.
+    pub body: Body,
+    /// The body's length when known without making it (a HEAD of a compressed
+    /// answer not kept has none: its length is known only by compressing it).
+    pub len: Option<usize>,
     pub encoding: Encoding,
-    /// Strong validator of the answer's content (send it per encoding, as the list does).
-    pub etag: String,
 }
 
-/// (ETag, term): one search of one catalog (no term: its whole list).
-type TermKey = (String, Option<String>);
-/// (ETag, term, offset, limit, encoding): one answer.
-type AnswerKey = (String, Option<String>, usize, Option<usize>, Encoding);
+/// An answer's ETag: the entry's (a hash of its content) and the cut determine the
+/// bytes, so they determine the tag: `"p-…"` for a page, `"s-…"` for a search.
+pub fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, limit: Option<usize>) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(entry_etag.as_bytes());
+    h.update(&[0]);
+    h.update(term.unwrap_or("").as_bytes());
+    h.update(&[0]);
+    h.update(&(offset as u64).to_le_bytes());
+    h.update(&limit.map_or(u64::MAX, |l| l as u64).to_le_bytes());
+    let prefix = if term.is_some() { "s" } else { "p" };
+    format!("\"{prefix}-{:032x}\"", h.digest128())
+}
 
-/// Per-instance search state: indexes by ETag, recent match lists and answers, and
-/// the one permit.
+/// An answer whose JSON is larger than this takes one of [`LARGE_AT_ONCE`] permits
+/// while it is made and, unless it is kept, until it is sent.
+pub const LARGE_ANSWER_BYTES: usize = 1 << 20;
+/// Large answers alive at once per instance.
+pub const LARGE_AT_ONCE: usize = 3;
+
+/// What is kept per request shape, under one byte budget.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KeptKey {
+    /// By entry ETag.
+    Index(String),
+    /// (ETag, term): the matching models, shared by every page of one search.
+    Hits(String, String),
+    /// (ETag, term, offset, limit, encoding): a compressed (or copied) answer.
+    Answer(String, Option<String>, usize, Option<usize>, Encoding),
+}
+
+#[derive(Clone)]
+enum Kept {
+    Index(Arc<SearchIndex>),
+    Hits(Arc<Vec<u32>>),
+    Answer(Bytes),
+}
+
+/// Per-instance search state: what is kept (byte-budgeted), the compute permit and
+/// the large-answer permits.
 pub struct Searcher {
-    indexes: Mutex<HashMap<String, Arc<SearchIndex>>>,
-    /// (ETag, term) → matching models: other pages of the same search reuse the scan.
-    hits: Mutex<HashMap<TermKey, Arc<Vec<usize>>>>,
-    answers: Mutex<HashMap<AnswerKey, Answer>>,
-    /// One search computes at a time per instance: cached reads keep a core.
-    permit: tokio::sync::Semaphore,
-}
-
-impl Default for Searcher {
-    fn default() -> Self {
-        Searcher {
-            indexes: Mutex::default(),
-            hits: Mutex::default(),
-            answers: Mutex::default(),
-            permit: tokio::sync::Semaphore::new(1),
-        }
-    }
+    kept: Mutex<ByteLru<KeptKey, Kept>>,
+    /// An answer larger than this is served without being kept.
+    keep_max: usize,
+    /// One index build, scan, copy or compression at a time: cached reads keep a core.
+    compute: tokio::sync::Semaphore,
+    large: Arc<tokio::sync::Semaphore>,
 }
 
 impl Searcher {
-    /// A page of `entry`'s models matching `term` (lowercased, length-checked by
-    /// the caller), or of all its models when `term` is `None` (a page of the list:
-    /// cut from the cached entry, no key of its own in the store).
-    pub async fn search(
+    /// Keep at most `budget` bytes per instance (`ANSWER_CACHE_MAX_BYTES`).
+    pub fn new(budget: usize) -> Self {
+        Searcher {
+            kept: Mutex::new(ByteLru::new(budget)),
+            keep_max: budget / 16,
+            compute: tokio::sync::Semaphore::new(1),
+            large: Arc::new(tokio::sync::Semaphore::new(LARGE_AT_ONCE)),
+        }
+    }
+
+    /// Bytes kept now (never above the budget).
+    #[cfg(test)]
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.lock().used()
+    }
+
+    /// A page of `entry`'s models matching `term` (lowercased, length-checked by the
+    /// caller), or of all its models when `term` is `None` (a page of the list: cut
+    /// from the cached entry, no key of its own in the store).
+    pub async fn answer(
         &self,
         entry: &Arc<Entry>,
         term: Option<&str>,
         offset: usize,
         limit: Option<usize>,
         encoding: Encoding,
+        head_only: bool,
     ) -> Result<Answer, String> {
-        let key = (
+        let key = KeptKey::Answer(
             entry.meta.etag.clone(),
             term.map(str::to_string),
             offset,
             limit,
             encoding,
         );
-        if let Some(a) = self.answers.lock().get(&key) {
-            return Ok(a.clone());
+        if let Some(Kept::Answer(body)) = self.kept.lock().get(&key) {
+            let len = Some(body.len());
+            let body = if head_only { Body::empty() } else { Body::from(body) };
+            return Ok(Answer { body, len, encoding });
         }
-        let _permit = self.permit.acquire().await.map_err(|e| e.to_string())?;
-        if let Some(a) = self.answers.lock().get(&key) {
-            return Ok(a.clone());
-        }
-        let index = self.indexes.lock().get(&entry.meta.etag).cloned();
-        let hits_key = (key.0.clone(), key.1.clone());
-        let hits = self.hits.lock().get(&hits_key).cloned();
-        let (entry, term_owned) = (entry.clone(), key.1.clone());
-        let (index, hits, answer) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let index = match index {
-                Some(i) => i,
-                None => Arc::new(SearchIndex::build(entry.identity().map_err(|e| e.to_string())?)?),
-            };
-            let hits = hits.unwrap_or_else(|| {
-                Arc::new(match &term_owned {
-                    Some(t) => index.matches(t),
-                    None => (0..index.len()).collect(),
-                })
-            });
-            let json = index.page_of(&hits, term_owned.as_deref(), offset, limit);
-            let prefix = if term_owned.is_some() { "s" } else { "p" };
-            let etag = format!("\"{prefix}-{:016x}\"", xxhash_rust::xxh3::xxh3_64(&json));
-            let body = match encoding {
-                Encoding::Identity => Bytes::from(json),
-                Encoding::Gzip => fast_gzip(&json),
-                Encoding::Brotli => fast_brotli(&json),
-            };
-            Ok((index, hits, Answer { body, encoding, etag }))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        {
-            let mut indexes = self.indexes.lock();
-            if indexes.len() >= MAX_INDEXES {
-                indexes.clear();
+        let index = self.index(entry).await?;
+        let hits = match term {
+            Some(t) => Some(self.hits(&index, &entry.meta.etag, t).await?),
+            None => None,
+        };
+        let size = Plan::new(&index, hits.as_deref().map(Vec::as_slice), term, offset, limit).len();
+        let answer = |body: Body, len: Option<usize>| Answer { body, len, encoding };
+        match (head_only, encoding) {
+            // A HEAD makes nothing: the identity length is planned, a compressed one unknown.
+            (true, Encoding::Identity) => return Ok(answer(Body::empty(), Some(size))),
+            (true, _) => return Ok(answer(Body::empty(), None)),
+            // A page of the list, uncompressed: the cached bytes themselves.
+            (false, Encoding::Identity) if hits.is_none() => {
+                let body = Body::from_parts(Plan::new(&index, None, term, offset, limit).parts());
+                return Ok(answer(body, Some(size)));
             }
-            indexes.insert(key.0.clone(), index);
+            _ => {}
         }
-        {
-            let mut cached = self.hits.lock();
-            if cached.len() >= MAX_ANSWERS {
-                cached.clear();
-            }
-            cached.insert(hits_key, hits);
+        let large = match size > LARGE_ANSWER_BYTES {
+            true => Some(self.large.clone().acquire_owned().await.map_err(|e| e.to_string())?),
+            false => None,
+        };
+        let made = {
+            let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
+            let term = term.map(str::to_string);
+            tokio::task::spawn_blocking(move || {
+                let plan = Plan::new(
+                    &index,
+                    hits.as_deref().map(Vec::as_slice),
+                    term.as_deref(),
+                    offset,
+                    limit,
+                );
+                debug_assert!(!plan.is_slice() || encoding != Encoding::Identity);
+                let parts = plan.parts();
+                match encoding {
+                    Encoding::Identity => parts.into_iter().next().unwrap_or_default(),
+                    Encoding::Gzip => fast_gzip(&parts),
+                    Encoding::Brotli => fast_brotli(&parts),
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        let len = Some(made.len());
+        if made.len() <= self.keep_max {
+            self.kept
+                .lock()
+                .insert(key, Kept::Answer(made.clone()), made.len() + 128);
+            return Ok(answer(Body::from(made), len));
         }
-        let mut answers = self.answers.lock();
-        if answers.len() >= MAX_ANSWERS {
-            answers.clear();
+        Ok(answer(Body::from(made).with_permit(large), len))
+    }
+
+    /// The index of `entry`, built once per ETag (and again only if evicted).
+    async fn index(&self, entry: &Arc<Entry>) -> Result<Arc<SearchIndex>, String> {
+        let key = KeptKey::Index(entry.meta.etag.clone());
+        if let Some(Kept::Index(i)) = self.kept.lock().get(&key) {
+            return Ok(i);
         }
-        answers.insert(key, answer.clone());
-        Ok(answer)
+        let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
+        if let Some(Kept::Index(i)) = self.kept.lock().get(&key) {
+            return Ok(i);
+        }
+        let entry = entry.clone();
+        let index =
+            tokio::task::spawn_blocking(move || SearchIndex::build(entry.identity().map_err(|e| e.to_string())?))
+                .await
+                .map_err(|e| e.to_string())??;
+        let index = Arc::new(index);
+        self.kept.lock().insert(key, Kept::Index(index.clone()), index.weight());
+        Ok(index)
+    }
+
+    /// The models of `index` matching `term`, scanned once per (ETag, term).
+    async fn hits(&self, index: &Arc<SearchIndex>, etag: &str, term: &str) -> Result<Arc<Vec<u32>>, String> {
+        let key = KeptKey::Hits(etag.to_string(), term.to_string());
+        if let Some(Kept::Hits(h)) = self.kept.lock().get(&key) {
+            return Ok(h);
+        }
+        let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
+        let (index, owned) = (index.clone(), term.to_string());
+        let hits = Arc::new(
+            tokio::task::spawn_blocking(move || index.matches(&owned))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        self.kept.lock().insert(
+            key,
+            Kept::Hits(hits.clone()),
+            hits.len() * 4 + term.len() + etag.len() + 64,
+        );
+        Ok(hits)
     }
 }
 
 /// Per-request compression favours speed over size (the stored bodies use the slow,
-/// small settings once per entry).
-fn fast_gzip(data: &[u8]) -> Bytes {
+/// small settings once per entry). It reads the parts as they are: no joined copy.
+fn fast_gzip(parts: &[Bytes]) -> Bytes {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
-    enc.write_all(data).expect("in-memory write");
+    let size: usize = parts.iter().map(Bytes::len).sum();
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
+    for p in parts {
+        enc.write_all(p).expect("in-memory write");
+    }
     Bytes::from(enc.finish().expect("in-memory write"))
 }
 
-fn fast_brotli(data: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(data.len() / 4);
-    let params = brotli::enc::BrotliEncoderParams {
-        quality: 3,
-        lgwin: 20,
-        ..Default::default()
-    };
-    brotli::BrotliCompress(&mut &data[..], &mut out, &params).expect("in-memory write");
+fn fast_brotli(parts: &[Bytes]) -> Bytes {
+    use std::io::Write;
+    let size: usize = parts.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(size / 4);
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, 3, 20);
+        for p in parts {
+            w.write_all(p).expect("in-memory write");
+        }
+    }
     Bytes::from(out)
 }
 
@@ -444,6 +605,80 @@ mod tests {
         assert_eq!(v["total"], 4, "every model is indexed");
         let v: serde_json::Value = serde_json::from_slice(&i.page(Some("12345"), 0, Some(50))).unwrap();
         assert_eq!(v["data"][0]["id"], "findme-2", "a number is searchable as its text");
+    }
+
+    /// A catalog of `n` models, about 200 bytes each, as a cached entry.
+    fn entry(n: usize) -> Arc<Entry> {
+        let models: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"vendor/model-{i}","name":"Model {i}","description":"{}"}}"#,
+                    "lorem ipsum ".repeat(12)
+                )
+            })
+            .collect();
+        let json = format!(r#"{{"data":[{}],"gateway":"all","total":{n}}}"#, models.join(","));
+        Arc::new(Entry::build(
+            Bytes::from(json),
+            n as u32,
+            0,
+            1,
+            2,
+            crate::entry::STORED_ENCODINGS,
+        ))
+    }
+
+    #[tokio::test]
+    async fn what_is_kept_stays_within_the_byte_budget_whatever_the_urls() {
+        let budget = 1 << 20;
+        let s = Searcher::new(budget);
+        let e = entry(1_500); // ~300 KB of JSON: nearly whole-list answers are as large
+        let mut served = 0usize;
+        for k in 0..150usize {
+            // Offset walks without a limit (each nearly the whole list), random limits,
+            // distinct searches, in every encoding.
+            let (term, offset, limit) = match k % 3 {
+                0 => (None, k, None),
+                1 => (None, k % 7, Some(1 + k * 13 % 1500)),
+                _ => (Some(format!("model-{k}")), 0, Some(k)),
+            };
+            for enc in [Encoding::Gzip, Encoding::Brotli, Encoding::Identity] {
+                let a = s.answer(&e, term.as_deref(), offset, limit, enc, false).await.unwrap();
+                served += a.body.len();
+                assert!(s.kept_bytes() <= budget, "kept {} > budget {budget}", s.kept_bytes());
+            }
+        }
+        assert!(
+            served > 20 * budget,
+            "the test asked for far more than the budget: {served}"
+        );
+        assert!(s.kept_bytes() > 0, "small answers are kept");
+    }
+
+    #[tokio::test]
+    async fn a_page_of_the_list_is_the_cached_bytes_themselves() {
+        let s = Searcher::new(64 << 20);
+        let e = entry(100);
+        let a = s.answer(&e, None, 1, None, Encoding::Identity, false).await.unwrap();
+        let identity = e.identity().unwrap();
+        let middle = a.body.parts().nth(1).unwrap();
+        assert!(
+            identity.as_ptr_range().contains(&middle.as_ptr()),
+            "the models are a slice of the cached JSON, not a copy"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&a.body.to_bytes()).unwrap();
+        assert_eq!(
+            (v["returned"].as_u64(), v["data"][0]["id"].as_str()),
+            (Some(99), Some("vendor/model-1"))
+        );
+        let head = s.answer(&e, None, 1, None, Encoding::Identity, true).await.unwrap();
+        assert_eq!(
+            (head.body.len(), head.len),
+            (0, Some(a.body.len())),
+            "a HEAD makes nothing but knows the length"
+        );
+        let head = s.answer(&e, None, 1, None, Encoding::Gzip, true).await.unwrap();
+        assert_eq!((head.body.len(), head.len), (0, None), "nor compresses anything");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use crate::app::App;
+use crate::body::Precompressed;
 use crate::clock::{iso8601, now_ms};
 use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
@@ -19,13 +20,14 @@ pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl App {
     /// The status JSON, assembled at most once per `STATUS_TTL` (5 s) per instance
-    /// (reading entry headers, not catalogs). Anyone may ask: no secrets in it.
-    pub async fn status(&self) -> Bytes {
+    /// (reading entry headers, not catalogs), as is and gzipped: the status page asks
+    /// every 30 s, and anyone may ask. No secrets in it.
+    pub async fn status(&self) -> Precompressed {
         let mut cached = self.status_cache.lock().await;
         match cached.as_ref() {
             Some((built, body)) if built.elapsed() < STATUS_TTL => body.clone(),
             _ => {
-                let body = assemble(self).await;
+                let body = Precompressed::new(assemble(self).await);
                 *cached = Some((std::time::Instant::now(), body.clone()));
                 body
             }
@@ -68,7 +70,8 @@ async fn assemble(catalog: &App) -> Bytes {
             fresh_until: entry.as_ref().map(|m| iso8601(m.fresh_until_ms)),
             stale_until: entry.as_ref().map(|m| iso8601(m.stale_until_ms)),
             last_error: failure.map(|f| LastError {
-                error: f.error,
+                // Bounded when recorded; again here for values recorded by older versions.
+                error: crate::upstream::bounded(&f.error),
                 at: iso8601(f.at_ms),
             }),
         }

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 /// Longest error text kept anywhere (stored failures, logs, answers), in bytes.
 pub const MAX_ERROR_TEXT: usize = 300;
-/// A quoted value inside an error text is cut to this many characters.
+/// A quoted value inside an error text longer than `CUT_QUOTED_ABOVE` characters is
+/// cut to its first `MAX_QUOTED_CHARS` (and its length). A value cut once stays under
+/// the threshold, so bounding a bounded text changes nothing.
 const MAX_QUOTED_CHARS: usize = 40;
+const CUT_QUOTED_ABOVE: usize = 64;
 
 /// The bounds put on an upstream's `Retry-After` (seconds): at least 1 s, so the
 /// throttle exists; at most an hour, so a hostile value cannot lock a key for days.
@@ -110,7 +113,7 @@ pub fn bounded(text: &str) -> String {
         }
         let value = &rest[..close.unwrap_or(rest.len())];
         let chars = value.chars().count();
-        if chars > MAX_QUOTED_CHARS {
+        if chars > CUT_QUOTED_ABOVE {
             out.extend(value.chars().take(MAX_QUOTED_CHARS));
             out.push_str(&format!("…({} bytes)", value.len()));
         } else {
@@ -164,6 +167,7 @@ mod tests {
         let wide = "é".repeat(10_000);
         assert!(bounded(&wide).len() <= MAX_ERROR_TEXT + 4);
         assert_eq!(bounded("short \"ok\" text"), "short \"ok\" text");
+        assert_eq!(bounded(&b), b, "bounding a bounded text changes nothing");
         assert_eq!(bounded(r#"a "b\"c" d"#), r#"a "b\"c" d"#);
     }
 

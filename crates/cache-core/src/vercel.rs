@@ -9,12 +9,15 @@
 //! returns, and the counters still pending in-process are flushed before exit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
 
+use crate::body::Body;
 use crate::global::{global_app, init_tracing};
 use crate::handlers::{self, RequestContext, Route};
 use crate::spawn::WaitUntil;
@@ -34,19 +37,55 @@ pub async fn serve(route: Route) -> Result<(), Error> {
         tracing::error!("[Config] {e}; every request answers 503 until it is set");
     }
     let under_platform = std::env::var_os("VERCEL_IPC_PATH").is_some();
-    let served = vercel_runtime::run(vercel_runtime::service_fn(
-        move |req: Request, state: AppState| async move {
-            let invocation = (under_platform && is_invocation(&req)).then(|| state.log_context.clone());
-            Ok::<_, Error>(in_invocation(invocation, respond(route, req, state)).await)
-        },
-    ))
-    .await;
+    let service = vercel_runtime::service_fn(move |req: Request, state: AppState| async move {
+        let invocation = (under_platform && is_invocation(&req)).then(|| state.log_context.clone());
+        Ok::<_, Error>(in_invocation(invocation, respond(route, req, state)).await)
+    });
+    let served = run_until_sigterm(|| vercel_runtime::run(service.clone())).await;
     // SIGTERM: the runtime has drained every `wait_until`; what is still counted only
     // in-process reaches the shared counters now or never.
     if let Ok(catalog) = global_app() {
         catalog.flush_metrics().await;
     }
     served
+}
+
+/// `vercel_runtime::run`, again whenever it stops on an error, until SIGTERM.
+///
+/// Why: the runtime's accept loop returns on the first accept error. Out of file
+/// descriptors ("Too many open files", e.g. many idle keep-alive connections), the
+/// process would exit and every request in flight with it. Instead it logs, backs off
+/// (50 ms doubling to 1 s) so connections can close, and calls `run` again: that binds
+/// the same port (`VERCEL_DEV_PORT`) and, under the platform, connects to
+/// `VERCEL_IPC_PATH` and announces the same port again. Connections already accepted
+/// keep being served meanwhile; new ones are refused until the port is bound again.
+async fn run_until_sigterm<F, Fut>(run: F) -> Result<(), Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    // Our own SIGTERM listener, made before the first run: a SIGTERM that arrives
+    // while we back off (no `run` listening) is not lost.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = std::time::Instant::now();
+        let Err(e) = run().await else {
+            return Ok(());
+        };
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(50);
+        }
+        tracing::error!(
+            "[Runtime] Stopped accepting connections ({e}); serving again in {} ms",
+            backoff.as_millis()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = sigterm.recv() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// At most `MALLOC_ARENAS` glibc malloc arenas. By default glibc gives threads up to
@@ -100,18 +139,26 @@ async fn respond(route: Route, req: Request, state: AppState) -> Response<Respon
 }
 
 /// Convert, streaming bodies too large for a buffered response.
-pub(crate) fn into_vercel(response: http::Response<Bytes>) -> Response<ResponseBody> {
+pub(crate) fn into_vercel(response: http::Response<Body>) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     if body.len() <= STREAM_ABOVE {
-        return Response::from_parts(parts, ResponseBody::from(body));
+        return Response::from_parts(parts, ResponseBody(body.map_err(|e| match e {}).boxed()));
     }
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    let chunks: Vec<Result<Frame<Bytes>, Error>> = (0..body.len())
-        .step_by(STREAM_CHUNK)
-        .map(|start| Ok(Frame::data(body.slice(start..(start + STREAM_CHUNK).min(body.len())))))
+    let chunks: Vec<Result<Frame<Bytes>, Error>> = body
+        .parts()
+        .flat_map(|part| {
+            (0..part.len())
+                .step_by(STREAM_CHUNK)
+                .map(|start| Ok(Frame::data(part.slice(start..(start + STREAM_CHUNK).min(part.len())))))
+        })
         .collect();
-    let stream = StreamBody::new(futures_util::stream::iter(chunks));
-    Response::from_parts(parts, ResponseBody(stream.boxed()))
+    // The body (and any permit it holds) lives until the last chunk is sent.
+    let stream = futures_util::stream::iter(chunks).chain(futures_util::stream::once(async move {
+        drop(body);
+        Ok(Frame::data(Bytes::new()))
+    }));
+    Response::from_parts(parts, ResponseBody(BodyExt::boxed(StreamBody::new(stream))))
 }
 
 #[cfg(test)]
@@ -133,7 +180,7 @@ mod tests {
     async fn small_bodies_are_buffered_large_ones_streamed_intact() {
         let small = http::Response::builder()
             .header("content-length", "3")
-            .body(Bytes::from_static(b"abc"))
+            .body(Body::from(Bytes::from_static(b"abc")))
             .unwrap();
         let (parts, out) = frames(into_vercel(small)).await;
         assert_eq!(parts.headers["content-length"], "3");
@@ -145,7 +192,7 @@ mod tests {
             .into();
         let resp = http::Response::builder()
             .header("content-length", big.len())
-            .body(big.clone())
+            .body(Body::from_parts([big.slice(..1000), big.slice(1000..)]))
             .unwrap();
         let (parts, out) = frames(into_vercel(resp)).await;
         assert!(

@@ -115,7 +115,7 @@ impl App {
                                 status: Outcome::Error,
                                 count,
                                 duration_ms,
-                                error: Some(e.to_string()),
+                                error: Some(crate::upstream::bounded(&e.to_string())),
                             }
                         }
                     }

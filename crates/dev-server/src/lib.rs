@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::App;
+use cache_core::body::Body;
 use cache_core::handlers::{self, RequestContext, Route};
 use cache_core::spawn::TaskSpawner;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
@@ -37,16 +37,47 @@ impl Default for Limits {
     }
 }
 
-/// Serve until the task is dropped. Each connection gets its own task.
-pub async fn serve(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner) {
-    serve_with(listener, catalog, tasks, Limits::default()).await
+/// How long the accept loop waits after an accept error (EMFILE: connections must
+/// close before another can be accepted).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How the dev server runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub limits: Limits,
+    /// Run the cron route for a request from loopback when `CRON_SECRET` is unset
+    /// (`--allow-local-cron`; `--demo` sets it). Off by default: behind a reverse
+    /// proxy on the same host every client is loopback, so "loopback" alone must not
+    /// run 21 upstream fetches for anyone. A request with forwarding headers
+    /// (`Forwarded`, `X-Forwarded-For`, `Via`, ...) never counts as local.
+    pub allow_local_cron: bool,
 }
 
-/// [`serve`] with explicit connection limits.
-pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner, limits: Limits) {
+/// Serve until the task is dropped. Each connection gets its own task.
+pub async fn serve(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner) {
+    serve_with(listener, catalog, tasks, Options::default()).await
+}
+
+/// [`serve`] with explicit options.
+pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner, options: Options) {
+    let limits = options.limits;
+    let mut last_logged: Option<std::time::Instant> = None;
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors (or another transient accept error): retrying at
+            // once would spin a core. Log (once a second at most), back off, go on.
+            Err(e) => {
+                if last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::error!(
+                        "[Dev Server] accept failed ({e}); backing off {} ms",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    last_logged = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let (catalog, tasks) = (catalog.clone(), tasks.clone());
         tokio::spawn(async move {
@@ -57,7 +88,7 @@ pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpa
                 let (catalog, tasks, seen) = (catalog.clone(), tasks.clone(), seen.clone());
                 async move {
                     let _busy = seen.begin();
-                    Ok::<_, Infallible>(respond(req, peer, &catalog, tasks).await)
+                    Ok::<_, Infallible>(respond(req, peer, &catalog, tasks, options.allow_local_cron).await)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -127,6 +158,14 @@ impl Drop for Busy {
     }
 }
 
+/// Whether a proxy forwarded this request (then its peer address says nothing about
+/// the client).
+fn forwarded(headers: &http::HeaderMap) -> bool {
+    ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "via"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+}
+
 /// The models page (`public/index.html`), the same file Vercel serves statically.
 pub const MODELS_PAGE: &str = include_str!("../../../public/index.html");
 /// The pages' Content-Security-Policy: what `vercel.json` sends, except that local
@@ -143,7 +182,8 @@ async fn respond(
     peer: SocketAddr,
     catalog: &Arc<App>,
     tasks: TaskSpawner,
-) -> hyper::Response<Full<Bytes>> {
+    allow_local_cron: bool,
+) -> hyper::Response<Body> {
     let (parts, _body) = req.into_parts();
     let page = match parts.uri.path() {
         "/" | "/models" | "/index.html" => Some(MODELS_PAGE),
@@ -159,17 +199,16 @@ async fn respond(
             .header("content-security-policy", PAGE_CSP)
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer")
-            .body(Full::new(Bytes::from_static(page.as_bytes())))
+            .body(Body::from(Bytes::from_static(page.as_bytes())))
             .expect("static headers");
     }
-    let response = match Route::from_path(parts.uri.path()) {
+    match Route::from_path(parts.uri.path()) {
         Some(route) => {
             let ctx = RequestContext {
-                local_loopback: peer.ip().is_loopback(),
+                local_loopback: allow_local_cron && peer.ip().is_loopback() && !forwarded(&parts.headers),
             };
             handlers::handle(route, parts, catalog, Arc::new(tasks), ctx).await
         }
         None => handlers::not_found(parts.uri.path()),
-    };
-    response.map(Full::new)
+    }
 }

@@ -23,15 +23,17 @@ async fn main() {
     cache_core::telemetry::init_from(&|k: &str| env.get(k));
 
     let mut demo = false;
+    let mut allow_local_cron = false;
     let mut port: Option<u16> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--demo" => demo = true,
+            "--allow-local-cron" => allow_local_cron = true,
             "--port" => port = args.next().and_then(|p| p.parse().ok()),
             "-h" | "--help" => {
                 println!(
-                    "usage: dev-server [--demo] [--port N]   (env: PORT, REDIS_URL, GATEWAYZ_API_URL, ...; see README)"
+                    "usage: dev-server [--demo] [--allow-local-cron] [--port N]   (env: PORT, REDIS_URL, GATEWAYZ_API_URL, ...; see README)\n  --demo              the sample catalog API as the upstream; implies --allow-local-cron\n  --allow-local-cron  run the cron route for loopback requests when CRON_SECRET is unset"
                 );
                 return;
             }
@@ -100,17 +102,21 @@ async fn main() {
         } else {
             "disabled (set CACHE_WARMING_SECRET)"
         },
-        if c.cron_secret.is_some() {
-            "CRON_SECRET required"
-        } else {
-            "CRON_SECRET unset: loopback requests accepted (development only)"
+        match (c.cron_secret.is_some(), demo || allow_local_cron) {
+            (true, _) => "CRON_SECRET required",
+            (false, true) =>
+                "CRON_SECRET unset: direct loopback requests accepted (--allow-local-cron; development only)",
+            (false, false) => "CRON_SECRET unset: refused (set it, or pass --allow-local-cron)",
         }
     );
     tracing::info!("try: curl http://{addr}/api/models?gateway=all");
 
     let tasks = TaskSpawner::new();
     tokio::select! {
-        _ = dev_server::serve(listener, catalog.clone(), tasks.clone()) => {}
+        _ = dev_server::serve_with(listener, catalog.clone(), tasks.clone(), dev_server::Options {
+            allow_local_cron: demo || allow_local_cron,
+            ..Default::default()
+        }) => {}
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("shutting down; waiting for {} background task(s)", tasks.running());
             let _ = tokio::time::timeout(Duration::from_secs(10), tasks.idle()).await;

@@ -78,6 +78,9 @@ pub enum Fault {
     /// The first page is right; every later page comes back empty while `total` and
     /// `has_more` still describe the whole catalog (a truncated listing).
     ShortPages,
+    /// 200 with a `total` that is a string of this many bytes, not a number (a parser's
+    /// error message quotes it).
+    StringTotal { bytes: usize },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -469,6 +472,11 @@ async fn models_answer(
         body.extend_from_slice(format!(",\"total\":{total},\"gateway\":\"{gateway}\"").as_bytes());
     } else {
         let next = if has_more { end.to_string() } else { "null".into() };
+        let total = match knobs.fault {
+            // A parser's error quotes the value: ours must not keep it whole.
+            Fault::StringTotal { bytes } => format!("\"{}\"", "9".repeat(bytes)),
+            _ => total.to_string(),
+        };
         body.extend_from_slice(
             format!(
                 ",\"total\":{total},\"returned\":{},\"offset\":{offset},\"limit\":{limit},\"has_more\":{has_more},\"next_offset\":{next},\"gateway\":\"{gateway}\"",

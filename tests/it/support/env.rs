@@ -29,6 +29,11 @@ impl Env {
     /// `bin` as a local HTTP server on this Redis and catalog API, generous deadlines,
     /// no in-process tier and no TTL jitter (so tests see the store), plus `extra`.
     pub fn spawn(&self, bin: &str, extra: &[(&str, &str)]) -> FunctionProcess {
+        self.spawn_limited(bin, extra, None)
+    }
+
+    /// [`spawn`](Self::spawn) with at most `open_files` file descriptors.
+    pub fn spawn_limited(&self, bin: &str, extra: &[(&str, &str)], open_files: Option<u64>) -> FunctionProcess {
         let (redis, base) = (self.redis.url(), self.sample.base_url());
         let mut env: Vec<(&str, &str)> = vec![
             ("REDIS_URL", &redis),
@@ -39,7 +44,7 @@ impl Env {
             ("TTL_JITTER_PERCENT", "0"),
         ];
         env.extend_from_slice(extra);
-        FunctionProcess::spawn(bin, &env)
+        FunctionProcess::spawn_limited(bin, &env, None, open_files)
     }
 
     /// `bin` under Vercel's IPC protocol, with the platform's side played by the test.

@@ -20,9 +20,18 @@ pub async fn dev_server(
     app: std::sync::Arc<cache_core::App>,
     tasks: cache_core::spawn::TaskSpawner,
 ) -> std::net::SocketAddr {
+    dev_server_with(app, tasks, dev_server::Options::default()).await
+}
+
+/// [`dev_server`] with explicit options (`--allow-local-cron`).
+pub async fn dev_server_with(
+    app: std::sync::Arc<cache_core::App>,
+    tasks: cache_core::spawn::TaskSpawner,
+    options: dev_server::Options,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(dev_server::serve(listener, app, tasks));
+    tokio::spawn(dev_server::serve_with(listener, app, tasks, options));
     addr
 }
 

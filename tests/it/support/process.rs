@@ -16,6 +16,17 @@ impl FunctionProcess {
 
     /// Like [`spawn`](Self::spawn), with stderr (the logs) written to `log`.
     pub fn spawn_logged(bin: &str, env: &[(&str, &str)], log: Option<&std::path::Path>) -> Self {
+        Self::spawn_limited(bin, env, log, None)
+    }
+
+    /// Like [`spawn_logged`](Self::spawn_logged), with at most `open_files` file
+    /// descriptors (`RLIMIT_NOFILE`, soft and hard) when given.
+    pub fn spawn_limited(
+        bin: &str,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+        open_files: Option<u64>,
+    ) -> Self {
         let port = super::free_port();
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -30,6 +41,24 @@ impl FunctionProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+            // setrlimit is one, and the closure touches nothing else.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -41,6 +70,25 @@ impl FunctionProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running (not exited).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Peak resident set (VmHWM) and current (VmRSS) in MB, from /proc.
+    pub fn memory_mb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kb = |field: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (kb("VmHWM:") / 1024, kb("VmRSS:") / 1024)
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

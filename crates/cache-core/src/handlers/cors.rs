@@ -6,11 +6,11 @@
 //! are. `Vary: Origin` is always sent when CORS is configured, so a CDN never serves
 //! one origin's answer to another.
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::Route;
 
+use crate::body::Body;
 use crate::config::CorsPolicy;
 
 /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
@@ -35,7 +35,7 @@ fn cross_origin_route(route: Route) -> bool {
 const EXPOSE: &str = "ETag, X-Cache, X-Cache-Age, X-Model-Count";
 
 /// Answer a preflight (`OPTIONS`) for `route`.
-pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Response<Bytes> {
+pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Response<Body> {
     let mut r = Response::builder().status(StatusCode::NO_CONTENT);
     let h = r.headers_mut().expect("fresh builder");
     h.insert(header::ALLOW, HeaderValue::from_static(allow_methods(route)));
@@ -62,7 +62,7 @@ pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Resp
         );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     }
-    r.body(Bytes::new()).expect("valid")
+    r.body(Body::empty()).expect("valid")
 }
 
 /// Add CORS headers to an actual response.
@@ -71,7 +71,7 @@ pub fn decorate(
     method: &Method,
     origin: Option<&HeaderValue>,
     policy: &CorsPolicy,
-    response: &mut Response<Bytes>,
+    response: &mut Response<Body>,
 ) {
     if *policy == CorsPolicy::Off {
         return;
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn exact_origins_only_on_reads() {
         let p = CorsPolicy::parse(Some("https://gatewayz.ai"));
-        let mut r = Response::new(Bytes::new());
+        let mut r = Response::new(Body::empty());
         decorate(
             Route::Models,
             &Method::GET,
@@ -143,7 +143,7 @@ mod tests {
             (Route::WarmModels, Method::POST, "https://gatewayz.ai"),
             (Route::CronWarmCache, Method::GET, "https://gatewayz.ai"),
         ] {
-            let mut r = Response::new(Bytes::new());
+            let mut r = Response::new(Body::empty());
             decorate(route, &method, Some(&origin(o)), &p, &mut r);
             assert!(
                 r.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),

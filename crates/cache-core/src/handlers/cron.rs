@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use super::auth::check_bearer;
-use super::{RequestContext, json_error, json_response, method_not_allowed, run_status, warm_error};
+use super::{RequestContext, json_error, method_not_allowed, run_status, warm_error};
 use crate::app::App;
+use crate::body::Body;
 use crate::clock::{iso8601, now_ms};
 use crate::spawn::Spawner;
 use crate::warm::Trigger;
@@ -23,7 +23,7 @@ pub async fn handle(
     catalog: &Arc<App>,
     spawner: Arc<dyn Spawner>,
     ctx: RequestContext,
-) -> Response<Bytes> {
+) -> Response<Body> {
     if req.method != Method::GET {
         return method_not_allowed("GET");
     }
@@ -62,7 +62,8 @@ pub async fn handle(
                 record.total_models
             );
             tracing::info!("[Cron] {message}");
-            json_response(
+            super::json_answer(
+                &req.headers,
                 run_status(&record),
                 &json!({ "success": record.success, "message": message, "timestamp": iso8601(now_ms()), "result": record }),
             )

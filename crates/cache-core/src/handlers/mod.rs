@@ -1,7 +1,7 @@
 //! The routes' logic on plain `http` types, shared by the Vercel functions and the
 //! dev server, and testable without a server.
 //!
-//! Every answer is a complete `http::Response<Bytes>`; errors are JSON with a
+//! Every answer is a complete `http::Response<Body>` ([`Body`]: one buffer or several); errors are JSON with a
 //! message and the right status. Nothing here returns `Err` to a runtime (which
 //! would answer 500 with the error text pasted into unescaped JSON).
 
@@ -11,11 +11,12 @@ mod cron;
 mod models;
 mod negotiate;
 pub(crate) mod query;
+
+pub use crate::body::Body;
 mod warm;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::Serialize;
 use tracing::Instrument;
@@ -70,7 +71,7 @@ pub async fn handle(
     catalog: &Arc<App>,
     spawner: Arc<dyn Spawner>,
     ctx: RequestContext,
-) -> Response<Bytes> {
+) -> Response<Body> {
     // One span per invocation: a Sentry transaction when Sentry is on.
     let policy = &catalog.config.cors;
     if req.method == Method::OPTIONS && route != Route::CronWarmCache {
@@ -85,7 +86,7 @@ pub async fn handle(
     );
     // Boxed: one allocation per request keeps the future's type shallow enough for
     // the callers' (runtime, dev server) own futures.
-    let routed: crate::spawn::BoxFuture<Response<Bytes>> = {
+    let routed: crate::spawn::BoxFuture<Response<Body>> = {
         let (catalog, spawner) = (catalog.clone(), spawner.clone());
         Box::pin(async move {
             match route {
@@ -112,7 +113,7 @@ pub(crate) fn json_error(
     code: &str,
     message: &str,
     extra: Option<serde_json::Value>,
-) -> Response<Bytes> {
+) -> Response<Body> {
     let mut body = serde_json::json!({ "error": code, "message": message });
     if let Some(serde_json::Value::Object(extra)) = extra {
         body.as_object_mut().unwrap().extend(extra);
@@ -120,18 +121,33 @@ pub(crate) fn json_error(
     json_response(status, &body)
 }
 
-pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{\"error\":\"serialization\"}".to_vec());
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(Bytes::from(bytes))
+        .body(Body::from(bytes))
         .expect("static headers are valid")
 }
 
-pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
+/// `body` as JSON with `status`, gzipped when the client accepts gzip and it is worth
+/// it (a warm's run record lists every gateway).
+pub(crate) fn json_answer<T: Serialize>(req: &http::HeaderMap, status: StatusCode, body: &T) -> Response<Body> {
+    let mut r = json_response(status, body);
+    if r.body().len() > 1024 && negotiate::accepts(req, "gzip") {
+        let gz = crate::entry::gzip(&r.body().to_bytes());
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        *r.body_mut() = Body::from(gz);
+    }
+    r
+}
+
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -143,7 +159,7 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
 }
 
 /// 404 for paths that are no route (dev server).
-pub fn not_found(path: &str) -> Response<Bytes> {
+pub fn not_found(path: &str) -> Response<Body> {
     let shown: String = path.chars().take(100).collect();
     json_error(
         StatusCode::NOT_FOUND,
@@ -171,7 +187,7 @@ fn run_status(record: &RunRecord) -> StatusCode {
     }
 }
 
-fn warm_error(e: &WarmError) -> Response<Bytes> {
+fn warm_error(e: &WarmError) -> Response<Body> {
     match e {
         WarmError::AlreadyRunning { started_at_ms } => json_error(
             StatusCode::CONFLICT,

@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use super::negotiate::{choose_encoding, encoding_etag, not_modified};
 use super::{is_get_or_head, json_error, method_not_allowed, query};
 use crate::app::App;
+use crate::body::Body;
 use crate::clock::now_ms;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
@@ -25,8 +25,13 @@ use crate::swr::{CacheError, CacheStatus, Lookup};
 /// Upper bound on how long a CDN may keep a response before asking again, so a
 /// manual warm shows up within minutes even though data stays fresh for hours.
 const CDN_MAX_AGE_SECS: u64 = 300;
+/// The oldest copy a CDN may hand out: `s-maxage + stale-while-revalidate` never
+/// exceeds it, so the first visitor of a URL nobody read since a warm gets data at
+/// most this much older than the warm. `stale-if-error` (the CDN's fail-safe when the
+/// function errors) stays long.
+pub(super) const CDN_WINDOW_SECS: u64 = 900;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
@@ -146,7 +151,7 @@ impl Served {
 /// find the refetch done.
 const FAIL_SAFE_CDN_SECS: u64 = 60;
 
-fn unknown_gateway(catalog: &App, given: &str) -> Response<Bytes> {
+fn unknown_gateway(catalog: &App, given: &str) -> Response<Body> {
     let mut valid: Vec<&str> = vec!["all"];
     valid.extend(catalog.registry.ids());
     let message = if given.trim().is_empty() {
@@ -167,7 +172,7 @@ fn unknown_gateway(catalog: &App, given: &str) -> Response<Bytes> {
 
 /// Nothing cached and the fetch failed: what kind of failure, as a status, a code and
 /// (when known) `Retry-After`. A rate-limited upstream is 503 with its own window.
-fn upstream_error(name: &str, e: &CacheError) -> Response<Bytes> {
+fn upstream_error(name: &str, e: &CacheError) -> Response<Body> {
     use crate::swr::SourceError;
     let (status, code) = match e {
         _ if e.is_rate_limit() => (StatusCode::SERVICE_UNAVAILABLE, "upstream_rate_limited"),
@@ -208,16 +213,16 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
         // Fresh: the CDN may keep it for what is left of the fresh window (capped),
         // then serve it stale while it asks again. Browsers always revalidate
         // (max-age=0) — a 304 on the ETag is cheap.
-        CacheStatus::Hit | CacheStatus::Miss => format!(
-            "public, max-age=0, s-maxage={}, stale-while-revalidate={}, stale-if-error={if_error}",
-            (m.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS),
-            m.stale_until_ms.saturating_sub(now) / 1000
-        ),
+        CacheStatus::Hit | CacheStatus::Miss => {
+            let fresh = (m.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS);
+            let stale = (m.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS - fresh);
+            format!("public, max-age=0, s-maxage={fresh}, stale-while-revalidate={stale}, stale-if-error={if_error}")
+        }
         // Stale: we are already revalidating; the CDN must ask again, serving this
         // copy meanwhile.
         CacheStatus::Stale => format!(
             "public, max-age=0, s-maxage=0, stale-while-revalidate={}, stale-if-error={if_error}",
-            m.stale_until_ms.saturating_sub(now) / 1000
+            (m.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS)
         ),
     };
     let headers = r.headers_mut().expect("builder is fresh");
@@ -239,49 +244,49 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
     headers.insert("x-model-count", HeaderValue::from(m.item_count));
 }
 
-fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_only: bool) -> Response<Bytes> {
+fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_only: bool) -> Response<Body> {
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
     let encoding = choose_encoding(&req.headers);
     let tag =
         HeaderValue::from_str(entry.etag_in(encoding)).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""));
-    conditional(r, req, (&entry.meta.etag, tag), encoding, head_only, || {
-        entry.body_in(encoding)
-    })
+    if not_modified(&req.headers, &entry.meta.etag) {
+        return not_modified_response(r, tag);
+    }
+    match entry.body_in(encoding) {
+        Ok(body) => {
+            let len = Some(body.len());
+            let body = if head_only { Body::empty() } else { Body::from(body) };
+            ok_response(r, tag, encoding, body, len)
+        }
+        Err(e) => unreadable(e),
+    }
 }
 
-/// 304 if `If-None-Match` matches `etag` (the content's validator, in any encoding),
-/// else 200 with the body (made only then), `tag` (this encoding's ETag) and
-/// `Content-Encoding`.
-fn conditional<E: std::fmt::Display>(
-    r: http::response::Builder,
-    req: &http::request::Parts,
-    (etag, tag): (&str, HeaderValue),
-    encoding: Encoding,
-    head_only: bool,
-    body: impl FnOnce() -> Result<Bytes, E>,
-) -> Response<Bytes> {
-    if not_modified(&req.headers, etag) {
-        return r
-            .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, tag)
-            .body(Bytes::new())
-            .expect("valid");
-    }
-    let body = match body() {
-        Ok(b) => b,
-        Err(e) => {
-            return unreadable(e);
-        }
-    };
-    let mut r = r
-        .status(StatusCode::OK)
+fn not_modified_response(r: http::response::Builder, tag: HeaderValue) -> Response<Body> {
+    r.status(StatusCode::NOT_MODIFIED)
         .header(header::ETAG, tag)
-        .header(header::CONTENT_LENGTH, body.len());
+        .body(Body::empty())
+        .expect("valid")
+}
+
+/// 200 with `tag` (this encoding's ETag), `Content-Encoding`, and `Content-Length`
+/// when known (a HEAD has an empty body and the GET's length).
+fn ok_response(
+    r: http::response::Builder,
+    tag: HeaderValue,
+    encoding: Encoding,
+    body: Body,
+    len: Option<usize>,
+) -> Response<Body> {
+    let mut r = r.status(StatusCode::OK).header(header::ETAG, tag);
+    if let Some(len) = len {
+        r = r.header(header::CONTENT_LENGTH, len);
+    }
     if let Some(ce) = encoding.header_value() {
         r = r.header(header::CONTENT_ENCODING, ce);
     }
-    r.body(if head_only { Bytes::new() } else { body }).expect("valid")
+    r.body(body).expect("valid")
 }
 
 /// Which models of the list a response holds.
@@ -311,18 +316,12 @@ async fn serve_page(
     term: Option<&str>,
     Cut { offset, limit }: Cut,
     head_only: bool,
-) -> Response<Bytes> {
+) -> Response<Body> {
     // Compressed per request: gzip when accepted (about 6x cheaper to produce than
     // brotli for a few percent more bytes), brotli only for clients without gzip.
     let encoding = match choose_encoding(&req.headers) {
         Encoding::Brotli if super::negotiate::accepts(&req.headers, "gzip") => Encoding::Gzip,
         other => other,
-    };
-    let answer = match catalog.searcher.search(entry, term, offset, limit, encoding).await {
-        Ok(a) => a,
-        Err(e) => {
-            return unreadable(e);
-        }
     };
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
@@ -334,14 +333,24 @@ async fn serve_page(
             HeaderValue::from_static("public, max-age=0, s-maxage=60"),
         );
     }
-    let tag = HeaderValue::from_str(&encoding_etag(&answer.etag, answer.encoding)).expect("hex etag");
-    conditional(r, req, (&answer.etag, tag), answer.encoding, head_only, || {
-        Ok::<_, std::convert::Infallible>(answer.body.clone())
-    })
+    // The validator is derived from the entry's and the cut: a 304 costs no search.
+    let etag = search::answer_etag(&entry.meta.etag, term, offset, limit);
+    let tag = HeaderValue::from_str(&encoding_etag(&etag, encoding)).expect("hex etag");
+    if not_modified(&req.headers, &etag) {
+        return not_modified_response(r, tag);
+    }
+    match catalog
+        .searcher
+        .answer(entry, term, offset, limit, encoding, head_only)
+        .await
+    {
+        Ok(answer) => ok_response(r, tag, answer.encoding, answer.body, answer.len),
+        Err(e) => unreadable(e),
+    }
 }
 
 /// 500 for a cached value that cannot be read back (the next read refetches it).
-fn unreadable(e: impl std::fmt::Display) -> Response<Bytes> {
+fn unreadable(e: impl std::fmt::Display) -> Response<Body> {
     json_error(
         StatusCode::INTERNAL_SERVER_ERROR,
         "corrupt_entry",

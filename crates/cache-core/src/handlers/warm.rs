@@ -2,25 +2,25 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{json_error, json_response, method_not_allowed, query};
 use crate::app::App;
+use crate::body::Body;
 use crate::spawn::Spawner;
 use crate::warm::Trigger;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
     match req.method {
         Method::POST => warm(req, catalog, spawner).await,
-        Method::GET | Method::HEAD => status(catalog).await,
+        Method::GET | Method::HEAD => status(req, catalog).await,
         _ => method_not_allowed("GET, HEAD, POST"),
     }
 }
 
-async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Bytes> {
+async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
     let Some(secret) = &catalog.config.warming_secret else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,13 +74,13 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn S
     let result = catalog.warm(gateways, Trigger::Manual, spawner).await;
     crate::warm::report_failures(super::Route::WarmModels.path(), None, &result);
     match result {
-        Ok(record) => json_response(super::run_status(&record), &record),
+        Ok(record) => super::json_answer(&req.headers, super::run_status(&record), &record),
         Err(e) => super::warm_error(&e),
     }
 }
 
 /// `POST ?reset=metrics`: zero the shared cache counters.
-async fn reset(catalog: &Arc<App>, what: &str) -> Response<Bytes> {
+async fn reset(catalog: &Arc<App>, what: &str) -> Response<Body> {
     if what != "metrics" {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -104,16 +104,27 @@ async fn reset(catalog: &Arc<App>, what: &str) -> Response<Bytes> {
 /// reuses it in process for as long.
 const STATUS_CDN_SECS: u64 = crate::status::STATUS_TTL.as_secs();
 
-/// Warming status: no auth, no secrets (see [`App::status`]).
-async fn status(catalog: &Arc<App>) -> Response<Bytes> {
-    Response::builder()
+/// Warming status: no auth, no secrets (see [`App::status`]); gzipped when accepted.
+async fn status(req: &http::request::Parts, catalog: &Arc<App>) -> Response<Body> {
+    let body = catalog.status().await;
+    let gzip = super::negotiate::accepts(&req.headers, "gzip");
+    let mut r = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::VARY, "Accept-Encoding")
         .header(
             header::CACHE_CONTROL,
             format!("public, max-age=0, s-maxage={STATUS_CDN_SECS}"),
-        )
-        .body(catalog.status().await)
-        .expect("static headers")
+        );
+    if gzip {
+        r = r.header(header::CONTENT_ENCODING, "gzip");
+    }
+    let body = if gzip { body.gzip } else { body.identity };
+    let body = if req.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(body)
+    };
+    r.body(body).expect("static headers")
 }

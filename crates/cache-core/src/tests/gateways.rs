@@ -850,7 +850,7 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
         crate::handlers::RequestContext::default(),
     )
     .await;
-    let v: Value = serde_json::from_slice(status.body()).unwrap();
+    let v: Value = serde_json::from_slice(&status.body().to_bytes()).unwrap();
     assert_eq!(v["merged"]["missing_gateways"], json!(["together"]), "{v}");
 }
 
