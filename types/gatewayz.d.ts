@@ -19,6 +19,11 @@ gateways?: Array<string>,
  */
 missing_gateways?: Array<string>, 
 /**
+ * Merged view: gateways whose own entry is gone and whose upstream failed, whose
+ * listings were carried over from the previous merged view (also in `gateways`).
+ */
+carried_gateways?: Array<string>, 
+/**
  * `search` answers: the term, lowercased.
  */
 search?: string, 
@@ -144,6 +149,12 @@ export type StatusResponse = {
  */
 store: string, 
 /**
+ * The last store write this instance could not make, while the store has taken
+ * none since (`null`: writes go through). A replica (`READONLY`) or a full store
+ * (`OOM`) shows here; reads keep answering from what is stored or held in process.
+ */
+store_write_error: LastError | null, 
+/**
  * The last warm run, if any is recorded.
  */
 last_run: RunRecord | null, gateways: Array<GatewayState>, 
@@ -162,9 +173,14 @@ export type GatewayState = { gateway: string, state: KeyState,
  */
 fail_safe: boolean, 
 /**
- * Merged view only: configured gateways with no data at all, left out of it.
+ * Merged view only: configured gateways with no entry of their own.
  */
-missing_gateways?: Array<string>, age_seconds: number | null, models: number | null, fresh_until: string | null, 
+missing_gateways?: Array<string>, 
+/**
+ * Merged view only: the missing gateways whose listings it carried over from
+ * the previous merged view (the others are left out of it).
+ */
+carried_gateways?: Array<string>, age_seconds: number | null, models: number | null, fresh_until: string | null, 
 /**
  * End of the served-stale window (the status page draws age against both).
  */
@@ -179,7 +195,8 @@ export type LastError = { error: string,
  */
 at: string, };
 /**
- * Shared counters (every instance's flushed counts).
+ * Shared counters (every instance's flushed counts, plus this instance's not yet
+ * flushed).
  */
 export type StatusMetrics = { models: CategoryMetrics, 
 /**
@@ -222,6 +239,16 @@ fail_safe_serves: number,
  * Store commands that failed or timed out.
  */
 store_errors: number, 
+/**
+ * Writes the store refused or did not answer (a replica's `READONLY`, a full
+ * server's `OOM`, a pause): what was fetched is held in process, not shared.
+ */
+store_write_errors: number, 
+/**
+ * Counts dropped because a flush's outcome was unknown (it timed out: it may or
+ * may not have been applied). Counted so that no count is ever added twice.
+ */
+metrics_lost: number, 
 /**
  * (fresh + stale) / all reads; `null` before any read.
  */

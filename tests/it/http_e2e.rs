@@ -1135,3 +1135,35 @@ async fn the_models_json_as_the_frontend_reads_it() {
     support::contract::assert_models_response(&search);
     assert_eq!(search["pricing_unit"], "usd_per_token");
 }
+
+/// A duration from the environment outside its range (2^64 - 1 s of stale window once
+/// wrapped every entry's clock around) is refused at start: every route answers 503
+/// naming the variable and its range, and nothing is fetched or stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_duration_is_refused_at_start_naming_its_variable() {
+    let env = Env::new().await;
+    for (var, value) in [
+        ("MODELS_STALE_TTL_SECONDS", "18446744073709551615"),
+        ("MODELS_STALE_TTL_SECONDS", "9223372036854775807"),
+        ("FAILSAFE_MAX_SECONDS", "99999999999"),
+    ] {
+        let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[(var, value)]);
+        let r = raw_client()
+            .get(f.url("/api/models?gateway=groq"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{var}={value}");
+        let v = json_of(r).await;
+        assert_eq!(
+            (v["error"].as_str(), v["variable"].as_str()),
+            (Some("configuration_error"), Some(var))
+        );
+        assert!(
+            v["message"].as_str().unwrap().contains("..="),
+            "the range is named: {v}"
+        );
+    }
+    assert_eq!(env.sample.total_requests(), 0);
+    assert_eq!(env.redis_keys().trim(), "*0", "nothing stored");
+}

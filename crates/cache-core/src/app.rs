@@ -49,7 +49,6 @@ impl App {
             miss_wait: config.miss_wait,
             local_ttl: config.local_cache_ttl,
             metrics_flush_interval: config.metrics_flush_interval,
-            fail_safe_max: config.fail_safe_max,
             soft_timeout: config.soft_timeout,
         };
         let registry = Registry::from_config(&config);

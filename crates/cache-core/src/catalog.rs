@@ -16,6 +16,7 @@
 //! built-in set, `models:all:<hash>` for a custom `GATEWAYS`), so two deployments
 //! with different sets can share one Redis without serving each other's view.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,7 +32,7 @@ use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
 use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::swr::{CacheError, Lookup, Payload, Source, SourceError};
+use crate::swr::{CacheError, Lookup, Payload, Purpose, Source, SourceError};
 use crate::ttl::TtlPolicy;
 
 /// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
@@ -52,19 +53,15 @@ impl App {
         spawner: Arc<dyn Spawner>,
     ) -> Result<Lookup, CacheError> {
         let source = Arc::new(GatewaySource {
-            catalog: self.clone(),
+            app: self.clone(),
             gateway: gateway.clone(),
-            rebuild_after_write: true,
         });
         self.cache.read(&keys::gateway(&gateway.id), source, spawner).await
     }
 
     /// The SWR read of the merged catalog.
     pub async fn read_all(self: &Arc<Self>, spawner: Arc<dyn Spawner>) -> Result<Lookup, CacheError> {
-        let source = Arc::new(MergedSource {
-            catalog: self.clone(),
-            read_through: true,
-        });
+        let source = Arc::new(MergedSource { app: self.clone() });
         self.cache.read(&self.all_key, source, spawner).await
     }
 
@@ -76,11 +73,12 @@ impl App {
         spawner: Arc<dyn Spawner>,
     ) -> Result<Arc<Entry>, CacheError> {
         let source = Arc::new(GatewaySource {
-            catalog: self.clone(),
+            app: self.clone(),
             gateway: gateway.clone(),
-            rebuild_after_write: false,
         });
-        self.cache.refresh(&keys::gateway(&gateway.id), source, spawner).await
+        self.cache
+            .refresh(&keys::gateway(&gateway.id), source, spawner, Purpose::Warm)
+            .await
     }
 
     /// Rebuild the merged view from what is cached per gateway (no upstream calls).
@@ -88,24 +86,52 @@ impl App {
     /// and a rebuild never adopts another's result (it may predate our data).
     pub async fn rebuild_all(self: &Arc<Self>, spawner: Arc<dyn Spawner>) -> Result<Arc<Entry>, CacheError> {
         let _one_at_a_time = self.rebuilding.lock().await;
-        let source = Arc::new(MergedSource {
-            catalog: self.clone(),
-            read_through: false,
-        });
-        self.cache.refresh(&self.all_key, source, spawner).await
+        let source = Arc::new(MergedSource { app: self.clone() });
+        self.cache
+            .refresh(&self.all_key, source, spawner, Purpose::Rebuild)
+            .await
     }
 
-    /// No gateway changed: move the merged view's clock instead of rebuilding it, if
-    /// it is stored and complete (an incomplete one has a short fresh window and is
-    /// rebuilt, so that missing gateways get another chance).
+    /// No gateway changed in a warm: move the merged view's clock instead of
+    /// rebuilding it, if it is stored, complete, and built from exactly the gateway
+    /// entries stored now. The merged view is the merge of what is *stored*: when an
+    /// earlier rebuild was lost (its instance killed, or the store refused the write),
+    /// the gateway entries moved on without it, their fingerprint no longer matches,
+    /// and the warm rebuilds. An incomplete view (missing or carried gateways) has a
+    /// short fresh window and is rebuilt too, so that they get another chance.
     pub async fn retime_complete_merge(self: &Arc<Self>) -> Option<Arc<Entry>> {
         let _one_at_a_time = self.rebuilding.lock().await;
         let merged = self.cache.peek_meta(&self.all_key).await?;
-        let fresh_window = merged.fresh_until_ms.saturating_sub(merged.fetched_at_ms);
-        if fresh_window <= INCOMPLETE_MERGE_FRESH.as_millis() as u64 {
+        let clock = merged.clock;
+        if clock.fresh_until_ms.saturating_sub(clock.fetched_at_ms) <= INCOMPLETE_MERGE_FRESH.as_millis() as u64 {
+            return None;
+        }
+        let stored = self.stored_sources().await;
+        if merged.sources != stored {
+            tracing::info!(
+                "[Cache Warming] The merged view was built from other gateway data than is stored: rebuilding it"
+            );
             return None;
         }
         self.cache.retime_stored(&self.all_key, self.ttl()).await
+    }
+
+    /// The fingerprint of the gateway entries stored now (their headers only).
+    async fn stored_sources(&self) -> u64 {
+        let metas = futures_util::future::join_all(
+            self.registry
+                .all()
+                .iter()
+                .map(|g| async move { self.cache.peek_meta_in_store(&keys::gateway(&g.id)).await }),
+        )
+        .await;
+        sources_fingerprint(
+            self.registry
+                .all()
+                .iter()
+                .zip(&metas)
+                .map(|(g, m)| (g.id.as_str(), m.as_ref().map(|m| m.etag.as_str()))),
+        )
     }
 
     /// Rebuild the merged view soon. Requests within the coalescing window share one
@@ -115,21 +141,31 @@ impl App {
         if self.rebuild_scheduled.swap(true, Ordering::SeqCst) {
             return None;
         }
-        let catalog = self.clone();
+        let app = self.clone();
         Some(boxed(async move {
             tokio::time::sleep(REBUILD_COALESCE).await;
-            let _one_at_a_time = catalog.rebuilding.lock().await;
+            let _one_at_a_time = app.rebuilding.lock().await;
             // From here on, a new request schedules another rebuild after this one.
-            catalog.rebuild_scheduled.store(false, Ordering::SeqCst);
-            let source = Arc::new(MergedSource {
-                catalog: catalog.clone(),
-                read_through: false,
-            });
-            if let Err(e) = catalog.cache.refresh(&catalog.all_key, source, spawner).await {
+            app.rebuild_scheduled.store(false, Ordering::SeqCst);
+            let source = Arc::new(MergedSource { app: app.clone() });
+            if let Err(e) = app.cache.refresh(&app.all_key, source, spawner, Purpose::Rebuild).await {
                 tracing::warn!("[Cache SWR] Rebuilding the merged catalog failed: {e}");
             }
         }))
     }
+}
+
+/// What the merged view was built from: each configured gateway's stored entry ETag,
+/// or nothing (`None`: no entry of its own), in the configured order.
+fn sources_fingerprint<'a>(inputs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (id, etag) in inputs {
+        h.update(id.as_bytes());
+        h.update(&[0]);
+        h.update(etag.unwrap_or("-").as_bytes());
+        h.update(&[0]);
+    }
+    h.digest()
 }
 
 /// Rejects empty catalogs and collapses (0 or a handful where there were hundreds),
@@ -198,11 +234,8 @@ pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (
 
 /// One gateway's catalog from the catalog API.
 pub struct GatewaySource {
-    catalog: Arc<App>,
+    app: Arc<App>,
     gateway: Gateway,
-    /// Schedule a merged rebuild after a stored value (not during a warm, which
-    /// rebuilds once at its end).
-    rebuild_after_write: bool,
 }
 
 impl Source for GatewaySource {
@@ -211,7 +244,7 @@ impl Source for GatewaySource {
     }
 
     fn ttl(&self) -> TtlPolicy {
-        self.catalog.ttl()
+        self.app.ttl()
     }
 
     fn deadline(&self) -> Duration {
@@ -220,7 +253,11 @@ impl Source for GatewaySource {
         self.gateway.deadline + Duration::from_secs(2)
     }
 
-    fn fetch(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>> {
+    fn fetch(
+        self: Arc<Self>,
+        _purpose: Purpose,
+        _spawner: Arc<dyn Spawner>,
+    ) -> BoxFuture<Result<Payload, SourceError>> {
         let span = tracing::info_span!(
             "gateway.fetch",
             gateway = %self.gateway.id,
@@ -233,7 +270,7 @@ impl Source for GatewaySource {
                 let started = std::time::Instant::now();
                 let gw = self.gateway.clone();
                 let pages = self
-                    .catalog
+                    .app
                     .fetcher
                     .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
                     .await?;
@@ -261,24 +298,37 @@ impl Source for GatewaySource {
         validate_catalog(new, previous).map_err(|e| format!("{}: {e}", self.gateway.id))
     }
 
-    fn after_write(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
-        if !self.rebuild_after_write {
-            return None;
+    /// A gateway stored outside a warm (a miss, a revalidation) schedules a merged
+    /// rebuild; a warm rebuilds once at its end.
+    fn after_write(self: Arc<Self>, purpose: Purpose, spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+        match purpose {
+            Purpose::Warm | Purpose::Rebuild => None,
+            Purpose::Read | Purpose::Revalidate => self.app.schedule_rebuild(spawner),
         }
-        self.catalog.schedule_rebuild(spawner)
     }
 }
 
 /// The merged catalog, built from a complete set: every configured gateway
 /// contributes its stored entry, whatever its state (fresh, stale, or kept past its
-/// stale window); a gateway with no entry is fetched through the cache. Only a
-/// gateway with no data at all is left out, named in `missing_gateways`, and the
-/// merged entry is then fresh for `INCOMPLETE_MERGE_FRESH` only. `read_through`
-/// (a read of `all`) also reads the stored ones through SWR, so stale gateways are
-/// revalidated.
+/// stale window); a gateway with no entry is fetched through the cache, and if that
+/// fails, this instance's own copy is used, else its listings are carried over from
+/// the previous merged view ("never less than we had": an evicted key and a failing
+/// upstream must not drop 1,500 models). Only a gateway with no data anywhere is
+/// left out, named in `missing_gateways`; while any is missing or carried, the merged
+/// entry is fresh for `INCOMPLETE_MERGE_FRESH` only. A read of `all`
+/// ([`Purpose::Read`]) reads the gateways through SWR, so stale ones revalidate.
 pub struct MergedSource {
-    catalog: Arc<App>,
-    read_through: bool,
+    app: Arc<App>,
+}
+
+/// Where a gateway's part of the merged view comes from.
+pub(crate) enum Input {
+    /// Its entry in the store.
+    Stored(Arc<Entry>),
+    /// Its entry is gone from the store; this instance still holds a copy.
+    Held(Arc<Entry>),
+    /// Nothing of its own anywhere: carried over from the previous merged view, or missing.
+    Absent,
 }
 
 impl Source for MergedSource {
@@ -287,49 +337,62 @@ impl Source for MergedSource {
     }
 
     fn ttl(&self) -> TtlPolicy {
-        self.catalog.ttl()
+        self.app.ttl()
     }
 
     fn deadline(&self) -> Duration {
-        self.catalog.registry.max_deadline() + Duration::from_secs(5)
+        self.app.registry.max_deadline() + Duration::from_secs(5)
     }
 
-    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>> {
+    fn fetch(self: Arc<Self>, purpose: Purpose, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>> {
         Box::pin(async move {
-            let catalog = &self.catalog;
-            let read_through = self.read_through;
-            let reads = catalog.registry.all().iter().map(|gw| {
+            let app = &self.app;
+            let reads = app.registry.all().iter().map(|gw| {
                 let spawner = spawner.clone();
                 async move {
-                    let stored = if read_through {
-                        None
-                    } else {
-                        catalog.cache.peek(&keys::gateway(&gw.id)).await
+                    let key = keys::gateway(&gw.id);
+                    // Taken before reading: a read that finds the key gone forgets it.
+                    let held = app.cache.held(&key);
+                    let stored = match purpose {
+                        Purpose::Read => None,
+                        _ => app.cache.peek(&key).await,
                     };
-                    let entry = match stored {
+                    let read = match stored {
                         Some(e) => Ok(e),
-                        None => catalog.read_gateway(gw, spawner).await.map(|l| l.entry),
+                        None => app.read_gateway(gw, spawner).await.map(|l| l.entry),
                     };
-                    (gw.id.clone(), entry)
+                    let input = match (read, held) {
+                        (Ok(e), _) => Input::Stored(e),
+                        (Err(e), Some(h)) => {
+                            tracing::warn!(
+                                "[Cache SWR] Merging {} from this instance's copy: its entry is gone and {e}",
+                                gw.id
+                            );
+                            Input::Held(h)
+                        }
+                        (Err(e), None) => {
+                            tracing::warn!("[Cache SWR] No data of {} to merge: {e}", gw.id);
+                            Input::Absent
+                        }
+                    };
+                    (gw.id.clone(), input)
                 }
             });
-            let mut entries: Vec<(String, Arc<Entry>)> = Vec::new();
-            let mut missing: Vec<String> = Vec::new();
-            for (id, entry) in futures_util::future::join_all(reads).await {
-                match entry {
-                    Ok(e) => entries.push((id, e)),
-                    Err(e) => {
-                        tracing::warn!("[Cache SWR] Merged catalog without {id}: no data ({e})");
-                        missing.push(id);
-                    }
-                }
-            }
-            if entries.is_empty() {
+            let inputs: Vec<(String, Input)> = futures_util::future::join_all(reads).await;
+            let absent = inputs.iter().any(|(_, i)| matches!(i, Input::Absent));
+            let previous = match absent {
+                true => match app.cache.peek(&app.all_key).await {
+                    Some(p) => Some(p),
+                    None => app.cache.held(&app.all_key),
+                },
+                false => None,
+            };
+            if previous.is_none() && inputs.iter().all(|(_, i)| matches!(i, Input::Absent)) {
                 return Err(SourceError::Unavailable(
                     "no gateway has cached data to merge".to_string(),
                 ));
             }
-            tokio::task::spawn_blocking(move || merge_entries(&entries, missing))
+            tokio::task::spawn_blocking(move || merge_inputs(&inputs, previous.as_deref()))
                 .await
                 .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
         })
@@ -346,41 +409,149 @@ impl Source for MergedSource {
     }
 }
 
-pub(crate) fn merge_entries(entries: &[(String, Arc<Entry>)], mut missing: Vec<String>) -> Payload {
-    let mut bodies = Vec::with_capacity(entries.len());
-    let mut included = Vec::with_capacity(entries.len());
-    for (id, entry) in entries {
-        // Uncached: the merge reads each catalog once; keeping every identity body
-        // in memory afterwards would only raise the resident set.
-        match entry.identity_uncached() {
+/// The merged view of `inputs` (in the configured order). An absent gateway's
+/// listings are carried over from `previous` (the merged view stored before) when it
+/// has them; otherwise the gateway is missing.
+pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>) -> Payload {
+    let absent: Vec<&str> = inputs
+        .iter()
+        .filter(|(_, i)| matches!(i, Input::Absent))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let mut carried_bodies = match (previous, absent.is_empty()) {
+        (Some(p), false) => match p.identity_uncached() {
+            Ok(json) => carry_over(&json, &absent),
+            Err(e) => {
+                tracing::warn!("[Cache SWR] The previous merged view is unreadable ({e}): nothing carried over");
+                HashMap::new()
+            }
+        },
+        _ => HashMap::new(),
+    };
+    let mut bodies: Vec<Bytes> = Vec::with_capacity(inputs.len());
+    let (mut included, mut missing, mut carried) = (Vec::new(), Vec::new(), Vec::new());
+    let mut carried_mask = 0u64;
+    let mut stored_etags: Vec<Option<&str>> = Vec::with_capacity(inputs.len());
+    for (n, (id, input)) in inputs.iter().enumerate() {
+        let (body, stored) = match input {
+            // Uncached: the merge reads each catalog once; keeping every identity body
+            // in memory afterwards would only raise the resident set.
+            Input::Stored(e) => (
+                e.identity_uncached().map_err(|e| e.to_string()),
+                Some(e.meta.etag.as_str()),
+            ),
+            Input::Held(e) => (e.identity_uncached().map_err(|e| e.to_string()), None),
+            Input::Absent => match carried_bodies.remove(id.as_str()) {
+                Some(body) => {
+                    carried.push(Value::String(id.clone()));
+                    if n < 64 {
+                        carried_mask |= 1 << n;
+                    }
+                    (Ok(body), None)
+                }
+                None => (Err("no data".to_string()), None),
+            },
+        };
+        stored_etags.push(stored);
+        match body {
             Ok(json) => {
                 bodies.push(json);
                 included.push(Value::String(id.clone()));
             }
             Err(e) => {
-                tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
-                missing.push(id.clone());
+                if !matches!(input, Input::Absent) {
+                    tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
+                }
+                missing.push(Value::String(id.clone()));
             }
         }
     }
     let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
     let (items, count) = merge_bodies(&refs);
     drop(bodies);
-    let incomplete = !missing.is_empty();
-    let missing = Value::Array(missing.into_iter().map(Value::String).collect());
+    let incomplete = !missing.is_empty() || !carried.is_empty();
     let mut payload = Payload::new(
         catalog_json(
             "all",
             &[&items],
             count,
-            &[("gateways", Value::Array(included)), ("missing_gateways", missing)],
+            &[
+                ("gateways", Value::Array(included)),
+                ("missing_gateways", Value::Array(missing)),
+                ("carried_gateways", Value::Array(carried)),
+            ],
         ),
         count as u32,
     );
+    payload.sources = sources_fingerprint(
+        inputs
+            .iter()
+            .zip(stored_etags)
+            .map(|((id, _), etag)| (id.as_str(), etag)),
+    );
+    payload.carried = carried_mask;
     if incomplete {
         payload.fresh_for = Some(INCOMPLETE_MERGE_FRESH);
     }
     payload
+}
+
+/// Each of the `absent` gateways' listings in a merged view's JSON, as that
+/// gateway's own catalog body (`{"data":[...]}`): the records that list it, with
+/// `source_gateway(s)`, `gateway_pricing` and `pricing` narrowed to it.
+fn carry_over(merged_json: &[u8], absent: &[&str]) -> HashMap<String, Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        data: Vec<&'a serde_json::value::RawValue>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Listed {
+        source_gateways: Value,
+    }
+    let Ok(body) = serde_json::from_slice::<Body>(merged_json) else {
+        return HashMap::new();
+    };
+    let mut out: HashMap<String, Vec<u8>> = HashMap::new();
+    for raw in body.data {
+        let listed: Listed = serde_json::from_str(raw.get()).unwrap_or_default();
+        let Some(gateways) = listed.source_gateways.as_array() else {
+            continue;
+        };
+        for g in absent.iter().filter(|g| gateways.iter().any(|v| v == **g)) {
+            let Ok(mut m) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+                continue;
+            };
+            let price = m
+                .get("gateway_pricing")
+                .and_then(|p| p.get(*g))
+                .filter(|p| p.is_object())
+                .cloned();
+            m.insert("source_gateway".into(), Value::String(g.to_string()));
+            m.insert(
+                "source_gateways".into(),
+                Value::Array(vec![Value::String(g.to_string())]),
+            );
+            let mut own = Map::new();
+            if let Some(p) = &price {
+                own.insert(g.to_string(), p.clone());
+            }
+            m.insert("gateway_pricing".into(), Value::Object(own));
+            m.insert("pricing".into(), price.unwrap_or(Value::Null));
+            let buf = out.entry(g.to_string()).or_insert_with(|| b"{\"data\":[".to_vec());
+            if buf.len() > 9 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut *buf, &m).expect("maps serialize");
+        }
+    }
+    out.into_iter()
+        .map(|(g, mut buf)| {
+            buf.extend_from_slice(b"]}");
+            (g, Bytes::from(buf))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,11 +564,11 @@ mod tests {
 
     fn meta(n: u32) -> EntryMeta {
         EntryMeta {
-            fetched_at_ms: 0,
-            fresh_until_ms: 0,
-            stale_until_ms: 0,
+            clock: crate::entry::Clock::default(),
             item_count: n,
             high_water: n,
+            sources: 0,
+            carried: 0,
             etag: String::new(),
         }
     }

@@ -182,33 +182,35 @@ impl Config {
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let num = |k: &'static str, default: u64| -> Result<u64, ConfigError> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v.parse::<u64>().map_err(|_| ConfigError {
+        // Every number is range-checked here, at start: a value outside its range is an
+        // error naming the variable and the range, never a silent clamp or an overflow
+        // later (a stale window of 2^64 s once made every entry's stale-until wrap
+        // around before its fresh-until).
+        let num = |k: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            let v = match get(k) {
+                None => return Ok(default),
+                Some(v) => v,
+            };
+            let n = v.parse::<u64>().map_err(|_| ConfigError {
+                var: k,
+                message: format!("expected an integer in {}..={}, got {v:?}", range.start(), range.end()),
+            })?;
+            if !range.contains(&n) {
+                return Err(ConfigError {
                     var: k,
-                    message: format!("expected a non-negative integer, got {v:?}"),
-                }),
+                    message: format!("{n} is outside {}..={}", range.start(), range.end()),
+                });
             }
+            Ok(n)
         };
         let secret = |k: &str| get(k).map(Secret);
+        const DAY: u64 = 86_400;
 
-        let page_limit = num("FETCH_PAGE_LIMIT", 1000)?;
-        if !(1..=1000).contains(&page_limit) {
-            return Err(ConfigError {
-                var: "FETCH_PAGE_LIMIT",
-                message: "must be between 1 and 1000".into(),
-            });
-        }
-        let fresh = num("MODELS_FRESH_TTL_SECONDS", 4 * 3600)?;
-        let stale = num("MODELS_STALE_TTL_SECONDS", 12 * 3600)?;
-        if fresh == 0 {
-            return Err(ConfigError {
-                var: "MODELS_FRESH_TTL_SECONDS",
-                message: "must be at least 1".into(),
-            });
-        }
-        let jitter = num("TTL_JITTER_PERCENT", 5)?.min(50) as u8;
+        let page_limit = num("FETCH_PAGE_LIMIT", 1000, 1..=1000)?;
+        let fresh = num("MODELS_FRESH_TTL_SECONDS", 4 * 3600, 1..=30 * DAY)?;
+        let stale = num("MODELS_STALE_TTL_SECONDS", 12 * 3600, 0..=30 * DAY)?;
+        let jitter = num("TTL_JITTER_PERCENT", 5, 0..=50)? as u8;
+        let fail_safe = num("FAILSAFE_MAX_SECONDS", 7 * DAY, 0..=90 * DAY)?;
 
         let gateways = get("GATEWAYS").map(|v| {
             v.split(',')
@@ -226,29 +228,30 @@ impl Config {
         Ok(Config {
             redis_url: get("REDIS_URL").map(SecretUrl::new),
             key_prefix: get("CACHE_KEY_PREFIX").unwrap_or_default(),
-            redis_command_timeout: Duration::from_millis(num("REDIS_COMMAND_TIMEOUT_MS", 1000)?.max(1)),
-            redis_pool_size: num("REDIS_POOL_SIZE", 2)?.clamp(1, 16) as usize,
-            models_ttl: TtlPolicy::new(Duration::from_secs(fresh), Duration::from_secs(stale), jitter),
-            revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60)?),
-            miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0)?),
-            local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000)?),
-            fail_safe_max: Duration::from_secs(num("FAILSAFE_MAX_SECONDS", 7 * 86_400)?),
-            soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000)?),
-            metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000)?),
-            answer_cache_max_bytes: num("ANSWER_CACHE_MAX_BYTES", 64 << 20)? as usize,
+            redis_command_timeout: Duration::from_millis(num("REDIS_COMMAND_TIMEOUT_MS", 1000, 1..=60_000)?),
+            redis_pool_size: num("REDIS_POOL_SIZE", 2, 1..=16)? as usize,
+            models_ttl: TtlPolicy::new(Duration::from_secs(fresh), Duration::from_secs(stale), jitter)
+                .with_fail_safe(Duration::from_secs(fail_safe)),
+            revalidate_retry: Duration::from_secs(num("REVALIDATE_RETRY_SECONDS", 60, 0..=DAY)?),
+            miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0, 0..=300_000)?),
+            local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
+            fail_safe_max: Duration::from_secs(fail_safe),
+            soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000, 0..=300_000)?),
+            metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000, 0..=3_600_000)?),
+            answer_cache_max_bytes: num("ANSWER_CACHE_MAX_BYTES", 64 << 20, 1 << 20..=16 << 30)? as usize,
             upstream_base_url: SecretUrl::new(
                 get("GATEWAYZ_API_URL")
                     .unwrap_or_else(|| "https://api.gatewayz.ai".into())
                     .trim_end_matches('/'),
             ),
             gateways,
-            fast_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_FAST_MS", 5_000)?.max(1)),
-            slow_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_SLOW_MS", 30_000)?.max(1)),
+            fast_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_FAST_MS", 5_000, 1..=300_000)?),
+            slow_deadline: Duration::from_millis(num("GATEWAY_TIMEOUT_SLOW_MS", 30_000, 1..=300_000)?),
             page_limit: page_limit as u32,
-            max_pages: num("FETCH_MAX_PAGES", 100)?.clamp(1, 10_000) as u32,
-            max_bytes: num("FETCH_MAX_BYTES", 64 * 1024 * 1024)?.max(1024) as usize,
-            warm_concurrency: num("WARM_CONCURRENCY", 24)?.clamp(1, 256) as usize,
-            warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 330)?.max(1)),
+            max_pages: num("FETCH_MAX_PAGES", 100, 1..=10_000)? as u32,
+            max_bytes: num("FETCH_MAX_BYTES", 64 * 1024 * 1024, 1024..=4 << 30)? as usize,
+            warm_concurrency: num("WARM_CONCURRENCY", 24, 1..=256)? as usize,
+            warm_lock_ttl: Duration::from_secs(num("WARM_LOCK_TTL_SECONDS", 330, 1..=3600)?),
             warming_secret: secret("CACHE_WARMING_SECRET"),
             cron_secret: secret("CRON_SECRET"),
             cors: CorsPolicy::parse(get("CORS_ALLOW_ORIGINS").as_deref()),
@@ -322,6 +325,34 @@ mod tests {
     fn bad_numbers_name_the_variable() {
         let err = Config::from_pairs(&[("MISS_WAIT_MS", "soon")]).unwrap_err();
         assert_eq!(err.var, "MISS_WAIT_MS");
+    }
+
+    #[test]
+    fn every_number_is_range_checked_and_names_its_variable() {
+        for (var, value) in [
+            ("MODELS_STALE_TTL_SECONDS", "18446744073709551615"),
+            ("MODELS_STALE_TTL_SECONDS", "9223372036854775807"),
+            ("MODELS_FRESH_TTL_SECONDS", "0"),
+            ("FAILSAFE_MAX_SECONDS", "99999999999"),
+            ("FETCH_PAGE_LIMIT", "5000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "0"),
+            ("TTL_JITTER_PERCENT", "90"),
+            ("REDIS_POOL_SIZE", "-1"),
+        ] {
+            let err = Config::from_pairs(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().contains("..="), "the allowed range is named: {err}");
+        }
+        let c = Config::from_pairs(&[
+            ("MODELS_STALE_TTL_SECONDS", "2592000"),
+            ("FAILSAFE_MAX_SECONDS", "7776000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.models_ttl.stale,
+            Duration::from_secs(30 * 86_400),
+            "the bounds themselves are allowed"
+        );
     }
 
     #[test]

@@ -99,6 +99,11 @@ pub struct ModelsResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub missing_gateways: Option<Vec<String>>,
+    /// Merged view: gateways whose own entry is gone and whose upstream failed, whose
+    /// listings were carried over from the previous merged view (also in `gateways`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub carried_gateways: Option<Vec<String>>,
     /// `search` answers: the term, lowercased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
@@ -250,12 +255,45 @@ pub struct RunRecord {
     pub details: Vec<GatewayOutcome>,
 }
 
+impl RunRecord {
+    /// The record of a run: success means stored (every gateway, and the merged view).
+    pub fn new(
+        trigger: Trigger,
+        started_ms: u64,
+        took: std::time::Duration,
+        details: Vec<GatewayOutcome>,
+        merged_models: Option<u32>,
+    ) -> RunRecord {
+        let ok = details.iter().filter(|d| d.status == Outcome::Success).count();
+        RunRecord {
+            success: ok == details.len() && merged_models.is_some(),
+            trigger,
+            started_at: crate::clock::iso8601(started_ms),
+            finished_at: crate::clock::iso8601(crate::clock::now_ms()),
+            duration_ms: took.as_millis() as u64,
+            total_models: details
+                .iter()
+                .filter(|d| d.status == Outcome::Success)
+                .map(|d| d.count as u64)
+                .sum(),
+            merged_models,
+            gateways_success: ok,
+            gateways_failed: details.len() - ok,
+            details,
+        }
+    }
+}
+
 /// `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct StatusResponse {
     /// `redis` or `memory`.
     pub store: String,
+    /// The last store write this instance could not make, while the store has taken
+    /// none since (`null`: writes go through). A replica (`READONLY`) or a full store
+    /// (`OOM`) shows here; reads keep answering from what is stored or held in process.
+    pub store_write_error: Option<LastError>,
     /// The last warm run, if any is recorded.
     pub last_run: Option<RunRecord>,
     pub gateways: Vec<GatewayState>,
@@ -289,10 +327,15 @@ pub struct GatewayState {
     /// Past its stale window but kept: reads serve it (marked fail-safe) while
     /// refetches fail.
     pub fail_safe: bool,
-    /// Merged view only: configured gateways with no data at all, left out of it.
+    /// Merged view only: configured gateways with no entry of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub missing_gateways: Option<Vec<String>>,
+    /// Merged view only: the missing gateways whose listings it carried over from
+    /// the previous merged view (the others are left out of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub carried_gateways: Option<Vec<String>>,
     pub age_seconds: Option<u64>,
     pub models: Option<u32>,
     pub fresh_until: Option<String>,
@@ -309,7 +352,8 @@ pub struct LastError {
     pub at: String,
 }
 
-/// Shared counters (every instance's flushed counts).
+/// Shared counters (every instance's flushed counts, plus this instance's not yet
+/// flushed).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct StatusMetrics {

@@ -8,19 +8,29 @@
 //! the stored bytes as they are: no JSON parse, no re-serialization, no compression
 //! per request. A strong ETag is computed once at write time.
 //!
-//! Binary layout (all integers big-endian):
+//! Binary layout (all integers big-endian), format 3:
 //!
 //! ```text
-//! "GZCE" | version u8 | flags u8 | fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64
-//! | item_count u32 | high_water u32 | checksum u64 | etag_len u8 | etag bytes
+//! "GZCE" | version u8 | flags u8
+//! | clock: fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64 | kept_until_ms u64
+//! | item_count u32 | high_water u32 | sources u64 | carried u64 | checksum u64 | etag_len u8 | etag bytes
 //! | body_count u8 | (encoding u8, len u32) * body_count | body bytes, in the same order
 //! ```
 //!
-//! - `fetched_at_ms` is when the fetch *started* (went upstream): the instant the data
-//!   is "as of". It sits at byte offset 6 in every version, where the store's
-//!   compare-and-set reads it to refuse an older fetch over a newer one.
+//! - The clock ([`Clock`]) is the entry's whole life: fetched at (when the fetch
+//!   *started*: the instant the data is "as of"), fresh until, stale until, kept until
+//!   (fail-safe serving ends; the store key expires a little after). It sits at byte
+//!   [`CLOCK_OFFSET`], [`CLOCK_LEN`] bytes, in every format since 1 for the stamp: the
+//!   store's compare-and-set reads the stamp there, and an unchanged refetch rewrites
+//!   the clock alone. The store's scripts take these constants from here.
 //! - `high_water` is the largest item count this key has held: a collapse is judged
 //!   against it, so a catalog cannot shrink by ratchets of "only" 10x each.
+//! - `sources` fingerprints what a derived entry was built from (the merged view: the
+//!   ETag of each gateway entry it merged); 0 for a gateway's own catalog. A warm
+//!   compares it with what is stored now and rebuilds when they differ.
+//! - `carried` marks (one bit per gateway, in the configured order) the gateways whose
+//!   listings a merged view carried over from the previous one, because their own
+//!   entry was gone and their upstream failed; 0 otherwise.
 //! - `checksum` is xxh3-64 of the bodies. A value whose bodies do not match is corrupt,
 //!   and corrupt values are misses, whatever their header says.
 //!
@@ -28,14 +38,22 @@
 
 use std::io::{Read, Write};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-const MAGIC: &[u8; 4] = b"GZCE";
+/// The first bytes of every entry.
+pub const MAGIC: &[u8; 4] = b"GZCE";
 /// Bump when the layout changes: older values then read as a miss and are overwritten.
-pub const FORMAT_VERSION: u8 = 2;
-/// Byte offset of `fetched_at_ms` (u64, big-endian) in every format version.
-pub const FETCHED_AT_OFFSET: usize = 6;
+pub const FORMAT_VERSION: u8 = 3;
+/// The oldest format whose fetch stamp sits at [`CLOCK_OFFSET`]: the store's
+/// compare-and-set still refuses to replace a newer entry of such a format (a rolling
+/// deploy writes both), though this version cannot read it.
+pub const STAMPED_SINCE_VERSION: u8 = 1;
+/// Byte offset of the clock; its first field, `fetched_at_ms`, is the fetch stamp.
+pub const CLOCK_OFFSET: usize = 6;
+/// The clock's bytes: four u64, big-endian.
+pub const CLOCK_LEN: usize = 32;
 /// A decoded identity body larger than this is treated as corrupt (zip-bomb guard).
 const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -85,21 +103,25 @@ impl Freshness {
     }
 }
 
-/// The entry's metadata: its clock, size and validator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EntryMeta {
+/// An entry's clock, in unix milliseconds: made by the TTL policy
+/// ([`crate::ttl::TtlPolicy::clock`]), carried in the entry's header, and read by
+/// everyone who decides about freshness. Arithmetic on it saturates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Clock {
+    /// When the fetch started: the instant the data is "as of" (the write's stamp).
     pub fetched_at_ms: u64,
     pub fresh_until_ms: u64,
+    /// End of the served-stale window.
     pub stale_until_ms: u64,
-    /// Number of items in the payload (models), for status and collapse checks.
-    pub item_count: u32,
-    /// The largest item count this key has held (collapse checks).
-    pub high_water: u32,
-    /// Strong validator, quoted, e.g. `"m-0123abcd..."`.
-    pub etag: String,
+    /// End of fail-safe serving (`FAILSAFE_MAX_SECONDS` past the stale window).
+    pub kept_until_ms: u64,
 }
 
-impl EntryMeta {
+/// Extra life of a store key past its entry's `kept_until`, so a reader that sees
+/// "expired" can still read the old value's header (age, count) for the status page.
+pub const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+impl Clock {
     pub fn freshness(&self, now_ms: u64) -> Freshness {
         if now_ms < self.fresh_until_ms {
             Freshness::Fresh
@@ -112,6 +134,59 @@ impl EntryMeta {
 
     pub fn age_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.fetched_at_ms)
+    }
+
+    /// How long the store keeps the key: to `kept_until`, plus a margin.
+    pub fn key_ttl(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.kept_until_ms.saturating_sub(now_ms)) + KEY_EXPIRY_MARGIN
+    }
+
+    /// The clock as stored ([`CLOCK_LEN`] bytes at [`CLOCK_OFFSET`]).
+    pub fn encode(&self) -> [u8; CLOCK_LEN] {
+        let mut out = [0u8; CLOCK_LEN];
+        for (i, v) in [
+            self.fetched_at_ms,
+            self.fresh_until_ms,
+            self.stale_until_ms,
+            self.kept_until_ms,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    /// Whether the windows are in order (a clock that is not is corrupt).
+    fn is_ordered(&self) -> bool {
+        self.fresh_until_ms <= self.stale_until_ms && self.stale_until_ms <= self.kept_until_ms
+    }
+}
+
+/// The entry's metadata: its clock, size, sources and validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub clock: Clock,
+    /// Number of items in the payload (models), for status and collapse checks.
+    pub item_count: u32,
+    /// The largest item count this key has held (collapse checks).
+    pub high_water: u32,
+    /// What a derived entry was built from (see the module doc); 0 for a source's own.
+    pub sources: u64,
+    /// Inputs a derived entry carried over from its previous value (see the module doc).
+    pub carried: u64,
+    /// Strong validator, quoted, e.g. `"m-0123abcd..."`.
+    pub etag: String,
+}
+
+impl EntryMeta {
+    pub fn freshness(&self, now_ms: u64) -> Freshness {
+        self.clock.freshness(now_ms)
+    }
+
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        self.clock.age_ms(now_ms)
     }
 }
 
@@ -154,14 +229,7 @@ pub const STORED_ENCODINGS: &[Encoding] = &[Encoding::Brotli];
 
 impl Entry {
     /// Build an entry from a JSON payload, compressing it into `encodings`.
-    pub fn build(
-        json: Bytes,
-        item_count: u32,
-        fetched_at_ms: u64,
-        fresh_until_ms: u64,
-        stale_until_ms: u64,
-        encodings: &[Encoding],
-    ) -> Self {
+    pub fn build(json: Bytes, item_count: u32, clock: Clock, encodings: &[Encoding]) -> Self {
         let etag = etag_for(&json);
         let mut bodies = Vec::with_capacity(encodings.len());
         for &enc in encodings {
@@ -177,15 +245,23 @@ impl Entry {
         }
         Entry::from_parts(
             EntryMeta {
-                fetched_at_ms,
-                fresh_until_ms,
-                stale_until_ms,
+                clock,
                 item_count,
                 high_water: item_count,
+                sources: 0,
+                carried: 0,
                 etag,
             },
             bodies,
         )
+    }
+
+    /// Record what this entry was derived from, and what it carried over (see the
+    /// module doc).
+    pub fn with_sources(mut self, sources: u64, carried: u64) -> Self {
+        self.meta.sources = sources;
+        self.meta.carried = carried;
+        self
     }
 
     /// Raise the high-water mark to `previous` if it is higher (collapse checks).
@@ -266,7 +342,7 @@ impl Entry {
     }
 
     fn header_len(&self) -> usize {
-        4 + 1 + 1 + 8 * 3 + 4 + 4 + 8 + 1 + self.meta.etag.len() + 1 + 5 * self.bodies.len()
+        HEADER_FIXED_LEN + self.meta.etag.len() + 1 + 5 * self.bodies.len()
     }
 
     fn checksum(bodies: &[(Encoding, Bytes)]) -> u64 {
@@ -282,11 +358,11 @@ impl Entry {
         out.put_slice(MAGIC);
         out.put_u8(FORMAT_VERSION);
         out.put_u8(0);
-        out.put_u64(self.meta.fetched_at_ms);
-        out.put_u64(self.meta.fresh_until_ms);
-        out.put_u64(self.meta.stale_until_ms);
+        out.put_slice(&self.meta.clock.encode());
         out.put_u32(self.meta.item_count);
         out.put_u32(self.meta.high_water);
+        out.put_u64(self.meta.sources);
+        out.put_u64(self.meta.carried);
         out.put_u64(Self::checksum(&self.bodies));
         let etag = &self.meta.etag.as_bytes()[..self.meta.etag.len().min(255)];
         out.put_u8(etag.len() as u8);
@@ -325,8 +401,8 @@ impl Entry {
         if r.pos != raw.len() {
             return Err(DecodeError::BadBody("trailing bytes"));
         }
-        if meta.fresh_until_ms > meta.stale_until_ms {
-            return Err(DecodeError::BadBody("fresh window ends after stale window"));
+        if !meta.clock.is_ordered() {
+            return Err(DecodeError::BadBody("the clock's windows are out of order"));
         }
         if Self::checksum(&bodies) != checksum {
             return Err(DecodeError::ChecksumMismatch);
@@ -344,9 +420,11 @@ pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
     }
 }
 
+/// Magic, version, flags, clock, counts, sources, checksum and the ETag's length.
+const HEADER_FIXED_LEN: usize = 4 + 1 + 1 + CLOCK_LEN + 4 + 4 + 8 + 8 + 8 + 1;
 /// The longest header an entry can have (a 255-byte ETag): reading this many bytes
 /// of a value is enough for [`EntryMeta::from_header`].
-pub const MAX_HEADER_LEN: usize = 4 + 1 + 1 + 8 * 3 + 4 + 4 + 8 + 1 + 255;
+pub const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 255;
 
 impl EntryMeta {
     /// The metadata from the first bytes of a stored value (at least up to its ETag),
@@ -366,18 +444,24 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let _flags = r.u8()?;
-    let (fetched_at_ms, fresh_until_ms, stale_until_ms) = (r.u64()?, r.u64()?, r.u64()?);
-    let (item_count, high_water, checksum) = (r.u32()?, r.u32()?, r.u64()?);
+    let clock = Clock {
+        fetched_at_ms: r.u64()?,
+        fresh_until_ms: r.u64()?,
+        stale_until_ms: r.u64()?,
+        kept_until_ms: r.u64()?,
+    };
+    let (item_count, high_water) = (r.u32()?, r.u32()?);
+    let (sources, carried, checksum) = (r.u64()?, r.u64()?, r.u64()?);
     let etag_len = r.u8()? as usize;
     let etag = std::str::from_utf8(r.take(etag_len)?)
         .map_err(|_| DecodeError::BadBody("etag is not UTF-8"))?
         .to_string();
     let meta = EntryMeta {
-        fetched_at_ms,
-        fresh_until_ms,
-        stale_until_ms,
+        clock,
         item_count,
         high_water,
+        sources,
+        carried,
         etag,
     };
     Ok((meta, checksum))
@@ -386,12 +470,11 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
 /// The fetch stamp of a stored value, read without decoding it (store compare-and-set).
 pub fn stamp_of(raw: &[u8]) -> Option<u64> {
     // Only a version we know places the stamp there; anything else is overwritten.
-    if raw.len() < FETCHED_AT_OFFSET + 8 || &raw[..4] != MAGIC || !(1..=FORMAT_VERSION).contains(&raw[4]) {
+    if raw.len() < CLOCK_OFFSET + 8 || &raw[..4] != MAGIC || !(STAMPED_SINCE_VERSION..=FORMAT_VERSION).contains(&raw[4])
+    {
         return None;
     }
-    Some(u64::from_be_bytes(
-        raw[FETCHED_AT_OFFSET..FETCHED_AT_OFFSET + 8].try_into().ok()?,
-    ))
+    Some(u64::from_be_bytes(raw[CLOCK_OFFSET..CLOCK_OFFSET + 8].try_into().ok()?))
 }
 
 struct Reader<'a> {
@@ -458,15 +541,23 @@ pub fn decompress(enc: Encoding, body: &[u8]) -> Result<Bytes, DecodeError> {
 mod tests {
     use super::*;
 
+    fn clock(fetched: u64, fresh: u64, stale: u64) -> Clock {
+        Clock {
+            fetched_at_ms: fetched,
+            fresh_until_ms: fresh,
+            stale_until_ms: stale,
+            kept_until_ms: stale + 5,
+        }
+    }
+
     fn sample() -> Entry {
         Entry::build(
             Bytes::from_static(br#"{"data":[{"id":"a"}]}"#),
             1,
-            10,
-            20,
-            30,
+            clock(10, 20, 30),
             STORED_ENCODINGS,
         )
+        .with_sources(0xfeed, 0b101)
     }
 
     #[test]
@@ -536,9 +627,13 @@ mod tests {
     }
 
     #[test]
-    fn fetched_at_sits_where_the_store_reads_it() {
+    fn the_clock_sits_where_the_store_reads_and_rewrites_it() {
         let raw = sample().encode();
-        let at = u64::from_be_bytes(raw[FETCHED_AT_OFFSET..FETCHED_AT_OFFSET + 8].try_into().unwrap());
+        assert_eq!(
+            &raw[CLOCK_OFFSET..CLOCK_OFFSET + CLOCK_LEN],
+            &sample().meta.clock.encode()
+        );
+        let at = u64::from_be_bytes(raw[CLOCK_OFFSET..CLOCK_OFFSET + 8].try_into().unwrap());
         assert_eq!(at, 10);
         assert_eq!(stamp_of(&raw), Some(10));
         assert_eq!(stamp_of(b"{}"), None);

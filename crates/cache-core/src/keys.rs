@@ -9,7 +9,7 @@
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
 //! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
 //! | `retryafter:<key>` | no new fetch of `<key>` before this expires (any instance) | fill protocol | `REVALIDATE_RETRY_SECONDS`, or the upstream's `Retry-After` (1..3600 s) when it rate limits |
-//! | `lock:warm` | the running warm (one at a time across instances) | warm | `WARM_LOCK_TTL_SECONDS` |
+//! | `lock:warm` | the running warm (one at a time across instances) | warm | a 15 s lease, renewed while the warm runs (at most `WARM_LOCK_TTL_SECONDS`) |
 //! | `warm:last_run` | the last warm's run record (JSON) | warm | 30 days |
 //! | `metrics:<category>` | shared counters (a hash; `category` is `models`) | metrics flush | never |
 //!

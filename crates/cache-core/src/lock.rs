@@ -31,6 +31,10 @@ pub struct Holder {
 }
 
 /// Try once to take `key` for `ttl`. `Ok(None)` means someone else holds it.
+///
+/// An attempt whose outcome is unknown (it timed out: a paused server applies it
+/// when the pause ends) may leave a lock nobody owns. That ghost is removed by token
+/// in the background, as soon as the store answers, until it would have expired.
 pub async fn try_acquire(
     store: &Store,
     key: &str,
@@ -43,17 +47,36 @@ pub async fn try_acquire(
         fastrand::u64(..),
         now_ms()
     ));
-    if store.set_nx(key, value.clone(), ttl).await? {
-        Ok(Some(LockGuard {
+    match store.set_nx(key, value.clone(), ttl).await {
+        Ok(true) => Ok(Some(LockGuard {
             store: store.clone(),
             key: key.to_string(),
             value,
             released: false,
             expires: Instant::now() + ttl,
             spawner: spawner.clone(),
-        }))
-    } else {
-        Ok(None)
+        })),
+        Ok(false) => Ok(None),
+        Err(e) => {
+            if !e.not_applied() {
+                let until = Instant::now() + ttl;
+                spawner.spawn(boxed(remove_ghost(store.clone(), key.to_string(), value, until)));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Delete `key` if it holds `value` (a lock taken by an attempt we gave up on), trying
+/// until it is gone or would have expired: the attempt may be applied after our
+/// first tries.
+async fn remove_ghost(store: Store, key: String, value: Bytes, until: Instant) {
+    while Instant::now() < until {
+        if let Ok(true) = store.release(&key, &value).await {
+            tracing::warn!("[Cache Lock] Removed {key}, taken by an attempt that had given up");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -67,6 +90,18 @@ pub async fn holder(store: &Store, key: &str) -> Result<Option<Holder>, StoreErr
 }
 
 impl LockGuard {
+    /// Extend the lock to `ttl` from now, if it is still ours (a lease renewed while
+    /// its holder runs). `false`: it expired or was taken meanwhile.
+    pub async fn extend(&mut self, ttl: Duration) -> bool {
+        match self.store.extend_if_equals(&self.key, &self.value, ttl).await {
+            Ok(true) => {
+                self.expires = Instant::now() + ttl;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn since_ms(&self) -> u64 {
         std::str::from_utf8(&self.value)
             .ok()

@@ -86,6 +86,12 @@ counters! {
     FailSafeServe => fail_safe_serves,
     /// Store commands that failed or timed out.
     StoreError => store_errors,
+    /// Writes the store refused or did not answer (a replica's `READONLY`, a full
+    /// server's `OOM`, a pause): what was fetched is held in process, not shared.
+    StoreWriteError => store_write_errors,
+    /// Counts dropped because a flush's outcome was unknown (it timed out: it may or
+    /// may not have been applied). Counted so that no count is ever added twice.
+    MetricsLost => metrics_lost,
 }
 
 /// This instance's counts not yet in the store, and when they were last flushed.
@@ -137,7 +143,10 @@ impl Metrics {
                 .is_ok()
     }
 
-    /// Push pending counts to the store. On failure they are put back for the next flush.
+    /// Push pending counts to the store. Counts must never exceed what happened:
+    /// a flush the store certainly did not apply (refused, or not sent) is put back
+    /// for the next one; a flush whose outcome is unknown (it timed out, and a paused
+    /// server may still apply it) is dropped and counted as `metrics_lost`.
     pub async fn flush(&self, store: &Store) {
         let pending = std::mem::take(&mut *self.pending.lock());
         let mut by_category: HashMap<&'static str, Vec<(Event, i64)>> = HashMap::new();
@@ -146,14 +155,39 @@ impl Metrics {
         }
         for (cat, events) in by_category {
             let deltas: Vec<(&str, i64)> = events.iter().map(|(e, n)| (e.field(), *n)).collect();
-            if let Err(e) = store.incr_fields(&keys::metrics(cat), &deltas).await {
-                tracing::debug!("[Cache Metrics] flush failed ({e}); keeping counts for the next flush");
-                let mut p = self.pending.lock();
-                for (ev, n) in events {
-                    *p.entry((cat, ev)).or_default() += n;
+            match store.incr_fields(&keys::metrics(cat), &deltas).await {
+                Ok(()) => {}
+                Err(e) if e.not_applied() => {
+                    tracing::debug!("[Cache Metrics] flush not applied ({e}); keeping counts for the next flush");
+                    let mut p = self.pending.lock();
+                    for (ev, n) in events {
+                        *p.entry((cat, ev)).or_default() += n;
+                    }
+                }
+                Err(e) => {
+                    let lost: i64 = events
+                        .iter()
+                        .filter(|(ev, _)| *ev != Event::MetricsLost)
+                        .map(|(_, n)| n)
+                        .sum();
+                    tracing::warn!(
+                        "[Cache Metrics] flush outcome unknown ({e}); {lost} counts dropped, never sent twice"
+                    );
+                    *self.pending.lock().entry((cat, Event::MetricsLost)).or_default() += lost.max(1);
                 }
             }
         }
+    }
+
+    /// Counts recorded here and not flushed yet, per event (status: this instance's
+    /// share while the store takes no writes).
+    pub fn pending(&self, category: &str) -> HashMap<String, i64> {
+        self.pending
+            .lock()
+            .iter()
+            .filter(|((cat, _), _)| *cat == category)
+            .map(|((_, ev), n)| (ev.field().to_string(), *n))
+            .collect()
     }
 
     /// Shared counters of a category (what every instance flushed so far).

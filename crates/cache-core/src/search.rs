@@ -621,9 +621,7 @@ mod tests {
         Arc::new(Entry::build(
             Bytes::from(json),
             n as u32,
-            0,
-            1,
-            2,
+            crate::entry::Clock::default(),
             crate::entry::STORED_ENCODINGS,
         ))
     }

@@ -10,7 +10,7 @@ use crate::clock::{iso8601, now_ms};
 use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
 use crate::keys;
-use crate::metrics::{CategoryMetrics, Metrics};
+use crate::metrics::CategoryMetrics;
 use crate::store::StoreError;
 use crate::swr::FetchFailure;
 
@@ -65,10 +65,11 @@ async fn assemble(catalog: &App) -> Bytes {
                 .as_ref()
                 .is_some_and(|m| m.freshness(now) == crate::entry::Freshness::Expired),
             missing_gateways: None,
+            carried_gateways: None,
             age_seconds: entry.as_ref().map(|m| m.age_ms(now) / 1000),
             models: entry.as_ref().map(|m| m.item_count),
-            fresh_until: entry.as_ref().map(|m| iso8601(m.fresh_until_ms)),
-            stale_until: entry.as_ref().map(|m| iso8601(m.stale_until_ms)),
+            fresh_until: entry.as_ref().map(|m| iso8601(m.clock.fresh_until_ms)),
+            stale_until: entry.as_ref().map(|m| iso8601(m.clock.stale_until_ms)),
             last_error: failure.map(|f| LastError {
                 // Bounded when recorded; again here for values recorded by older versions.
                 error: crate::upstream::bounded(&f.error),
@@ -92,15 +93,46 @@ async fn assemble(catalog: &App) -> Bytes {
             .map(|g| g.gateway.clone())
             .collect(),
     );
-    let metrics = match Metrics::read(catalog.store(), "models").await {
-        Ok(models) => StatusMetrics { models, error: None },
+    // Which ones the merged view carried over: one bit each, in the configured order.
+    let carried = catalog
+        .cache
+        .peek_meta(catalog.all_key())
+        .await
+        .map_or(0, |m| m.carried);
+    merged.carried_gateways = Some(
+        catalog
+            .registry
+            .all()
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| *n < 64 && carried & (1 << n) != 0)
+            .map(|(_, g)| g.id.clone())
+            .collect(),
+    );
+    // Shared counts, plus this instance's not flushed yet (they may never be, while
+    // the store refuses writes).
+    let pending = catalog.cache.metrics().pending("models");
+    let metrics = match catalog.store().get_fields(&crate::keys::metrics("models")).await {
+        Ok(mut fields) => {
+            for (k, n) in pending {
+                *fields.entry(k).or_default() += n;
+            }
+            StatusMetrics {
+                models: CategoryMetrics::from_fields(&fields),
+                error: None,
+            }
+        }
         Err(e) => StatusMetrics {
-            models: CategoryMetrics::default(),
+            models: CategoryMetrics::from_fields(&pending),
             error: Some(e.to_string()),
         },
     };
     let status = StatusResponse {
         store: catalog.store().backend_name().to_string(),
+        store_write_error: catalog.cache.store_write_error().map(|f| LastError {
+            error: f.error,
+            at: iso8601(f.at_ms),
+        }),
         last_run: catalog.last_run().await,
         gateways,
         merged,

@@ -1,15 +1,15 @@
-//! The TTL table: how long an entry is fresh, then how long it may be served stale.
+//! The TTL policy: how long an entry is fresh, then served stale, then kept for
+//! fail-safe serving. It makes each entry's [`Clock`]; the entry carries it.
 //!
 //! Seed values: models are fresh for 4 h, then served stale for 12 h more (16 h in
-//! all). Freshness is decided from timestamps stored *in* the entry (see
-//! [`crate::entry`]), never from the store's TTL; the store key merely expires a
-//! little after the stale window so dead data cleans itself up.
+//! all); past that they are kept `FAILSAFE_MAX_SECONDS` (7 days) and served, marked
+//! fail-safe, only while refetches fail. Freshness is decided from the clock stored
+//! *in* the entry (see [`crate::entry`]), never from the store's TTL; the store key
+//! merely expires a little after `kept_until`, so dead data cleans itself up.
 
 use std::time::Duration;
 
-/// Extra life of a store key past the entry's stale window, so a reader that sees
-/// "expired" can still read the old value's metadata (age, count) for the status page.
-pub const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+use crate::entry::Clock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtlPolicy {
@@ -18,13 +18,8 @@ pub struct TtlPolicy {
     /// Fresh time is spread by up to ±this percent, so 21 gateways written in the same
     /// second do not all go stale (and revalidate) in the same second.
     pub jitter_percent: u8,
-}
-
-/// The instants an entry written now carries, in unix milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadlines {
-    pub fresh_until_ms: u64,
-    pub stale_until_ms: u64,
+    /// How long past the stale window an entry is kept for fail-safe serving.
+    pub fail_safe: Duration,
 }
 
 impl TtlPolicy {
@@ -33,29 +28,43 @@ impl TtlPolicy {
             fresh,
             stale,
             jitter_percent,
+            fail_safe: Duration::ZERO,
         }
     }
 
-    /// Deadlines for an entry fetched at `now_ms`, with jitter applied to the fresh part.
-    pub fn deadlines(&self, now_ms: u64) -> Deadlines {
-        let fresh_ms = self.fresh.as_millis() as u64;
-        let spread = fresh_ms * self.jitter_percent as u64 / 100;
-        let fresh_ms = if spread > 0 {
-            fresh_ms - spread + fastrand::u64(0..=2 * spread)
+    /// Keep entries `fail_safe` past their stale window.
+    pub const fn with_fail_safe(mut self, fail_safe: Duration) -> Self {
+        self.fail_safe = fail_safe;
+        self
+    }
+
+    /// The clock of an entry fetched at `fetched_at_ms`, with jitter on the fresh
+    /// part, its fresh window cut to `fresh_for` when given (an incomplete merged view
+    /// heals in a minute, not hours). Saturating: no setting wraps a window around.
+    pub fn clock(&self, fetched_at_ms: u64, fresh_for: Option<Duration>) -> Clock {
+        let fresh_ms = millis(self.fresh);
+        let spread = fresh_ms / 100 * self.jitter_percent as u64;
+        let mut fresh_ms = if spread > 0 {
+            (fresh_ms - spread).saturating_add(fastrand::u64(0..=spread.saturating_mul(2)))
         } else {
             fresh_ms
         };
-        let fresh_until_ms = now_ms + fresh_ms.max(1);
-        Deadlines {
+        if let Some(short) = fresh_for {
+            fresh_ms = fresh_ms.min(millis(short));
+        }
+        let fresh_until_ms = fetched_at_ms.saturating_add(fresh_ms.max(1));
+        let stale_until_ms = fresh_until_ms.saturating_add(millis(self.stale));
+        Clock {
+            fetched_at_ms,
             fresh_until_ms,
-            stale_until_ms: fresh_until_ms + self.stale.as_millis() as u64,
+            stale_until_ms,
+            kept_until_ms: stale_until_ms.saturating_add(millis(self.fail_safe)),
         }
     }
+}
 
-    /// How long the store should keep a key whose stale window ends at `stale_until_ms`.
-    pub fn key_ttl(stale_until_ms: u64, now_ms: u64) -> Duration {
-        Duration::from_millis(stale_until_ms.saturating_sub(now_ms)) + KEY_EXPIRY_MARGIN
-    }
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -67,28 +76,45 @@ mod tests {
         let p = TtlPolicy::new(Duration::from_secs(14_400), Duration::from_secs(43_200), 5);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let d = p.deadlines(1_000);
-            let fresh = d.fresh_until_ms - 1_000;
+            let c = p.clock(1_000, None);
+            let fresh = c.fresh_until_ms - 1_000;
             assert!((13_680_000..=15_120_000).contains(&fresh), "{fresh}");
-            assert_eq!(d.stale_until_ms - d.fresh_until_ms, 43_200_000);
+            assert_eq!(c.stale_until_ms - c.fresh_until_ms, 43_200_000);
             seen.insert(fresh);
         }
         assert!(seen.len() > 100, "jitter should spread expiry times");
     }
 
     #[test]
-    fn no_jitter_is_exact() {
-        let p = TtlPolicy::new(Duration::from_secs(2), Duration::from_secs(3), 0);
+    fn no_jitter_is_exact_and_a_short_window_cuts_fresh_only() {
+        let p =
+            TtlPolicy::new(Duration::from_secs(2), Duration::from_secs(3), 0).with_fail_safe(Duration::from_secs(7));
         assert_eq!(
-            p.deadlines(10),
-            Deadlines {
+            p.clock(10, None),
+            Clock {
+                fetched_at_ms: 10,
                 fresh_until_ms: 2_010,
-                stale_until_ms: 5_010
+                stale_until_ms: 5_010,
+                kept_until_ms: 12_010
             }
         );
+        let short = p.clock(10, Some(Duration::from_millis(500)));
+        assert_eq!((short.fresh_until_ms, short.stale_until_ms), (510, 3_510));
         assert_eq!(
-            TtlPolicy::key_ttl(5_010, 10),
-            Duration::from_millis(5_000) + KEY_EXPIRY_MARGIN
+            p.clock(10, None).key_ttl(10),
+            Duration::from_millis(12_000) + crate::entry::KEY_EXPIRY_MARGIN
         );
+    }
+
+    #[test]
+    fn huge_windows_saturate_instead_of_wrapping() {
+        let p = TtlPolicy::new(Duration::from_secs(u64::MAX), Duration::from_secs(u64::MAX), 50)
+            .with_fail_safe(Duration::from_secs(u64::MAX));
+        let c = p.clock(1_700_000_000_000, None);
+        assert!(
+            c.fresh_until_ms <= c.stale_until_ms && c.stale_until_ms <= c.kept_until_ms,
+            "{c:?}"
+        );
+        assert_eq!(c.freshness(1_700_000_000_001), crate::entry::Freshness::Fresh);
     }
 }

@@ -6,14 +6,16 @@
 //!   own deadline, so the total tracks the slowest gateway, not the sum.
 //! - Last-known-good: a failed or rejected gateway keeps its previous entry; the
 //!   merged view is rebuilt once at the end from what is cached.
-//! - One warm at a time across instances (a store lock that outlives any run); a
-//!   second caller is told a warm is running and since when.
+//! - One warm at a time across instances: a lease in the store ([`WARM_LEASE`]),
+//!   renewed while the warm runs; a second caller is told a warm is running and
+//!   since when. A warm that dies frees it within the lease.
 //! - The run record is stored and reported honestly: success only when every
 //!   gateway was fetched *and stored*, the merged view was rebuilt and stored, and
 //!   the record itself was stored; a write the store refused or timed out is an
-//!   error of that gateway. Formerly: success only when every
-//!   gateway succeeded (docs/design.md, failure 9).
+//!   error of that gateway, and so is a write refused because the store holds a
+//!   later fetch (docs/design.md, failure 9).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::app::App;
-use crate::clock::{iso8601, now_ms};
+use crate::clock::iso8601;
 use crate::gateways::Gateway;
 use crate::keys;
 use crate::lock;
@@ -29,6 +31,12 @@ use crate::spawn::Spawner;
 
 /// Run records are kept for a month.
 const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// The warm's lock is a lease: taken for this long (or `WARM_LOCK_TTL_SECONDS` if
+/// shorter) and renewed every third of it while the warm runs, for at most
+/// `WARM_LOCK_TTL_SECONDS` in all. A warm that dies, or an attempt whose lock a
+/// paused store applied late, blocks the next warm for at most this long (it was
+/// 330 s).
+pub const WARM_LEASE: Duration = Duration::from_secs(15);
 
 pub use crate::contract::{GatewayOutcome, Outcome, RunRecord, Trigger};
 
@@ -50,7 +58,7 @@ impl App {
         trigger: Trigger,
         spawner: Arc<dyn Spawner>,
     ) -> Result<RunRecord, WarmError> {
-        let guard = match lock::try_acquire(self.store(), keys::WARM_LOCK, self.config.warm_lock_ttl, &spawner).await {
+        let mut lease = match lock::try_acquire(self.store(), keys::WARM_LOCK, self.lease(), &spawner).await {
             Ok(Some(g)) => g,
             Ok(None) => {
                 let since = lock::holder(self.store(), keys::WARM_LOCK)
@@ -64,103 +72,23 @@ impl App {
             Err(e) => return Err(WarmError::StoreUnavailable(e.to_string())),
         };
         let gateways = gateways.unwrap_or_else(|| self.registry.all().to_vec());
-        let started_ms = guard.since_ms();
+        let started_ms = lease.since_ms();
         let started = Instant::now();
         tracing::info!(
             "[Cache Warming] Starting {trigger:?} warm of {} gateways",
             gateways.len()
         );
 
-        // Whether any gateway's content changed: if none did, the merged view is not
-        // rebuilt, only its clock moves (an unchanged cron run writes almost nothing).
-        let changed = std::sync::atomic::AtomicBool::new(false);
-        let mut details: Vec<GatewayOutcome> = futures_util::stream::iter(gateways.iter().cloned())
-            .map(|gw| {
-                let (catalog, spawner, changed) = (self.clone(), spawner.clone(), &changed);
-                async move {
-                    let t = Instant::now();
-                    // Only the ETag is needed: the header, not the catalog.
-                    let before = catalog.cache.peek_meta(&keys::gateway(&gw.id)).await;
-                    let res = catalog.refresh_gateway(&gw, spawner).await;
-                    let duration_ms = t.elapsed().as_millis() as u64;
-                    if let Ok(entry) = &res
-                        && before.is_none_or(|b| b.etag != entry.meta.etag)
-                    {
-                        changed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    match res {
-                        Ok(entry) => {
-                            tracing::info!(
-                                "[Cache Warming] {}: {} models in {duration_ms} ms",
-                                gw.id,
-                                entry.meta.item_count
-                            );
-                            GatewayOutcome {
-                                gateway: gw.id,
-                                status: Outcome::Success,
-                                count: entry.meta.item_count,
-                                duration_ms,
-                                error: None,
-                            }
-                        }
-                        Err(e) => {
-                            let kept = catalog.cache.peek(&keys::gateway(&gw.id)).await;
-                            let count = kept.map_or(0, |e| e.meta.item_count);
-                            tracing::warn!(
-                                "[Cache Warming] {} failed after {duration_ms} ms (keeping {count} cached models): {e}",
-                                gw.id
-                            );
-                            GatewayOutcome {
-                                gateway: gw.id,
-                                status: Outcome::Error,
-                                count,
-                                duration_ms,
-                                error: Some(crate::upstream::bounded(&e.to_string())),
-                            }
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(self.config.warm_concurrency)
-            .collect()
-            .await;
-        let order = |id: &str| gateways.iter().position(|g| g.id == id).unwrap_or(usize::MAX);
-        details.sort_by_key(|d| order(&d.gateway));
+        // Boxed: the whole warm is one deep state machine, too large for a test
+        // thread's stack in a debug build.
+        let run = Box::pin(async {
+            let (details, changed) = self.refresh_gateways(&gateways, spawner.clone()).await;
+            let merged_models = self.merge_after_warm(changed, spawner.clone()).await;
+            (details, merged_models)
+        });
+        let (details, merged_models) = self.renewing(&mut lease, started, run).await;
 
-        let unchanged = if changed.load(std::sync::atomic::Ordering::Relaxed) {
-            None
-        } else {
-            self.retime_complete_merge().await
-        };
-        let merged_models = match unchanged {
-            Some(e) => Some(e.meta.item_count),
-            None => match self.rebuild_all(spawner).await {
-                Ok(e) => Some(e.meta.item_count),
-                Err(e) => {
-                    tracing::warn!("[Cache Warming] Merged catalog not rebuilt: {e}");
-                    None
-                }
-            },
-        };
-
-        let ok = details.iter().filter(|d| d.status == Outcome::Success).count();
-        let mut record = RunRecord {
-            // Success means stored: every gateway, the merged view and this record.
-            success: ok == details.len() && merged_models.is_some(),
-            trigger,
-            started_at: iso8601(started_ms),
-            finished_at: iso8601(now_ms()),
-            duration_ms: started.elapsed().as_millis() as u64,
-            total_models: details
-                .iter()
-                .filter(|d| d.status == Outcome::Success)
-                .map(|d| d.count as u64)
-                .sum(),
-            merged_models,
-            gateways_success: ok,
-            gateways_failed: details.len() - ok,
-            details,
-        };
+        let mut record = RunRecord::new(trigger, started_ms, started.elapsed(), details, merged_models);
         tracing::info!(
             "[Cache Warming] Done in {} ms: {}/{} gateways, {} models, merged {}",
             record.duration_ms,
@@ -174,10 +102,121 @@ impl App {
             tracing::warn!("[Cache Warming] Run record not stored: {e}");
             record.success = false;
         }
-        guard.release().await;
+        lease.release().await;
         // The status page shows this run at once, not after its cache expires.
         self.forget_status().await;
         Ok(record)
+    }
+
+    /// The warm lock's lease.
+    fn lease(&self) -> Duration {
+        WARM_LEASE.min(self.config.warm_lock_ttl)
+    }
+
+    /// Run `work` while renewing the warm's lease every third of it, for at most
+    /// `WARM_LOCK_TTL_SECONDS` since `started` (then the lease lapses by itself).
+    async fn renewing<T>(&self, lease: &mut lock::LockGuard, started: Instant, work: impl Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let every = self.lease() / 3;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tokio::time::sleep(every) => {
+                    if started.elapsed() + self.lease() > self.config.warm_lock_ttl {
+                        continue;
+                    }
+                    if !lease.extend(self.lease()).await {
+                        tracing::warn!("[Cache Warming] Could not renew the warm's lease: another warm may start");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refetch `gateways` in parallel (at most `WARM_CONCURRENCY` at once): each one's
+    /// outcome, in the order given, and whether any gateway's content changed.
+    async fn refresh_gateways(
+        self: &Arc<Self>,
+        gateways: &[Gateway],
+        spawner: Arc<dyn Spawner>,
+    ) -> (Vec<GatewayOutcome>, bool) {
+        let mut outcomes: Vec<(GatewayOutcome, bool)> = futures_util::stream::iter(gateways.iter().cloned())
+            .map(|gw| self.clone().refresh_one(gw, spawner.clone()))
+            .buffer_unordered(self.config.warm_concurrency)
+            .collect()
+            .await;
+        let order = |id: &str| gateways.iter().position(|g| g.id == id).unwrap_or(usize::MAX);
+        outcomes.sort_by_key(|(d, _)| order(&d.gateway));
+        let changed = outcomes.iter().any(|(_, changed)| *changed);
+        (outcomes.into_iter().map(|(d, _)| d).collect(), changed)
+    }
+
+    /// One gateway's refetch, as the run record reports it, and whether its content
+    /// changed.
+    async fn refresh_one(self: Arc<Self>, gw: Gateway, spawner: Arc<dyn Spawner>) -> (GatewayOutcome, bool) {
+        let t = Instant::now();
+        // Only the ETag is needed: the header, not the catalog.
+        let before = self.cache.peek_meta(&keys::gateway(&gw.id)).await;
+        let res = self.refresh_gateway(&gw, spawner).await;
+        let duration_ms = t.elapsed().as_millis() as u64;
+        match res {
+            Ok(entry) => {
+                tracing::info!(
+                    "[Cache Warming] {}: {} models in {duration_ms} ms",
+                    gw.id,
+                    entry.meta.item_count
+                );
+                let changed = before.is_none_or(|b| b.etag != entry.meta.etag);
+                let outcome = GatewayOutcome {
+                    gateway: gw.id,
+                    status: Outcome::Success,
+                    count: entry.meta.item_count,
+                    duration_ms,
+                    error: None,
+                };
+                (outcome, changed)
+            }
+            Err(e) => {
+                let count = self
+                    .cache
+                    .peek_meta(&keys::gateway(&gw.id))
+                    .await
+                    .map_or(0, |m| m.item_count);
+                tracing::warn!(
+                    "[Cache Warming] {} failed after {duration_ms} ms (keeping {count} cached models): {e}",
+                    gw.id
+                );
+                let outcome = GatewayOutcome {
+                    gateway: gw.id,
+                    status: Outcome::Error,
+                    count,
+                    duration_ms,
+                    error: Some(crate::upstream::bounded(&e.to_string())),
+                };
+                (outcome, false)
+            }
+        }
+    }
+
+    /// The merged view after the gateways' refetch: rebuilt when a gateway changed or
+    /// when it is not the merge of what is stored now, else only its clock moves (an
+    /// unchanged cron run writes almost nothing). Its model count, `None` when it
+    /// could not be stored.
+    async fn merge_after_warm(self: &Arc<Self>, changed: bool, spawner: Arc<dyn Spawner>) -> Option<u32> {
+        let unchanged = match changed {
+            true => None,
+            false => self.retime_complete_merge().await,
+        };
+        match unchanged {
+            Some(e) => Some(e.meta.item_count),
+            None => match self.rebuild_all(spawner).await {
+                Ok(e) => Some(e.meta.item_count),
+                Err(e) => {
+                    tracing::warn!("[Cache Warming] Merged catalog not rebuilt: {e}");
+                    None
+                }
+            },
+        }
     }
 
     /// The last stored run record.

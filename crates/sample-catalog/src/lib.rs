@@ -81,6 +81,10 @@ pub enum Fault {
     /// 200 with a `total` that is a string of this many bytes, not a number (a parser's
     /// error message quotes it).
     StringTotal { bytes: usize },
+    /// The listing moves while it is paged: each time the first page has been served,
+    /// a new model is inserted at the start (for the next `times` first pages; then
+    /// the catalog holds still).
+    Shifting { times: u32 },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -444,6 +448,31 @@ async fn models_answer(
         _ => {}
     }
 
+    // A model inserted at the start once the first page went out: later pages shift.
+    if let Fault::Shifting { .. } = knobs.fault
+        && offset == 0
+    {
+        let mut st = h.lock();
+        if let Some(Knobs {
+            fault: Fault::Shifting { times },
+            ..
+        }) = st.knobs.get_mut(&gateway)
+            && *times > 0
+        {
+            *times -= 1;
+            let n = st.catalogs.get(&gateway).map_or(0, |c| c.len());
+            let mut grown = st
+                .catalogs
+                .get(&gateway)
+                .map(|c| c.as_slice().to_vec())
+                .unwrap_or_default();
+            grown.insert(
+                0,
+                Bytes::from(format!(r#"{{"id":"inserted/model-{n}","name":"Inserted {n}"}}"#)),
+            );
+            st.catalogs.insert(gateway.clone(), Arc::new(grown));
+        }
+    }
     let legacy = knobs.fault == Fault::Legacy;
     let empty = knobs.fault == Fault::Empty;
     let total = if empty { 0 } else { catalog.len() };

@@ -96,7 +96,34 @@ impl Fetcher {
         transform: PageTransform<T>,
     ) -> Result<Vec<T>, FetchError> {
         let deadline = Instant::now() + gateway.deadline;
-        match tokio::time::timeout(gateway.deadline, self.fetch_all_pages(gateway, deadline, transform)).await {
+        // A listing that moves while it is paged (a model inserted before the page
+        // being read) shows as a `total` that changes, or an id of an earlier page
+        // listed again: fetched once more from the start. If it moves again, the fetch
+        // fails and the good data stays; ids the catalog itself lists twice (the same
+        // ones, both times) are not a move.
+        let attempts = async {
+            let first = self.fetch_all_pages(gateway, deadline, transform.clone()).await;
+            let why = match first {
+                Ok((pages, repeated)) if repeated.is_empty() => return Ok(pages),
+                Ok((_, repeated)) => Shift::Repeated(repeated),
+                Err(FetchError::Shifted { detail, .. }) => Shift::Total(detail),
+                Err(e) => return Err(e),
+            };
+            tracing::warn!(
+                "[Cache Warming] {}: the catalog changed while it was paged ({}); fetching it again from the start",
+                gateway.id,
+                why.detail()
+            );
+            match (self.fetch_all_pages(gateway, deadline, transform).await?, why) {
+                ((pages, again), _) if again.is_empty() => Ok(pages),
+                ((pages, again), Shift::Repeated(before)) if again == before => Ok(pages),
+                ((_, again), _) => Err(FetchError::Shifted {
+                    gateway: gateway.id.clone(),
+                    detail: Shift::Repeated(again).detail(),
+                }),
+            }
+        };
+        match tokio::time::timeout(gateway.deadline, attempts).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout {
                 gateway: gateway.id.clone(),
@@ -105,12 +132,13 @@ impl Fetcher {
         }
     }
 
+    /// Every page once, in order, and the ids an earlier page had listed already.
     async fn fetch_all_pages<T: Send + 'static>(
         &self,
         gw: &Gateway,
         deadline: Instant,
         transform: PageTransform<T>,
-    ) -> Result<Vec<T>, FetchError> {
+    ) -> Result<(Vec<T>, Vec<String>), FetchError> {
         let limit = self.page_limit as u64;
         // One byte budget shared by every page of this gateway, concurrent or not.
         let budget = AtomicUsize::new(self.max_bytes);
@@ -120,7 +148,9 @@ impl Fetcher {
         };
         let first = self.fetch_page(gw, 0, deadline, &budget, &transform).await?;
         let (has_more, next_offset, total, first_model) =
-            (first.has_more, first.next_offset, first.total, first.first_id);
+            (first.has_more, first.next_offset, first.total, first.first_id.clone());
+        let mut listing = Listing::new(gw, total);
+        listing.admit(&first, 0)?;
         let mut seen = first.count;
         let mut outs = vec![first.out];
         let mut pages = 1u32;
@@ -143,15 +173,16 @@ impl Fetcher {
                         in_flight.push(async move {
                             self.fetch_page(gw, off, deadline, budget, transform)
                                 .await
-                                .map(|p| (off, p.count, p.out))
+                                .map(|p| (off, p))
                         });
                     }
                     match in_flight.next().await {
                         None => break,
                         Some(res) => {
-                            let (off, count, out) = res?;
-                            seen += count;
-                            rest.push((off, out));
+                            let (off, page) = res?;
+                            listing.admit(&page, off)?;
+                            seen += page.count;
+                            rest.push((off, page.out));
                         }
                     }
                 }
@@ -172,6 +203,7 @@ impl Fetcher {
                     if page.count == 0 {
                         break;
                     }
+                    listing.admit(&page, seen)?;
                     (more, next) = (page.has_more, page.next_offset);
                     seen += page.count;
                     outs.push(page.out);
@@ -192,6 +224,7 @@ impl Fetcher {
                     if page.count == 0 || page.first_id == first_model {
                         break;
                     }
+                    listing.admit(&page, seen)?;
                     last_len = page.count;
                     seen += page.count;
                     outs.push(page.out);
@@ -209,7 +242,7 @@ impl Fetcher {
                 total,
             });
         }
-        Ok(outs)
+        Ok((outs, listing.repeated()))
     }
 
     /// One page, with 429 handling, parsed and transformed off the async threads.
@@ -289,6 +322,7 @@ impl Fetcher {
                 Ok(Fetched {
                     count: page.models.len() as u64,
                     first_id: first_id(&page.models),
+                    ids: page.models.iter().filter_map(|m| id_text(m.get("id")?)).collect(),
                     total: page.total,
                     has_more: page.has_more,
                     next_offset: page.next_offset,
@@ -309,9 +343,90 @@ struct Fetched<T> {
     out: T,
     count: u64,
     first_id: Option<Value>,
+    /// Every model's id, to see a listing that moves while it is paged.
+    ids: Vec<String>,
     total: Option<u64>,
     has_more: Option<bool>,
     next_offset: Option<u64>,
+}
+
+/// A model's id as text (a string, or a number's digits).
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Why a fetch is tried once more from the start.
+enum Shift {
+    /// The `total` changed between pages (detail says how).
+    Total(String),
+    /// Ids an earlier page had listed already (sorted).
+    Repeated(Vec<String>),
+}
+
+impl Shift {
+    fn detail(&self) -> String {
+        match self {
+            Shift::Total(d) => d.clone(),
+            Shift::Repeated(ids) => crate::upstream::bounded(&format!(
+                "{} ids listed again on a later page, first \"{}\"",
+                ids.len(),
+                ids.first().map_or("", String::as_str)
+            )),
+        }
+    }
+}
+
+/// What the pages of one fetch listed so far: a listing that moves while it is paged
+/// changes its `total`, or lists an id of an earlier page again.
+struct Listing<'a> {
+    gw: &'a Gateway,
+    total: Option<u64>,
+    /// Id → the offset of the page that listed it first.
+    ids: std::collections::HashMap<String, u64>,
+    repeated: Vec<String>,
+}
+
+impl<'a> Listing<'a> {
+    fn new(gw: &'a Gateway, total: Option<u64>) -> Self {
+        Listing {
+            gw,
+            total,
+            ids: std::collections::HashMap::new(),
+            repeated: Vec::new(),
+        }
+    }
+
+    /// Take in the page at `offset`. A changed `total` fails at once.
+    fn admit<T>(&mut self, page: &Fetched<T>, offset: u64) -> Result<(), FetchError> {
+        if let (Some(first), Some(now)) = (self.total, page.total)
+            && first != now
+        {
+            return Err(FetchError::Shifted {
+                gateway: self.gw.id.clone(),
+                detail: format!("total went from {first} to {now}"),
+            });
+        }
+        for id in &page.ids {
+            match self.ids.get(id) {
+                Some(first_page) if *first_page != offset => self.repeated.push(id.clone()),
+                Some(_) => {}
+                None => {
+                    self.ids.insert(id.clone(), offset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids a later page listed again, sorted.
+    fn repeated(mut self) -> Vec<String> {
+        self.repeated.sort_unstable();
+        self.repeated
+    }
 }
 
 fn network(gw: &Gateway, e: reqwest::Error) -> FetchError {

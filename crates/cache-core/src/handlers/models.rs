@@ -88,7 +88,7 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
     };
 
     let head_only = req.method == http::Method::HEAD;
-    let served = Served::of(&lookup, catalog.config.fail_safe_max);
+    let served = Served::of(&lookup);
     let cut = Cut {
         offset: offset.unwrap_or(0),
         limit,
@@ -138,11 +138,11 @@ struct Served {
 }
 
 impl Served {
-    fn of(lookup: &Lookup, fail_safe_max: std::time::Duration) -> Self {
+    fn of(lookup: &Lookup) -> Self {
         Served {
             status: lookup.status,
             fail_safe: lookup.fail_safe,
-            kept_until_ms: lookup.entry.meta.stale_until_ms + fail_safe_max.as_millis() as u64,
+            kept_until_ms: lookup.entry.meta.clock.kept_until_ms,
         }
     }
 }
@@ -214,15 +214,15 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
         // then serve it stale while it asks again. Browsers always revalidate
         // (max-age=0) — a 304 on the ETag is cheap.
         CacheStatus::Hit | CacheStatus::Miss => {
-            let fresh = (m.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS);
-            let stale = (m.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS - fresh);
+            let fresh = (m.clock.fresh_until_ms.saturating_sub(now) / 1000).clamp(1, CDN_MAX_AGE_SECS);
+            let stale = (m.clock.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS - fresh);
             format!("public, max-age=0, s-maxage={fresh}, stale-while-revalidate={stale}, stale-if-error={if_error}")
         }
         // Stale: we are already revalidating; the CDN must ask again, serving this
         // copy meanwhile.
         CacheStatus::Stale => format!(
             "public, max-age=0, s-maxage=0, stale-while-revalidate={}, stale-if-error={if_error}",
-            (m.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS)
+            (m.clock.stale_until_ms.saturating_sub(now) / 1000).min(CDN_WINDOW_SECS)
         ),
     };
     let headers = r.headers_mut().expect("builder is fresh");

@@ -84,36 +84,62 @@ impl MemoryStore {
         true
     }
 
-    /// Same rule as the Redis script: refuse when the stored entry was fetched later.
-    pub fn set_if_newer(&self, key: &str, value: Bytes, ttl: Duration, stamp_ms: u64) -> bool {
+    /// Same rule as the Redis script: refuse when the stored entry was fetched later
+    /// (and its stamp is not past `trusted_until_ms`).
+    pub fn set_if_newer(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        stamp_ms: u64,
+        trusted_until_ms: u64,
+    ) -> super::Write {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
-        if inner
-            .live(&key, now)
-            .and_then(|cur| crate::entry::stamp_of(cur))
-            .is_some_and(|stored| stored > stamp_ms)
+        if let Some(stored) = inner.live(&key, now).and_then(|cur| crate::entry::stamp_of(cur))
+            && stored > stamp_ms
+            && stored <= trusted_until_ms
         {
-            return false;
+            return super::Write::Refused {
+                stored_stamp_ms: stored,
+            };
         }
         inner.insert(key, value, now + ttl);
-        true
+        super::Write::Stored
     }
 
     /// Same rule as the Redis script: rewrite the clock bytes if the stamp matches.
-    pub fn touch(&self, key: &str, expected_stamp: u64, clock: [u8; 24], ttl: Duration) -> bool {
+    pub fn touch(&self, key: &str, expected_stamp: u64, clock: [u8; crate::entry::CLOCK_LEN], ttl: Duration) -> bool {
+        use crate::entry::{CLOCK_LEN, CLOCK_OFFSET, FORMAT_VERSION};
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
         let Some(cur) = inner.live(&key, now) else { return false };
-        if cur.get(4) != Some(&crate::entry::FORMAT_VERSION) || crate::entry::stamp_of(cur) != Some(expected_stamp) {
+        if cur.get(4) != Some(&FORMAT_VERSION)
+            || cur.len() < CLOCK_OFFSET + CLOCK_LEN
+            || crate::entry::stamp_of(cur) != Some(expected_stamp)
+        {
             return false;
         }
         let mut value = cur.to_vec();
-        let at = crate::entry::FETCHED_AT_OFFSET;
-        value[at..at + 24].copy_from_slice(&clock);
+        value[CLOCK_OFFSET..CLOCK_OFFSET + CLOCK_LEN].copy_from_slice(&clock);
         inner.insert(key, Bytes::from(value), now + ttl);
         true
+    }
+
+    /// Same rule as the Redis script: extend only a lease we own.
+    pub fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.live(&key, now).is_some_and(|v| v.as_ref() == value)
+            && let Some(slot) = inner.values.get_mut(&key)
+        {
+            slot.1 = now + ttl;
+            return true;
+        }
+        false
     }
 
     pub fn get_range(&self, key: &str, len: usize) -> Option<Bytes> {

@@ -22,12 +22,39 @@ use crate::config::Config;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The command did not complete within the command timeout.
+    /// The command did not complete within the command timeout: it may still be
+    /// applied (a paused or slow server runs it later).
     #[error("store command timed out")]
     Timeout,
-    /// The store is unreachable or answered with an error.
+    /// Not sent: the circuit breaker is open after a recent connection failure.
+    #[error("store unavailable: circuit open after a recent failure")]
+    CircuitOpen,
+    /// The store answered with an error: the command was not applied (`READONLY`
+    /// from a replica, `OOM` from a full server under `noeviction`, `WRONGTYPE`, ...).
+    #[error("store refused the command: {0}")]
+    Refused(String),
+    /// The store is unreachable, or the connection broke mid-command.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the command certainly did not take effect (safe to send again): not
+    /// sent, or answered with an error. A timeout or a broken connection may have
+    /// been applied.
+    pub fn not_applied(&self) -> bool {
+        matches!(self, StoreError::CircuitOpen | StoreError::Refused(_))
+    }
+}
+
+/// What a compare-and-set write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Stored,
+    /// Refused: the stored entry's fetch started later (and its stamp is trusted).
+    Refused {
+        stored_stamp_ms: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -97,8 +124,9 @@ impl Store {
     }
 
     /// Write an entry unless the stored one was fetched later than `stamp_ms` (its
-    /// fetch start): an older fetch that finishes last never replaces newer data.
-    /// `Ok(false)` = refused. One key, one script: slot-safe on a Cluster.
+    /// fetch start): an older fetch that finishes last never replaces newer data. A
+    /// stored stamp past `trusted_until_ms` (the store's clock plus a tolerance) is
+    /// not trusted, and is overwritten. One key, one script: slot-safe on a Cluster.
     #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
     pub async fn set_if_newer(
         &self,
@@ -106,27 +134,44 @@ impl Store {
         value: Bytes,
         ttl: Duration,
         stamp_ms: u64,
-    ) -> Result<bool, StoreError> {
+        trusted_until_ms: u64,
+    ) -> Result<Write, StoreError> {
         match self {
-            Store::Memory(s) => Ok(s.set_if_newer(key, value, ttl, stamp_ms)),
-            Store::Redis(s) => s.set_if_newer(key, value, ttl, stamp_ms).await,
+            Store::Memory(s) => Ok(s.set_if_newer(key, value, ttl, stamp_ms, trusted_until_ms)),
+            Store::Redis(s) => s.set_if_newer(key, value, ttl, stamp_ms, trusted_until_ms).await,
         }
     }
 
-    /// Move the clock of the entry under `key` (fetched at, fresh until, stale until:
-    /// `clock`, 24 bytes big-endian) and its expiry, if it is still the entry fetched
-    /// at `expected_stamp`. The bodies are not sent again: an unchanged refetch costs
-    /// a few dozen bytes. `Ok(false)` = the entry changed meanwhile (write it whole).
+    /// Move the clock of the entry under `key` (`clock`, as `entry::Clock::encode`
+    /// makes it) and its expiry, if it is still the entry fetched at `expected_stamp`.
+    /// The bodies are not sent again: an unchanged refetch costs a few dozen bytes.
+    /// `Ok(false)` = the entry changed meanwhile (write it whole).
     pub async fn touch(
         &self,
         key: &str,
         expected_stamp: u64,
-        clock: [u8; 24],
+        clock: [u8; crate::entry::CLOCK_LEN],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.touch(key, expected_stamp, clock, ttl)),
             Store::Redis(s) => s.touch(key, expected_stamp, clock, ttl).await,
+        }
+    }
+
+    /// Extend `key` to `ttl` if it still holds `value` (a lease we own).
+    pub async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.extend_if_equals(key, value, ttl)),
+            Store::Redis(s) => s.extend_if_equals(key, value, ttl).await,
+        }
+    }
+
+    /// The store's clock (`TIME`), unix ms: one clock for every instance.
+    pub async fn time_ms(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(crate::clock::now_ms()),
+            Store::Redis(s) => s.time_ms().await,
         }
     }
 

@@ -31,49 +31,78 @@ use crate::clock::now_ms;
 const DELETE_IF_EQUALS: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+/// Extend a lease we still own: `PEXPIRE` only if the value is ours.
+const EXTEND_IF_EQUALS: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+
+/// The store's clock in unix ms (`TIME`): the same for every instance.
+const SERVER_TIME: &str =
+    "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
+
+/// The entry format's constants as Lua source: the scripts below are formatted with
+/// them once, so raising the format version never means editing Lua by hand.
+fn entry_format_lua(script: &str) -> String {
+    use crate::entry::{CLOCK_LEN, CLOCK_OFFSET, FORMAT_VERSION, MAGIC, STAMPED_SINCE_VERSION};
+    script
+        .replace("{MAGIC}", std::str::from_utf8(MAGIC).expect("ASCII magic"))
+        .replace("{VERSION}", &FORMAT_VERSION.to_string())
+        .replace("{STAMPED_SINCE}", &STAMPED_SINCE_VERSION.to_string())
+        // Lua strings are 1-based: the stamp's bytes are CLOCK_OFFSET+1 ..= CLOCK_OFFSET+8.
+        .replace("{STAMP_FIRST}", &(CLOCK_OFFSET + 1).to_string())
+        .replace("{STAMP_LAST}", &(CLOCK_OFFSET + 8).to_string())
+        .replace("{CLOCK_OFFSET}", &CLOCK_OFFSET.to_string())
+        .replace("{CLOCK_LEN}", &CLOCK_LEN.to_string())
+}
+
 /// Compare-and-set on the fetch stamp: write the entry unless the stored one was
-/// fetched later (an older fetch never replaces a newer one). The stamp is the u64
-/// big-endian at byte 7..14 (1-based) of an entry ("GZCE" magic, format version 1 or
-/// 2 in byte 5, as `entry::stamp_of`); anything else under the key is overwritten.
-/// ms stamps fit a Lua double exactly (< 2^53).
+/// fetched later (an older fetch never replaces a newer one). The stamp is read
+/// where `entry` puts it, in any format that has one; anything else under the key is
+/// overwritten. A stored stamp past ARGV[4] (the store's clock plus a tolerance) is
+/// not trusted: it came from an instance whose clock runs ahead, and is overwritten.
+/// Returns `{1}` when written, `{0, stored stamp}` when refused. ms stamps fit a Lua
+/// double exactly (< 2^53).
 const SET_IF_NEWER: &str = r#"
 local cur = redis.call('get', KEYS[1])
-if cur and string.len(cur) >= 14 and string.sub(cur, 1, 4) == 'GZCE'
-   and (string.byte(cur, 5) == 1 or string.byte(cur, 5) == 2) then
+if cur and string.len(cur) >= {STAMP_LAST} and string.sub(cur, 1, 4) == '{MAGIC}'
+   and string.byte(cur, 5) >= {STAMPED_SINCE} and string.byte(cur, 5) <= {VERSION} then
   local t = 0
-  for i = 7, 14 do t = t * 256 + string.byte(cur, i) end
-  if t > tonumber(ARGV[2]) then return 0 end
+  for i = {STAMP_FIRST}, {STAMP_LAST} do t = t * 256 + string.byte(cur, i) end
+  if t > tonumber(ARGV[2]) and t <= tonumber(ARGV[4]) then return {0, t} end
 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return 1
+return {1}
 "#;
 
 /// Move an unchanged entry's clock without rewriting its bodies: if the stored
-/// entry is still the one with stamp ARGV[1], overwrite its 24 clock bytes (fetched
-/// at, fresh until, stale until; offset 6) with ARGV[2] and its expiry with ARGV[3].
-/// Sends 24 bytes instead of the whole value; reads 14.
+/// entry is still the one with stamp ARGV[1] (and of this format), overwrite its
+/// clock with ARGV[2] and its expiry with ARGV[3]. Sends the clock instead of the
+/// whole value.
 const TOUCH: &str = r#"
-local cur = redis.call('getrange', KEYS[1], 0, 13)
-if string.len(cur) < 14 or string.sub(cur, 1, 4) ~= 'GZCE' or string.byte(cur, 5) ~= 2 then return 0 end
+local cur = redis.call('getrange', KEYS[1], 0, {STAMP_LAST} - 1)
+if string.len(cur) < {STAMP_LAST} or string.sub(cur, 1, 4) ~= '{MAGIC}' or string.byte(cur, 5) ~= {VERSION} then return 0 end
 local t = 0
-for i = 7, 14 do t = t * 256 + string.byte(cur, i) end
-if t ~= tonumber(ARGV[1]) then return 0 end
-redis.call('setrange', KEYS[1], 6, ARGV[2])
+for i = {STAMP_FIRST}, {STAMP_LAST} do t = t * 256 + string.byte(cur, i) end
+if t ~= tonumber(ARGV[1]) or string.len(ARGV[2]) ~= {CLOCK_LEN} then return 0 end
+redis.call('setrange', KEYS[1], {CLOCK_OFFSET}, ARGV[2])
 redis.call('pexpire', KEYS[1], ARGV[3])
 return 1
 "#;
 
-/// The scripts, sent once per server (`SCRIPT LOAD`, on every node of a Cluster) and
-/// then run by their SHA-1 (`EVALSHA`, reloaded on `NOSCRIPT`): a warm sends ~40
-/// bytes per script call instead of the script text.
+/// The scripts, formatted once and sent once per server (`SCRIPT LOAD`, on every node
+/// of a Cluster), then run by their SHA-1 (`EVALSHA`, reloaded on `NOSCRIPT`): a warm
+/// sends ~40 bytes per script call instead of the script text.
 fn script(lua: &'static str) -> &'static fred::types::scripts::Script {
     use fred::types::scripts::Script;
     use std::sync::LazyLock;
     static DELETE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DELETE_IF_EQUALS));
-    static NEWER: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SET_IF_NEWER));
-    static RETIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(TOUCH));
+    static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::from_lua(EXTEND_IF_EQUALS));
+    static TIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SERVER_TIME));
+    static NEWER: LazyLock<Script> = LazyLock::new(|| Script::from_lua(entry_format_lua(SET_IF_NEWER)));
+    static RETIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(entry_format_lua(TOUCH)));
     match lua {
         DELETE_IF_EQUALS => &DELETE,
+        EXTEND_IF_EQUALS => &EXTEND,
+        SERVER_TIME => &TIME,
         SET_IF_NEWER => &NEWER,
         TOUCH => &RETIME,
         _ => unreachable!("not one of the store's scripts"),
@@ -105,9 +134,7 @@ const OPEN_FOR_MS: u64 = 1_000;
 impl Breaker {
     fn check(&self) -> Result<(), StoreError> {
         if now_ms() < self.open_until_ms.load(Ordering::Relaxed) {
-            Err(StoreError::Unavailable(
-                "circuit open after a recent Redis failure".into(),
-            ))
+            Err(StoreError::CircuitOpen)
         } else {
             Ok(())
         }
@@ -217,40 +244,71 @@ impl RedisStore {
         value: Bytes,
         ttl: Duration,
         stamp_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
-        let script = script(SET_IF_NEWER).evalsha_with_reload::<i64, _, _>(
+        trusted_until_ms: u64,
+    ) -> Result<super::Write, StoreError> {
+        let script = script(SET_IF_NEWER).evalsha_with_reload::<Vec<i64>, _, _>(
             self.pool.next(),
             vec![self.key(key)],
             vec![
                 fred::types::Value::Bytes(value),
                 fred::types::Value::from(stamp_ms.to_string()),
-                fred::types::Value::from(ttl_ms.to_string()),
+                fred::types::Value::from(ms(ttl).to_string()),
+                fred::types::Value::from(trusted_until_ms.to_string()),
             ],
         );
-        let written: i64 = self.guarded(script).await?;
-        Ok(written == 1)
+        let reply = self.guarded(script).await?;
+        Ok(match reply.as_slice() {
+            [1, ..] => super::Write::Stored,
+            [0, stored, ..] => super::Write::Refused {
+                stored_stamp_ms: *stored as u64,
+            },
+            other => return Err(StoreError::Unavailable(format!("unexpected script reply {other:?}"))),
+        })
     }
 
     pub async fn touch(
         &self,
         key: &str,
         expected_stamp: u64,
-        clock: [u8; 24],
+        clock: [u8; crate::entry::CLOCK_LEN],
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let ttl_ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let script = script(TOUCH).evalsha_with_reload::<i64, _, _>(
             self.pool.next(),
             vec![self.key(key)],
             vec![
                 fred::types::Value::from(expected_stamp.to_string()),
                 fred::types::Value::Bytes(Bytes::copy_from_slice(&clock)),
-                fred::types::Value::from(ttl_ms.to_string()),
+                fred::types::Value::from(ms(ttl).to_string()),
             ],
         );
         let touched: i64 = self.guarded(script).await?;
         Ok(touched == 1)
+    }
+
+    /// Extend `key` to `ttl` if it still holds `value` (a lease we own).
+    pub async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let script = script(EXTEND_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
+            vec![self.key(key)],
+            vec![
+                fred::types::Value::Bytes(Bytes::copy_from_slice(value)),
+                fred::types::Value::from(ms(ttl).to_string()),
+            ],
+        );
+        let extended: i64 = self.guarded(script).await?;
+        Ok(extended == 1)
+    }
+
+    /// The store's clock, unix ms.
+    pub async fn time_ms(&self) -> Result<u64, StoreError> {
+        let script = script(SERVER_TIME).evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
+            Vec::<String>::new(),
+            Vec::<String>::new(),
+        );
+        let now: i64 = self.guarded(script).await?;
+        Ok(now.max(0) as u64)
     }
 
     /// Compare-and-delete that ignores the circuit breaker: a lock release must not
@@ -324,26 +382,47 @@ async fn supervise(pool: Pool) {
 }
 
 fn px(ttl: Duration) -> Expiration {
-    Expiration::PX(ttl.as_millis().clamp(1, i64::MAX as u128) as i64)
+    Expiration::PX(ms(ttl))
+}
+
+/// A TTL in whole ms for Redis: at least 1, at most what Redis takes.
+fn ms(ttl: Duration) -> i64 {
+    ttl.as_millis().clamp(1, i64::MAX as u128 / 2) as i64
 }
 
 fn map_err(e: Error) -> StoreError {
     match e.kind() {
         ErrorKind::Timeout => StoreError::Timeout,
-        _ => StoreError::Unavailable(e.to_string()),
+        // The connection, not the command: the outcome is unknown.
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Backpressure | ErrorKind::Tls => {
+            StoreError::Unavailable(e.to_string())
+        }
+        // The server answered with an error reply: nothing was applied.
+        _ => StoreError::Refused(e.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_compare_and_set_script_knows_the_current_entry_format() {
-        let check = format!("string.byte(cur, 5) == {}", crate::entry::FORMAT_VERSION);
+    fn the_scripts_are_formatted_from_the_entry_format() {
+        let newer = super::entry_format_lua(super::SET_IF_NEWER);
+        let touch = super::entry_format_lua(super::TOUCH);
+        for lua in [&newer, &touch] {
+            assert!(
+                !lua.contains('{') || !lua.contains("{MAGIC}"),
+                "every placeholder filled: {lua}"
+            );
+            assert!(lua.contains("'GZCE'"), "{lua}");
+        }
         assert!(
-            super::SET_IF_NEWER.contains(&check),
-            "update SET_IF_NEWER's version check"
+            touch.contains(&format!("~= {}", crate::entry::FORMAT_VERSION)),
+            "{touch}"
         );
-        let check = format!("string.byte(cur, 5) ~= {}", crate::entry::FORMAT_VERSION);
-        assert!(super::TOUCH.contains(&check), "update TOUCH's version check");
+        assert!(
+            newer.contains(&format!("<= {}", crate::entry::FORMAT_VERSION)),
+            "{newer}"
+        );
+        assert!(newer.contains("for i = 7, 14"), "the stamp's bytes, 1-based: {newer}");
     }
 }

@@ -19,29 +19,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Cache, CacheError, FetchFailure, Payload, Source};
+use super::{Cache, CacheError, FetchFailure, Payload, Purpose, Source};
 use crate::clock::now_ms;
-use crate::entry::{Entry, EntryMeta, Freshness, STORED_ENCODINGS};
+use crate::entry::{Clock, Entry, EntryMeta, Freshness, STORED_ENCODINGS};
 use crate::keys;
 use crate::lock::{self, LockGuard};
 use crate::metrics::Event;
 use crate::spawn::Spawner;
-use crate::store::StoreError;
+use crate::store::{StoreError, Write};
 use crate::ttl::TtlPolicy;
 
 /// A fill lock outlives the fetch it guards by this much.
 const LOCK_MARGIN: Duration = Duration::from_secs(5);
 /// How often a waiter looks at the holder's lock.
 const POLL: Duration = Duration::from_millis(25);
-
-/// Why a key is being filled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Purpose {
-    /// A reader has nothing usable: any value stored meanwhile will do.
-    Miss,
-    /// Warming: fetch now, whatever is stored; after another holder, fetch again.
-    Refresh,
-}
 
 /// What waiting on another instance's lock ended with.
 enum Waited {
@@ -66,14 +57,17 @@ impl Cache {
     /// Fetch, validate and store `key` now, whatever its state (warming: docs/design.md, failure 6).
     /// If another instance is filling the key, wait until it is done, then fetch
     /// ourselves: its fetch may have started before whatever the warm is for.
+    /// `purpose` is [`Purpose::Warm`] or [`Purpose::Rebuild`].
     pub async fn refresh(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
         spawner: Arc<dyn Spawner>,
+        purpose: Purpose,
     ) -> Result<Arc<Entry>, CacheError> {
+        debug_assert!(purpose.refetches());
         let seen = self.load(key, source.category()).await.map(|e| e.meta.clone());
-        self.fill(key, source, spawner, seen, Purpose::Refresh).await
+        self.fill(key, source, spawner, seen, purpose).await
     }
 
     /// The one fetch of a miss in this process, coordinated with other instances.
@@ -88,7 +82,7 @@ impl Cache {
         if let Some(throttled) = self.throttled(key).await {
             return Err(throttled);
         }
-        self.fill(key, source, spawner, seen, Purpose::Miss).await
+        self.fill(key, source, spawner, seen, Purpose::Read).await
     }
 
     async fn fill(
@@ -101,32 +95,27 @@ impl Cache {
     ) -> Result<Arc<Entry>, CacheError> {
         let lock_ttl = source.deadline() + LOCK_MARGIN;
         let patience = match purpose {
-            Purpose::Miss if !self.settings.miss_wait.is_zero() => self.settings.miss_wait,
+            Purpose::Read if !self.settings.miss_wait.is_zero() => self.settings.miss_wait,
             _ => lock_ttl + Duration::from_secs(1),
         };
         let give_up = Instant::now() + patience;
         let failure_before = self.last_failure(key).await;
-        let must_store = purpose == Purpose::Refresh;
         loop {
             match self.lock(key, lock_ttl, &spawner).await {
                 Locked::Ours(guard) => {
                     // Another instance may have written between our read and our lock.
-                    if purpose == Purpose::Miss
+                    if purpose == Purpose::Read
                         && let Some(e) = self.stored_other_than(key, seen.as_ref()).await
                     {
                         guard.release().await;
                         return Ok(e);
                     }
-                    let res = self
-                        .fetch_and_store(key, source, spawner, seen.as_ref(), must_store)
-                        .await;
+                    let res = self.fetch_and_store(key, source, spawner, seen.as_ref(), purpose).await;
                     guard.release().await;
                     return res;
                 }
                 Locked::NoStore => {
-                    return self
-                        .fetch_and_store(key, source, spawner, seen.as_ref(), must_store)
-                        .await;
+                    return self.fetch_and_store(key, source, spawner, seen.as_ref(), purpose).await;
                 }
                 Locked::Theirs => {}
             }
@@ -134,8 +123,8 @@ impl Cache {
                 .wait_for_holder(key, seen.as_ref(), failure_before.as_ref(), give_up)
                 .await
             {
-                Waited::Stored(e) if purpose == Purpose::Miss => return Ok(e),
-                Waited::Failed(f) if purpose == Purpose::Miss => {
+                Waited::Stored(e) if purpose == Purpose::Read => return Ok(e),
+                Waited::Failed(f) if purpose == Purpose::Read => {
                     return Err(self.throttled(key).await.unwrap_or(CacheError::Recorded(f)));
                 }
                 Waited::StillHeld => {
@@ -194,7 +183,7 @@ impl Cache {
     /// the one we saw: judged by its fetch stamp and ETag, never by our own clock.
     async fn stored_other_than(&self, key: &str, seen: Option<&EntryMeta>) -> Option<Arc<Entry>> {
         let e = self.usable_in_store(key).await?;
-        let same = seen.is_some_and(|s| s.fetched_at_ms == e.meta.fetched_at_ms && s.etag == e.meta.etag);
+        let same = seen.is_some_and(|s| s.clock.fetched_at_ms == e.meta.clock.fetched_at_ms && s.etag == e.meta.etag);
         (!same).then_some(e)
     }
 
@@ -243,7 +232,7 @@ impl Cache {
         let started = Instant::now();
         let previous = current.map(|e| e.meta.clone());
         let res = self
-            .fetch_and_store(key, source, spawner, previous.as_ref(), true)
+            .fetch_and_store(key, source, spawner, previous.as_ref(), Purpose::Revalidate)
             .await;
         if let Some(g) = guard {
             g.release().await;
@@ -267,20 +256,25 @@ impl Cache {
     // ---- fetch, validate, write ------------------------------------------------
 
     /// Fetch (stamped with its start), validate against `previous`, write with the
-    /// compare-and-set. `must_store`: a value the store did not take is an error
-    /// (warms and revalidations report it); a miss serves it anyway.
+    /// compare-and-set. What the store did not take is answered by `purpose`:
+    /// - a read serves what it fetched (and holds it in process);
+    /// - a revalidation or a warm whose write failed reports [`CacheError::NotStored`],
+    ///   recorded and throttled like any failure (a store that refuses writes must not
+    ///   turn every stale read into an upstream call);
+    /// - a warm or rebuild refused because a later fetch is stored reports
+    ///   [`CacheError::Superseded`]: it did not store what it fetched.
     async fn fetch_and_store(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
         spawner: Arc<dyn Spawner>,
         previous: Option<&EntryMeta>,
-        must_store: bool,
+        purpose: Purpose,
     ) -> Result<Arc<Entry>, CacheError> {
         let deadline = source.deadline();
         // The data is "as of" the instant the request went upstream.
         let stamp = now_ms();
-        let fetched = tokio::time::timeout(deadline, source.clone().fetch(spawner.clone())).await;
+        let fetched = tokio::time::timeout(deadline, source.clone().fetch(purpose, spawner.clone())).await;
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
             Ok(Err(e)) => Err(CacheError::Source(e)),
@@ -297,18 +291,28 @@ impl Cache {
                 }
                 Ok(()) => {
                     let high_water = previous.map_or(0, |p| p.high_water.max(p.item_count));
-                    match self.write(key, payload, source.ttl(), stamp, high_water).await {
+                    match self
+                        .write(key, payload, source.ttl(), stamp, high_water, source.category())
+                        .await
+                    {
                         Written::Stored(entry) => {
-                            if let Some(follow_up) = source.clone().after_write(spawner.clone()) {
+                            if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
                                 spawner.spawn(follow_up);
                             }
                             Ok(entry)
                         }
-                        Written::Newer(entry) => Ok(entry),
-                        Written::Failed(entry, e) if !must_store => {
+                        Written::Newer { stored_stamp_ms, .. } if purpose.refetches() => Err(CacheError::Superseded {
+                            stored_stamp_ms,
+                            ours_ms: stamp,
+                        }),
+                        Written::Newer { newer, .. } => Ok(newer),
+                        // Served, and held in process: later reads answer from it (no
+                        // throttle needed) and write it back once the store takes writes.
+                        Written::Failed(entry, e) if purpose == Purpose::Read => {
                             tracing::warn!(
-                                "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value anyway"
+                                "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
                             );
+                            self.record_failure(key, &CacheError::NotStored(e), false).await;
                             Ok(entry)
                         }
                         Written::Failed(_, e) => Err(CacheError::NotStored(e)),
@@ -317,7 +321,7 @@ impl Cache {
             },
         };
         if let Err(e) = &outcome
-            && !matches!(e, CacheError::NotStored(_))
+            && !matches!(e, CacheError::Superseded { .. })
         {
             self.record_failure(key, e, source.throttles_failures()).await;
         }
@@ -329,12 +333,13 @@ impl Cache {
     /// `None` if nothing usable is stored.
     pub async fn retime_stored(&self, key: &str, ttl: TtlPolicy) -> Option<Arc<Entry>> {
         let current = self.usable_in_store(key).await?;
-        self.retime(key, current.meta.fetched_at_ms, ttl, now_ms(), None).await
+        self.retime(key, current.meta.clock.fetched_at_ms, ttl.clock(now_ms(), None))
+            .await
     }
 
-    /// If `payload` is what `previous` holds, move the stored entry's clock to `stamp`
-    /// instead of writing it again. `None`: changed, or the store's entry is not
-    /// `previous` any more (then it is written whole).
+    /// If `payload` is what `previous` holds (same content, same sources), move the
+    /// stored entry's clock to `stamp` instead of writing it again. `None`: changed,
+    /// or the store's entry is not `previous` any more (then it is written whole).
     async fn retime_if_unchanged(
         &self,
         key: &str,
@@ -344,85 +349,149 @@ impl Cache {
         stamp: u64,
     ) -> Option<Arc<Entry>> {
         let prev = previous?;
-        if prev.item_count != payload.item_count || prev.etag != crate::entry::etag_for(&payload.json) {
+        if prev.item_count != payload.item_count
+            || prev.sources != payload.sources
+            || prev.carried != payload.carried
+            || prev.etag != crate::entry::etag_for(&payload.json)
+        {
             return None;
         }
-        self.retime(key, prev.fetched_at_ms, ttl, stamp, payload.fresh_for)
+        self.retime(key, prev.clock.fetched_at_ms, ttl.clock(stamp, payload.fresh_for))
             .await
     }
 
-    /// Give the stored entry fetched at `expected_stamp` a new clock from `stamp`.
-    pub(super) async fn retime(
-        &self,
-        key: &str,
-        expected_stamp: u64,
-        ttl: TtlPolicy,
-        stamp: u64,
-        fresh_for: Option<Duration>,
-    ) -> Option<Arc<Entry>> {
-        let mut d = ttl.deadlines(stamp);
-        if let Some(short) = fresh_for {
-            d.fresh_until_ms = d.fresh_until_ms.min(stamp + short.as_millis() as u64);
-        }
-        let mut clock = [0u8; 24];
-        clock[..8].copy_from_slice(&stamp.to_be_bytes());
-        clock[8..16].copy_from_slice(&d.fresh_until_ms.to_be_bytes());
-        clock[16..].copy_from_slice(&d.stale_until_ms.to_be_bytes());
-        let kept_until = d.stale_until_ms + self.settings.fail_safe_max.as_millis() as u64;
-        let key_ttl = TtlPolicy::key_ttl(kept_until, now_ms());
-        match self.store.touch(key, expected_stamp, clock, key_ttl).await {
+    /// Give the stored entry fetched at `expected_stamp` the clock `clock`.
+    async fn retime(&self, key: &str, expected_stamp: u64, clock: Clock) -> Option<Arc<Entry>> {
+        match self
+            .store
+            .touch(key, expected_stamp, clock.encode(), clock.key_ttl(now_ms()))
+            .await
+        {
             Ok(true) => {
                 tracing::info!("[Cache SWR] {key} unchanged: clock moved, bodies kept");
                 self.usable_in_store(key).await
             }
-            _ => None,
+            Ok(false) => None,
+            Err(e) => {
+                self.write_failed(&e);
+                None
+            }
         }
     }
 
     /// Build the entry (compression off the async threads) and store it unless a
     /// fetch that started later is stored already.
-    async fn write(&self, key: &str, payload: Payload, ttl: TtlPolicy, stamp: u64, high_water: u32) -> Written {
-        let mut d = ttl.deadlines(stamp);
-        if let Some(short) = payload.fresh_for {
-            d.fresh_until_ms = d.fresh_until_ms.min(stamp + short.as_millis() as u64);
-        }
+    async fn write(
+        &self,
+        key: &str,
+        payload: Payload,
+        ttl: TtlPolicy,
+        stamp: u64,
+        high_water: u32,
+        category: &'static str,
+    ) -> Written {
+        let clock = ttl.clock(stamp, payload.fresh_for);
+        let (sources, carried) = (payload.sources, payload.carried);
         let entry = tokio::task::spawn_blocking(move || {
-            Entry::build(
-                payload.json,
-                payload.item_count,
-                stamp,
-                d.fresh_until_ms,
-                d.stale_until_ms,
-                STORED_ENCODINGS,
-            )
-            .with_high_water(high_water)
+            Entry::build(payload.json, payload.item_count, clock, STORED_ENCODINGS)
+                .with_high_water(high_water)
+                .with_sources(sources, carried)
         })
         .await
         .expect("entry build does not panic");
         let entry = Arc::new(entry);
-        // Kept past the stale window for fail-safe serving (`FAILSAFE_MAX_SECONDS`).
-        let kept_until = d.stale_until_ms + self.settings.fail_safe_max.as_millis() as u64;
-        let key_ttl = TtlPolicy::key_ttl(kept_until, now_ms());
-        match self.store.set_if_newer(key, entry.encode(), key_ttl, stamp).await {
-            Ok(true) => {
+        // A stored stamp further ahead of the store's clock than this came from an
+        // instance whose clock runs ahead: not trusted, overwritten.
+        let trusted_until = match self.store.time_ms().await {
+            Ok(store_now) => {
+                self.check_clock(store_now);
+                store_now.saturating_add(TRUSTED_AHEAD.as_millis() as u64)
+            }
+            Err(_) => u64::MAX,
+        };
+        match self
+            .store
+            .set_if_newer(key, entry.encode(), clock.key_ttl(now_ms()), stamp, trusted_until)
+            .await
+        {
+            Ok(Write::Stored) => {
+                self.store_writable();
                 self.local.remember(key, &entry);
                 Written::Stored(entry)
             }
-            Ok(false) => {
-                tracing::info!("[Cache SWR] Not storing {key}: a fetch that started later is stored already");
-                match self.usable_in_store(key).await {
-                    Some(newer) => Written::Newer(newer),
-                    None => Written::Newer(entry),
-                }
+            Ok(Write::Refused { stored_stamp_ms }) => {
+                tracing::warn!(
+                    "[Cache SWR] Not storing {key}: the store holds a fetch that started at {stored_stamp_ms}, after ours ({stamp})"
+                );
+                let newer = self.usable_in_store(key).await.unwrap_or_else(|| entry.clone());
+                Written::Newer { newer, stored_stamp_ms }
             }
-            Err(e) => Written::Failed(entry, e),
+            Err(e) => {
+                self.metrics.record(category, Event::StoreWriteError);
+                self.write_failed(&e);
+                // Held in process: reads keep answering with what was fetched.
+                self.local.hold(key, &entry);
+                Written::Failed(entry, e)
+            }
+        }
+    }
+
+    /// Write back a value this instance fetched and the store refused, now that a read
+    /// served it again (at most once a second per key): the store may take writes
+    /// again, and other instances should see it.
+    pub(super) async fn write_back(&self, key: &str, entry: Arc<Entry>) {
+        let trusted_until = match self.store.time_ms().await {
+            Ok(store_now) => store_now.saturating_add(TRUSTED_AHEAD.as_millis() as u64),
+            Err(_) => return,
+        };
+        let clock = entry.meta.clock;
+        match self
+            .store
+            .set_if_newer(
+                key,
+                entry.encode(),
+                clock.key_ttl(now_ms()),
+                clock.fetched_at_ms,
+                trusted_until,
+            )
+            .await
+        {
+            Ok(Write::Stored) => {
+                tracing::info!("[Cache SWR] Wrote back {key}, held in process while the store refused writes");
+                self.store_writable();
+                self.local.remember_stored(key, &entry);
+            }
+            Ok(Write::Refused { .. }) => self.local.forget(key),
+            Err(e) => self.write_failed(&e),
+        }
+    }
+
+    /// Log, loudly, an instance clock that runs ahead of (or behind) the store's by
+    /// more than [`TRUSTED_AHEAD`]: its stamps would be refused or overwritten.
+    fn check_clock(&self, store_now_ms: u64) {
+        let ours = now_ms();
+        let ahead = ours as i64 - store_now_ms as i64;
+        if ahead.unsigned_abs() > TRUSTED_AHEAD.as_millis() as u64 {
+            tracing::error!(
+                "[Cache Store] This instance's clock is {:+.1} s off the store's (TIME): entries it stamps are {}",
+                ahead as f64 / 1000.0,
+                if ahead > 0 {
+                    "in the future, not trusted and overwritten by other instances"
+                } else {
+                    "in the past, refused over newer ones"
+                }
+            );
         }
     }
 
     /// The throttle of `key` while its retry window is open, with the time left
     /// (the store's clock: the same for every instance).
     async fn throttled(&self, key: &str) -> Option<CacheError> {
-        let left = self.store.pttl(&keys::retry_after(key)).await.ok()??;
+        let left = match self.store.pttl(&keys::retry_after(key)).await {
+            Ok(Some(left)) => Some(left),
+            // The store has none, or cannot say: a window this instance could not store.
+            Ok(None) | Err(_) => self.held.throttle_left(key),
+        }?;
         let failure = self.last_failure(key).await.unwrap_or_else(|| FetchFailure {
             error: "recent failure".into(),
             at_ms: now_ms(),
@@ -435,6 +504,9 @@ impl Cache {
         })
     }
 
+    /// Record a failed fetch (for the status page and for the instances waiting on
+    /// it) and open the key's retry window. When the store refuses these writes too,
+    /// both are kept in process: the throttle must hold on this instance at least.
     async fn record_failure(&self, key: &str, error: &CacheError, throttle: bool) {
         // A rate-limited upstream names its own window; any other failure gets
         // `REVALIDATE_RETRY_SECONDS`.
@@ -448,16 +520,39 @@ impl Cache {
             retry_after_s: window.map(|w| w.as_secs()),
         };
         let json = serde_json::to_vec(&failure).expect("serializable");
-        let _ = self
+        let recorded = self
             .store
             .set(&keys::last_error(key), Bytes::from(json), keys::LAST_ERROR_TTL)
             .await;
         // No new attempt on this key (by reads, on any instance) until the window passes.
-        if let Some(window) = window {
-            let _ = self
-                .store
-                .set(&keys::retry_after(key), Bytes::from_static(b"1"), window)
-                .await;
+        let throttled = match window {
+            Some(window) => {
+                self.store
+                    .set(&keys::retry_after(key), Bytes::from_static(b"1"), window)
+                    .await
+            }
+            None => Ok(()),
+        };
+        if let Err(e) = recorded.as_ref().and(throttled.as_ref()) {
+            self.write_failed(e);
+            self.held.fail(key, failure, window);
+        }
+    }
+
+    /// A store write failed: remembered for the status (`store_write_error`).
+    fn write_failed(&self, e: &StoreError) {
+        *self.write_error.lock() = Some(FetchFailure {
+            error: crate::upstream::bounded(&e.to_string()),
+            at_ms: now_ms(),
+            rate_limited: false,
+            retry_after_s: None,
+        });
+    }
+
+    /// A store write succeeded: the store takes writes again.
+    fn store_writable(&self) {
+        if self.write_error.lock().take().is_some() {
+            tracing::info!("[Cache Store] The store takes writes again");
         }
     }
 }
@@ -465,8 +560,14 @@ impl Cache {
 /// What became of a write.
 enum Written {
     Stored(Arc<Entry>),
-    /// Refused: a fetch that started later is stored; this is it (or ours, if it
-    /// vanished meanwhile).
-    Newer(Arc<Entry>),
+    /// Refused: a fetch that started later (at `stored_stamp_ms`) is stored; `newer`
+    /// is it (or ours, if it vanished meanwhile).
+    Newer {
+        newer: Arc<Entry>,
+        stored_stamp_ms: u64,
+    },
     Failed(Arc<Entry>, StoreError),
 }
+
+/// How far ahead of the store's clock a stored stamp is still trusted.
+const TRUSTED_AHEAD: Duration = Duration::from_secs(5);

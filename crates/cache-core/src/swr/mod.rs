@@ -30,6 +30,7 @@
 //! revalidations.
 
 mod fill;
+mod held;
 mod local;
 
 use std::collections::{HashMap, HashSet};
@@ -62,6 +63,10 @@ pub struct Payload {
     /// A shorter fresh window than the source's TTL (an incomplete merged view,
     /// so that it heals soon instead of in hours).
     pub fresh_for: Option<Duration>,
+    /// What a derived value was built from, and what it carried over
+    /// (`entry::EntryMeta::sources`, `carried`); 0 otherwise.
+    pub sources: u64,
+    pub carried: u64,
 }
 
 impl Payload {
@@ -70,7 +75,32 @@ impl Payload {
             json,
             item_count,
             fresh_for: None,
+            sources: 0,
+            carried: 0,
         }
+    }
+}
+
+/// Why a key is being filled: one protocol ([`fill`]), four callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A reader found nothing usable: any value stored meanwhile will do, and a value
+    /// the store refused is served anyway (held in process).
+    Read,
+    /// A stale read's background refresh: skipped while another instance holds the
+    /// key; a value the store refused is a failed revalidation.
+    Revalidate,
+    /// A warm: fetch now, after any other holder (never adopt its value); report what
+    /// was stored (refused or superseded writes are errors).
+    Warm,
+    /// The merged view rebuilt from the stored gateway entries: filled like a warm.
+    Rebuild,
+}
+
+impl Purpose {
+    /// Whether this fill fetches whatever is stored, and reports what it stored.
+    pub fn refetches(self) -> bool {
+        matches!(self, Purpose::Warm | Purpose::Rebuild)
     }
 }
 
@@ -84,9 +114,9 @@ pub trait Source: Send + Sync + 'static {
     /// Upper bound on one fetch; the cache enforces it too.
     fn deadline(&self) -> Duration;
 
-    /// Fetch a fresh value. `spawner` lets composite sources (the merged catalog)
-    /// read other keys through the cache.
-    fn fetch(self: Arc<Self>, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>>;
+    /// Fetch a fresh value, for `purpose`. `spawner` lets composite sources (the
+    /// merged catalog) read other keys through the cache.
+    fn fetch(self: Arc<Self>, purpose: Purpose, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>>;
 
     /// Reject a value before it overwrites `previous` (docs/design.md, failure 5). The default
     /// rejects an empty payload.
@@ -105,9 +135,9 @@ pub trait Source: Send + Sync + 'static {
         true
     }
 
-    /// Work to run after a fetched value was stored, whoever fetched it (miss,
-    /// revalidation, warm): the merged catalog follows gateway updates through this.
-    fn after_write(self: Arc<Self>, _spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+    /// Work to run after a value fetched for `purpose` was stored: the merged
+    /// catalog follows gateway updates through this.
+    fn after_write(self: Arc<Self>, _purpose: Purpose, _spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
         None
     }
 }
@@ -181,6 +211,10 @@ pub enum CacheError {
     /// Fetched and valid, but the store did not take it (a warm reports this).
     #[error("fetched but not stored: {0}")]
     NotStored(StoreError),
+    /// Fetched and valid, but the store holds a fetch that started later (at
+    /// `stored_stamp_ms`, ours at `ours_ms`): what we fetched was not stored.
+    #[error("fetched but not stored: the store holds a fetch that started later ({stored_stamp_ms} > {ours_ms})")]
+    Superseded { stored_stamp_ms: u64, ours_ms: u64 },
 }
 
 impl CacheError {
@@ -235,9 +269,6 @@ pub struct FetchFailure {
 /// Tunables of the SWR layer (from [`crate::config::Config`]).
 #[derive(Clone, Debug)]
 pub struct SwrSettings {
-    /// Entries are kept this long past their stale window and served, marked
-    /// fail-safe, when a refetch fails (0 = gone when the stale window ends).
-    pub fail_safe_max: Duration,
     /// A read of an expired-but-kept key waits this long for its refetch.
     pub soft_timeout: Duration,
     pub revalidate_retry: Duration,
@@ -253,7 +284,6 @@ impl Default for SwrSettings {
     /// The defaults of [`crate::config::Config`].
     fn default() -> Self {
         SwrSettings {
-            fail_safe_max: Duration::from_secs(7 * 86_400),
             soft_timeout: Duration::from_millis(1000),
             revalidate_retry: Duration::from_secs(60),
             miss_wait: Duration::ZERO,
@@ -280,6 +310,10 @@ pub struct Cache {
     /// Keys this process is revalidating: at most one background fetch per key.
     revalidating: Mutex<HashSet<String>>,
     local: LocalTier,
+    /// Failures and retry windows the store could not take (it refuses writes).
+    held: held::HeldFailures,
+    /// The last failed store write, until one succeeds (the status shows it).
+    write_error: Mutex<Option<FetchFailure>>,
 }
 
 impl Cache {
@@ -292,6 +326,8 @@ impl Cache {
             misses: Mutex::default(),
             next_flight: std::sync::atomic::AtomicU64::new(0),
             revalidating: Mutex::default(),
+            held: held::HeldFailures::default(),
+            write_error: Mutex::default(),
         })
     }
 
@@ -393,6 +429,12 @@ impl Cache {
                 })
             }
         };
+        if result.is_ok()
+            && let Some(held) = self.local.write_back_due(key)
+        {
+            let (cache, key) = (self.clone(), key.to_string());
+            spawner.spawn(boxed(async move { cache.write_back(&key, held).await }));
+        }
         self.metrics.flush_when_due(&self.store, &*spawner);
         result
     }
@@ -408,14 +450,38 @@ impl Cache {
         if let Some(entry) = self.local.recent(key) {
             return Some(entry.meta.clone());
         }
+        self.peek_meta_in_store(key).await
+    }
+
+    /// The header of what the store holds under `key` (never the in-process copy).
+    pub async fn peek_meta_in_store(&self, key: &str) -> Option<EntryMeta> {
         let head = self.store.get_range(key, crate::entry::MAX_HEADER_LEN).await.ok()??;
         EntryMeta::from_header(&head).ok()
     }
 
-    /// The last recorded fetch failure for `key`, if any.
+    /// This instance's copy of `key`, whatever the store holds now, unless expired.
+    pub fn held(&self, key: &str) -> Option<Arc<Entry>> {
+        self.local.fallback(key, now_ms())
+    }
+
+    /// The last recorded fetch failure for `key`, if any: the store's, or a newer one
+    /// this instance could not store.
     pub async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
-        let raw = self.store.get(&keys::last_error(key)).await.ok()??;
-        serde_json::from_slice(&raw).ok()
+        let stored: Option<FetchFailure> = match self.store.get(&keys::last_error(key)).await {
+            Ok(Some(raw)) => serde_json::from_slice(&raw).ok(),
+            _ => None,
+        };
+        match (stored, self.held.failure(key)) {
+            (Some(s), Some(h)) if h.at_ms > s.at_ms => Some(h),
+            (Some(s), _) => Some(s),
+            (None, held) => held,
+        }
+    }
+
+    /// The last store write that failed on this instance, while the store has not
+    /// taken one since (`None`: writes are going through).
+    pub fn store_write_error(&self) -> Option<FetchFailure> {
+        self.write_error.lock().clone()
     }
 
     /// Drop the in-process copy of `key` (tests: after an external write).
@@ -445,10 +511,14 @@ impl Cache {
                     None
                 }
             },
-            Ok(None) => {
-                self.local.forget(key);
-                None
-            }
+            Ok(None) => match self.local.unstored(key, now_ms()) {
+                // Fetched here, refused by the store: still the best we have.
+                Some(held) => Some(held),
+                None => {
+                    self.local.forget(key);
+                    None
+                }
+            },
             Err(e) => {
                 self.metrics.record(category, Event::StoreError);
                 let fallback = self.local.fallback(key, now_ms());

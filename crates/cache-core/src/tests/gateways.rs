@@ -3,97 +3,16 @@
 //! loopback, with a real redis-server. Inside the crate: it reaches the fetcher,
 //! the cache and the store, which are not part of cache-core's public API.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sample_catalog::Fault;
 use serde_json::{Value, json};
-use test_support::redis::RedisServer;
 
-use super::config;
+use super::{Stack, config};
 use crate::gateways::FetchError;
 use crate::keys;
-use crate::spawn::{Spawner, TaskSpawner};
 use crate::warm::{Outcome, Trigger, WarmError};
 use crate::{App, CacheStatus};
-
-struct Stack {
-    sample: sample_catalog::Handle,
-    _redis: RedisServer,
-    catalog: Arc<App>,
-    tasks: TaskSpawner,
-}
-
-impl Stack {
-    async fn new(overrides: &[(&str, &str)]) -> Stack {
-        let sample = sample_catalog::start_local().await;
-        let redis = RedisServer::start();
-        let catalog = Self::catalog_for(&sample, &redis, overrides);
-        Stack {
-            sample,
-            _redis: redis,
-            catalog,
-            tasks: TaskSpawner::new(),
-        }
-    }
-
-    fn catalog_for(sample: &sample_catalog::Handle, redis: &RedisServer, overrides: &[(&str, &str)]) -> Arc<App> {
-        let base = sample.base_url();
-        let url = redis.url();
-        let mut all: Vec<(&str, &str)> = vec![
-            ("GATEWAYZ_API_URL", &base),
-            ("REDIS_URL", &url),
-            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
-            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
-        ];
-        all.extend_from_slice(overrides);
-        App::new(config(&all)).unwrap()
-    }
-
-    /// The same, on the embedded store instead of Redis.
-    async fn memory(overrides: &[(&str, &str)]) -> Stack {
-        let sample = sample_catalog::start_local().await;
-        let redis = RedisServer::start();
-        let base = sample.base_url();
-        let mut all: Vec<(&str, &str)> = vec![
-            ("GATEWAYZ_API_URL", &base),
-            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
-            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
-        ];
-        all.extend_from_slice(overrides);
-        let catalog = App::new(config(&all)).unwrap();
-        assert_eq!(catalog.store().backend_name(), "memory");
-        Stack {
-            sample,
-            _redis: redis,
-            catalog,
-            tasks: TaskSpawner::new(),
-        }
-    }
-
-    /// Another instance on the same Redis and upstream.
-    fn instance(&self, overrides: &[(&str, &str)]) -> Arc<App> {
-        Self::catalog_for(&self.sample, &self._redis, overrides)
-    }
-
-    fn spawner(&self) -> Arc<dyn Spawner> {
-        Arc::new(self.tasks.clone())
-    }
-
-    fn gw(&self, id: &str) -> crate::gateways::Gateway {
-        self.catalog.registry.resolve(id).unwrap().clone()
-    }
-
-    async fn models(&self, id: &str) -> Vec<Value> {
-        let lookup = if id == "all" {
-            self.catalog.read_all(self.spawner()).await.unwrap()
-        } else {
-            self.catalog.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
-        };
-        let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
-        v["data"].as_array().unwrap().clone()
-    }
-}
 
 fn fixture_count(id: &str) -> usize {
     let json = sample_catalog::FIXTURES.iter().find(|(g, _)| *g == id).unwrap().1;
@@ -833,7 +752,7 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
     let body = body_of(&all.entry);
     assert_eq!(body["missing_gateways"], json!(["together"]));
     assert_eq!(body["gateways"], json!(["groq"]));
-    let window = all.entry.meta.fresh_until_ms - all.entry.meta.fetched_at_ms;
+    let window = all.entry.meta.clock.fresh_until_ms - all.entry.meta.clock.fetched_at_ms;
     assert!(
         window <= 60_000,
         "an incomplete merge is fresh for a minute, not hours: {window} ms"
@@ -900,9 +819,15 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
         etag(s.catalog.all_key().into()).await,
     );
     assert_eq!(groq2.etag, groq1.etag, "unchanged: same ETag");
-    assert!(groq2.fetched_at_ms > groq1.fetched_at_ms, "but its clock moved");
+    assert!(
+        groq2.clock.fetched_at_ms > groq1.clock.fetched_at_ms,
+        "but its clock moved"
+    );
     assert_eq!(all2.etag, all1.etag, "the merged view is unchanged too");
-    assert!(all2.fetched_at_ms > all1.fetched_at_ms, "and its clock moved");
+    assert!(
+        all2.clock.fetched_at_ms > all1.clock.fetched_at_ms,
+        "and its clock moved"
+    );
 
     let mut changed: Vec<Value> =
         serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == "groq").unwrap().1).unwrap();

@@ -4,6 +4,98 @@
 
 mod gateways;
 mod properties;
+mod store_faults;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use test_support::redis::RedisServer;
+
+use crate::App;
+use crate::spawn::{Spawner, TaskSpawner};
+
+/// An app on a real redis-server and the sample catalog API.
+pub(crate) struct Stack {
+    pub(crate) sample: sample_catalog::Handle,
+    pub(crate) _redis: RedisServer,
+    pub(crate) catalog: Arc<App>,
+    pub(crate) tasks: TaskSpawner,
+}
+
+impl Stack {
+    pub(crate) async fn new(overrides: &[(&str, &str)]) -> Stack {
+        let sample = sample_catalog::start_local().await;
+        let redis = RedisServer::start();
+        let catalog = Self::catalog_for(&sample, &redis, overrides);
+        Stack {
+            sample,
+            _redis: redis,
+            catalog,
+            tasks: TaskSpawner::new(),
+        }
+    }
+
+    pub(crate) fn catalog_for(
+        sample: &sample_catalog::Handle,
+        redis: &RedisServer,
+        overrides: &[(&str, &str)],
+    ) -> Arc<App> {
+        let base = sample.base_url();
+        let url = redis.url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GATEWAYZ_API_URL", &base),
+            ("REDIS_URL", &url),
+            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+        ];
+        all.extend_from_slice(overrides);
+        App::new(config(&all)).unwrap()
+    }
+
+    /// The same, on the embedded store instead of Redis.
+    pub(crate) async fn memory(overrides: &[(&str, &str)]) -> Stack {
+        let sample = sample_catalog::start_local().await;
+        let redis = RedisServer::start();
+        let base = sample.base_url();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("GATEWAYZ_API_URL", &base),
+            ("GATEWAY_TIMEOUT_FAST_MS", "2000"),
+            ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
+        ];
+        all.extend_from_slice(overrides);
+        let catalog = App::new(config(&all)).unwrap();
+        assert_eq!(catalog.store().backend_name(), "memory");
+        Stack {
+            sample,
+            _redis: redis,
+            catalog,
+            tasks: TaskSpawner::new(),
+        }
+    }
+
+    /// Another instance on the same Redis and upstream.
+    pub(crate) fn instance(&self, overrides: &[(&str, &str)]) -> Arc<App> {
+        Self::catalog_for(&self.sample, &self._redis, overrides)
+    }
+
+    pub(crate) fn spawner(&self) -> Arc<dyn Spawner> {
+        Arc::new(self.tasks.clone())
+    }
+
+    pub(crate) fn gw(&self, id: &str) -> crate::gateways::Gateway {
+        self.catalog.registry.resolve(id).unwrap().clone()
+    }
+
+    pub(crate) async fn models(&self, id: &str) -> Vec<Value> {
+        let lookup = if id == "all" {
+            self.catalog.read_all(self.spawner()).await.unwrap()
+        } else {
+            self.catalog.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
+        };
+        let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
+        v["data"].as_array().unwrap().clone()
+    }
+}
 
 /// Config with test-friendly defaults plus `overrides`.
 pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {

@@ -70,7 +70,8 @@ proptest! {
         cut in any::<prop::sample::Index>(),
     ) {
         let (fresh, stale) = (a.min(b), a.max(b));
-        let entry = Entry::build(Bytes::from(json.clone()), count, 0, fresh, stale, STORED_ENCODINGS);
+        let clock = crate::entry::Clock { fetched_at_ms: 0, fresh_until_ms: fresh, stale_until_ms: stale, kept_until_ms: stale };
+        let entry = Entry::build(Bytes::from(json.clone()), count, clock, STORED_ENCODINGS);
         let good = entry.encode();
         // The unmodified value round-trips exactly.
         let back = Entry::decode(good.clone()).unwrap();
@@ -263,10 +264,11 @@ proptest! {
             prop_assert_eq!(n, n_in, "every model with an id is kept");
             let body = crate::catalog::catalog_json(&gw.id, &[&items], n, &[]);
             prop_assert_eq!(every_served_body_keeps_the_contract(&body)?, n);
-            let entry = Entry::build(body, n as u32, 0, 1, 2, STORED_ENCODINGS);
-            entries.push((gw.id.clone(), Arc::new(entry)));
+            let entry = Entry::build(body, n as u32, crate::entry::Clock::default(), STORED_ENCODINGS);
+            entries.push((gw.id.clone(), crate::catalog::Input::Stored(Arc::new(entry))));
         }
-        let merged = crate::catalog::merge_entries(&entries, vec!["missing".into()]);
+        entries.push(("missing".into(), crate::catalog::Input::Absent));
+        let merged = crate::catalog::merge_inputs(&entries, None);
         every_served_body_keeps_the_contract(&merged.json)?;
     }
 }

@@ -303,7 +303,10 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             guard.release().await;
-            holder.refresh("models:groq", src2, sp).await.unwrap();
+            holder
+                .refresh("models:groq", src2, sp, crate::swr::Purpose::Warm)
+                .await
+                .unwrap();
         })
     };
     let r = waiter.read("models:groq", src.clone(), sp.clone()).await.unwrap();
@@ -412,7 +415,10 @@ async fn a_refresh_fetches_itself_after_another_instances_fetch(b: Backend) {
     tokio::time::sleep(Duration::from_millis(100)).await; // A's revalidation holds the lock
     src.set(Behaviour::Items(7)); // the upstream changes; then a warm runs
     let t = Instant::now();
-    let warmed = bb.refresh("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let warmed = bb
+        .refresh("models:groq", src.clone(), sp.clone(), crate::swr::Purpose::Warm)
+        .await
+        .unwrap();
     let took = t.elapsed();
     tasks.idle().await;
     assert_eq!(src.calls(), 3, "miss, revalidation, and the warm's own fetch");
@@ -480,9 +486,12 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
     let lagging = crate::entry::Entry::build(
         Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
         2,
-        now - 5_000,
-        now + 60_000,
-        now + 120_000,
+        crate::entry::Clock {
+            fetched_at_ms: now - 5_000,
+            fresh_until_ms: now + 60_000,
+            stale_until_ms: now + 120_000,
+            kept_until_ms: now + 120_000,
+        },
         crate::entry::STORED_ENCODINGS,
     );
     holder
@@ -557,7 +566,10 @@ async fn a_refresh_waits_only_until_a_failing_holder_releases(b: Backend) {
     let good = ScriptedSource::new(60_000, 60_000);
     good.set(Behaviour::Items(9));
     let t = Instant::now();
-    let warmed = bb.refresh("models:groq", good.clone(), sp.clone()).await.unwrap();
+    let warmed = bb
+        .refresh("models:groq", good.clone(), sp.clone(), crate::swr::Purpose::Warm)
+        .await
+        .unwrap();
     let took = t.elapsed();
     tasks.idle().await;
     assert_eq!(failing.calls(), 2, "the miss and the failing revalidation");
