@@ -19,6 +19,7 @@ const expected = {
   "api/models.rs": "functions/api/models.func",
   "api/cache/warm-models.rs": "functions/api/cache/warm-models.func",
   "api/cron/warm-cache.rs": "functions/api/cron/warm-cache.func",
+  "api/page.rs": "functions/api/page.func",
 };
 for (const [source, func] of Object.entries(expected)) {
   const vc = readJson(join(out, func, ".vc-config.json"));
@@ -45,12 +46,22 @@ if (config) {
     if (!config.routes?.some((r) => r.src === `^${rewrite.source}$` && r.dest === rewrite.destination))
       problems.push(`config.json: route ${rewrite.source} -> ${rewrite.destination} missing`);
   }
-  if (!config.routes?.some((r) => r.src === "^/models$")) problems.push("config.json: no /models route");
-  if (!config.routes?.some((r) => r.headers?.["Content-Security-Policy"] && r.headers?.["X-Content-Type-Options"] === "nosniff"))
+  for (const path of ["^/$", "^/models$"]) {
+    if (!config.routes?.some((r) => r.src === path && r.dest === "/api/page")) problems.push(`config.json: ${path} is not routed to the page function`);
+  }
+  const csp = config.routes?.find((r) => r.headers?.["Content-Security-Policy"])?.headers?.["Content-Security-Policy"] ?? "";
+  if (!csp || !config.routes?.some((r) => r.headers?.["X-Content-Type-Options"] === "nosniff"))
     problems.push("config.json: no route sends the CSP and nosniff headers");
+  const scriptSrc = csp.split(";").map((d) => d.trim()).find((d) => d.startsWith("script-src")) ?? "";
+  if (scriptSrc !== "script-src 'self'") problems.push(`CSP ${scriptSrc}: want script-src 'self' (no inline script)`);
 }
-for (const page of ["index.html", "status.html"]) {
-  if (!existsSync(join(out, "static", page))) problems.push(`static/${page} missing`);
+for (const file of ["status.html", "status.js", "status.css", "models.js", "models.css"]) {
+  if (!existsSync(join(out, "static", file))) problems.push(`static/${file} missing`);
+}
+// The filesystem answers before rewrites: a static file at / or /models would hide
+// the page function.
+for (const file of ["index.html", "models.html", "models"]) {
+  if (existsSync(join(out, "static", file))) problems.push(`static/${file} would answer before the page function`);
 }
 
 if (problems.length) {

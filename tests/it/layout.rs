@@ -56,6 +56,7 @@ fn every_api_file_has_a_uniquely_named_bin() {
         ("models", "api/models.rs"),
         ("cache-warm-models", "api/cache/warm-models.rs"),
         ("cron-warm-cache", "api/cron/warm-cache.rs"),
+        ("page", "api/page.rs"),
     ] {
         assert!(
             bins.contains(&(name.to_string(), path.to_string())),
@@ -144,9 +145,59 @@ fn the_pages_are_served_with_a_csp_and_nosniff() {
         csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    // The dev server sends the same policy, plus local API origins for ?api=.
+    // The page route sends the same policy; the dev server too, plus local API
+    // origins for ?api=. Scripts are files: no inline script anywhere.
+    assert_eq!(
+        cache_core::handlers::PAGE_CSP,
+        csp,
+        "vercel.json and the page route send the same CSP"
+    );
     let local = dev_server::PAGE_CSP.replace(" http://127.0.0.1:* http://localhost:*", "");
     assert_eq!(local, csp, "vercel.json and the dev server send the same CSP");
+    assert!(
+        csp.contains("script-src 'self';") && !csp.contains("script-src 'self' 'unsafe-inline'"),
+        "{csp}"
+    );
+    for page in ["public/status.html"] {
+        let html = std::fs::read_to_string(root().join(page)).unwrap();
+        assert!(
+            !html.contains("<script>") && !html.contains("<script type"),
+            "{page}: no inline script"
+        );
+    }
+}
+
+#[test]
+fn the_models_page_is_a_function_not_a_static_file() {
+    // The filesystem answers before rewrites on Vercel: a static file at / or /models
+    // would hide the page route.
+    for file in ["public/index.html", "public/models.html", "public/models"] {
+        assert!(
+            !root().join(file).exists(),
+            "{file} would answer before the page function"
+        );
+    }
+    for file in [
+        "public/models.js",
+        "public/models.css",
+        "public/status.js",
+        "public/status.css",
+    ] {
+        assert!(root().join(file).is_file(), "{file} is served statically");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
+    for source in ["/", "/models"] {
+        assert!(
+            v["rewrites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["source"] == source && r["destination"] == "/api/page"),
+            "{source} is rewritten to the page function"
+        );
+    }
+    assert!(v["functions"]["api/page.rs"].is_object());
 }
 
 #[test]

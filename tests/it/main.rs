@@ -15,6 +15,7 @@ mod hostile;
 mod http_e2e;
 mod layout;
 mod observability;
+mod page;
 mod platform;
 mod redis_tls;
 mod reliability;

@@ -35,6 +35,10 @@ pub struct App {
     pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, crate::body::Precompressed)>>,
     /// `search` indexes and recent answers (see [`crate::search`]).
     pub(crate) searcher: crate::search::Searcher,
+    /// The models page's default document for one entry (its page ETag): rendered
+    /// once per entry, not per request (a tokio Mutex: held while one request
+    /// renders it, so a burst renders once).
+    pub(crate) page_cache: AsyncMutex<Option<(String, Arc<crate::page::Rendered>)>>,
 }
 
 impl App {
@@ -63,6 +67,7 @@ impl App {
             rebuilding: AsyncMutex::new(()),
             status_cache: AsyncMutex::new(None),
             searcher: crate::search::Searcher::new(answer_budget),
+            page_cache: AsyncMutex::new(None),
         })
     }
 

@@ -88,6 +88,12 @@ impl From<Vec<u8>> for Body {
     }
 }
 
+impl From<String> for Body {
+    fn from(s: String) -> Body {
+        Body::from(Bytes::from(s))
+    }
+}
+
 impl From<&'static str> for Body {
     fn from(s: &'static str) -> Body {
         Body::from(Bytes::from_static(s.as_bytes()))

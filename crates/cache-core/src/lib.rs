@@ -53,6 +53,7 @@ mod entry;
 mod gateways;
 mod lock;
 mod metrics;
+mod page;
 mod search;
 mod status;
 mod store;

@@ -186,6 +186,12 @@ impl SearchIndex {
         self.spans.len()
     }
 
+    /// Model `i`'s object, as the cached JSON holds it.
+    pub fn model_json(&self, i: usize) -> &str {
+        let (a, b) = self.spans[i];
+        std::str::from_utf8(&self.json[a as usize..b as usize]).unwrap_or("{}")
+    }
+
     /// Bytes this index keeps alive (the cached JSON it points into included).
     fn weight(&self) -> usize {
         self.json.len() + self.envelope.len() + self.haystack.len() + self.line_starts.len() * 4 + self.spans.len() * 8
@@ -478,7 +484,7 @@ impl Searcher {
     }
 
     /// The index of `entry`, built once per ETag (and again only if evicted).
-    async fn index(&self, entry: &Arc<Entry>) -> Result<Arc<SearchIndex>, String> {
+    pub(crate) async fn index(&self, entry: &Arc<Entry>) -> Result<Arc<SearchIndex>, String> {
         let key = KeptKey::Index(entry.meta.etag.clone());
         if let Some(Kept::Index(i)) = self.kept.lock().get(&key) {
             return Ok(i);
@@ -498,7 +504,7 @@ impl Searcher {
     }
 
     /// The models of `index` matching `term`, scanned once per (ETag, term).
-    async fn hits(&self, index: &Arc<SearchIndex>, etag: &str, term: &str) -> Result<Arc<Vec<u32>>, String> {
+    pub(crate) async fn hits(&self, index: &Arc<SearchIndex>, etag: &str, term: &str) -> Result<Arc<Vec<u32>>, String> {
         let key = KeptKey::Hits(etag.to_string(), term.to_string());
         if let Some(Kept::Hits(h)) = self.kept.lock().get(&key) {
             return Ok(h);

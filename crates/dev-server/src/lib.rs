@@ -166,16 +166,46 @@ fn forwarded(headers: &http::HeaderMap) -> bool {
         .any(|h| headers.contains_key(*h))
 }
 
-/// The models page (`public/index.html`), the same file Vercel serves statically.
-pub const MODELS_PAGE: &str = include_str!("../../../public/index.html");
-/// The pages' Content-Security-Policy: what `vercel.json` sends, except that local
-/// API origins are allowed for `?api=` (a layout test compares the two).
-pub const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-    connect-src 'self' http://127.0.0.1:* http://localhost:*; img-src 'self' data:; base-uri 'none'; \
-    form-action 'none'; frame-ancestors 'none'";
+/// The pages' static files, as Vercel serves them from `public/`: (path, content
+/// type, content). The models page itself is the `page` route's HTML.
+pub const STATIC_FILES: &[(&str, &str, &str)] = &[
+    (
+        "/status",
+        "text/html; charset=utf-8",
+        include_str!("../../../public/status.html"),
+    ),
+    (
+        "/status.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../public/status.html"),
+    ),
+    (
+        "/status.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../public/status.js"),
+    ),
+    (
+        "/status.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../public/status.css"),
+    ),
+    (
+        "/models.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../public/models.js"),
+    ),
+    (
+        "/models.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../public/models.css"),
+    ),
+];
 
-/// The status page (`public/status.html`), served at `/status` like Vercel's rewrite.
-pub const STATUS_PAGE: &str = include_str!("../../../public/status.html");
+/// The pages' Content-Security-Policy: what `vercel.json` (and the page route) send,
+/// except that local API origins are allowed for `?api=` (a layout test compares them).
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    connect-src 'self' http://127.0.0.1:* http://localhost:*; img-src 'self' data:; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
 
 async fn respond(
     req: hyper::Request<Incoming>,
@@ -185,29 +215,35 @@ async fn respond(
     allow_local_cron: bool,
 ) -> hyper::Response<Body> {
     let (parts, _body) = req.into_parts();
-    let page = match parts.uri.path() {
-        "/" | "/models" | "/index.html" => Some(MODELS_PAGE),
-        "/status" | "/status.html" => Some(STATUS_PAGE),
-        _ => None,
-    };
-    if let Some(page) = page
-        && parts.method == http::Method::GET
+    let file = STATIC_FILES.iter().find(|(path, _, _)| *path == parts.uri.path());
+    if let Some((_, content_type, content)) = file
+        && (parts.method == http::Method::GET || parts.method == http::Method::HEAD)
     {
         return hyper::Response::builder()
-            .header("content-type", "text/html; charset=utf-8")
+            .header("content-type", *content_type)
             .header("cache-control", "no-cache")
             .header("content-security-policy", PAGE_CSP)
             .header("x-content-type-options", "nosniff")
             .header("referrer-policy", "no-referrer")
-            .body(Body::from(Bytes::from_static(page.as_bytes())))
+            .body(Body::from(Bytes::from_static(content.as_bytes())))
             .expect("static headers");
     }
-    match Route::from_path(parts.uri.path()) {
+    let route = match parts.uri.path() {
+        "/" | "/models" | "/index.html" => Some(Route::Page),
+        path => Route::from_path(path),
+    };
+    match route {
         Some(route) => {
             let ctx = RequestContext {
                 local_loopback: allow_local_cron && peer.ip().is_loopback() && !forwarded(&parts.headers),
             };
-            handlers::handle(route, parts, catalog, Arc::new(tasks), ctx).await
+            let mut response = handlers::handle(route, parts, catalog, Arc::new(tasks), ctx).await;
+            if route == Route::Page {
+                response
+                    .headers_mut()
+                    .insert("content-security-policy", http::HeaderValue::from_static(PAGE_CSP));
+            }
+            response
         }
         None => handlers::not_found(parts.uri.path()),
     }

@@ -30,6 +30,12 @@ pub struct Driver {
 
 impl Driver {
     pub async fn start(chromium: &str, chromedriver: &str) -> Driver {
+        Self::start_with(chromium, chromedriver, true).await
+    }
+
+    /// A browser with JavaScript on or off (a content setting: the page's scripts do
+    /// not run; WebDriver's own commands still work).
+    pub async fn start_with(chromium: &str, chromedriver: &str, javascript: bool) -> Driver {
         let port = super::free_port();
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -54,7 +60,8 @@ impl Driver {
                          "--disable-dev-shm-usage", "--window-size=1280,900",
                          // A non-localhost name for the dev server (the pages treat localhost specially).
                          "--host-resolver-rules=MAP models.test 127.0.0.1",
-                         format!("--user-data-dir={}", profile.display())]
+                         format!("--user-data-dir={}", profile.display())],
+                "prefs": { "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 } }
             }
         }}});
         let v: Value = http.post(format!("{base}/session")).json_body(&caps).await;
@@ -132,6 +139,68 @@ impl Driver {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// How many elements match `css` (WebDriver's own query: works with JavaScript off).
+    pub async fn count(&self, css: &str) -> usize {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    /// Click the first element matching `css`.
+    pub async fn click(&self, css: &str) {
+        let el = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let id = el
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element")
+            .to_string();
+        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
+            .await;
+    }
+
+    /// The text of the first element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        let el = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let id = el
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element")
+            .to_string();
+        self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn screenshot(&self, path: &std::path::Path) {

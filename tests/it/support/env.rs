@@ -12,6 +12,7 @@ use super::vercel_ipc::Platform;
 pub const MODELS: &str = env!("CARGO_BIN_EXE_models");
 pub const WARM: &str = env!("CARGO_BIN_EXE_cache-warm-models");
 pub const CRON: &str = env!("CARGO_BIN_EXE_cron-warm-cache");
+pub const PAGE: &str = env!("CARGO_BIN_EXE_page");
 
 pub struct Env {
     pub redis: RedisServer,

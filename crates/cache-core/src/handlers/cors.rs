@@ -102,6 +102,7 @@ fn allow_methods(route: Route) -> &'static str {
         Route::Models => "GET, HEAD, OPTIONS",
         Route::WarmModels => "GET, HEAD, POST, OPTIONS",
         Route::CronWarmCache => "GET",
+        Route::Page => "GET, HEAD",
     }
 }
 

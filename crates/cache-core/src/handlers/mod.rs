@@ -10,9 +10,11 @@ mod cors;
 mod cron;
 mod models;
 mod negotiate;
+mod page;
 pub(crate) mod query;
 
 pub use crate::body::Body;
+pub use page::CSP as PAGE_CSP;
 mod warm;
 
 use std::sync::Arc;
@@ -34,6 +36,9 @@ pub enum Route {
     WarmModels,
     /// `GET /api/cron/warm-cache` (binary `cron-warm-cache`).
     CronWarmCache,
+    /// `GET /models` and `/` (binary `page`, at `/api/page`; `vercel.json` rewrites
+    /// both paths to it): the models page, its first screen in the document.
+    Page,
 }
 
 impl Route {
@@ -42,6 +47,7 @@ impl Route {
             "/api/models" => Some(Route::Models),
             "/api/cache/warm-models" => Some(Route::WarmModels),
             "/api/cron/warm-cache" => Some(Route::CronWarmCache),
+            "/api/page" | "/models" | "" => Some(Route::Page),
             _ => None,
         }
     }
@@ -51,6 +57,7 @@ impl Route {
             Route::Models => "/api/models",
             Route::WarmModels => "/api/cache/warm-models",
             Route::CronWarmCache => "/api/cron/warm-cache",
+            Route::Page => "/api/page",
         }
     }
 }
@@ -74,7 +81,7 @@ pub async fn handle(
 ) -> Response<Body> {
     // One span per invocation: a Sentry transaction when Sentry is on.
     let policy = &catalog.config.cors;
-    if req.method == Method::OPTIONS && route != Route::CronWarmCache {
+    if req.method == Method::OPTIONS && !matches!(route, Route::CronWarmCache | Route::Page) {
         return cors::preflight(route, &req.headers, policy);
     }
     let (method, origin) = (req.method.clone(), req.headers.get(http::header::ORIGIN).cloned());
@@ -93,6 +100,7 @@ pub async fn handle(
                 Route::Models => models::handle(&req, &catalog, spawner).await,
                 Route::WarmModels => warm::handle(&req, &catalog, spawner).await,
                 Route::CronWarmCache => cron::handle(&req, &catalog, spawner, ctx).await,
+                Route::Page => page::handle(&req, &catalog, spawner).await,
             }
         })
     };
@@ -165,7 +173,9 @@ pub fn not_found(path: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         "not_found",
         &format!("no route {shown}"),
-        Some(serde_json::json!({ "routes": ["/api/models", "/api/cache/warm-models", "/api/cron/warm-cache"] })),
+        Some(
+            serde_json::json!({ "routes": ["/models", "/api/models", "/api/cache/warm-models", "/api/cron/warm-cache"] }),
+        ),
     )
 }
 

@@ -113,7 +113,7 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
 
 /// A `limit` or `offset` value: any integer from `min` up (values past `usize::MAX`
 /// mean "everything" and saturate), `None` when absent.
-fn count(value: Option<&String>, name: &str, min: usize) -> Result<Option<usize>, String> {
+pub(super) fn count(value: Option<&String>, name: &str, min: usize) -> Result<Option<usize>, String> {
     let Some(v) = value else { return Ok(None) };
     let v = v.trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -130,7 +130,7 @@ fn count(value: Option<&String>, name: &str, min: usize) -> Result<Option<usize>
 }
 
 /// How an entry is being served: what the response headers say about it.
-struct Served {
+pub(super) struct Served {
     status: CacheStatus,
     fail_safe: bool,
     /// Until when the store keeps the entry for fail-safe serving (unix ms).
@@ -138,7 +138,7 @@ struct Served {
 }
 
 impl Served {
-    fn of(lookup: &Lookup) -> Self {
+    pub(super) fn of(lookup: &Lookup) -> Self {
         Served {
             status: lookup.status,
             fail_safe: lookup.fail_safe,
@@ -172,7 +172,7 @@ fn unknown_gateway(catalog: &App, given: &str) -> Response<Body> {
 
 /// Nothing cached and the fetch failed: what kind of failure, as a status, a code and
 /// (when known) `Retry-After`. A rate-limited upstream is 503 with its own window.
-fn upstream_error(name: &str, e: &CacheError) -> Response<Body> {
+pub(super) fn upstream_error(name: &str, e: &CacheError) -> Response<Body> {
     use crate::swr::SourceError;
     let (status, code) = match e {
         _ if e.is_rate_limit() => (StatusCode::SERVICE_UNAVAILABLE, "upstream_rate_limited"),
@@ -200,6 +200,17 @@ fn upstream_error(name: &str, e: &CacheError) -> Response<Body> {
 
 /// Headers every successful answer carries.
 fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served) {
+    answer_headers(r, entry, served, "application/json; charset=utf-8");
+}
+
+/// Headers every successful answer from a cached entry carries (the JSON and the
+/// page), with `content_type`.
+pub(super) fn answer_headers(
+    r: &mut http::response::Builder,
+    entry: &Entry,
+    served: &Served,
+    content_type: &'static str,
+) {
     let now = now_ms();
     let m = &entry.meta;
     // A CDN that honours it keeps serving this copy while the function errors, for as
@@ -226,10 +237,7 @@ fn base_headers(r: &mut http::response::Builder, entry: &Entry, served: &Served)
         ),
     };
     let headers = r.headers_mut().expect("builder is fresh");
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert("x-cache", HeaderValue::from_static(served.status.as_str()));
     if served.fail_safe {
         headers.insert("x-cache-fail-safe", HeaderValue::from_static("1"));
@@ -263,7 +271,7 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
     }
 }
 
-fn not_modified_response(r: http::response::Builder, tag: HeaderValue) -> Response<Body> {
+pub(super) fn not_modified_response(r: http::response::Builder, tag: HeaderValue) -> Response<Body> {
     r.status(StatusCode::NOT_MODIFIED)
         .header(header::ETAG, tag)
         .body(Body::empty())
@@ -272,7 +280,7 @@ fn not_modified_response(r: http::response::Builder, tag: HeaderValue) -> Respon
 
 /// 200 with `tag` (this encoding's ETag), `Content-Encoding`, and `Content-Length`
 /// when known (a HEAD has an empty body and the GET's length).
-fn ok_response(
+pub(super) fn ok_response(
     r: http::response::Builder,
     tag: HeaderValue,
     encoding: Encoding,

@@ -1,0 +1,237 @@
+//! `GET /models` (and `/`): the models page, its first screen in the document
+//! ([`crate::page`]). Vercel rewrites both paths to this function (binary `page`);
+//! the dev server routes them here. A rewritten request keeps the URL the browser
+//! asked for, so nothing here depends on the path.
+//!
+//! `?gateway=`, `?search=` and `?offset=` render other pages of rows: what the
+//! page's links and form ask for when JavaScript is off.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::models::{Served, answer_headers, count, not_modified_response, ok_response, upstream_error};
+use super::negotiate::{choose_encoding, not_modified};
+use super::{is_get_or_head, method_not_allowed, query};
+use crate::app::App;
+use crate::body::Body;
+use crate::entry::{Encoding, Entry};
+use crate::gateways::registry::is_valid_id;
+use crate::page::{ROWS, Rendered, View};
+use crate::search;
+use crate::spawn::Spawner;
+use crate::swr::Lookup;
+
+/// The pages' Content-Security-Policy: scripts and styles are files of this origin
+/// (no inline script), and the data comes from this origin's API. `vercel.json`
+/// sends the same for every path; `tests/it/layout.rs` keeps the two equal.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// What a page request asks for.
+struct Ask {
+    gateway: String,
+    search: Option<String>,
+    offset: usize,
+}
+
+pub async fn handle(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+    if !is_get_or_head(&req.method) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let ask = match parse(req, app) {
+        Ok(a) => a,
+        Err(message) => return error_page(StatusCode::BAD_REQUEST, &message, None),
+    };
+    let lookup = match ask.gateway.as_str() {
+        "" => app.read_all(spawner).await,
+        id => match app.gateway(id).cloned() {
+            Some(gw) => app.read_gateway(&gw, spawner).await,
+            None => return error_page(StatusCode::BAD_REQUEST, "unknown gateway", None),
+        },
+    };
+    let lookup = match lookup {
+        Ok(l) => l,
+        Err(e) => {
+            let json = upstream_error(if ask.gateway.is_empty() { "all" } else { &ask.gateway }, &e);
+            let retry = json.headers().get(header::RETRY_AFTER).cloned();
+            return error_page(
+                json.status(),
+                "the models are not available right now; try again shortly",
+                retry,
+            );
+        }
+    };
+    let head_only = req.method == http::Method::HEAD;
+    let encoding = choose_encoding(&req.headers);
+    let etag = page_etag(&lookup.entry, &ask);
+    let tag = HeaderValue::from_str(&crate::entry::encoding_etag(&etag, encoding)).expect("hex etag");
+    let mut r = Response::builder();
+    answer_headers(&mut r, &lookup.entry, &Served::of(&lookup), HTML);
+    page_headers(&mut r);
+    if not_modified(&req.headers, &etag) {
+        return not_modified_response(r, tag);
+    }
+    let rendered = match default_view(&ask) {
+        true => app.default_page(&lookup, &etag).await,
+        false => render(app, &lookup, &ask)
+            .await
+            .map(|html| Arc::new(Rendered::new(html))),
+    };
+    let rendered = match rendered {
+        Ok(r) => r,
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cached catalog unreadable: {e}"),
+                None,
+            );
+        }
+    };
+    let bytes: Bytes = match encoding {
+        Encoding::Identity => rendered.identity.clone(),
+        Encoding::Gzip => rendered.gzip.clone(),
+        Encoding::Brotli => rendered.br.clone(),
+    };
+    let len = Some(bytes.len());
+    let body = if head_only { Body::empty() } else { Body::from(bytes) };
+    ok_response(r, tag, encoding, body, len)
+}
+
+/// `/models` itself: the merged view's first screen, the same for every visitor.
+fn default_view(ask: &Ask) -> bool {
+    ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0
+}
+
+fn parse(req: &http::request::Parts, app: &App) -> Result<Ask, String> {
+    let q = query::parse(req.uri.query(), &["gateway", "search", "offset"]).map_err(|e| e.0)?;
+    let gateway = match q.get("gateway").map(|g| g.trim().to_ascii_lowercase()) {
+        None => String::new(),
+        Some(g) if g.is_empty() || g == "all" => String::new(),
+        Some(g) if is_valid_id(&g) && app.gateway(&g).is_some() => app.gateway(&g).expect("resolved").id.clone(),
+        Some(_) => return Err("unknown gateway".into()),
+    };
+    let search = match q.get("search").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(s) if s.chars().count() < search::MIN_TERM_CHARS => {
+            return Err(format!("a search needs at least {} characters", search::MIN_TERM_CHARS));
+        }
+        Some(s) if s.chars().count() > search::MAX_TERM_CHARS => {
+            return Err(format!("a search has at most {} characters", search::MAX_TERM_CHARS));
+        }
+        Some(s) => Some(s.to_lowercase()),
+    };
+    let offset = count(q.get("offset"), "offset", 0)?.unwrap_or(0);
+    Ok(Ask {
+        gateway,
+        search,
+        offset,
+    })
+}
+
+/// The page's validator: the entry's content and clock (the page says "data as of"),
+/// and what was asked.
+fn page_etag(entry: &Entry, ask: &Ask) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(entry.meta.etag.as_bytes());
+    h.update(&entry.meta.clock.fetched_at_ms.to_le_bytes());
+    h.update(ask.gateway.as_bytes());
+    h.update(&[0]);
+    h.update(ask.search.as_deref().unwrap_or("").as_bytes());
+    h.update(&(ask.offset as u64).to_le_bytes());
+    format!("\"h-{:032x}\"", h.digest128())
+}
+
+/// Render `ask`'s page of `lookup`'s catalog.
+async fn render(app: &App, lookup: &Lookup, ask: &Ask) -> Result<String, String> {
+    let index = app.searcher.index(&lookup.entry).await?;
+    let hits = match &ask.search {
+        Some(term) => Some(app.searcher.hits(&index, &lookup.entry.meta.etag, term).await?),
+        None => None,
+    };
+    let matching = hits.as_ref().map_or(index.len(), |h| h.len());
+    let start = ask.offset.min(matching);
+    let end = start.saturating_add(ROWS).min(matching);
+    let models: Vec<u32> = match &hits {
+        Some(h) => h[start..end].to_vec(),
+        None => (start as u32..end as u32).collect(),
+    };
+    let all_total = match ask.gateway.is_empty() {
+        true => index.len(),
+        false => app
+            .cache
+            .peek_meta(app.all_key())
+            .await
+            .map_or(index.len(), |m| m.item_count as usize),
+    };
+    let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
+    let view = View {
+        gateway: &ask.gateway,
+        search: ask.search.as_deref(),
+        offset: ask.offset,
+        matching,
+        all_total,
+        gateways: &gateways,
+        fetched_at_ms: lookup.entry.meta.clock.fetched_at_ms,
+        fresh_until_ms: lookup.entry.meta.clock.fresh_until_ms,
+    };
+    Ok(crate::page::render(&view, &index, &models))
+}
+
+impl App {
+    /// The default page of the merged view, rendered once per entry (its ETag and
+    /// clock) and kept pre-compressed: serving it costs what serving a cached JSON
+    /// page costs. One render at a time; the others wait for it.
+    async fn default_page(&self, lookup: &Lookup, etag: &str) -> Result<Arc<Rendered>, String> {
+        let mut kept = self.page_cache.lock().await;
+        if let Some((for_etag, page)) = kept.as_ref()
+            && for_etag == etag
+        {
+            return Ok(page.clone());
+        }
+        let ask = Ask {
+            gateway: String::new(),
+            search: None,
+            offset: 0,
+        };
+        let html = render(self, lookup, &ask).await?;
+        let page = Arc::new(
+            tokio::task::spawn_blocking(move || Rendered::new(html))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        *kept = Some((etag.to_string(), page.clone()));
+        Ok(page)
+    }
+}
+
+/// Headers of every page answer.
+fn page_headers(r: &mut http::response::Builder) {
+    let h = r.headers_mut().expect("builder is fresh");
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+}
+
+/// A page that says what went wrong, never cached.
+fn error_page(status: StatusCode, message: &str, retry_after: Option<HeaderValue>) -> Response<Body> {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Models · Gatewayz</title>\
+         <link rel=\"stylesheet\" href=\"/models.css\"></head><body><main><h1>Models</h1>\
+         <p id=\"status\" class=\"error\">{}</p><p><a href=\"/models\">All models</a> · <a href=\"/status\">Status</a></p>\
+         </main></body></html>\n",
+        crate::page::escape(message)
+    );
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, HTML)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    page_headers(&mut r);
+    if let Some(v) = retry_after {
+        r = r.header(header::RETRY_AFTER, v);
+    }
+    r.body(Body::from(html)).expect("static headers")
+}
