@@ -3,7 +3,7 @@
 //! `cargo bench --bench suite` runs every section in one go on this machine, against
 //! a real redis-server on loopback, the sample catalog API and the release function
 //! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections
-//! (hotpath floor inproc warm scale cold rest unchanged hardening hostile).
+//! (hotpath floor inproc warm scale cold rest unchanged hardening hostile page).
 //!
 //! Sections:
 //!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
@@ -14,6 +14,7 @@
 //!   cold     process start to first 200 on /api/models with a warm Redis
 //!   rest     bytes at rest for the full fixture set vs the raw JSON
 //!   hostile  peak RSS of `models` under 15 s of hostile URLs from 12 connections, ~20k models
+//!   page     GET /models (the page function's first screen) vs a 50-model JSON page, req/s
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -216,7 +217,7 @@ fn redis_load(port: u16, key: &str, connections: usize) -> Load {
 struct Stack {
     redis: RedisServer,
     sample: sample_catalog::Handle,
-    catalog: Arc<cache_core::App>,
+    app: Arc<cache_core::App>,
     tasks: TaskSpawner,
 }
 
@@ -231,11 +232,11 @@ impl Stack {
             ("REDIS_COMMAND_TIMEOUT_MS", "5000"),
         ];
         env.extend_from_slice(extra);
-        let catalog = cache_core::App::new(support::config(&env)).unwrap();
+        let app = cache_core::App::new(support::config(&env)).unwrap();
         Stack {
             redis,
             sample,
-            catalog,
+            app,
             tasks: TaskSpawner::new(),
         }
     }
@@ -257,7 +258,7 @@ const BROWSER: &[(&str, &str)] = &[("accept-encoding", "gzip, deflate, br"), ("a
 async fn hotpath_and_floor(run_floor: bool) {
     println!("\n== hotpath: GET /api/models on the release `models` function, warm cache ==");
     let s = Stack::new(&[]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let etag = {
         let r = reqwest::Client::new()
@@ -267,7 +268,7 @@ async fn hotpath_and_floor(run_floor: bool) {
             .unwrap();
         r.headers()["etag"].to_str().unwrap().to_string()
     };
-    let all_br = s.catalog.peek(keys::ALL).await.unwrap();
+    let all_br = s.app.peek(keys::ALL).await.unwrap();
     let br_len = all_br.body(cache_core::Encoding::Brotli).unwrap().len();
     let mut http_br = std::collections::HashMap::new();
     let mut page = std::collections::HashMap::new();
@@ -331,11 +332,32 @@ async fn hotpath_and_floor(run_floor: bool) {
     }
 }
 
+/// The models page's hot path (the release `page` function, its pre-rendered first
+/// screen) beside a 50-model JSON page of the `models` function, in the same run.
+async fn page_section() {
+    println!("\n== page: GET /models on the release `page` function vs a 50-model JSON page, warm cache ==");
+    let s = Stack::new(&[]).await;
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let models = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let page = s.function(env!("CARGO_BIN_EXE_page"), &[("RUST_LOG", "warn")]);
+    for conns in [16, 64] {
+        let json = http_load(models.port, "/api/models?gateway=all&limit=50", BROWSER, conns).await;
+        let html = http_load(page.port, "/models", BROWSER, conns).await;
+        println!("{}", json.line(&format!("JSON page of 50 (limit=50) @{conns}")));
+        println!("{}", html.line(&format!("/models, first screen of 100 rows @{conns}")));
+        println!(
+            "{:<46} {:.2}x a 50-model JSON page (target >= 0.5x)",
+            format!("/models ÷ JSON page @{conns}"),
+            html.rps() / json.rps()
+        );
+    }
+}
+
 async fn inproc() {
     println!("\n== inproc: one SWR read, embedded store, in-process tier on ==");
     let sample = sample_catalog::start_local().await;
     let base = sample.base_url();
-    let catalog = cache_core::App::new(support::config(&[
+    let app = cache_core::App::new(support::config(&[
         ("GATEWAYZ_API_URL", &base),
         ("GATEWAYS", "groq"),
         ("LOCAL_CACHE_TTL_MS", "60000"),
@@ -344,8 +366,8 @@ async fn inproc() {
     .unwrap();
     let tasks = TaskSpawner::new();
     let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
-    let gw = catalog.gateway("groq").unwrap().clone();
-    catalog.read_gateway(&gw, sp.clone()).await.unwrap();
+    let gw = app.gateway("groq").unwrap().clone();
+    app.read_gateway(&gw, sp.clone()).await.unwrap();
     let n = 200_000u64;
     for (label, stale) in [("HIT (fresh key)", false), ("STALE (revalidation throttled)", true)] {
         if stale {
@@ -366,7 +388,7 @@ async fn inproc() {
             tasks.idle().await;
             measure(label, n, || c2.read_gateway(&gw, sp.clone()), &tasks).await;
         } else {
-            measure(label, n, || catalog.read_gateway(&gw, sp.clone()), &tasks).await;
+            measure(label, n, || app.read_gateway(&gw, sp.clone()), &tasks).await;
         }
     }
 }
@@ -404,7 +426,7 @@ async fn warm_section() {
         s.sample.set_latency(id, Duration::from_millis(ms));
     }
     let t = Instant::now();
-    let record = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let record = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let total = t.elapsed();
     assert!(record.success, "{record:?}");
     println!(
@@ -458,8 +480,8 @@ async fn scale() {
         elapsed.as_secs_f64() * 1e3,
         v["merged_models"]
     );
-    let e = s.catalog.peek(&keys::gateway("featherless")).await.unwrap();
-    let all = s.catalog.peek(keys::ALL).await.unwrap();
+    let e = s.app.peek(&keys::gateway("featherless")).await.unwrap();
+    let all = s.app.peek(keys::ALL).await.unwrap();
     println!(
         "stored: featherless {} B (identity {} B), all {} B (identity {} B)",
         e.encoded_len(),
@@ -497,7 +519,7 @@ async fn scale() {
 async fn cold() {
     println!("\n== cold start: process start to first 200 on /api/models, warm Redis ==");
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let bin = env!("CARGO_BIN_EXE_models");
     let mut samples = Vec::new();
     for _ in 0..15 {
@@ -559,12 +581,12 @@ async fn rest() {
         }
     }
     let before = used_memory(&s.redis);
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let mut stored = 0usize;
     for (id, _) in sample_catalog::FIXTURES {
-        stored += s.catalog.peek(&keys::gateway(id)).await.unwrap().encoded_len();
+        stored += s.app.peek(&keys::gateway(id)).await.unwrap().encoded_len();
     }
-    let all = s.catalog.peek(keys::ALL).await.unwrap().encoded_len();
+    let all = s.app.peek(keys::ALL).await.unwrap().encoded_len();
     println!(
         "values: {} B per-gateway + {} B merged = {} B for {} B raw JSON = {:.1}% (target <= 15%)",
         stored,
@@ -584,11 +606,11 @@ async fn rest() {
 async fn unchanged() {
     println!("\n== unchanged: Redis bytes written by a warm, nothing changed vs everything changed ==");
     let s = Stack::new(&[]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     s.tasks.idle().await;
 
     let before = net_input(&s.redis);
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     s.tasks.idle().await;
     let unchanged = net_input(&s.redis) - before;
     assert!(run.success);
@@ -601,7 +623,7 @@ async fn unchanged() {
         s.sample.set_catalog(id, models);
     }
     let before = net_input(&s.redis);
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     s.tasks.idle().await;
     let changed = net_input(&s.redis) - before;
     assert!(run.success);
@@ -616,7 +638,7 @@ async fn unchanged() {
 async fn hardening() {
     println!("\n== hardening: costly queries on the release `models` and warm functions ==");
     let s = Stack::new(&[]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let list = http_load(f.port, "/api/models?gateway=all", BROWSER, 64).await;
     println!("{}", list.line("cached list: all (br) @64"));
@@ -685,7 +707,7 @@ async fn hostile() {
     println!("\n== hostile: 12 connections of hostile URLs for 15 s, ~20,000 models, release `models` ==");
     let s = Stack::new(&[]).await;
     s.sample.scale("featherless", 18_000);
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let n = run.merged_models.unwrap_or(0) as u64;
     let mut f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
@@ -914,5 +936,8 @@ async fn main() {
     }
     if want("hostile") {
         hostile().await;
+    }
+    if want("page") {
+        page_section().await;
     }
 }

@@ -30,15 +30,12 @@ async fn dev_server_with(sample: &sample_catalog::Handle, warm: bool, extra: &[(
     let base = sample.base_url();
     let mut vars = vec![("GATEWAYZ_API_URL", base.as_str()), ("LOCAL_CACHE_TTL_MS", "1000")];
     vars.extend_from_slice(extra);
-    let catalog = cache_core::App::new(support::config(&vars)).unwrap();
+    let app = cache_core::App::new(support::config(&vars)).unwrap();
     let tasks = TaskSpawner::new();
     if warm {
-        catalog
-            .warm(None, Trigger::Manual, Arc::new(tasks.clone()))
-            .await
-            .unwrap();
+        app.warm(None, Trigger::Manual, Arc::new(tasks.clone())).await.unwrap();
     }
-    format!("http://{}", support::dev_server(catalog, tasks).await)
+    format!("http://{}", support::dev_server(app, tasks).await)
 }
 
 /// The page's script has run (the first screen was in the document before it).
@@ -331,7 +328,8 @@ async fn status_page_in_headless_chromium() {
     let rows = d
         .js("return document.querySelectorAll('[data-testid=gateway-row]').length")
         .await;
-    assert_eq!(rows, json!(21), "one row per gateway");
+    let gateways = sample_catalog::FIXTURES.len();
+    assert_eq!(rows, json!(gateways), "one row per gateway");
     let xai = d
         .js("const r = document.querySelector('[data-gateway=xai]'); return [r.dataset.state, r.className, r.textContent]")
         .await;
@@ -352,7 +350,7 @@ async fn status_page_in_headless_chromium() {
     let run = d
         .js("return document.querySelector('[data-testid=run-result]').textContent")
         .await;
-    assert_eq!(run, "1 of 21 failed");
+    assert_eq!(run, json!(format!("1 of {gateways} failed")));
     let banner = d.js("return document.getElementById('banner').className").await;
     assert_eq!(banner, "", "no error banner when the endpoint answers");
     d.screenshot(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png"))

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use sample_catalog::Fault;
 use serde_json::Value;
 use support::env::{Env, decode, header, json_of, raw_client};
+use support::process::FunctionProcess;
 
 const WARM_SECRET: &str = "warm-secret-0123456789abcdef";
 const CRON_SECRET: &str = "cron-secret-0123456789abcdef";
@@ -904,6 +905,16 @@ async fn the_models_json_as_the_frontend_reads_it() {
     let env = Env::new().await;
     let f = env.spawn(env!("CARGO_BIN_EXE_models"), &[]);
     let c = raw_client();
+    let (all, whole_etag) = the_whole_list(&c, &f).await;
+    let models = all["data"].as_array().unwrap();
+    every_listing_gateways_own_price(models);
+    one_gateway_alone(&c, &f).await;
+    pages_cut_from_the_cached_entry(&env, &c, &f, &all, &whole_etag).await;
+}
+
+/// The merged list as the frontend reads it: the whole list is one page. Returns it
+/// and its ETag.
+async fn the_whole_list(c: &reqwest::Client, f: &FunctionProcess) -> (Value, String) {
     let r = c.get(f.url("/api/models?gateway=all")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let whole_etag = header(&r, "etag").unwrap().to_string();
@@ -921,6 +932,13 @@ async fn the_models_json_as_the_frontend_reads_it() {
         (&Value::Null, &Value::Bool(false), &Value::Null)
     );
 
+    (all, whole_etag)
+}
+
+/// Every listing gateway's own price, checked against the fixture catalogs; no price at
+/// all is null, never an object of nulls.
+fn every_listing_gateways_own_price(models: &[Value]) {
+    let n = models.len();
     // 1. Every listing gateway's own price, checked against the fixture catalogs.
     let fixtures = fixture_prices();
     let (mut multi, mut checked, mut differing) = (0, 0, 0);
@@ -988,7 +1006,10 @@ async fn the_models_json_as_the_frontend_reads_it() {
         .expect("MythoMax is in the fixtures");
     assert_eq!(mytho["gateway_pricing"]["openrouter"]["prompt"], "0.0000004", "{mytho}");
     assert_eq!(mytho["gateway_pricing"]["novita"]["prompt"], "0.00000009", "{mytho}");
+}
 
+/// Per gateway: that gateway alone in `gateway_pricing`.
+async fn one_gateway_alone(c: &reqwest::Client, f: &FunctionProcess) {
     // Per gateway: that gateway alone.
     let groq: Value = json_of(c.get(f.url("/api/models?gateway=groq")).send().await.unwrap()).await;
     support::contract::assert_models_response(&groq);
@@ -998,7 +1019,18 @@ async fn the_models_json_as_the_frontend_reads_it() {
             p => assert_eq!(m["gateway_pricing"], serde_json::json!({ "groq": p })),
         }
     }
+}
 
+/// Pages cut from the cached entry: no upstream call, no store key per page.
+async fn pages_cut_from_the_cached_entry(
+    env: &Env,
+    c: &reqwest::Client,
+    f: &FunctionProcess,
+    all: &Value,
+    whole_etag: &str,
+) {
+    let models = all["data"].as_array().unwrap();
+    let n = models.len();
     // 3. Pages, cut from the cached entry: no upstream call, no store key.
     let keys_before = env.redis_keys();
     env.sample.reset_counts();
@@ -1053,7 +1085,7 @@ async fn the_models_json_as_the_frontend_reads_it() {
     assert_eq!(r.status(), 304, "same page, other encoding: not modified");
     let r = c
         .get(f.url("/api/models?gateway=all&limit=50"))
-        .header("if-none-match", &whole_etag)
+        .header("if-none-match", whole_etag)
         .send()
         .await
         .unwrap();

@@ -24,7 +24,7 @@ fn spawner(t: &TaskSpawner) -> Arc<dyn Spawner> {
     Arc::new(t.clone())
 }
 
-fn catalog(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &str)]) -> Arc<App> {
+fn app(redis_url: &str, sample: &sample_catalog::Handle, extra: &[(&str, &str)]) -> Arc<App> {
     let base = sample.base_url();
     let mut env = vec![
         ("REDIS_URL", redis_url),
@@ -50,7 +50,7 @@ async fn redis_dies_under_load_and_the_process_recovers() {
     let tasks = TaskSpawner::new();
     // Every gateway seeded: a failed one would be throttled, and its reads 503s
     // before the outage even starts.
-    let seeded = catalog(&redis.url(), &sample, &[])
+    let seeded = app(&redis.url(), &sample, &[])
         .warm(None, Trigger::Manual, spawner(&tasks))
         .await
         .unwrap();
@@ -189,7 +189,7 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
     let redis = RedisServer::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
-    let c = catalog(
+    let c = app(
         &redis.url(),
         &sample,
         &[
@@ -255,7 +255,7 @@ async fn a_warm_during_a_stampede_of_stale_reads_fetches_after_the_revalidation(
     let redis = RedisServer::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
-    let c = catalog(
+    let c = app(
         &redis.url(),
         &sample,
         &[("GATEWAYS", "groq"), ("MODELS_FRESH_TTL_SECONDS", "1")],
@@ -472,11 +472,11 @@ async fn warm_and_serve_on_a_redis_cluster() {
     let cluster = support::cluster::RedisCluster::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
-    let c = catalog(&cluster.url(), &sample, &[]);
+    let c = app(&cluster.url(), &sample, &[]);
     let run = c.warm(None, Trigger::Cron, spawner(&tasks)).await.unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(c.last_run().await.unwrap(), run);
-    let other = catalog(&cluster.url(), &sample, &[]);
+    let other = app(&cluster.url(), &sample, &[]);
     assert!(
         other.warm(None, Trigger::Manual, spawner(&tasks)).await.is_ok(),
         "lock released on the cluster"
@@ -498,7 +498,7 @@ async fn a_redis_stall_during_a_warm_is_reported_and_leaves_no_lock_behind() {
     let redis = RedisServer::start();
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
-    let c = catalog(&redis.url(), &sample, &[("GATEWAYS", "groq,cerebras")]);
+    let c = app(&redis.url(), &sample, &[("GATEWAYS", "groq,cerebras")]);
     sample.set_latency("groq", Duration::from_millis(300));
     sample.set_latency("cerebras", Duration::from_millis(300));
     let warm = {

@@ -48,13 +48,7 @@ impl App {
     }
 
     pub fn with_store(config: Config, store: Store) -> Arc<Self> {
-        let settings = SwrSettings {
-            revalidate_retry: config.revalidate_retry,
-            miss_wait: config.miss_wait,
-            local_ttl: config.local_cache_ttl,
-            metrics_flush_interval: config.metrics_flush_interval,
-            soft_timeout: config.soft_timeout,
-        };
+        let settings = SwrSettings::from_config(&config);
         let registry = Registry::from_config(&config);
         let answer_budget = config.answer_cache_max_bytes;
         Arc::new(App {

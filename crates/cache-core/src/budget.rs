@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-pub struct ByteLru<K, V> {
+pub(crate) struct ByteLru<K, V> {
     budget: usize,
     used: usize,
     clock: u64,
@@ -25,7 +25,7 @@ struct Slot<V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ByteLru<K, V> {
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         ByteLru {
             budget,
             used: 0,
@@ -36,7 +36,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ByteLru<K, V> {
     }
 
     /// The value under `key`, marked as just used.
-    pub fn get(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
         self.clock += 1;
         let slot = self.slots.get_mut(key)?;
         self.order.remove(&slot.used_at);
@@ -48,7 +48,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ByteLru<K, V> {
     /// Keep `value` under `key`, weighing `weight` bytes, evicting the least recently
     /// used entries until it fits. A value heavier than the whole budget is not kept
     /// (`false`): the caller serves it and lets it go.
-    pub fn insert(&mut self, key: K, value: V, weight: usize) -> bool {
+    pub(crate) fn insert(&mut self, key: K, value: V, weight: usize) -> bool {
         self.remove(&key);
         if weight > self.budget {
             return false;
@@ -75,7 +75,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ByteLru<K, V> {
         true
     }
 
-    pub fn remove(&mut self, key: &K) {
+    pub(crate) fn remove(&mut self, key: &K) {
         if let Some(slot) = self.slots.remove(key) {
             self.order.remove(&slot.used_at);
             self.used -= slot.weight;
@@ -84,17 +84,17 @@ impl<K: Hash + Eq + Clone, V: Clone> ByteLru<K, V> {
 
     /// Bytes kept now (never above the budget).
     #[cfg(test)]
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used
     }
 
     #[cfg(test)]
-    pub fn budget(&self) -> usize {
+    pub(crate) fn budget(&self) -> usize {
         self.budget
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 }

@@ -233,7 +233,7 @@ pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (
 }
 
 /// One gateway's catalog from the catalog API.
-pub struct GatewaySource {
+pub(crate) struct GatewaySource {
     app: Arc<App>,
     gateway: Gateway,
 }
@@ -280,7 +280,7 @@ impl Source for GatewaySource {
                 drop(parts);
                 drop(pages);
                 tracing::info!(
-                    "[Cache Warming] Fetched {}: {} models, {} bytes in {} ms",
+                    "[Cache Fetch] Fetched {}: {} models, {} bytes in {} ms",
                     self.gateway.id,
                     payload.item_count,
                     payload.json.len(),
@@ -317,7 +317,7 @@ impl Source for GatewaySource {
 /// left out, named in `missing_gateways`; while any is missing or carried, the merged
 /// entry is fresh for `INCOMPLETE_MERGE_FRESH` only. A read of `all`
 /// ([`Purpose::Read`]) reads the gateways through SWR, so stale ones revalidate.
-pub struct MergedSource {
+pub(crate) struct MergedSource {
     app: Arc<App>,
 }
 
@@ -418,7 +418,7 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>)
         .filter(|(_, i)| matches!(i, Input::Absent))
         .map(|(id, _)| id.as_str())
         .collect();
-    let mut carried_bodies = match (previous, absent.is_empty()) {
+    let carried_bodies = match (previous, absent.is_empty()) {
         (Some(p), false) => match p.identity_uncached() {
             Ok(json) => carry_over(&json, &absent),
             Err(e) => {
@@ -428,57 +428,19 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>)
         },
         _ => HashMap::new(),
     };
-    let mut bodies: Vec<Bytes> = Vec::with_capacity(inputs.len());
-    let (mut included, mut missing, mut carried) = (Vec::new(), Vec::new(), Vec::new());
-    let mut carried_mask = 0u64;
-    let mut stored_etags: Vec<Option<&str>> = Vec::with_capacity(inputs.len());
-    for (n, (id, input)) in inputs.iter().enumerate() {
-        let (body, stored) = match input {
-            // Uncached: the merge reads each catalog once; keeping every identity body
-            // in memory afterwards would only raise the resident set.
-            Input::Stored(e) => (
-                e.identity_uncached().map_err(|e| e.to_string()),
-                Some(e.meta.etag.as_str()),
-            ),
-            Input::Held(e) => (e.identity_uncached().map_err(|e| e.to_string()), None),
-            Input::Absent => match carried_bodies.remove(id.as_str()) {
-                Some(body) => {
-                    carried.push(Value::String(id.clone()));
-                    if n < 64 {
-                        carried_mask |= 1 << n;
-                    }
-                    (Ok(body), None)
-                }
-                None => (Err("no data".to_string()), None),
-            },
-        };
-        stored_etags.push(stored);
-        match body {
-            Ok(json) => {
-                bodies.push(json);
-                included.push(Value::String(id.clone()));
-            }
-            Err(e) => {
-                if !matches!(input, Input::Absent) {
-                    tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
-                }
-                missing.push(Value::String(id.clone()));
-            }
-        }
-    }
-    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
+    let parts = MergeParts::gather(inputs, carried_bodies);
+    let refs: Vec<&[u8]> = parts.bodies.iter().map(|b| b.as_ref()).collect();
     let (items, count) = merge_bodies(&refs);
-    drop(bodies);
-    let incomplete = !missing.is_empty() || !carried.is_empty();
+    let incomplete = !parts.missing.is_empty() || !parts.carried.is_empty();
     let mut payload = Payload::new(
         catalog_json(
             "all",
             &[&items],
             count,
             &[
-                ("gateways", Value::Array(included)),
-                ("missing_gateways", Value::Array(missing)),
-                ("carried_gateways", Value::Array(carried)),
+                ("gateways", Value::Array(parts.included)),
+                ("missing_gateways", Value::Array(parts.missing)),
+                ("carried_gateways", Value::Array(parts.carried)),
             ],
         ),
         count as u32,
@@ -486,14 +448,74 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>)
     payload.sources = sources_fingerprint(
         inputs
             .iter()
-            .zip(stored_etags)
-            .map(|((id, _), etag)| (id.as_str(), etag)),
+            .zip(&parts.stored_etags)
+            .map(|((id, _), etag)| (id.as_str(), etag.as_deref())),
     );
-    payload.carried = carried_mask;
+    payload.carried = parts.carried_mask;
     if incomplete {
         payload.fresh_for = Some(INCOMPLETE_MERGE_FRESH);
     }
     payload
+}
+
+/// What the merge takes from each input, in the configured order.
+struct MergeParts {
+    bodies: Vec<Bytes>,
+    included: Vec<Value>,
+    missing: Vec<Value>,
+    carried: Vec<Value>,
+    /// One bit per carried gateway, by its place in the configured order.
+    carried_mask: u64,
+    /// Each input's stored entry ETag (`None`: not from the store).
+    stored_etags: Vec<Option<String>>,
+}
+
+impl MergeParts {
+    fn gather(inputs: &[(String, Input)], mut carried_bodies: HashMap<String, Bytes>) -> MergeParts {
+        let mut parts = MergeParts {
+            bodies: Vec::with_capacity(inputs.len()),
+            included: Vec::new(),
+            missing: Vec::new(),
+            carried: Vec::new(),
+            carried_mask: 0,
+            stored_etags: Vec::with_capacity(inputs.len()),
+        };
+        for (n, (id, input)) in inputs.iter().enumerate() {
+            let (body, stored) = match input {
+                // Uncached: the merge reads each catalog once; keeping every identity
+                // body in memory afterwards would only raise the resident set.
+                Input::Stored(e) => (
+                    e.identity_uncached().map_err(|e| e.to_string()),
+                    Some(e.meta.etag.clone()),
+                ),
+                Input::Held(e) => (e.identity_uncached().map_err(|e| e.to_string()), None),
+                Input::Absent => match carried_bodies.remove(id.as_str()) {
+                    Some(body) => {
+                        parts.carried.push(Value::String(id.clone()));
+                        if n < 64 {
+                            parts.carried_mask |= 1 << n;
+                        }
+                        (Ok(body), None)
+                    }
+                    None => (Err("no data".to_string()), None),
+                },
+            };
+            parts.stored_etags.push(stored);
+            match body {
+                Ok(json) => {
+                    parts.bodies.push(json);
+                    parts.included.push(Value::String(id.clone()));
+                }
+                Err(e) => {
+                    if !matches!(input, Input::Absent) {
+                        tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
+                    }
+                    parts.missing.push(Value::String(id.clone()));
+                }
+            }
+        }
+        parts
+    }
 }
 
 /// Each of the `absent` gateways' listings in a merged view's JSON, as that

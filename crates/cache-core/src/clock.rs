@@ -5,7 +5,7 @@ use time::format_description::well_known::iso8601::{Config, EncodedConfig, Iso86
 
 /// Wall-clock now in unix milliseconds. Entries are shared between instances, so the
 /// clock must be the wall clock, not a process-local `Instant`.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -13,7 +13,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// `2026-11-24T08:25:46.123Z`: UTC, millisecond precision.
-pub fn iso8601(ms: u64) -> String {
+pub(crate) fn iso8601(ms: u64) -> String {
     const FORMAT: EncodedConfig = Config::DEFAULT
         .set_time_precision(TimePrecision::Second {
             decimal_digits: std::num::NonZeroU8::new(3),

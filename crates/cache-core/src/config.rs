@@ -186,23 +186,8 @@ impl Config {
         // error naming the variable and the range, never a silent clamp or an overflow
         // later (a stale window of 2^64 s once made every entry's stale-until wrap
         // around before its fresh-until).
-        let num = |k: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
-            let v = match get(k) {
-                None => return Ok(default),
-                Some(v) => v,
-            };
-            let n = v.parse::<u64>().map_err(|_| ConfigError {
-                var: k,
-                message: format!("expected an integer in {}..={}, got {v:?}", range.start(), range.end()),
-            })?;
-            if !range.contains(&n) {
-                return Err(ConfigError {
-                    var: k,
-                    message: format!("{n} is outside {}..={}", range.start(), range.end()),
-                });
-            }
-            Ok(n)
-        };
+        let num =
+            |k: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| ranged(get(k), k, default, range);
         let secret = |k: &str| get(k).map(Secret);
         const DAY: u64 = 86_400;
 
@@ -270,6 +255,27 @@ impl Config {
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
         Self::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
+}
+
+/// `value` as an integer in `range` (`default` when unset), or an error naming `var`.
+fn ranged(
+    value: Option<String>,
+    var: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    let n = v.parse::<u64>().map_err(|_| ConfigError {
+        var,
+        message: format!("expected an integer in {}..={}, got {v:?}", range.start(), range.end()),
+    })?;
+    if !range.contains(&n) {
+        return Err(ConfigError {
+            var,
+            message: format!("{n} is outside {}..={}", range.start(), range.end()),
+        });
+    }
+    Ok(n)
 }
 
 /// Whether this process is a deployed Vercel function (see [`Config::deployed`]).

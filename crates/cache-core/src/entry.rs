@@ -43,17 +43,17 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The first bytes of every entry.
-pub const MAGIC: &[u8; 4] = b"GZCE";
+pub(crate) const MAGIC: &[u8; 4] = b"GZCE";
 /// Bump when the layout changes: older values then read as a miss and are overwritten.
-pub const FORMAT_VERSION: u8 = 3;
+pub(crate) const FORMAT_VERSION: u8 = 3;
 /// The oldest format whose fetch stamp sits at [`CLOCK_OFFSET`]: the store's
 /// compare-and-set still refuses to replace a newer entry of such a format (a rolling
 /// deploy writes both), though this version cannot read it.
-pub const STAMPED_SINCE_VERSION: u8 = 1;
+pub(crate) const STAMPED_SINCE_VERSION: u8 = 1;
 /// Byte offset of the clock; its first field, `fetched_at_ms`, is the fetch stamp.
-pub const CLOCK_OFFSET: usize = 6;
+pub(crate) const CLOCK_OFFSET: usize = 6;
 /// The clock's bytes: four u64, big-endian.
-pub const CLOCK_LEN: usize = 32;
+pub(crate) const CLOCK_LEN: usize = 32;
 /// A decoded identity body larger than this is treated as corrupt (zip-bomb guard).
 const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -119,7 +119,7 @@ pub struct Clock {
 
 /// Extra life of a store key past its entry's `kept_until`, so a reader that sees
 /// "expired" can still read the old value's header (age, count) for the status page.
-pub const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const KEY_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 impl Clock {
     pub fn freshness(&self, now_ms: u64) -> Freshness {
@@ -225,7 +225,7 @@ pub enum DecodeError {
 /// Which encodings are stored at write time. Brotli alone is the smallest at rest
 /// (~8-10 % of the raw catalog JSON; storing gzip too would put it near 19 %).
 /// Identity and gzip are derived on first use and kept with the in-process entry.
-pub const STORED_ENCODINGS: &[Encoding] = &[Encoding::Brotli];
+pub(crate) const STORED_ENCODINGS: &[Encoding] = &[Encoding::Brotli];
 
 impl Entry {
     /// Build an entry from a JSON payload, compressing it into `encodings`.
@@ -413,7 +413,7 @@ impl Entry {
 
 /// The strong ETag of one representation: each content coding is its own
 /// representation (RFC 9110 §8.8.3), so `"m-1"` (identity), `"m-1-gzip"`, `"m-1-br"`.
-pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
+pub(crate) fn encoding_etag(etag: &str, encoding: Encoding) -> String {
     match encoding.header_value() {
         None => etag.to_string(),
         Some(coding) => format!("\"{}-{coding}\"", etag.trim_matches('"')),
@@ -424,7 +424,7 @@ pub fn encoding_etag(etag: &str, encoding: Encoding) -> String {
 const HEADER_FIXED_LEN: usize = 4 + 1 + 1 + CLOCK_LEN + 4 + 4 + 8 + 8 + 8 + 1;
 /// The longest header an entry can have (a 255-byte ETag): reading this many bytes
 /// of a value is enough for [`EntryMeta::from_header`].
-pub const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 255;
+pub(crate) const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 255;
 
 impl EntryMeta {
     /// The metadata from the first bytes of a stored value (at least up to its ETag),
@@ -468,7 +468,7 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
 }
 
 /// The fetch stamp of a stored value, read without decoding it (store compare-and-set).
-pub fn stamp_of(raw: &[u8]) -> Option<u64> {
+pub(crate) fn stamp_of(raw: &[u8]) -> Option<u64> {
     // Only a version we know places the stamp there; anything else is overwritten.
     if raw.len() < CLOCK_OFFSET + 8 || &raw[..4] != MAGIC || !(STAMPED_SINCE_VERSION..=FORMAT_VERSION).contains(&raw[4])
     {
@@ -502,17 +502,17 @@ impl<'a> Reader<'a> {
 
 /// A strong ETag from the payload's content: identical data fetched again (by any
 /// instance) gets the same ETag, so browsers and the CDN keep getting 304s.
-pub fn etag_for(json: &[u8]) -> String {
+pub(crate) fn etag_for(json: &[u8]) -> String {
     format!("\"m-{:032x}\"", xxhash_rust::xxh3::xxh3_128(json))
 }
 
-pub fn gzip(data: &[u8]) -> Bytes {
+pub(crate) fn gzip(data: &[u8]) -> Bytes {
     let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 6), flate2::Compression::new(6));
     enc.write_all(data).expect("writing to a Vec cannot fail");
     Bytes::from(enc.finish().expect("writing to a Vec cannot fail"))
 }
 
-pub fn brotli_compress(data: &[u8]) -> Bytes {
+pub(crate) fn brotli_compress(data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() / 8);
     {
         // Quality 9 is ~10x faster than 11 for a few percent more bytes; this runs once per write.
@@ -522,7 +522,7 @@ pub fn brotli_compress(data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-pub fn decompress(enc: Encoding, body: &[u8]) -> Result<Bytes, DecodeError> {
+pub(crate) fn decompress(enc: Encoding, body: &[u8]) -> Result<Bytes, DecodeError> {
     let mut out = Vec::with_capacity(body.len() * 6);
     let res = match enc {
         Encoding::Identity => return Ok(Bytes::copy_from_slice(body)),

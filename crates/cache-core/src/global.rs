@@ -34,24 +34,23 @@ impl StartupError {
     }
 }
 
-static CATALOG: OnceLock<Result<Arc<App>, StartupError>> = OnceLock::new();
+static APP: OnceLock<Result<Arc<App>, StartupError>> = OnceLock::new();
 
 /// The process's catalog, built from the environment on first use.
 pub(crate) fn global_app() -> Result<&'static Arc<App>, &'static StartupError> {
-    CATALOG
-        .get_or_init(|| {
-            let config = Config::from_env().map_err(|e| StartupError {
-                variable: e.var,
-                message: e.to_string(),
-            })?;
-            build(config)
-        })
-        .as_ref()
+    APP.get_or_init(|| {
+        let config = Config::from_env().map_err(|e| StartupError {
+            variable: e.var,
+            message: e.to_string(),
+        })?;
+        build(config)
+    })
+    .as_ref()
 }
 
 /// Install `catalog` as the process's catalog (dev server). Returns false if one exists.
-pub fn set_global_app(catalog: Arc<App>) -> bool {
-    CATALOG.set(Ok(catalog)).is_ok()
+pub fn set_global_app(app: Arc<App>) -> bool {
+    APP.set(Ok(app)).is_ok()
 }
 
 fn build(config: Config) -> Result<Arc<App>, StartupError> {

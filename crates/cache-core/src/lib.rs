@@ -1,11 +1,14 @@
 //! cache-core: the model-catalog cache behind the Gatewayz models page.
 //!
 //! ```text
-//!  frontend ──GET /api/models──► http ──► swr::Cache ──► store (Redis | memory)
-//!                                             │ miss / stale
-//!                                             ▼
-//!                                      gateways::fetch ──► catalog API (21 gateways)
-//!  cron / curl ──► http ──► warm ──► refresh every gateway in parallel ──► merged "all"
+//!  browser ──GET /models──► handlers::page ──► page (first screen, once per entry) ─┐
+//!  frontend ──GET /api/models──► handlers::models ──► search (pages, search) ───────┤
+//!                                                                                  ▼
+//!                                               swr::Cache ──► store (Redis | memory)
+//!                                                  │ miss / stale
+//!                                                  ▼
+//!                                           gateways::fetch ──► catalog API (21 gateways)
+//!  cron / curl ──► handlers ──► warm ──► refresh every gateway in parallel ──► merged "all"
 //! ```
 //!
 //! # Using it
@@ -14,15 +17,30 @@
 //! builds an [`App`] from a [`Config`] and calls [`handlers::handle`] for each request.
 //! The JSON it answers is typed in [`contract`]; the store's keys are in [`keys`].
 //!
+//! # Where things are
+//!
+//! - Freshness is decided from the entry's own clock: `entry` (`Clock`), made by `ttl`
+//!   (`TtlPolicy::clock`), acted on by `swr` (`Cache::read`).
+//! - The lock protocol: `swr/fill.rs` (one protocol, a `Purpose` per caller) on `lock`.
+//! - The key schema: [`keys`] (its documentation is the table).
+//! - Adding a gateway: `docs/design.md`, "Adding a gateway".
+//! - Response bodies: the stored JSON in `catalog` (`catalog_json`, the merge), pages
+//!   and searches in `search` (`Plan`), the page HTML in `page`, the status in `status`,
+//!   errors in `handlers` (`json_error`); [`body::Body`] carries them.
+//!
 //! # Layout
 //!
 //! Bottom to top, each module importing only those below it (`docs/design.md` has the
-//! picture): `config`, `clock`, `ttl`, `keys` (plain data); `entry` (the stored format
-//! and its clock); `store` (Redis or memory); `spawn`, `telemetry`; `lock`, `metrics`;
-//! `swr` (the stale-while-revalidate read and the one fill protocol); `gateways`
-//! (registry, fetcher, page parser, normalise, merge); `contract`, `search`; `app`
-//! (the application context); `catalog`, `warm`, `status` (its operations);
+//! picture): `entry` (the stored format and its clock), `ttl`, `config`, `clock`, `keys`,
+//! `upstream` (why an upstream call failed; bounded error texts), `body` (response
+//! bodies); `store` (Redis or memory); `spawn`, `telemetry`; `lock`, `metrics`; `swr`
+//! (the stale-while-revalidate read and the one fill protocol); `gateways` (registry,
+//! fetcher, page parser, normalise, merge); `contract`, `budget`, `search`, `page`;
+//! `app` (the application context); `catalog`, `warm`, `status` (its operations);
 //! `handlers` (HTTP only); `global`, `vercel` (process and platform glue).
+
+// Inside the crate, `pub(crate)` is the default: a bare `pub` marks the front door.
+#![warn(unreachable_pub)]
 
 // The front door: what the route binaries, the dev server, the benches and the
 // end-to-end tests use. Everything else is private to the crate.

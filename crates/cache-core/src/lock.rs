@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::spawn::{Spawner, boxed};
 use crate::store::{Store, StoreError};
 
-pub struct LockGuard {
+pub(crate) struct LockGuard {
     store: Store,
     key: String,
     value: Bytes,
@@ -26,7 +26,7 @@ pub struct LockGuard {
 
 /// Who holds a lock and since when (unix ms), as far as the value tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub since_ms: u64,
 }
 
@@ -35,7 +35,7 @@ pub struct Holder {
 /// An attempt whose outcome is unknown (it timed out: a paused server applies it
 /// when the pause ends) may leave a lock nobody owns. That ghost is removed by token
 /// in the background, as soon as the store answers, until it would have expired.
-pub async fn try_acquire(
+pub(crate) async fn try_acquire(
     store: &Store,
     key: &str,
     ttl: Duration,
@@ -81,7 +81,7 @@ async fn remove_ghost(store: Store, key: String, value: Bytes, until: Instant) {
 }
 
 /// The current holder of `key`, if any.
-pub async fn holder(store: &Store, key: &str) -> Result<Option<Holder>, StoreError> {
+pub(crate) async fn holder(store: &Store, key: &str) -> Result<Option<Holder>, StoreError> {
     Ok(store.get(key).await?.and_then(|v| {
         let s = std::str::from_utf8(&v).ok()?;
         let since_ms = s.rsplit_once(':')?.1.parse().ok()?;
@@ -92,7 +92,7 @@ pub async fn holder(store: &Store, key: &str) -> Result<Option<Holder>, StoreErr
 impl LockGuard {
     /// Extend the lock to `ttl` from now, if it is still ours (a lease renewed while
     /// its holder runs). `false`: it expired or was taken meanwhile.
-    pub async fn extend(&mut self, ttl: Duration) -> bool {
+    pub(crate) async fn extend(&mut self, ttl: Duration) -> bool {
         match self.store.extend_if_equals(&self.key, &self.value, ttl).await {
             Ok(true) => {
                 self.expires = Instant::now() + ttl;
@@ -102,7 +102,7 @@ impl LockGuard {
         }
     }
 
-    pub fn since_ms(&self) -> u64 {
+    pub(crate) fn since_ms(&self) -> u64 {
         std::str::from_utf8(&self.value)
             .ok()
             .and_then(|s| s.rsplit_once(':'))
@@ -115,7 +115,7 @@ impl LockGuard {
     /// lock would have expired anyway: a lock left behind blocks every warm or fill
     /// until its TTL. The first try respects the breaker so that a request never
     /// waits out a command timeout on a store known to be down.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.released = true;
         if let Err(e) = self.store.delete_if_equals(&self.key, &self.value).await {
             tracing::warn!("[Cache Lock] release of {} failed ({e}); retrying", self.key);

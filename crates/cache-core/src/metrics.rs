@@ -24,13 +24,13 @@ macro_rules! counters {
     ($( $(#[$doc:meta])* $event:ident => $field:ident, )*) => {
         /// One countable outcome.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Event {
+        pub(crate) enum Event {
             $( $(#[$doc])* $event, )*
         }
 
         impl Event {
             /// The counter's name in the store hash and in the status JSON.
-            pub fn field(self) -> &'static str {
+            pub(crate) fn field(self) -> &'static str {
                 match self {
                     $( Event::$event => stringify!($field), )*
                 }
@@ -96,7 +96,7 @@ counters! {
 
 /// This instance's counts not yet in the store, and when they were last flushed.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pending: Mutex<HashMap<(&'static str, Event), i64>>,
     last_flush_ms: AtomicU64,
     /// At most one flush per interval (0: every time there is data).
@@ -104,7 +104,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(flush_interval: std::time::Duration) -> Self {
+    pub(crate) fn new(flush_interval: std::time::Duration) -> Self {
         Metrics {
             flush_interval_ms: flush_interval.as_millis() as u64,
             ..Metrics::default()
@@ -115,14 +115,14 @@ impl Metrics {
     /// per instance. There is deliberately no timer for counts left pending: on Vercel
     /// a sleep inside `wait_until` holds the invocation open (and billed) for it. The
     /// next read after the interval, or shutdown, flushes them.
-    pub fn flush_when_due(self: &Arc<Self>, store: &Store, spawner: &dyn Spawner) {
+    pub(crate) fn flush_when_due(self: &Arc<Self>, store: &Store, spawner: &dyn Spawner) {
         if self.flush_due() {
             let (metrics, store) = (self.clone(), store.clone());
             spawner.spawn(boxed(async move { metrics.flush(&store).await }));
         }
     }
 
-    pub fn record(&self, category: &'static str, event: Event) {
+    pub(crate) fn record(&self, category: &'static str, event: Event) {
         let mut p = self.pending.lock();
         *p.entry((category, event)).or_default() += 1;
     }
@@ -147,7 +147,7 @@ impl Metrics {
     /// a flush the store certainly did not apply (refused, or not sent) is put back
     /// for the next one; a flush whose outcome is unknown (it timed out, and a paused
     /// server may still apply it) is dropped and counted as `metrics_lost`.
-    pub async fn flush(&self, store: &Store) {
+    pub(crate) async fn flush(&self, store: &Store) {
         let pending = std::mem::take(&mut *self.pending.lock());
         let mut by_category: HashMap<&'static str, Vec<(Event, i64)>> = HashMap::new();
         for ((cat, ev), n) in pending {
@@ -181,7 +181,7 @@ impl Metrics {
 
     /// Counts recorded here and not flushed yet, per event (status: this instance's
     /// share while the store takes no writes).
-    pub fn pending(&self, category: &str) -> HashMap<String, i64> {
+    pub(crate) fn pending(&self, category: &str) -> HashMap<String, i64> {
         self.pending
             .lock()
             .iter()
@@ -191,7 +191,7 @@ impl Metrics {
     }
 
     /// Shared counters of a category (what every instance flushed so far).
-    pub async fn read(store: &Store, category: &str) -> Result<CategoryMetrics, crate::store::StoreError> {
+    pub(crate) async fn read(store: &Store, category: &str) -> Result<CategoryMetrics, crate::store::StoreError> {
         Ok(CategoryMetrics::from_fields(
             &store.get_fields(&keys::metrics(category)).await?,
         ))

@@ -22,10 +22,10 @@ use serde_json::Value;
 use crate::search::SearchIndex;
 
 /// Rows in the document (the first screen, and each no-JavaScript page).
-pub const ROWS: usize = 100;
+pub(crate) const ROWS: usize = 100;
 
 /// What a document shows: which models, and what the page knows about the catalog.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     /// `""` for the merged view, else a gateway id.
     pub gateway: &'a str,
     /// The search term (lowercased), if any.
@@ -44,14 +44,14 @@ pub struct View<'a> {
 
 /// A rendered document in every encoding, made once.
 #[derive(Clone)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub identity: bytes::Bytes,
     pub gzip: bytes::Bytes,
     pub br: bytes::Bytes,
 }
 
 impl Rendered {
-    pub fn new(html: String) -> Rendered {
+    pub(crate) fn new(html: String) -> Rendered {
         let identity = bytes::Bytes::from(html);
         Rendered {
             gzip: crate::entry::gzip(&identity),
@@ -76,7 +76,7 @@ struct Row {
 }
 
 /// The whole document for `view`, its rows being `models` (indexes into `index`).
-pub fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> String {
+pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> String {
     let mut out = String::with_capacity(16 * 1024 + models.len() * 600);
     head(&mut out, view);
     out.push_str("<tbody id=\"rows\">");
@@ -158,10 +158,11 @@ fn row_html(out: &mut String, m: &Row, first: bool) {
             .collect(),
     };
     let price = cheapest(m);
+    // Element Timing marks the first row's text: when the first row painted.
     let timing = if first { " elementtiming=\"first-row\"" } else { "" };
     let _ = write!(
         out,
-        "<tr data-testid=\"model-row\"{timing}><td><div>{}</div><div class=\"id\">{}</div></td><td>{}</td><td>",
+        "<tr data-testid=\"model-row\"><td><div{timing}>{}</div><div class=\"id\">{}</div></td><td>{}</td><td>",
         escape(&name),
         escape(&id),
         escape(&text(&m.provider_slug))
@@ -214,7 +215,7 @@ fn number(v: &Value) -> Option<f64> {
 
 /// USD per token as dollars per million tokens, the way the page's script shows it
 /// (`$0.15`, `$2.50`, `$120`); "—" when there is no price.
-pub fn per_million(p: Option<&Value>) -> String {
+pub(crate) fn per_million(p: Option<&Value>) -> String {
     let Some(n) = p.and_then(number).filter(|n| *n >= 0.0) else {
         return "—".into();
     };
@@ -249,7 +250,7 @@ fn context(v: &Value) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -303,7 +304,7 @@ fn pager(out: &mut String, view: &View<'_>, shown: usize) {
 }
 
 /// HTML-escape text for element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

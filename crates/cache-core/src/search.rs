@@ -31,14 +31,14 @@ use crate::contract::Page;
 use crate::entry::{Encoding, Entry};
 
 /// Shorter terms match nearly everything and are refused.
-pub const MIN_TERM_CHARS: usize = 2;
+pub(crate) const MIN_TERM_CHARS: usize = 2;
 /// Longest term.
-pub const MAX_TERM_CHARS: usize = 200;
+pub(crate) const MAX_TERM_CHARS: usize = 200;
 /// Results per page unless `limit` says otherwise.
-pub const DEFAULT_LIMIT: usize = 50;
+pub(crate) const DEFAULT_LIMIT: usize = 50;
 
 /// One catalog, ready to be searched or cut into pages.
-pub struct SearchIndex {
+pub(crate) struct SearchIndex {
     /// The cached identity JSON the spans point into.
     json: Bytes,
     /// The catalog's top-level members other than `data` and the page fields
@@ -139,7 +139,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Searchable<'a> {
 
 impl SearchIndex {
     /// Build from a cached catalog body `{"data":[...],"gateway":...}`.
-    pub fn build(json: Bytes) -> Result<SearchIndex, String> {
+    pub(crate) fn build(json: Bytes) -> Result<SearchIndex, String> {
         let text = std::str::from_utf8(&json).map_err(|e| e.to_string())?;
         let members: Members = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let data: Vec<&RawValue> = serde_json::from_str(members.get("data").ok_or("not a catalog: no \"data\"")?.get())
@@ -182,12 +182,12 @@ impl SearchIndex {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
 
     /// Model `i`'s object, as the cached JSON holds it.
-    pub fn model_json(&self, i: usize) -> &str {
+    pub(crate) fn model_json(&self, i: usize) -> &str {
         let (a, b) = self.spans[i];
         std::str::from_utf8(&self.json[a as usize..b as usize]).unwrap_or("{}")
     }
@@ -227,7 +227,7 @@ impl SearchIndex {
     /// The page `[offset, offset + limit)` of the models matching `term` (every
     /// model when `None`), as one JSON body (tests).
     #[cfg(test)]
-    pub fn page(&self, term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
+    pub(crate) fn page(&self, term: Option<&str>, offset: usize, limit: Option<usize>) -> Vec<u8> {
         let hits = term.map(|t| self.matches(t));
         let plan = Plan::new(self, hits.as_deref(), term, offset, limit);
         plan.parts().iter().flat_map(|p| p.iter().copied()).collect()
@@ -330,7 +330,7 @@ impl<'a> Plan<'a> {
 }
 
 /// An answer, ready to send.
-pub struct Answer {
+pub(crate) struct Answer {
     /// Empty for a HEAD request.
     pub body: Body,
     /// The body's length when known without making it (a HEAD of a compressed
@@ -341,7 +341,7 @@ pub struct Answer {
 
 /// An answer's ETag: the entry's (a hash of its content) and the cut determine the
 /// bytes, so they determine the tag: `"p-…"` for a page, `"s-…"` for a search.
-pub fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, limit: Option<usize>) -> String {
+pub(crate) fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, limit: Option<usize>) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(entry_etag.as_bytes());
     h.update(&[0]);
@@ -355,9 +355,9 @@ pub fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, limit: O
 
 /// An answer whose JSON is larger than this takes one of [`LARGE_AT_ONCE`] permits
 /// while it is made and, unless it is kept, until it is sent.
-pub const LARGE_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const LARGE_ANSWER_BYTES: usize = 1 << 20;
 /// Large answers alive at once per instance.
-pub const LARGE_AT_ONCE: usize = 3;
+pub(crate) const LARGE_AT_ONCE: usize = 3;
 
 /// What is kept per request shape, under one byte budget.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -379,7 +379,7 @@ enum Kept {
 
 /// Per-instance search state: what is kept (byte-budgeted), the compute permit and
 /// the large-answer permits.
-pub struct Searcher {
+pub(crate) struct Searcher {
     kept: Mutex<ByteLru<KeptKey, Kept>>,
     /// An answer larger than this is served without being kept.
     keep_max: usize,
@@ -390,7 +390,7 @@ pub struct Searcher {
 
 impl Searcher {
     /// Keep at most `budget` bytes per instance (`ANSWER_CACHE_MAX_BYTES`).
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         Searcher {
             kept: Mutex::new(ByteLru::new(budget)),
             keep_max: budget / 16,
@@ -401,14 +401,14 @@ impl Searcher {
 
     /// Bytes kept now (never above the budget).
     #[cfg(test)]
-    pub fn kept_bytes(&self) -> usize {
+    pub(crate) fn kept_bytes(&self) -> usize {
         self.kept.lock().used()
     }
 
     /// A page of `entry`'s models matching `term` (lowercased, length-checked by the
     /// caller), or of all its models when `term` is `None` (a page of the list: cut
     /// from the cached entry, no key of its own in the store).
-    pub async fn answer(
+    pub(crate) async fn answer(
         &self,
         entry: &Arc<Entry>,
         term: Option<&str>,

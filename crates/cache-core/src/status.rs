@@ -16,7 +16,7 @@ use crate::swr::FetchFailure;
 
 /// How long an assembled status is reused, in process and (`s-maxage`) by the CDN.
 /// Anyone may GET the status: without this, each request cost ~46 Redis commands.
-pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl App {
     /// The status JSON, assembled at most once per `STATUS_TTL` (5 s) per instance
@@ -42,50 +42,68 @@ impl App {
     /// Zero the shared counters (every instance's).
     pub async fn reset_metrics(&self) -> Result<(), StoreError> {
         self.store().delete(&keys::metrics("models")).await?;
-        tracing::info!("[Cache Warming] Metrics reset");
+        tracing::info!("[Cache Metrics] Shared counters reset");
         self.forget_status().await;
         Ok(())
     }
 }
 
-async fn assemble(catalog: &App) -> Bytes {
-    let state_of = |id: String, key: String| async move {
-        // The header only: a few hundred bytes per entry, not the catalog.
-        let entry = catalog.cache.peek_meta(&key).await;
-        let failure: Option<FetchFailure> = catalog.cache.last_failure(&key).await;
-        let now = now_ms();
-        GatewayState {
-            gateway: id,
-            state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
-                Freshness::Fresh => KeyState::Fresh,
-                Freshness::Stale => KeyState::Stale,
-                Freshness::Expired => KeyState::Expired,
-            }),
-            fail_safe: entry
-                .as_ref()
-                .is_some_and(|m| m.freshness(now) == crate::entry::Freshness::Expired),
-            missing_gateways: None,
-            carried_gateways: None,
-            age_seconds: entry.as_ref().map(|m| m.age_ms(now) / 1000),
-            models: entry.as_ref().map(|m| m.item_count),
-            fresh_until: entry.as_ref().map(|m| iso8601(m.clock.fresh_until_ms)),
-            stale_until: entry.as_ref().map(|m| iso8601(m.clock.stale_until_ms)),
-            last_error: failure.map(|f| LastError {
-                // Bounded when recorded; again here for values recorded by older versions.
-                error: crate::upstream::bounded(&f.error),
-                at: iso8601(f.at_ms),
-            }),
-        }
-    };
+async fn assemble(app: &App) -> Bytes {
     let gateways = futures_util::future::join_all(
-        catalog
-            .registry
+        app.registry
             .all()
             .iter()
-            .map(|g| state_of(g.id.clone(), keys::gateway(&g.id))),
+            .map(|g| state_of(app, g.id.clone(), keys::gateway(&g.id))),
     )
     .await;
-    let mut merged = state_of("all".into(), catalog.all_key().to_string()).await;
+    let merged = merged_state(app, &gateways).await;
+    let status = StatusResponse {
+        store: app.store().backend_name().to_string(),
+        store_write_error: app.cache.store_write_error().map(|f| LastError {
+            error: f.error,
+            at: iso8601(f.at_ms),
+        }),
+        last_run: app.last_run().await,
+        gateways,
+        merged,
+        metrics: metrics(app).await,
+        timestamp: iso8601(now_ms()),
+    };
+    Bytes::from(serde_json::to_vec(&status).expect("serializable"))
+}
+
+/// One key's state, from its header (a few hundred bytes, not the catalog) and its
+/// last recorded failure.
+async fn state_of(app: &App, id: String, key: String) -> GatewayState {
+    let entry = app.cache.peek_meta(&key).await;
+    let failure: Option<FetchFailure> = app.cache.last_failure(&key).await;
+    let now = now_ms();
+    GatewayState {
+        gateway: id,
+        state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
+            Freshness::Fresh => KeyState::Fresh,
+            Freshness::Stale => KeyState::Stale,
+            Freshness::Expired => KeyState::Expired,
+        }),
+        fail_safe: entry.as_ref().is_some_and(|m| m.freshness(now) == Freshness::Expired),
+        missing_gateways: None,
+        carried_gateways: None,
+        age_seconds: entry.as_ref().map(|m| m.age_ms(now) / 1000),
+        models: entry.as_ref().map(|m| m.item_count),
+        fresh_until: entry.as_ref().map(|m| iso8601(m.clock.fresh_until_ms)),
+        stale_until: entry.as_ref().map(|m| iso8601(m.clock.stale_until_ms)),
+        last_error: failure.map(|f| LastError {
+            // Bounded when recorded; again here for values recorded by older versions.
+            error: crate::upstream::bounded(&f.error),
+            at: iso8601(f.at_ms),
+        }),
+    }
+}
+
+/// The merged view's state: which gateways have no entry of their own, and which of
+/// those it carried over (one bit each in its header, in the configured order).
+async fn merged_state(app: &App, gateways: &[GatewayState]) -> GatewayState {
+    let mut merged = state_of(app, "all".into(), app.all_key().to_string()).await;
     merged.missing_gateways = Some(
         gateways
             .iter()
@@ -93,15 +111,9 @@ async fn assemble(catalog: &App) -> Bytes {
             .map(|g| g.gateway.clone())
             .collect(),
     );
-    // Which ones the merged view carried over: one bit each, in the configured order.
-    let carried = catalog
-        .cache
-        .peek_meta(catalog.all_key())
-        .await
-        .map_or(0, |m| m.carried);
+    let carried = app.cache.peek_meta(app.all_key()).await.map_or(0, |m| m.carried);
     merged.carried_gateways = Some(
-        catalog
-            .registry
+        app.registry
             .all()
             .iter()
             .enumerate()
@@ -109,10 +121,14 @@ async fn assemble(catalog: &App) -> Bytes {
             .map(|(_, g)| g.id.clone())
             .collect(),
     );
-    // Shared counts, plus this instance's not flushed yet (they may never be, while
-    // the store refuses writes).
-    let pending = catalog.cache.metrics().pending("models");
-    let metrics = match catalog.store().get_fields(&crate::keys::metrics("models")).await {
+    merged
+}
+
+/// The shared counts, plus this instance's not flushed yet (they may never be, while
+/// the store refuses writes).
+async fn metrics(app: &App) -> StatusMetrics {
+    let pending = app.cache.metrics().pending("models");
+    match app.store().get_fields(&keys::metrics("models")).await {
         Ok(mut fields) => {
             for (k, n) in pending {
                 *fields.entry(k).or_default() += n;
@@ -126,18 +142,5 @@ async fn assemble(catalog: &App) -> Bytes {
             models: CategoryMetrics::from_fields(&pending),
             error: Some(e.to_string()),
         },
-    };
-    let status = StatusResponse {
-        store: catalog.store().backend_name().to_string(),
-        store_write_error: catalog.cache.store_write_error().map(|f| LastError {
-            error: f.error,
-            at: iso8601(f.at_ms),
-        }),
-        last_run: catalog.last_run().await,
-        gateways,
-        merged,
-        metrics,
-        timestamp: iso8601(now_ms()),
-    };
-    Bytes::from(serde_json::to_vec(&status).expect("serializable"))
+    }
 }

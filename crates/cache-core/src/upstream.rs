@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 /// Longest error text kept anywhere (stored failures, logs, answers), in bytes.
-pub const MAX_ERROR_TEXT: usize = 300;
+pub(crate) const MAX_ERROR_TEXT: usize = 300;
 /// A quoted value inside an error text longer than `CUT_QUOTED_ABOVE` characters is
 /// cut to its first `MAX_QUOTED_CHARS` (and its length). A value cut once stays under
 /// the threshold, so bounding a bounded text changes nothing.
@@ -19,7 +19,7 @@ const CUT_QUOTED_ABOVE: usize = 64;
 
 /// The bounds put on an upstream's `Retry-After` (seconds): at least 1 s, so the
 /// throttle exists; at most an hour, so a hostile value cannot lock a key for days.
-pub const RETRY_AFTER_BOUNDS: (u64, u64) = (1, 3600);
+pub(crate) const RETRY_AFTER_BOUNDS: (u64, u64) = (1, 3600);
 
 /// Why a gateway's catalog could not be fetched. Every variant names the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +83,7 @@ impl FetchError {
 }
 
 /// `d` within [`RETRY_AFTER_BOUNDS`], rounded up to whole seconds.
-pub fn bound_retry_after(d: Duration) -> Duration {
+pub(crate) fn bound_retry_after(d: Duration) -> Duration {
     let (lo, hi) = RETRY_AFTER_BOUNDS;
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     Duration::from_secs(secs.clamp(lo, hi))
@@ -92,7 +92,7 @@ pub fn bound_retry_after(d: Duration) -> Duration {
 /// `text` cut to at most [`MAX_ERROR_TEXT`] bytes, with every quoted value longer
 /// than a few dozen characters shortened to its start and its length. What remains
 /// says what went wrong, never carries what the upstream sent.
-pub fn bounded(text: &str) -> String {
+pub(crate) fn bounded(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT + 8));
     let mut rest = text;
     while let Some(open) = rest.find('"') {
@@ -135,7 +135,7 @@ pub fn bounded(text: &str) -> String {
 }
 
 /// `s` cut at a character boundary to at most `max` bytes (plus an ellipsis).
-pub fn truncate(mut s: String, max: usize) -> String {
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }

@@ -44,8 +44,8 @@ pub async fn serve(route: Route) -> Result<(), Error> {
     let served = run_until_sigterm(|| vercel_runtime::run(service.clone())).await;
     // SIGTERM: the runtime has drained every `wait_until`; what is still counted only
     // in-process reaches the shared counters now or never.
-    if let Ok(catalog) = global_app() {
-        catalog.flush_metrics().await;
+    if let Ok(app) = global_app() {
+        app.flush_metrics().await;
     }
     served
 }
@@ -123,15 +123,9 @@ async fn respond(route: Route, req: Request, state: AppState) -> Response<Respon
     let response = match global_app() {
         // A function binary always listens on loopback, deployed or not: the
         // loopback exception of the cron route belongs to the dev server alone.
-        Ok(catalog) => {
-            handlers::handle(
-                route,
-                parts,
-                catalog,
-                Arc::new(WaitUntil(state)),
-                RequestContext::default(),
-            )
-            .await
+        Ok(app) => {
+            let ctx = RequestContext::new(app.clone(), Arc::new(WaitUntil(state)));
+            handlers::handle(route, parts, ctx).await
         }
         Err(e) => e.response(),
     };

@@ -54,12 +54,12 @@ pub struct Options {
 }
 
 /// Serve until the task is dropped. Each connection gets its own task.
-pub async fn serve(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner) {
-    serve_with(listener, catalog, tasks, Options::default()).await
+pub async fn serve(listener: TcpListener, app: Arc<App>, tasks: TaskSpawner) {
+    serve_with(listener, app, tasks, Options::default()).await
 }
 
 /// [`serve`] with explicit options.
-pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpawner, options: Options) {
+pub async fn serve_with(listener: TcpListener, app: Arc<App>, tasks: TaskSpawner, options: Options) {
     let limits = options.limits;
     let mut last_logged: Option<std::time::Instant> = None;
     loop {
@@ -79,16 +79,16 @@ pub async fn serve_with(listener: TcpListener, catalog: Arc<App>, tasks: TaskSpa
                 continue;
             }
         };
-        let (catalog, tasks) = (catalog.clone(), tasks.clone());
+        let (app, tasks) = (app.clone(), tasks.clone());
         tokio::spawn(async move {
             // Requests in flight, and when the last one ended (for the idle timeout).
             let activity = Arc::new(Activity::default());
             let seen = activity.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let (catalog, tasks, seen) = (catalog.clone(), tasks.clone(), seen.clone());
+                let (app, tasks, seen) = (app.clone(), tasks.clone(), seen.clone());
                 async move {
                     let _busy = seen.begin();
-                    Ok::<_, Infallible>(respond(req, peer, &catalog, tasks, options.allow_local_cron).await)
+                    Ok::<_, Infallible>(respond(req, peer, &app, tasks, options.allow_local_cron).await)
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -210,7 +210,7 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 async fn respond(
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
-    catalog: &Arc<App>,
+    app: &Arc<App>,
     tasks: TaskSpawner,
     allow_local_cron: bool,
 ) -> hyper::Response<Body> {
@@ -236,8 +236,9 @@ async fn respond(
         Some(route) => {
             let ctx = RequestContext {
                 local_loopback: allow_local_cron && peer.ip().is_loopback() && !forwarded(&parts.headers),
+                ..RequestContext::new(app.clone(), Arc::new(tasks))
             };
-            let mut response = handlers::handle(route, parts, catalog, Arc::new(tasks), ctx).await;
+            let mut response = handlers::handle(route, parts, ctx).await;
             if route == Route::Page {
                 response
                     .headers_mut()

@@ -64,14 +64,14 @@ async fn main() {
         None
     };
 
-    let catalog = match cache_core::App::new(config) {
+    let app = match cache_core::App::new(config) {
         Ok(c) => c,
         Err(_) => {
             eprintln!("configuration error: REDIS_URL is not a valid redis://, rediss:// or redis-cluster:// URL");
             std::process::exit(2);
         }
     };
-    cache_core::global::set_global_app(catalog.clone());
+    cache_core::global::set_global_app(app.clone());
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -81,7 +81,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let c = &catalog.config;
+    let c = &app.config;
     let env_files = if env.loaded.is_empty() {
         "none".to_string()
     } else {
@@ -91,9 +91,9 @@ async fn main() {
     tracing::info!("env files loaded: {env_files}");
     tracing::info!(
         "store: {}; upstream: {}{}",
-        catalog.store_backend(),
+        app.store_backend(),
         c.upstream_base_url,
-        if demo { " (sample catalog, --demo)" } else { "" }
+        if demo { " (sample app, --demo)" } else { "" }
     );
     tracing::info!(
         "manual warm: {}; cron auth: {}",
@@ -113,7 +113,7 @@ async fn main() {
 
     let tasks = TaskSpawner::new();
     tokio::select! {
-        _ = dev_server::serve_with(listener, catalog.clone(), tasks.clone(), dev_server::Options {
+        _ = dev_server::serve_with(listener, app.clone(), tasks.clone(), dev_server::Options {
             allow_local_cron: demo || allow_local_cron,
             ..Default::default()
         }) => {}

@@ -10,12 +10,12 @@ use dev_server::{Limits, Options};
 
 async fn server(limits: Limits) -> std::net::SocketAddr {
     let config = cache_core::Config::from_pairs(&[("GATEWAYZ_API_URL", "http://127.0.0.1:9")]).unwrap();
-    let catalog = cache_core::App::new(config).unwrap();
+    let app = cache_core::App::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(dev_server::serve_with(
         listener,
-        catalog,
+        app,
         cache_core::spawn::TaskSpawner::new(),
         Options {
             limits,

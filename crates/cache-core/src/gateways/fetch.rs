@@ -26,7 +26,7 @@ use crate::upstream::FetchError;
 
 /// The fetcher's limits, from [`Config`].
 #[derive(Clone)]
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     /// Built on first use: a cold start that serves from the cache never pays for it.
     client: Arc<OnceLock<reqwest::Client>>,
     base_url: String,
@@ -38,7 +38,7 @@ pub struct Fetcher {
 }
 
 /// The variable holding a gateway's upstream bearer token: `GATEWAYZ_TOKEN_HUGGINGFACE`.
-pub fn token_env_var(gateway_id: &str) -> String {
+pub(crate) fn token_env_var(gateway_id: &str) -> String {
     let mut s = String::from(crate::config::TOKEN_VAR_PREFIX);
     for c in gateway_id.chars() {
         s.push(if c.is_ascii_alphanumeric() {
@@ -56,7 +56,7 @@ const PAGE_CONCURRENCY: usize = 4;
 const MAX_RATE_LIMIT_RETRIES: u32 = 5;
 
 impl Fetcher {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Fetcher {
             client: Arc::default(),
             base_url: config.upstream_base_url.expose().to_string(),
@@ -81,7 +81,7 @@ impl Fetcher {
     /// Every model of `gateway`, `raw_*` fields dropped, within its deadline (the
     /// tests' view; the catalog streams pages into normalised JSON instead).
     #[cfg(test)]
-    pub async fn fetch(&self, gateway: &Gateway) -> Result<Vec<Map<String, Value>>, FetchError> {
+    pub(crate) async fn fetch(&self, gateway: &Gateway) -> Result<Vec<Map<String, Value>>, FetchError> {
         let pages = self.fetch_pages(gateway, Arc::new(|models| models)).await?;
         Ok(pages.into_iter().flatten().collect())
     }
@@ -90,7 +90,7 @@ impl Fetcher {
     /// parsed (on a blocking thread), in page order. Only a page's worth of parsed
     /// models exists at a time: a Featherless-sized catalog never becomes one big
     /// JSON tree.
-    pub async fn fetch_pages<T: Send + 'static>(
+    pub(crate) async fn fetch_pages<T: Send + 'static>(
         &self,
         gateway: &Gateway,
         transform: PageTransform<T>,
@@ -110,7 +110,7 @@ impl Fetcher {
                 Err(e) => return Err(e),
             };
             tracing::warn!(
-                "[Cache Warming] {}: the catalog changed while it was paged ({}); fetching it again from the start",
+                "[Cache Fetch] {}: the catalog changed while it was paged ({}); fetching it again from the start",
                 gateway.id,
                 why.detail()
             );
@@ -139,110 +139,45 @@ impl Fetcher {
         deadline: Instant,
         transform: PageTransform<T>,
     ) -> Result<(Vec<T>, Vec<String>), FetchError> {
-        let limit = self.page_limit as u64;
         // One byte budget shared by every page of this gateway, concurrent or not.
         let budget = AtomicUsize::new(self.max_bytes);
-        let too_many = || FetchError::TooManyPages {
-            gateway: gw.id.clone(),
-            limit: self.max_pages,
-        };
         let first = self.fetch_page(gw, 0, deadline, &budget, &transform).await?;
-        let (has_more, next_offset, total, first_model) =
-            (first.has_more, first.next_offset, first.total, first.first_id.clone());
-        let mut listing = Listing::new(gw, total);
-        listing.admit(&first, 0)?;
-        let mut seen = first.count;
-        let mut outs = vec![first.out];
-        let mut pages = 1u32;
-
+        let (has_more, next_offset, total) = (first.has_more, first.next_offset, first.total);
+        let mut run = Paging {
+            fetcher: self,
+            gw,
+            deadline,
+            budget: &budget,
+            transform: &transform,
+            listing: Listing::new(gw, total),
+            seen: 0,
+            outs: Vec::new(),
+            pages: 1,
+        };
+        let first_model = first.first_id.clone();
+        run.take(first, 0)?;
         match (has_more, total) {
             // Paginated, with a total: fetch the rest concurrently.
-            (Some(true), Some(total)) => {
-                let start = next_offset.unwrap_or(seen);
-                let offsets: Vec<u64> = (start..total).step_by(limit as usize).collect();
-                if offsets.len() as u64 + 1 > self.max_pages as u64 {
-                    return Err(too_many());
-                }
-                let mut in_flight = FuturesUnordered::new();
-                let mut rest: Vec<(u64, T)> = Vec::with_capacity(offsets.len());
-                let mut queue = offsets.into_iter();
-                loop {
-                    while in_flight.len() < PAGE_CONCURRENCY {
-                        let Some(off) = queue.next() else { break };
-                        let (budget, transform) = (&budget, &transform);
-                        in_flight.push(async move {
-                            self.fetch_page(gw, off, deadline, budget, transform)
-                                .await
-                                .map(|p| (off, p))
-                        });
-                    }
-                    match in_flight.next().await {
-                        None => break,
-                        Some(res) => {
-                            let (off, page) = res?;
-                            listing.admit(&page, off)?;
-                            seen += page.count;
-                            rest.push((off, page.out));
-                        }
-                    }
-                }
-                rest.sort_by_key(|(off, _)| *off);
-                outs.extend(rest.into_iter().map(|(_, out)| out));
-            }
+            (Some(true), Some(total)) => run.rest_concurrently(next_offset.unwrap_or(run.seen), total).await?,
             // Paginated without a total: follow next_offset one page at a time.
-            (Some(true), None) => {
-                let (mut more, mut next) = (has_more, next_offset);
-                while more == Some(true) {
-                    pages += 1;
-                    if pages > self.max_pages {
-                        return Err(too_many());
-                    }
-                    let page = self
-                        .fetch_page(gw, next.unwrap_or(seen), deadline, &budget, &transform)
-                        .await?;
-                    if page.count == 0 {
-                        break;
-                    }
-                    listing.admit(&page, seen)?;
-                    (more, next) = (page.has_more, page.next_offset);
-                    seen += page.count;
-                    outs.push(page.out);
-                }
-            }
+            (Some(true), None) => run.follow_next_offset(next_offset).await?,
             // Last page already.
             (Some(false), _) => {}
             // Legacy shape: no has_more. A full page may mean more; a short one is the end.
-            (None, _) => {
-                let mut last_len = seen;
-                while last_len == limit {
-                    pages += 1;
-                    if pages > self.max_pages {
-                        return Err(too_many());
-                    }
-                    let page = self.fetch_page(gw, seen, deadline, &budget, &transform).await?;
-                    // An API that ignores offset answers the first page again: stop.
-                    if page.count == 0 || page.first_id == first_model {
-                        break;
-                    }
-                    listing.admit(&page, seen)?;
-                    last_len = page.count;
-                    seen += page.count;
-                    outs.push(page.out);
-                }
-            }
+            (None, _) => run.legacy_pages(first_model).await?,
         }
         // The API says how many models there are: fewer is a truncated catalog (an
         // empty or short page mid-way), not a smaller one, and must not be stored.
         if let Some(total) = total
-            && seen < total
+            && run.seen < total
         {
             return Err(FetchError::Truncated {
                 gateway: gw.id.clone(),
-                received: seen,
+                received: run.seen,
                 total,
             });
         }
-        Ok((outs, listing.repeated()))
+        Ok((run.outs, run.listing.repeated()))
     }
 
     /// One page, with 429 handling, parsed and transformed off the async threads.
@@ -262,81 +197,196 @@ impl Fetcher {
             offset
         );
         let mut attempt = 0u32;
-        loop {
+        let resp = loop {
             let mut req = self.client().get(&url).header("accept", "application/json");
             if let Some(token) = self.tokens.get(&token_env_var(&gw.id)) {
                 req = req.bearer_auth(token.expose());
             }
             let resp = req.send().await.map_err(|e| network(gw, e))?;
-            let status = resp.status();
-            if status.as_u16() == 429 {
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                // The old frontend's backoff: min(1000·2^n, 30000) ms + up to 500 ms jitter;
-                // Retry-After wins when given.
-                let backoff = retry_after.unwrap_or_else(|| {
-                    Duration::from_millis((1000u64 << attempt.min(5)).min(30_000) + fastrand::u64(0..500))
-                });
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if attempt >= MAX_RATE_LIMIT_RETRIES || backoff >= remaining {
-                    return Err(FetchError::RateLimited {
-                        gateway: gw.id.clone(),
-                        retry_after: backoff,
-                    });
-                }
-                tracing::info!(
-                    "[Cache Warming] {} rate limited; retrying in {} ms",
-                    gw.id,
-                    backoff.as_millis()
-                );
-                tokio::time::sleep(backoff).await;
-                attempt += 1;
-                continue;
+            if resp.status().as_u16() != 429 {
+                break resp;
             }
-            let is_html = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("text/html"));
-            if is_html {
-                return Err(FetchError::Html {
-                    gateway: gw.id.clone(),
-                    status: status.as_u16(),
-                });
-            }
-            if !status.is_success() {
-                return Err(FetchError::Status {
-                    gateway: gw.id.clone(),
-                    status: status.as_u16(),
-                });
-            }
-            let body = read_capped(gw, resp, budget, self.max_bytes).await?;
-            let (page_gw, transform) = (gw.clone(), transform.clone());
-            return tokio::task::spawn_blocking(move || {
-                let page = parse_page(&page_gw, &body, status.as_u16())?;
-                drop(body);
-                Ok(Fetched {
-                    count: page.models.len() as u64,
-                    first_id: first_id(&page.models),
-                    ids: page.models.iter().filter_map(|m| id_text(m.get("id")?)).collect(),
-                    total: page.total,
-                    has_more: page.has_more,
-                    next_offset: page.next_offset,
-                    out: transform(page.models),
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Err(FetchError::invalid_json(&gw.id, format!("parser panicked: {e}"))));
+            let backoff = rate_limit_backoff(gw, &resp, attempt, deadline)?;
+            tracing::info!(
+                "[Cache Fetch] {} rate limited; retrying in {} ms",
+                gw.id,
+                backoff.as_millis()
+            );
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+        };
+        let status = resp.status().as_u16();
+        let is_html = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        if is_html {
+            return Err(FetchError::Html {
+                gateway: gw.id.clone(),
+                status,
+            });
         }
+        if !resp.status().is_success() {
+            return Err(FetchError::Status {
+                gateway: gw.id.clone(),
+                status,
+            });
+        }
+        let body = read_capped(gw, resp, budget, self.max_bytes).await?;
+        let (page_gw, transform) = (gw.clone(), transform.clone());
+        tokio::task::spawn_blocking(move || {
+            let page = parse_page(&page_gw, &body, status)?;
+            drop(body);
+            Ok(Fetched {
+                count: page.models.len() as u64,
+                first_id: first_id(&page.models),
+                ids: page.models.iter().filter_map(|m| id_text(m.get("id")?)).collect(),
+                total: page.total,
+                has_more: page.has_more,
+                next_offset: page.next_offset,
+                out: transform(page.models),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(FetchError::invalid_json(&gw.id, format!("parser panicked: {e}"))))
+    }
+}
+
+/// How long to wait before asking again after a 429: the upstream's `Retry-After`
+/// when given, else the old frontend's backoff (min(1000·2^n, 30000) ms + up to
+/// 500 ms jitter). A wait that does not fit in the deadline, or one retry too many,
+/// is the rate limit itself.
+fn rate_limit_backoff(
+    gw: &Gateway,
+    resp: &reqwest::Response,
+    attempt: u32,
+    deadline: Instant,
+) -> Result<Duration, FetchError> {
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let backoff = retry_after
+        .unwrap_or_else(|| Duration::from_millis((1000u64 << attempt.min(5)).min(30_000) + fastrand::u64(0..500)));
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if attempt >= MAX_RATE_LIMIT_RETRIES || backoff >= remaining {
+        return Err(FetchError::RateLimited {
+            gateway: gw.id.clone(),
+            retry_after: backoff,
+        });
+    }
+    Ok(backoff)
+}
+
+/// One fetch's pages so far, and the three ways of getting the rest.
+struct Paging<'a, T> {
+    fetcher: &'a Fetcher,
+    gw: &'a Gateway,
+    deadline: Instant,
+    budget: &'a AtomicUsize,
+    transform: &'a PageTransform<T>,
+    listing: Listing<'a>,
+    /// Models received so far.
+    seen: u64,
+    outs: Vec<T>,
+    pages: u32,
+}
+
+impl<T: Send + 'static> Paging<'_, T> {
+    fn take(&mut self, page: Fetched<T>, offset: u64) -> Result<(), FetchError> {
+        self.listing.admit(&page, offset)?;
+        self.seen += page.count;
+        self.outs.push(page.out);
+        Ok(())
+    }
+
+    /// One more page, within the page cap.
+    fn count_page(&mut self) -> Result<(), FetchError> {
+        self.pages += 1;
+        if self.pages > self.fetcher.max_pages {
+            return Err(FetchError::TooManyPages {
+                gateway: self.gw.id.clone(),
+                limit: self.fetcher.max_pages,
+            });
+        }
+        Ok(())
+    }
+
+    async fn page(&self, offset: u64) -> Result<Fetched<T>, FetchError> {
+        self.fetcher
+            .fetch_page(self.gw, offset, self.deadline, self.budget, self.transform)
+            .await
+    }
+
+    /// The pages from `start` to `total`, [`PAGE_CONCURRENCY`] at a time, in order.
+    async fn rest_concurrently(&mut self, start: u64, total: u64) -> Result<(), FetchError> {
+        let offsets: Vec<u64> = (start..total).step_by(self.fetcher.page_limit as usize).collect();
+        for _ in &offsets {
+            self.count_page()?;
+        }
+        let mut in_flight = FuturesUnordered::new();
+        let mut rest: Vec<(u64, Fetched<T>)> = Vec::with_capacity(offsets.len());
+        let mut queue = offsets.into_iter();
+        loop {
+            while in_flight.len() < PAGE_CONCURRENCY {
+                let Some(off) = queue.next() else { break };
+                let this = &*self;
+                in_flight.push(async move { this.page(off).await.map(|p| (off, p)) });
+            }
+            match in_flight.next().await {
+                None => break,
+                Some(res) => rest.push(res?),
+            }
+        }
+        drop(in_flight);
+        rest.sort_by_key(|(off, _)| *off);
+        for (off, page) in rest {
+            self.take(page, off)?;
+        }
+        Ok(())
+    }
+
+    /// Follow `next_offset` one page at a time while `has_more` says so.
+    async fn follow_next_offset(&mut self, mut next: Option<u64>) -> Result<(), FetchError> {
+        loop {
+            self.count_page()?;
+            let offset = next.unwrap_or(self.seen);
+            let page = self.page(offset).await?;
+            if page.count == 0 {
+                return Ok(());
+            }
+            let more = page.has_more;
+            next = page.next_offset;
+            self.take(page, offset)?;
+            if more != Some(true) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The legacy shape: a full page may mean more, a short one is the end, and an API
+    /// that ignores `offset` answers the first page again (then stop).
+    async fn legacy_pages(&mut self, first_model: Option<Value>) -> Result<(), FetchError> {
+        let mut last_len = self.seen;
+        while last_len == self.fetcher.page_limit as u64 {
+            self.count_page()?;
+            let offset = self.seen;
+            let page = self.page(offset).await?;
+            if page.count == 0 || page.first_id == first_model {
+                return Ok(());
+            }
+            last_len = page.count;
+            self.take(page, offset)?;
+        }
+        Ok(())
     }
 }
 
 /// Applied to each page's models as soon as the page is parsed.
-pub type PageTransform<T> = Arc<dyn Fn(Vec<Map<String, Value>>) -> T + Send + Sync>;
+pub(crate) type PageTransform<T> = Arc<dyn Fn(Vec<Map<String, Value>>) -> T + Send + Sync>;
 
 /// A transformed page and what pagination needs to know about it.
 struct Fetched<T> {

@@ -41,7 +41,7 @@ const VENDOR_PREFIXES: &[&str] = &[
 /// in one field never makes a model unreadable (lenient parsing).
 #[derive(Deserialize, Default, Debug)]
 #[serde(default)]
-pub struct Facts {
+pub(crate) struct Facts {
     id: Value,
     canonical_slug: Value,
     name: Value,
@@ -56,7 +56,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn dedup_key(&self) -> String {
+    pub(crate) fn dedup_key(&self) -> String {
         let raw = self
             .canonical_slug
             .as_str()
@@ -71,7 +71,7 @@ impl Facts {
         clean(&self.name.as_str().unwrap_or("").to_ascii_lowercase())
     }
 
-    pub fn completeness(&self) -> usize {
+    pub(crate) fn completeness(&self) -> usize {
         let has_description = self.description.as_str().is_some_and(|s| !s.trim().is_empty());
         let has_prompt_price = self.pricing.get("prompt").is_some_and(|p| !p.is_null());
         let has_context = self.context_length.as_f64().is_some_and(|c| c > 0.0);
@@ -123,7 +123,7 @@ struct Kept<'a> {
 /// Merge catalog bodies (`{"data":[...]}`) given in gateway order. Returns the
 /// merged models as comma-separated JSON objects (first-seen order) and their count.
 /// Bodies that are not catalogs are skipped.
-pub fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
+pub(crate) fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
     let mut kept: Vec<Kept> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for body in bodies {

@@ -1,14 +1,15 @@
 //! Gateways: the registry, the catalog API fetcher, normalisation, and the merged view.
 
-pub mod fetch;
-pub mod merge;
-pub mod normalize;
-pub mod page;
-pub mod registry;
+pub(crate) mod fetch;
+pub(crate) mod merge;
+pub(crate) mod normalize;
+pub(crate) mod page;
+pub(crate) mod registry;
 
 #[cfg(test)]
-pub use crate::upstream::FetchError;
-pub use fetch::Fetcher;
+pub(crate) use crate::upstream::FetchError;
+pub(crate) use fetch::Fetcher;
+pub use registry::Gateway;
 #[cfg(test)]
-pub use registry::PriceUnit;
-pub use registry::{DEFAULT_GATEWAYS, Gateway, Registry};
+pub(crate) use registry::PriceUnit;
+pub(crate) use registry::{DEFAULT_GATEWAYS, Registry};

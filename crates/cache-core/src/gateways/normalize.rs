@@ -31,14 +31,14 @@ const PRICE_FIELDS: &[&str] = &[
 ];
 
 /// Whether `pricing` (normalised) holds at least one price.
-pub fn has_price(pricing: &Value) -> bool {
+pub(crate) fn has_price(pricing: &Value) -> bool {
     PRICE_FIELDS
         .iter()
         .any(|f| pricing.get(*f).is_some_and(|v| !v.is_null()))
 }
 
 /// Normalise one model; `None` when it has no usable id.
-pub fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
+pub(crate) fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
     let id = m
         .get("id")
         .and_then(text)
@@ -161,7 +161,7 @@ fn strings(v: &Value) -> Option<Value> {
 
 /// A decimal string divided by 10^`exp`, exactly. Accepts `12`, `-0.5`, `1.5e-3`,
 /// `.5`; returns `None` for anything else (so a garbage price becomes null).
-pub fn per_token(s: &str, exp: u32) -> Option<String> {
+pub(crate) fn per_token(s: &str, exp: u32) -> Option<String> {
     let s = s.trim();
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),

@@ -14,7 +14,7 @@ use crate::upstream::FetchError;
 
 /// One page of the catalog API.
 #[derive(Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub models: Vec<Map<String, Value>>,
     pub total: Option<u64>,
     pub has_more: Option<bool>,
@@ -30,7 +30,7 @@ struct PageWire {
 }
 
 /// Parse a catalog page: the object shape, or a bare array of models.
-pub fn parse_page(gw: &Gateway, body: &[u8], status: u16) -> Result<Page, FetchError> {
+pub(crate) fn parse_page(gw: &Gateway, body: &[u8], status: u16) -> Result<Page, FetchError> {
     let invalid = |detail: String| FetchError::invalid_json(&gw.id, detail);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'<') => Err(FetchError::Html {

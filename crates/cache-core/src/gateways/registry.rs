@@ -41,7 +41,7 @@ pub enum DeadlineClass {
 
 /// A built-in gateway description.
 #[derive(Clone, Copy, Debug)]
-pub struct GatewaySpec {
+pub(crate) struct GatewaySpec {
     pub id: &'static str,
     pub name: &'static str,
     pub aliases: &'static [&'static str],
@@ -73,7 +73,7 @@ use DeadlineClass::{Fast, Slow};
 use PriceUnit::{PerBillion, PerMillion, PerToken};
 
 /// The 21 gateways warmed by default (`portkey` is deprecated and not warmed).
-pub const DEFAULT_GATEWAYS: &[GatewaySpec] = &[
+pub(crate) const DEFAULT_GATEWAYS: &[GatewaySpec] = &[
     spec("openrouter", "OpenRouter", &[], Fast, PerToken, false),
     spec("featherless", "Featherless", &[], Slow, PerMillion, false),
     spec("chutes", "Chutes", &[], Slow, PerToken, false),
@@ -98,7 +98,7 @@ pub const DEFAULT_GATEWAYS: &[GatewaySpec] = &[
 ];
 
 /// Known gateways that are not warmed unless `GATEWAYS` names them.
-pub const OTHER_KNOWN_GATEWAYS: &[GatewaySpec] = &[
+pub(crate) const OTHER_KNOWN_GATEWAYS: &[GatewaySpec] = &[
     spec("onerouter", "OneRouter", &[], Slow, PerToken, false),
     spec("simplismart", "Simplismart", &[], Slow, PerToken, false),
     spec("aihubmix", "AiHubMix", &[], Slow, PerBillion, false),
@@ -144,16 +144,16 @@ impl Gateway {
 
 /// The configured gateways, with alias resolution.
 #[derive(Clone, Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     gateways: Vec<Gateway>,
 }
 
 /// Longest gateway id accepted from a query string.
-pub const MAX_GATEWAY_ID_LEN: usize = 64;
+pub(crate) const MAX_GATEWAY_ID_LEN: usize = 64;
 
 /// Whether `s` has the shape of a gateway id: 1-64 of `[a-z0-9-]` (lowercase).
 /// Anything else never reaches the store or the upstream as part of a key.
-pub fn is_valid_id(s: &str) -> bool {
+pub(crate) fn is_valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_GATEWAY_ID_LEN
         && s.bytes()
@@ -161,7 +161,7 @@ pub fn is_valid_id(s: &str) -> bool {
 }
 
 impl Registry {
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         let known = |id: &str| {
             DEFAULT_GATEWAYS
                 .iter()
@@ -208,22 +208,22 @@ impl Registry {
         Registry { gateways }
     }
 
-    pub fn all(&self) -> &[Gateway] {
+    pub(crate) fn all(&self) -> &[Gateway] {
         &self.gateways
     }
 
-    pub fn ids(&self) -> Vec<&str> {
+    pub(crate) fn ids(&self) -> Vec<&str> {
         self.gateways.iter().map(|g| g.id.as_str()).collect()
     }
 
     /// Find a gateway by id or alias, case-insensitively.
-    pub fn resolve(&self, name: &str) -> Option<&Gateway> {
+    pub(crate) fn resolve(&self, name: &str) -> Option<&Gateway> {
         let name = name.trim().to_ascii_lowercase();
         self.gateways.iter().find(|g| g.id == name || g.aliases.contains(&name))
     }
 
     /// The slowest deadline of any gateway: bounds a full warm or a merged-view miss.
-    pub fn max_deadline(&self) -> Duration {
+    pub(crate) fn max_deadline(&self) -> Duration {
         self.gateways
             .iter()
             .map(|g| g.deadline)
@@ -246,10 +246,24 @@ mod tests {
     }
 
     #[test]
-    fn twenty_one_by_default_without_portkey() {
+    fn the_built_in_set_by_default_without_portkey() {
         let r = registry(None);
-        assert_eq!(r.all().len(), 21);
+        assert_eq!(r.all().len(), DEFAULT_GATEWAYS.len());
         assert!(r.resolve("portkey").is_none());
+    }
+
+    #[test]
+    fn every_built_in_gateway_has_a_sample_catalog() {
+        // Adding a gateway (docs/design.md): its fixture makes the demo, the tests and
+        // the benchmarks serve it.
+        for g in DEFAULT_GATEWAYS {
+            assert!(
+                sample_catalog::FIXTURES.iter().any(|(id, _)| *id == g.id),
+                "{} has no fixture in crates/sample-catalog",
+                g.id
+            );
+        }
+        assert_eq!(sample_catalog::FIXTURES.len(), DEFAULT_GATEWAYS.len());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::config::Secret;
 const MAX_AUTHORIZATION_LEN: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// No Authorization header.
     Missing,
     /// Present but not `Bearer <token>` (wrong scheme, whitespace, non-ASCII, too long).
@@ -24,7 +24,7 @@ pub enum AuthFailure {
 
 impl AuthFailure {
     /// A description safe to log and return: it never includes the presented value.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing Authorization header",
             AuthFailure::Malformed => "Authorization header is not 'Bearer <token>'",
@@ -34,7 +34,7 @@ impl AuthFailure {
 }
 
 /// Check `Authorization: Bearer <token>` against `secret` in constant time.
-pub fn check_bearer(headers: &HeaderMap, secret: &Secret) -> Result<(), AuthFailure> {
+pub(crate) fn check_bearer(headers: &HeaderMap, secret: &Secret) -> Result<(), AuthFailure> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthFailure::Missing)?;
     if values.next().is_some() || value.len() > MAX_AUTHORIZATION_LEN {

@@ -35,7 +35,7 @@ fn cross_origin_route(route: Route) -> bool {
 const EXPOSE: &str = "ETag, X-Cache, X-Cache-Age, X-Model-Count";
 
 /// Answer a preflight (`OPTIONS`) for `route`.
-pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Response<Body> {
+pub(crate) fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Response<Body> {
     let mut r = Response::builder().status(StatusCode::NO_CONTENT);
     let h = r.headers_mut().expect("fresh builder");
     h.insert(header::ALLOW, HeaderValue::from_static(allow_methods(route)));
@@ -66,7 +66,7 @@ pub fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Resp
 }
 
 /// Add CORS headers to an actual response.
-pub fn decorate(
+pub(crate) fn decorate(
     route: Route,
     method: &Method,
     origin: Option<&HeaderValue>,

@@ -5,30 +5,22 @@
 //! can send them). The warm runs in-process: no HTTP call to another host, so
 //! no secret travels anywhere (docs/design.md, failure 7).
 
-use std::sync::Arc;
-
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{RequestContext, json_error, method_not_allowed, run_status, warm_error};
-use crate::app::App;
 use crate::body::Body;
 use crate::clock::{iso8601, now_ms};
-use crate::spawn::Spawner;
 use crate::warm::Trigger;
 
-pub async fn handle(
-    req: &http::request::Parts,
-    catalog: &Arc<App>,
-    spawner: Arc<dyn Spawner>,
-    ctx: RequestContext,
-) -> Response<Body> {
+pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
     if req.method != Method::GET {
         return method_not_allowed("GET");
     }
     tracing::info!("[Cron] warm-cache invoked");
-    match &catalog.config.cron_secret {
+    match &app.config.cron_secret {
         Some(secret) => {
             if let Err(f) = check_bearer(&req.headers, secret) {
                 tracing::warn!("[Cron] Rejected: {}", f.describe());
@@ -38,7 +30,7 @@ pub async fn handle(
                 return r;
             }
         }
-        None if ctx.local_loopback && !catalog.config.deployed => {
+        None if ctx.local_loopback && !app.config.deployed => {
             tracing::warn!("[Cron] CRON_SECRET is not set: accepting a local request from loopback (development only)");
         }
         None => {
@@ -51,7 +43,7 @@ pub async fn handle(
             );
         }
     }
-    let result = catalog.warm(None, Trigger::Cron, spawner).await;
+    let result = app.warm(None, Trigger::Cron, spawner).await;
     crate::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
     match result {
         Ok(record) => {

@@ -62,25 +62,33 @@ impl Route {
     }
 }
 
-/// What the server knows about a request beyond its headers.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a request is served with: the process's app, where its background work goes
+/// (`wait_until` on Vercel), and what the server knows beyond the request's headers.
+#[derive(Clone)]
 pub struct RequestContext {
-    /// The dev server saw this request come from loopback. Only the dev server sets
-    /// it: a function binary listens on loopback even when deployed (the platform's
-    /// proxy connects from there), so for it "loopback" proves nothing.
+    pub app: Arc<App>,
+    pub spawner: Arc<dyn Spawner>,
+    /// The dev server saw this request come directly from loopback and allows the
+    /// local cron. Only the dev server sets it: a function binary listens on loopback
+    /// even when deployed (the platform's proxy connects from there), so for it
+    /// "loopback" proves nothing.
     pub local_loopback: bool,
 }
 
+impl RequestContext {
+    pub fn new(app: Arc<App>, spawner: Arc<dyn Spawner>) -> Self {
+        RequestContext {
+            app,
+            spawner,
+            local_loopback: false,
+        }
+    }
+}
+
 /// Answer one request. Bodies of requests are never read: no route takes one.
-pub async fn handle(
-    route: Route,
-    req: http::request::Parts,
-    catalog: &Arc<App>,
-    spawner: Arc<dyn Spawner>,
-    ctx: RequestContext,
-) -> Response<Body> {
+pub async fn handle(route: Route, req: http::request::Parts, ctx: RequestContext) -> Response<Body> {
     // One span per invocation: a Sentry transaction when Sentry is on.
-    let policy = &catalog.config.cors;
+    let policy = &ctx.app.config.cors;
     if req.method == Method::OPTIONS && !matches!(route, Route::CronWarmCache | Route::Page) {
         return cors::preflight(route, &req.headers, policy);
     }
@@ -94,13 +102,13 @@ pub async fn handle(
     // Boxed: one allocation per request keeps the future's type shallow enough for
     // the callers' (runtime, dev server) own futures.
     let routed: crate::spawn::BoxFuture<Response<Body>> = {
-        let (catalog, spawner) = (catalog.clone(), spawner.clone());
+        let ctx = ctx.clone();
         Box::pin(async move {
             match route {
-                Route::Models => models::handle(&req, &catalog, spawner).await,
-                Route::WarmModels => warm::handle(&req, &catalog, spawner).await,
-                Route::CronWarmCache => cron::handle(&req, &catalog, spawner, ctx).await,
-                Route::Page => page::handle(&req, &catalog, spawner).await,
+                Route::Models => models::handle(&req, &ctx).await,
+                Route::WarmModels => warm::handle(&req, &ctx).await,
+                Route::CronWarmCache => cron::handle(&req, &ctx).await,
+                Route::Page => page::handle(&req, &ctx).await,
             }
         })
     };
@@ -110,7 +118,7 @@ pub async fn handle(
     span.record("http.status_code", response.status().as_u16());
     drop(span);
     if crate::telemetry::sentry_enabled() {
-        spawner.spawn(crate::spawn::boxed(crate::telemetry::flush_sentry()));
+        ctx.spawner.spawn(crate::spawn::boxed(crate::telemetry::flush_sentry()));
     }
     response
 }

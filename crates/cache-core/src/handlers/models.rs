@@ -12,14 +12,13 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use super::negotiate::{choose_encoding, encoding_etag, not_modified};
-use super::{is_get_or_head, json_error, method_not_allowed, query};
+use super::{RequestContext, is_get_or_head, json_error, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
 use crate::clock::now_ms;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
 use crate::search;
-use crate::spawn::Spawner;
 use crate::swr::{CacheError, CacheStatus, Lookup};
 
 /// Upper bound on how long a CDN may keep a response before asking again, so a
@@ -31,7 +30,8 @@ const CDN_MAX_AGE_SECS: u64 = 300;
 /// function errors) stays long.
 pub(super) const CDN_WINDOW_SECS: u64 = 900;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
@@ -74,13 +74,13 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
         .unwrap_or_else(|| "all".into());
 
     let lookup = if name == "all" {
-        catalog.read_all(spawner).await
+        app.read_all(spawner).await
     } else {
-        let Some(gw) = is_valid_id(&name).then(|| catalog.registry.resolve(&name)).flatten() else {
-            return unknown_gateway(catalog, q.get("gateway").map(String::as_str).unwrap_or(""));
+        let Some(gw) = is_valid_id(&name).then(|| app.registry.resolve(&name)).flatten() else {
+            return unknown_gateway(app, q.get("gateway").map(String::as_str).unwrap_or(""));
         };
         let gw = gw.clone();
-        catalog.read_gateway(&gw, spawner).await
+        app.read_gateway(&gw, spawner).await
     };
     let lookup = match lookup {
         Ok(l) => l,
@@ -100,13 +100,13 @@ pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc
         None if cut.is_whole(lookup.entry.meta.item_count as usize) => {
             serve_entry(req, &lookup.entry, &served, head_only)
         }
-        None => serve_page(req, catalog, &lookup.entry, &served, None, cut, head_only).await,
+        None => serve_page(req, app, &lookup.entry, &served, None, cut, head_only).await,
         Some(term) => {
             let cut = Cut {
                 limit: Some(limit.unwrap_or(search::DEFAULT_LIMIT)),
                 ..cut
             };
-            serve_page(req, catalog, &lookup.entry, &served, Some(&term), cut, head_only).await
+            serve_page(req, app, &lookup.entry, &served, Some(&term), cut, head_only).await
         }
     }
 }
@@ -151,9 +151,9 @@ impl Served {
 /// find the refetch done.
 const FAIL_SAFE_CDN_SECS: u64 = 60;
 
-fn unknown_gateway(catalog: &App, given: &str) -> Response<Body> {
+fn unknown_gateway(app: &App, given: &str) -> Response<Body> {
     let mut valid: Vec<&str> = vec!["all"];
-    valid.extend(catalog.registry.ids());
+    valid.extend(app.registry.ids());
     let message = if given.trim().is_empty() {
         "gateway must not be empty".to_string()
     } else if !is_valid_id(&given.trim().to_ascii_lowercase()) {
@@ -318,7 +318,7 @@ impl Cut {
 /// accepted, with an ETag of its own.
 async fn serve_page(
     req: &http::request::Parts,
-    catalog: &App,
+    app: &App,
     entry: &Arc<Entry>,
     served: &Served,
     term: Option<&str>,
@@ -347,7 +347,7 @@ async fn serve_page(
     if not_modified(&req.headers, &etag) {
         return not_modified_response(r, tag);
     }
-    match catalog
+    match app
         .searcher
         .answer(entry, term, offset, limit, encoding, head_only)
         .await

@@ -5,7 +5,7 @@ use http::HeaderMap;
 use crate::entry::Encoding;
 
 /// The best encoding the client accepts: br, then gzip, then identity.
-pub fn choose_encoding(headers: &HeaderMap) -> Encoding {
+pub(crate) fn choose_encoding(headers: &HeaderMap) -> Encoding {
     let mut br = 0.0f32;
     let mut gzip = 0.0f32;
     let mut star = None;
@@ -46,7 +46,7 @@ pub fn choose_encoding(headers: &HeaderMap) -> Encoding {
 }
 
 /// Whether the client accepts `coding` (listed with a q above 0).
-pub fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+pub(crate) fn accepts(headers: &HeaderMap, coding: &str) -> bool {
     headers
         .get_all(http::header::ACCEPT_ENCODING)
         .iter()
@@ -74,12 +74,12 @@ fn mentions(headers: &HeaderMap, coding: &str) -> bool {
         })
 }
 
-pub use crate::entry::encoding_etag;
+pub(crate) use crate::entry::encoding_etag;
 
 /// Whether `If-None-Match` matches the entry's `etag` in any of its encodings
 /// (strong or weak forms, lists, `*`): the content is the same, so a client that
 /// cached one coding gets a 304 whichever it asks for now.
-pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     let bare = etag.trim_matches('"');
     headers
         .get_all(http::header::IF_NONE_MATCH)

@@ -13,14 +13,13 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::models::{Served, answer_headers, count, not_modified_response, ok_response, upstream_error};
 use super::negotiate::{choose_encoding, not_modified};
-use super::{is_get_or_head, method_not_allowed, query};
+use super::{RequestContext, is_get_or_head, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
 use crate::page::{ROWS, Rendered, View};
 use crate::search;
-use crate::spawn::Spawner;
 use crate::swr::Lookup;
 
 /// The pages' Content-Security-Policy: scripts and styles are files of this origin
@@ -38,7 +37,8 @@ struct Ask {
     offset: usize,
 }
 
-pub async fn handle(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }

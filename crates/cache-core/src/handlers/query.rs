@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 
 /// Longest query string accepted.
-pub const MAX_QUERY_LEN: usize = 2048;
+pub(crate) const MAX_QUERY_LEN: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryError(pub String);
+pub(crate) struct QueryError(pub String);
 
 /// Parse `raw` into name → value for the `wanted` names. Unknown names are ignored
 /// (e.g. the old frontend's `limit`), so they cannot multiply cache keys.
-pub fn parse<'a>(raw: Option<&str>, wanted: &[&'a str]) -> Result<HashMap<&'a str, String>, QueryError> {
+pub(crate) fn parse<'a>(raw: Option<&str>, wanted: &[&'a str]) -> Result<HashMap<&'a str, String>, QueryError> {
     let raw = raw.unwrap_or("");
     if raw.len() > MAX_QUERY_LEN {
         return Err(QueryError(format!("query string longer than {MAX_QUERY_LEN} bytes")));

@@ -6,22 +6,23 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
 
 use super::auth::check_bearer;
-use super::{json_error, json_response, method_not_allowed, query};
+use super::{RequestContext, json_error, json_response, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
 use crate::spawn::Spawner;
 use crate::warm::Trigger;
 
-pub async fn handle(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
     match req.method {
-        Method::POST => warm(req, catalog, spawner).await,
-        Method::GET | Method::HEAD => status(req, catalog).await,
+        Method::POST => warm(req, app, spawner).await,
+        Method::GET | Method::HEAD => status(req, app).await,
         _ => method_not_allowed("GET, HEAD, POST"),
     }
 }
 
-async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
-    let Some(secret) = &catalog.config.warming_secret else {
+async fn warm(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+    let Some(secret) = &app.config.warming_secret else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "warming_disabled",
@@ -41,14 +42,14 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn S
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e.0, None),
     };
     if let Some(what) = q.get("reset") {
-        return reset(catalog, what).await;
+        return reset(app, what).await;
     }
     let gateways = match q.get("gateway") {
         None => None,
         Some(list) => {
             let mut chosen = Vec::new();
             for name in list.split(',').map(str::trim) {
-                match catalog
+                match app
                     .registry
                     .resolve(name)
                     .filter(|_| crate::gateways::registry::is_valid_id(&name.to_ascii_lowercase()))
@@ -63,7 +64,7 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn S
                             StatusCode::BAD_REQUEST,
                             "unknown_gateway",
                             &format!("unknown gateway '{shown}'"),
-                            Some(json!({ "valid_gateways": catalog.registry.ids() })),
+                            Some(json!({ "valid_gateways": app.registry.ids() })),
                         );
                     }
                 }
@@ -71,7 +72,7 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn S
             Some(chosen)
         }
     };
-    let result = catalog.warm(gateways, Trigger::Manual, spawner).await;
+    let result = app.warm(gateways, Trigger::Manual, spawner).await;
     crate::warm::report_failures(super::Route::WarmModels.path(), None, &result);
     match result {
         Ok(record) => super::json_answer(&req.headers, super::run_status(&record), &record),
@@ -80,7 +81,7 @@ async fn warm(req: &http::request::Parts, catalog: &Arc<App>, spawner: Arc<dyn S
 }
 
 /// `POST ?reset=metrics`: zero the shared cache counters.
-async fn reset(catalog: &Arc<App>, what: &str) -> Response<Body> {
+async fn reset(app: &Arc<App>, what: &str) -> Response<Body> {
     if what != "metrics" {
         return json_error(
             StatusCode::BAD_REQUEST,
@@ -89,7 +90,7 @@ async fn reset(catalog: &Arc<App>, what: &str) -> Response<Body> {
             None,
         );
     }
-    match catalog.reset_metrics().await {
+    match app.reset_metrics().await {
         Ok(()) => json_response(StatusCode::OK, &json!({ "success": true, "message": "metrics reset" })),
         Err(e) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -105,8 +106,8 @@ async fn reset(catalog: &Arc<App>, what: &str) -> Response<Body> {
 const STATUS_CDN_SECS: u64 = crate::status::STATUS_TTL.as_secs();
 
 /// Warming status: no auth, no secrets (see [`App::status`]); gzipped when accepted.
-async fn status(req: &http::request::Parts, catalog: &Arc<App>) -> Response<Body> {
-    let body = catalog.status().await;
+async fn status(req: &http::request::Parts, app: &Arc<App>) -> Response<Body> {
+    let body = app.status().await;
     let gzip = super::negotiate::accepts(&req.headers, "gzip");
     let mut r = Response::builder()
         .status(StatusCode::OK)

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub(crate) use memory::MemoryStore;
+pub(crate) use redis::RedisStore;
 
 use crate::config::Config;
 

@@ -19,7 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use super::StoreError;
 
 /// The client configuration for a `rediss://` connection.
-pub fn client_config(extra_ca: Option<&str>) -> Result<rustls::ClientConfig, StoreError> {
+pub(crate) fn client_config(extra_ca: Option<&str>) -> Result<rustls::ClientConfig, StoreError> {
     let system = rustls_native_certs::load_native_certs().certs;
     let roots = root_store(system, extra_ca)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -56,7 +56,7 @@ fn root_store(system: Vec<CertificateDer<'static>>, extra_ca: Option<&str>) -> R
 }
 
 /// `rediss://...` → (`redis://...`, true): the TLS connector is ours, not fred's.
-pub fn split_scheme(url: &str) -> (String, bool) {
+pub(crate) fn split_scheme(url: &str) -> (String, bool) {
     for (tls, plain) in [("rediss-cluster://", "redis-cluster://"), ("rediss://", "redis://")] {
         if let Some(rest) = url.strip_prefix(tls) {
             return (format!("{plain}{rest}"), true);

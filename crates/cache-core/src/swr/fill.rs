@@ -58,7 +58,7 @@ impl Cache {
     /// If another instance is filling the key, wait until it is done, then fetch
     /// ourselves: its fetch may have started before whatever the warm is for.
     /// `purpose` is [`Purpose::Warm`] or [`Purpose::Rebuild`].
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
@@ -331,7 +331,7 @@ impl Cache {
     /// Move the clock of what is stored under `key` to now, as if it had just been
     /// fetched unchanged (the merged view when no gateway changed in a warm).
     /// `None` if nothing usable is stored.
-    pub async fn retime_stored(&self, key: &str, ttl: TtlPolicy) -> Option<Arc<Entry>> {
+    pub(crate) async fn retime_stored(&self, key: &str, ttl: TtlPolicy) -> Option<Arc<Entry>> {
         let current = self.usable_in_store(key).await?;
         self.retime(key, current.meta.clock.fetched_at_ms, ttl.clock(now_ms(), None))
             .await

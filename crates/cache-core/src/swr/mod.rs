@@ -57,7 +57,7 @@ use local::LocalTier;
 
 /// What a source fetched: the JSON to store and how many items it holds.
 #[derive(Clone, Debug)]
-pub struct Payload {
+pub(crate) struct Payload {
     pub json: Bytes,
     pub item_count: u32,
     /// A shorter fresh window than the source's TTL (an incomplete merged view,
@@ -70,7 +70,7 @@ pub struct Payload {
 }
 
 impl Payload {
-    pub fn new(json: Bytes, item_count: u32) -> Self {
+    pub(crate) fn new(json: Bytes, item_count: u32) -> Self {
         Payload {
             json,
             item_count,
@@ -83,7 +83,7 @@ impl Payload {
 
 /// Why a key is being filled: one protocol ([`fill`]), four callers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// A reader found nothing usable: any value stored meanwhile will do, and a value
     /// the store refused is served anyway (held in process).
     Read,
@@ -99,13 +99,13 @@ pub enum Purpose {
 
 impl Purpose {
     /// Whether this fill fetches whatever is stored, and reports what it stored.
-    pub fn refetches(self) -> bool {
+    pub(crate) fn refetches(self) -> bool {
         matches!(self, Purpose::Warm | Purpose::Rebuild)
     }
 }
 
 /// An upstream that can fill one cache key.
-pub trait Source: Send + Sync + 'static {
+pub(crate) trait Source: Send + Sync + 'static {
     /// Metrics category (`models`, ...).
     fn category(&self) -> &'static str;
 
@@ -268,7 +268,7 @@ pub struct FetchFailure {
 
 /// Tunables of the SWR layer (from [`crate::config::Config`]).
 #[derive(Clone, Debug)]
-pub struct SwrSettings {
+pub(crate) struct SwrSettings {
     /// A read of an expired-but-kept key waits this long for its refetch.
     pub soft_timeout: Duration,
     pub revalidate_retry: Duration,
@@ -280,16 +280,23 @@ pub struct SwrSettings {
     pub metrics_flush_interval: Duration,
 }
 
-impl Default for SwrSettings {
-    /// The defaults of [`crate::config::Config`].
-    fn default() -> Self {
+impl SwrSettings {
+    /// The settings `config` asks for.
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
         SwrSettings {
-            soft_timeout: Duration::from_millis(1000),
-            revalidate_retry: Duration::from_secs(60),
-            miss_wait: Duration::ZERO,
-            local_ttl: Duration::from_millis(1000),
-            metrics_flush_interval: Duration::from_millis(1000),
+            revalidate_retry: config.revalidate_retry,
+            miss_wait: config.miss_wait,
+            local_ttl: config.local_cache_ttl,
+            metrics_flush_interval: config.metrics_flush_interval,
+            soft_timeout: config.soft_timeout,
         }
+    }
+}
+
+impl Default for SwrSettings {
+    /// The defaults of [`crate::config::Config`] (one source for them: it).
+    fn default() -> Self {
+        SwrSettings::from_config(&crate::config::Config::from_pairs(&[]).expect("the defaults parse"))
     }
 }
 
@@ -299,7 +306,7 @@ impl Default for SwrSettings {
 /// spawner polls it to the end.
 type MissFlight = Shared<BoxFuture<Result<Arc<Entry>, CacheError>>>;
 
-pub struct Cache {
+pub(crate) struct Cache {
     store: Store,
     settings: SwrSettings,
     metrics: Arc<Metrics>,
@@ -317,7 +324,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(store: Store, settings: SwrSettings) -> Arc<Self> {
+    pub(crate) fn new(store: Store, settings: SwrSettings) -> Arc<Self> {
         Arc::new(Cache {
             store,
             local: LocalTier::new(settings.local_ttl),
@@ -331,16 +338,16 @@ impl Cache {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// The SWR read. Only a miss waits on the upstream.
-    pub async fn read(
+    pub(crate) async fn read(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
@@ -383,39 +390,7 @@ impl Cache {
                     fail_safe: false,
                 })
             }
-            // Past the stale window but kept: fetch like a miss, and if that fails,
-            // times out, is throttled, or takes longer than the soft timeout, answer
-            // with the kept value (the fetch goes on in the background).
-            Some(kept) => {
-                self.metrics.record(category, Event::Miss);
-                let flight = self.miss(key, source, spawner.clone(), Some(kept.meta.clone()));
-                match tokio::time::timeout(self.settings.soft_timeout, flight).await {
-                    Ok(Ok(entry)) => Ok(Lookup {
-                        entry,
-                        status: CacheStatus::Miss,
-                        fail_safe: false,
-                    }),
-                    outcome => {
-                        let why = match outcome {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => format!(
-                                "refetch still running after {} ms",
-                                self.settings.soft_timeout.as_millis()
-                            ),
-                        };
-                        self.metrics.record(category, Event::FailSafeServe);
-                        tracing::warn!(
-                            "[Cache SWR] Serving last-known-good {key} (age {} s) by fail-safe: {why}",
-                            kept.meta.age_ms(now) / 1000
-                        );
-                        Ok(Lookup {
-                            entry: kept,
-                            status: CacheStatus::Stale,
-                            fail_safe: true,
-                        })
-                    }
-                }
-            }
+            Some(kept) => Ok(self.refetch_kept(key, kept, source, spawner.clone()).await),
             None => {
                 self.metrics.record(category, Event::Miss);
                 let res = self.miss(key, source, spawner.clone(), None).await;
@@ -439,14 +414,53 @@ impl Cache {
         result
     }
 
+    /// Past the stale window but kept: fetch like a miss, and if that fails, times out,
+    /// is throttled, or takes longer than the soft timeout, answer with the kept value
+    /// marked fail-safe (the fetch goes on in the background).
+    async fn refetch_kept(
+        self: &Arc<Self>,
+        key: &str,
+        kept: Arc<Entry>,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Lookup {
+        let category = source.category();
+        self.metrics.record(category, Event::Miss);
+        let flight = self.miss(key, source, spawner, Some(kept.meta.clone()));
+        let why = match tokio::time::timeout(self.settings.soft_timeout, flight).await {
+            Ok(Ok(entry)) => {
+                return Lookup {
+                    entry,
+                    status: CacheStatus::Miss,
+                    fail_safe: false,
+                };
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "refetch still running after {} ms",
+                self.settings.soft_timeout.as_millis()
+            ),
+        };
+        self.metrics.record(category, Event::FailSafeServe);
+        tracing::warn!(
+            "[Cache SWR] Serving last-known-good {key} (age {} s) by fail-safe: {why}",
+            kept.meta.age_ms(now_ms()) / 1000
+        );
+        Lookup {
+            entry: kept,
+            status: CacheStatus::Stale,
+            fail_safe: true,
+        }
+    }
+
     /// Read what is stored under `key` without fetching (status page, merge).
-    pub async fn peek(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(crate) async fn peek(&self, key: &str) -> Option<Arc<Entry>> {
         self.load(key, "peek").await
     }
 
     /// The metadata of what is stored under `key`, reading only its header from the
     /// store (or the in-process copy): the status page, without moving the bodies.
-    pub async fn peek_meta(&self, key: &str) -> Option<EntryMeta> {
+    pub(crate) async fn peek_meta(&self, key: &str) -> Option<EntryMeta> {
         if let Some(entry) = self.local.recent(key) {
             return Some(entry.meta.clone());
         }
@@ -454,19 +468,19 @@ impl Cache {
     }
 
     /// The header of what the store holds under `key` (never the in-process copy).
-    pub async fn peek_meta_in_store(&self, key: &str) -> Option<EntryMeta> {
+    pub(crate) async fn peek_meta_in_store(&self, key: &str) -> Option<EntryMeta> {
         let head = self.store.get_range(key, crate::entry::MAX_HEADER_LEN).await.ok()??;
         EntryMeta::from_header(&head).ok()
     }
 
     /// This instance's copy of `key`, whatever the store holds now, unless expired.
-    pub fn held(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(crate) fn held(&self, key: &str) -> Option<Arc<Entry>> {
         self.local.fallback(key, now_ms())
     }
 
     /// The last recorded fetch failure for `key`, if any: the store's, or a newer one
     /// this instance could not store.
-    pub async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
+    pub(crate) async fn last_failure(&self, key: &str) -> Option<FetchFailure> {
         let stored: Option<FetchFailure> = match self.store.get(&keys::last_error(key)).await {
             Ok(Some(raw)) => serde_json::from_slice(&raw).ok(),
             _ => None,
@@ -480,13 +494,13 @@ impl Cache {
 
     /// The last store write that failed on this instance, while the store has not
     /// taken one since (`None`: writes are going through).
-    pub fn store_write_error(&self) -> Option<FetchFailure> {
+    pub(crate) fn store_write_error(&self) -> Option<FetchFailure> {
         self.write_error.lock().clone()
     }
 
     /// Drop the in-process copy of `key` (tests: after an external write).
     #[cfg(test)]
-    pub fn forget_local(&self, key: &str) {
+    pub(crate) fn forget_local(&self, key: &str) {
         self.local.forget(key);
     }
 

@@ -24,7 +24,7 @@ fn fixture_count(id: &str) -> usize {
 #[tokio::test]
 async fn pages_concurrently_once_total_is_known() {
     let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100")]).await;
-    let models = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap();
+    let models = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap();
     assert_eq!(models.len(), fixture_count("featherless"));
     assert_eq!(s.sample.requests("featherless"), 15, "1500 models / 100 per page");
     let ids: std::collections::HashSet<_> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -35,7 +35,7 @@ async fn pages_concurrently_once_total_is_known() {
 async fn legacy_shape_whole_catalog_at_once() {
     let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100")]).await;
     s.sample.set_fault("featherless", Fault::Legacy);
-    let models = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap();
+    let models = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap();
     assert_eq!(models.len(), fixture_count("featherless"));
     assert_eq!(
         s.sample.requests("featherless"),
@@ -49,7 +49,7 @@ async fn legacy_shape_that_ignores_offset_does_not_loop() {
     // Exactly `limit` models and offset ignored: the second page repeats the first.
     let s = Stack::new(&[("FETCH_PAGE_LIMIT", "11")]).await;
     s.sample.set_fault("groq", Fault::Legacy);
-    let models = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap();
+    let models = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap();
     assert_eq!(models.len(), 11);
     assert_eq!(s.sample.requests("groq"), 2);
 }
@@ -89,7 +89,7 @@ async fn has_more_without_total_follows_next_offset() {
 #[tokio::test]
 async fn page_cap_stops_a_runaway_catalog() {
     let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100"), ("FETCH_MAX_PAGES", "3")]).await;
-    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
     assert_eq!(
         err,
         FetchError::TooManyPages {
@@ -108,7 +108,7 @@ async fn page_cap_stops_a_runaway_catalog() {
 async fn size_cap_cuts_off_a_huge_body() {
     let s = Stack::new(&[("FETCH_MAX_BYTES", "200000")]).await;
     s.sample.set_fault("groq", Fault::Huge { bytes: 5 << 20 });
-    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
     assert_eq!(
         err,
         FetchError::TooLarge {
@@ -117,7 +117,7 @@ async fn size_cap_cuts_off_a_huge_body() {
         }
     );
     // The total across pages is capped too, not just one page.
-    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
     assert!(matches!(err, FetchError::TooLarge { .. }), "{err:?}");
 }
 
@@ -126,14 +126,14 @@ async fn deadline_per_gateway() {
     let s = Stack::new(&[("GATEWAY_TIMEOUT_FAST_MS", "300")]).await;
     s.sample.set_latency("groq", Duration::from_secs(5));
     let t = Instant::now();
-    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
     assert!(
         matches!(err, FetchError::Timeout { ref gateway, .. } if gateway == "groq"),
         "{err:?}"
     );
     assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
     s.sample.set_fault("fal", Fault::SlowDrip);
-    let err = s.catalog.fetcher.fetch(&s.gw("fal")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("fal")).await.unwrap_err();
     assert!(
         matches!(err, FetchError::Timeout { .. }),
         "a slow drip hits the deadline: {err:?}"
@@ -151,7 +151,7 @@ async fn rate_limit_retry_after_is_honoured_within_the_deadline() {
         },
     );
     let t = Instant::now();
-    let models = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap();
+    let models = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap();
     assert_eq!(models.len(), 11);
     assert!(t.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
     assert_eq!(s.sample.requests("groq"), 2);
@@ -165,7 +165,7 @@ async fn rate_limit_retry_after_is_honoured_within_the_deadline() {
         },
     );
     let t = Instant::now();
-    let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
     assert!(matches!(err, FetchError::RateLimited { .. }), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(1));
 }
@@ -181,7 +181,7 @@ async fn each_bad_payload_is_a_typed_error_naming_the_gateway() {
     ];
     for (fault, expected) in cases {
         s.sample.set_fault("groq", fault.clone());
-        let err = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap_err().to_string();
+        let err = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap_err().to_string();
         assert!(
             err.starts_with("groq: ") && err.contains(expected),
             "{fault:?} -> {err}"
@@ -202,7 +202,7 @@ async fn bearer_token_from_env_for_gateways_that_need_one() {
     let s = Stack::new(&[("GATEWAYZ_TOKEN_HUGGINGFACE", "hf-test-token")]).await;
     s.sample.require_token("huggingface", "hf-test-token");
     assert_eq!(
-        s.catalog.fetcher.fetch(&s.gw("huggingface")).await.unwrap().len(),
+        s.app.fetcher.fetch(&s.gw("huggingface")).await.unwrap().len(),
         fixture_count("huggingface")
     );
     let without = s.instance(&[]);
@@ -267,7 +267,7 @@ async fn merge_rules_on_crafted_duplicates() {
     );
     s.sample
         .set_catalog("groq", vec![json!({"id":"llama-3-8b","name":"Llama 3 8B"})]);
-    let record = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let record = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(record.success, "{record:?}");
     let all = s.models("all").await;
     assert_eq!(all.len(), 2);
@@ -286,11 +286,11 @@ async fn merge_rules_on_crafted_duplicates() {
 // ---- warming -------------------------------------------------------------------
 
 #[tokio::test]
-async fn warm_all_21_gateways_and_serve_hits() {
+async fn warm_every_built_in_gateway_and_serve_hits() {
     let s = Stack::new(&[]).await;
-    let record = s.catalog.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+    let record = s.app.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
     assert!(record.success);
-    assert_eq!(record.gateways_success, 21);
+    assert_eq!(record.gateways_success, crate::gateways::DEFAULT_GATEWAYS.len());
     assert_eq!(
         record.total_models as usize,
         sample_catalog::FIXTURES
@@ -299,14 +299,14 @@ async fn warm_all_21_gateways_and_serve_hits() {
             .sum::<usize>()
     );
     assert!(record.merged_models.unwrap() > 1000);
-    let stored = s.catalog.last_run().await.unwrap();
+    let stored = s.app.last_run().await.unwrap();
     assert_eq!(stored, record, "the run record is stored as reported");
     let before = s.sample.total_requests();
-    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    let all = s.app.read_all(s.spawner()).await.unwrap();
     assert_eq!(all.status, CacheStatus::Hit);
-    for gw in s.catalog.registry.all() {
+    for gw in s.app.registry.all() {
         assert_eq!(
-            s.catalog.read_gateway(gw, s.spawner()).await.unwrap().status,
+            s.app.read_gateway(gw, s.spawner()).await.unwrap().status,
             CacheStatus::Hit
         );
     }
@@ -320,8 +320,8 @@ async fn warm_all_21_gateways_and_serve_hits() {
 #[tokio::test]
 async fn warm_refetches_even_when_cached() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert_eq!(
         s.sample.requests("groq"),
         2,
@@ -337,7 +337,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
         ("GATEWAY_TIMEOUT_SLOW_MS", "500"),
     ])
     .await;
-    let first = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let first = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(first.success);
     let merged_before = first.merged_models.unwrap();
 
@@ -345,7 +345,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
     s.sample.set_latency("xai", Duration::from_secs(3));
     s.sample.set_fault("cerebras", Fault::Empty);
     let t = Instant::now();
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "bounded by deadlines, not by the slow gateway: {:?}",
@@ -368,7 +368,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
         Some(merged_before),
         "the merged view keeps every gateway's cached data"
     );
-    let failure = s.catalog.cache.last_failure(&keys::gateway("together")).await.unwrap();
+    let failure = s.app.cache.last_failure(&keys::gateway("together")).await.unwrap();
     assert!(failure.error.contains("HTTP 500"));
 }
 
@@ -378,7 +378,7 @@ async fn overlapping_warms_do_not_refetch() {
     s.sample.set_latency("xai", Duration::from_millis(700));
     let other = s.instance(&[("GATEWAYS", "groq,xai")]);
     let first = {
-        let (c, sp) = (s.catalog.clone(), s.spawner());
+        let (c, sp) = (s.app.clone(), s.spawner());
         tokio::spawn(async move { c.warm(None, Trigger::Cron, sp).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -401,13 +401,13 @@ async fn overlapping_warms_do_not_refetch() {
 #[tokio::test]
 async fn merged_view_follows_a_gateway_revalidation() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("MODELS_FRESH_TTL_SECONDS", "1")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     // groq (11) and cerebras (9) share one model: 19 after dedup.
     assert_eq!(s.models("all").await.len(), 19);
     s.sample
         .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stale = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let stale = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(stale.status, CacheStatus::Stale);
     s.tasks.idle().await;
     let all = s.models("all").await;
@@ -416,11 +416,11 @@ async fn merged_view_follows_a_gateway_revalidation() {
         "the merged view was rebuilt after groq revalidated"
     );
     assert_ne!(
-        s.catalog.all_key(),
+        s.app.all_key(),
         keys::ALL,
         "a custom gateway set has its own merged key"
     );
-    let raw = s._redis.command(&[b"EXISTS", s.catalog.all_key().as_bytes()]);
+    let raw = s._redis.command(&[b"EXISTS", s.app.all_key().as_bytes()]);
     assert_eq!(raw, b":1\r\n");
 }
 
@@ -428,7 +428,7 @@ async fn merged_view_follows_a_gateway_revalidation() {
 async fn cold_merged_read_fills_gateways_and_tolerates_a_dead_one() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras")]).await;
     s.sample.set_fault("together", Fault::ServerError);
-    let lookup = s.catalog.read_all(s.spawner()).await.unwrap();
+    let lookup = s.app.read_all(s.spawner()).await.unwrap();
     assert_eq!(lookup.status, CacheStatus::Miss);
     let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     assert_eq!(v["gateways"], json!(["groq", "cerebras"]));
@@ -441,7 +441,7 @@ async fn cold_merged_read_fills_gateways_and_tolerates_a_dead_one() {
 async fn a_catalog_short_of_its_total_is_rejected() {
     let s = Stack::new(&[("GATEWAYS", "featherless"), ("FETCH_PAGE_LIMIT", "1000")]).await;
     s.sample.set_fault("featherless", Fault::ShortPages);
-    let err = s.catalog.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
+    let err = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap_err();
     assert_eq!(
         err,
         FetchError::Truncated {
@@ -450,11 +450,11 @@ async fn a_catalog_short_of_its_total_is_rejected() {
             total: 1500
         }
     );
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(!run.success);
     assert_eq!(run.details[0].status, Outcome::Error);
     assert!(
-        s.catalog.cache.peek(&keys::gateway("featherless")).await.is_none(),
+        s.app.cache.peek(&keys::gateway("featherless")).await.is_none(),
         "nothing stored"
     );
 }
@@ -462,7 +462,7 @@ async fn a_catalog_short_of_its_total_is_rejected() {
 #[tokio::test]
 async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
     let s = Stack::new(&[("GATEWAYS", "featherless")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let all: Vec<Value> = serde_json::from_str(
         sample_catalog::FIXTURES
             .iter()
@@ -474,9 +474,9 @@ async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
     let mut counts = Vec::new();
     for keep in [150, 15, 1] {
         s.sample.set_catalog("featherless", all[..keep].to_vec());
-        s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
         counts.push(
-            s.catalog
+            s.app
                 .cache
                 .peek(&keys::gateway("featherless"))
                 .await
@@ -495,14 +495,14 @@ async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
 #[tokio::test]
 async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
     let s = Stack::new(&[("GATEWAYS", "openrouter,featherless")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     for gw in ["openrouter", "featherless"] {
         s.sample.set_fault(gw, Fault::Empty);
     }
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert_eq!(run.gateways_failed, 2, "{run:?}");
     for gw in ["openrouter", "featherless"] {
-        let kept = s.catalog.cache.peek(&keys::gateway(gw)).await.unwrap();
+        let kept = s.app.cache.peek(&keys::gateway(gw)).await.unwrap();
         assert_eq!(kept.meta.item_count as usize, fixture_count(gw), "{gw} kept");
     }
 }
@@ -511,19 +511,19 @@ async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
 async fn a_gateway_filled_by_a_miss_reaches_the_merged_view() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras")]).await;
     s.sample.set_fault("groq", Fault::ServerError);
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert_eq!(run.gateways_failed, 1);
     assert_eq!(s.models("all").await.len(), 9, "cerebras alone");
     // groq recovers; a reader's miss fills it (not a warm, not a revalidation).
     s.sample.set_fault("groq", Fault::None);
     s._redis.command(&[b"DEL", b"retryafter:models:groq"]);
-    let filled = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let filled = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(filled.status, CacheStatus::Miss);
     s.tasks.idle().await;
     assert_eq!(s.models("all").await.len(), 19, "the merged view now has groq too");
 }
 
-/// Issue 16, item 1(b): instance B's cold `all` read merges the old groq while a slow,
+/// Instance B's cold `all` read merges the old groq while a slow,
 /// failing cerebras holds it up; meanwhile groq changes and A's warm of groq rebuilds
 /// the merged view. A's rebuild waits for B's merge and must not adopt it (it was
 /// built from groq as it was before the change): when A's warm returns, `all` has the
@@ -534,12 +534,12 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
     let s = Stack::new(&set).await;
     let b = s.instance(&set);
     s.sample.set_fault("cerebras", Fault::ServerError);
-    s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     s.tasks.idle().await;
     // B's `all` read must be a miss that fetches cerebras (slowly) itself.
-    let all_key = s.catalog.all_key().to_string();
-    s.catalog.store().delete(&all_key).await.unwrap();
-    s.catalog
+    let all_key = s.app.all_key().to_string();
+    s.app.store().delete(&all_key).await.unwrap();
+    s.app
         .store()
         .delete(&keys::retry_after(&keys::gateway("cerebras")))
         .await
@@ -554,7 +554,7 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
         .collect();
     s.sample.set_catalog("groq", new_groq);
     let run = s
-        .catalog
+        .app
         .warm(Some(vec![s.gw("groq")]), Trigger::Manual, s.spawner())
         .await
         .unwrap();
@@ -582,9 +582,9 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
 
 #[tokio::test]
 async fn deployments_with_different_gateway_sets_share_one_redis() {
-    let s = Stack::new(&[]).await; // the built-in 21
+    let s = Stack::new(&[]).await; // the built-in set
     let small = s.instance(&[("GATEWAYS", "groq,cerebras")]);
-    let big_run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let big_run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(big_run.success);
     let small_run = small.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(
@@ -592,8 +592,8 @@ async fn deployments_with_different_gateway_sets_share_one_redis() {
         "the smaller set's merge is no collapse of the bigger one: {small_run:?}"
     );
     assert_eq!(small_run.merged_models, Some(19));
-    assert_ne!(small.all_key(), s.catalog.all_key());
-    let big_all = s.catalog.read_all(s.spawner()).await.unwrap();
+    assert_ne!(small.all_key(), s.app.all_key());
+    let big_all = s.app.read_all(s.spawner()).await.unwrap();
     assert_eq!(big_all.status, CacheStatus::Hit);
     assert_eq!(
         big_all.entry.meta.item_count, 3579,
@@ -626,17 +626,17 @@ async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool
     )
     .await;
     assert_eq!(
-        s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
         CacheStatus::Miss
     );
     s.tasks.idle().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
         CacheStatus::Stale
     );
     s.tasks.idle().await;
-    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    let all = s.app.read_all(s.spawner()).await.unwrap();
     assert_eq!(all.entry.meta.item_count, 3579, "every gateway, not groq alone");
     assert_eq!(body_of(&all.entry)["missing_gateways"], json!([]));
 }
@@ -645,12 +645,12 @@ async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool
 /// cache by the next rebuild instead of vanishing from `all`.
 async fn a_rebuild_refetches_an_evicted_gateway(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,cerebras,together")]).await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    let before = s.catalog.read_all(s.spawner()).await.unwrap().entry.meta.item_count;
-    s.catalog.store().delete(&keys::gateway("together")).await.unwrap();
-    s.catalog.cache.forget_local(&keys::gateway("together"));
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let before = s.app.read_all(s.spawner()).await.unwrap().entry.meta.item_count;
+    s.app.store().delete(&keys::gateway("together")).await.unwrap();
+    s.app.cache.forget_local(&keys::gateway("together"));
     let calls = s.sample.requests("together");
-    let rebuilt = s.catalog.rebuild_all(s.spawner()).await.unwrap();
+    let rebuilt = s.app.rebuild_all(s.spawner()).await.unwrap();
     assert_eq!(rebuilt.meta.item_count, before, "together is back in the merged view");
     assert_eq!(
         s.sample.requests("together"),
@@ -673,11 +673,11 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
         ],
     )
     .await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     s.sample.set_fault("groq", Fault::ServerError);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(2200)).await; // past fresh and stale
-        let r = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
         assert_eq!(
             (r.status, r.fail_safe),
             (CacheStatus::Stale, true),
@@ -685,22 +685,20 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
         );
         assert_eq!(r.entry.meta.item_count, 11);
         s.tasks.idle().await;
-        let run = s.catalog.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+        let run = s.app.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
         assert_eq!(run.gateways_failed, 1);
         let kept = s
-            .catalog
+            .app
             .cache
             .peek(&keys::gateway("groq"))
             .await
             .expect("the warm kept it");
         assert_eq!(kept.meta.item_count, 11);
     }
-    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    let all = s.app.read_all(s.spawner()).await.unwrap();
     assert_eq!(all.entry.meta.item_count, 19, "groq's kept catalog is still merged");
-    s.catalog.flush_metrics().await;
-    let m = crate::metrics::Metrics::read(s.catalog.store(), "models")
-        .await
-        .unwrap();
+    s.app.flush_metrics().await;
+    let m = crate::metrics::Metrics::read(s.app.store(), "models").await.unwrap();
     assert!(m.fail_safe_serves >= 2, "{m:?}");
 }
 
@@ -719,14 +717,14 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
         ],
     )
     .await;
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    let first = s.catalog.cache.peek(&keys::gateway("groq")).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let first = s.app.cache.peek(&keys::gateway("groq")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3200)).await;
     s.sample.set_latency("groq", Duration::from_millis(1200));
     s.sample
         .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
     let t = Instant::now();
-    let r = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     let waited = t.elapsed();
     assert!(r.fail_safe && r.status == CacheStatus::Stale);
     assert_eq!(r.entry.meta.etag, first.meta.etag, "the kept value");
@@ -735,7 +733,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
         "answered at the soft timeout: {waited:?}"
     );
     s.tasks.idle().await;
-    let after = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let after = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(
         (after.status, after.entry.meta.item_count),
         (CacheStatus::Hit, 12),
@@ -748,7 +746,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
 async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,together")]).await;
     s.sample.set_fault("together", Fault::ServerError);
-    let all = s.catalog.read_all(s.spawner()).await.unwrap();
+    let all = s.app.read_all(s.spawner()).await.unwrap();
     let body = body_of(&all.entry);
     assert_eq!(body["missing_gateways"], json!(["together"]));
     assert_eq!(body["gateways"], json!(["groq"]));
@@ -764,9 +762,7 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
             .unwrap()
             .into_parts()
             .0,
-        &s.catalog,
-        s.spawner(),
-        crate::handlers::RequestContext::default(),
+        crate::handlers::RequestContext::new(s.app.clone(), s.spawner()),
     )
     .await;
     let v: Value = serde_json::from_slice(&status.body().to_bytes()).unwrap();
@@ -778,14 +774,14 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
 async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,featherless"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
     let etag = |key: String| {
-        let c = s.catalog.clone();
+        let c = s.app.clone();
         async move { c.cache.peek(&key).await.unwrap().meta.clone() }
     };
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let (groq1, featherless1, all1) = (
         etag(keys::gateway("groq")).await,
         etag(keys::gateway("featherless")).await,
-        etag(s.catalog.all_key().into()).await,
+        etag(s.app.all_key().into()).await,
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     let net_input = || {
@@ -797,16 +793,16 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
             .unwrap()
     };
     let before = net_input();
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     if !memory {
         // Bodies were not sent again: a few hundred bytes per key, not the values.
         let mut values = 0;
         for key in [
             keys::gateway("groq"),
             keys::gateway("featherless"),
-            s.catalog.all_key().to_string(),
+            s.app.all_key().to_string(),
         ] {
-            values += s.catalog.cache.peek(&key).await.unwrap().encoded_len() as u64;
+            values += s.app.cache.peek(&key).await.unwrap().encoded_len() as u64;
         }
         let written = net_input() - before;
         assert!(
@@ -814,10 +810,7 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
             "an unchanged warm wrote {written} B; the values are {values} B"
         );
     }
-    let (groq2, all2) = (
-        etag(keys::gateway("groq")).await,
-        etag(s.catalog.all_key().into()).await,
-    );
+    let (groq2, all2) = (etag(keys::gateway("groq")).await, etag(s.app.all_key().into()).await);
     assert_eq!(groq2.etag, groq1.etag, "unchanged: same ETag");
     assert!(
         groq2.clock.fetched_at_ms > groq1.clock.fetched_at_ms,
@@ -833,11 +826,11 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
         serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == "groq").unwrap().1).unwrap();
     changed[0]["description"] = json!("a new description");
     s.sample.set_catalog("groq", changed);
-    s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let (groq3, featherless3, all3) = (
         etag(keys::gateway("groq")).await,
         etag(keys::gateway("featherless")).await,
-        etag(s.catalog.all_key().into()).await,
+        etag(s.app.all_key().into()).await,
     );
     assert_ne!(groq3.etag, groq1.etag, "changed: a new ETag");
     assert_eq!(featherless3.etag, featherless1.etag, "featherless did not change");

@@ -18,7 +18,7 @@ use crate::spawn::{Spawner, TaskSpawner};
 pub(crate) struct Stack {
     pub(crate) sample: sample_catalog::Handle,
     pub(crate) _redis: RedisServer,
-    pub(crate) catalog: Arc<App>,
+    pub(crate) app: Arc<App>,
     pub(crate) tasks: TaskSpawner,
 }
 
@@ -26,16 +26,16 @@ impl Stack {
     pub(crate) async fn new(overrides: &[(&str, &str)]) -> Stack {
         let sample = sample_catalog::start_local().await;
         let redis = RedisServer::start();
-        let catalog = Self::catalog_for(&sample, &redis, overrides);
+        let app = Self::app_for(&sample, &redis, overrides);
         Stack {
             sample,
             _redis: redis,
-            catalog,
+            app,
             tasks: TaskSpawner::new(),
         }
     }
 
-    pub(crate) fn catalog_for(
+    pub(crate) fn app_for(
         sample: &sample_catalog::Handle,
         redis: &RedisServer,
         overrides: &[(&str, &str)],
@@ -63,19 +63,19 @@ impl Stack {
             ("GATEWAY_TIMEOUT_SLOW_MS", "2000"),
         ];
         all.extend_from_slice(overrides);
-        let catalog = App::new(config(&all)).unwrap();
-        assert_eq!(catalog.store().backend_name(), "memory");
+        let app = App::new(config(&all)).unwrap();
+        assert_eq!(app.store().backend_name(), "memory");
         Stack {
             sample,
             _redis: redis,
-            catalog,
+            app,
             tasks: TaskSpawner::new(),
         }
     }
 
     /// Another instance on the same Redis and upstream.
     pub(crate) fn instance(&self, overrides: &[(&str, &str)]) -> Arc<App> {
-        Self::catalog_for(&self.sample, &self._redis, overrides)
+        Self::app_for(&self.sample, &self._redis, overrides)
     }
 
     pub(crate) fn spawner(&self) -> Arc<dyn Spawner> {
@@ -83,14 +83,14 @@ impl Stack {
     }
 
     pub(crate) fn gw(&self, id: &str) -> crate::gateways::Gateway {
-        self.catalog.registry.resolve(id).unwrap().clone()
+        self.app.registry.resolve(id).unwrap().clone()
     }
 
     pub(crate) async fn models(&self, id: &str) -> Vec<Value> {
         let lookup = if id == "all" {
-            self.catalog.read_all(self.spawner()).await.unwrap()
+            self.app.read_all(self.spawner()).await.unwrap()
         } else {
-            self.catalog.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
+            self.app.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
         };
         let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
         v["data"].as_array().unwrap().clone()

@@ -44,7 +44,7 @@ async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
 
     // A stores the changed groq; the rebuild that would follow never happens.
     s.sample.set_catalog("groq", shrunk_groq(6));
-    s.catalog.refresh_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.app.refresh_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(s.models("groq").await.len(), 6);
     assert_eq!(
         listed_by(&s.models("all").await, "groq"),
@@ -74,13 +74,7 @@ async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_gateway_is_carried_over_not_dropped() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras")]).await;
-    assert!(
-        s.catalog
-            .warm(None, Trigger::Manual, s.spawner())
-            .await
-            .unwrap()
-            .success
-    );
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     let before = s.models("all").await;
     assert_eq!(listed_by(&before, "together"), 94);
 
@@ -88,12 +82,12 @@ async fn an_evicted_gateway_is_carried_over_not_dropped() {
     s.sample.set_fault("together", Fault::ServerError);
     s.sample.set_catalog("groq", shrunk_groq(10));
     let run = s
-        .catalog
+        .app
         .warm(Some(vec![s.gw("groq")]), Trigger::Manual, s.spawner())
         .await
         .unwrap();
     assert!(run.success, "{run:?}");
-    let lookup = s.catalog.read_all(s.spawner()).await.unwrap();
+    let lookup = s.app.read_all(s.spawner()).await.unwrap();
     let body: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     let all = body["data"].as_array().unwrap();
     assert_eq!(listed_by(all, "together"), 94, "never less than we had");
@@ -102,7 +96,7 @@ async fn an_evicted_gateway_is_carried_over_not_dropped() {
     assert_eq!(body["missing_gateways"], json!([]));
     let carried = all.iter().find(|m| m["source_gateway"] == "together").unwrap();
     assert_eq!(carried["source_gateways"], json!(["together"]));
-    let status: Value = serde_json::from_slice(&s.catalog.status().await.identity).unwrap();
+    let status: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
     assert_eq!(
         status["merged"]["carried_gateways"],
         json!(["together"]),
@@ -117,19 +111,13 @@ async fn an_evicted_gateway_is_carried_over_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_flushall_an_instance_merges_what_it_still_holds() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras"), ("LOCAL_CACHE_TTL_MS", "60000")]).await;
-    assert!(
-        s.catalog
-            .warm(None, Trigger::Manual, s.spawner())
-            .await
-            .unwrap()
-            .success
-    );
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     let n = s.models("all").await.len();
     s._redis.command(&[b"FLUSHALL"]);
     s.sample.set_fault("groq", Fault::ServerError);
     s.sample.set_fault("together", Fault::ServerError);
     let run = s
-        .catalog
+        .app
         .warm(Some(vec![s.gw("cerebras")]), Trigger::Manual, s.spawner())
         .await
         .unwrap();
@@ -143,13 +131,7 @@ async fn after_a_flushall_an_instance_merges_what_it_still_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_refuses_writes_costs_one_upstream_call_per_retry_window() {
     let s = Stack::new(&[("GATEWAYS", "groq"), ("MODELS_FRESH_TTL_SECONDS", "1")]).await;
-    assert!(
-        s.catalog
-            .warm(None, Trigger::Manual, s.spawner())
-            .await
-            .unwrap()
-            .success
-    );
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     let replica = RedisServer::start_replica_of(&s._redis);
     let (base, url) = (s.sample.base_url(), replica.url());
     let on_replica = crate::App::new(config(&[
@@ -204,12 +186,12 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
         .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
     s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
     for _ in 0..20 {
-        let r = s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
         assert_eq!(r.entry.meta.item_count, 11);
     }
     s.tasks.idle().await;
     assert_eq!(s.sample.requests("groq"), 1, "fetched once, then held in process");
-    let status: Value = serde_json::from_slice(&s.catalog.status().await.identity).unwrap();
+    let status: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
     assert!(
         status["store_write_error"]["error"].as_str().unwrap().contains("OOM"),
         "{status}"
@@ -217,7 +199,7 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
     // The store takes writes again: the held copy is written back by the next read.
     s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     s.tasks.idle().await;
     assert_ne!(
         s._redis.command(&[b"EXISTS", b"models:groq"]),
@@ -225,7 +207,7 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
         "written back"
     );
     assert!(
-        s.catalog.cache.store_write_error().is_none(),
+        s.app.cache.store_write_error().is_none(),
         "and the status says writes go through"
     );
 }
@@ -239,14 +221,14 @@ async fn a_warm_that_gave_up_on_its_lock_leaves_none_behind() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
     assert_eq!(s._redis.command(&[b"CLIENT", b"PAUSE", b"3000", b"WRITE"]), b"+OK\r\n");
     let paused = Instant::now();
-    let err = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap_err();
+    let err = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap_err();
     assert!(matches!(err, WarmError::StoreUnavailable(_)), "{err:?}");
     while paused.elapsed() < Duration::from_millis(3_200) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let run = loop {
-        match s.catalog.warm(None, Trigger::Manual, s.spawner()).await {
+        match s.app.warm(None, Trigger::Manual, s.spawner()).await {
             Ok(run) => break run,
             Err(e) => assert!(Instant::now() < deadline, "still refused after the pause: {e:?}"),
         }
@@ -282,7 +264,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
     s._redis
         .command(&[b"SET", b"models:groq", &store_entry(6, now + 120_000)]);
     s.sample.set_catalog("groq", shrunk_groq(9));
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(run.details[0].count, 9);
     assert_eq!(
@@ -303,7 +285,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
             assert_eq!(redis, b"+OK\r\n");
         })
     };
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     writer.join().unwrap();
     assert!(!run.success, "a refused write is not a success: {run:?}");
     assert_eq!(run.details[0].status, Outcome::Error);
@@ -321,7 +303,7 @@ async fn a_listing_that_moves_while_paged_is_fetched_again_or_refused() {
     let s = Stack::new(&[("GATEWAYS", "groq"), ("FETCH_PAGE_LIMIT", "500")]).await;
     s.sample.scale("groq", 1_500);
     s.sample.set_fault("groq", Fault::Shifting { times: 1 });
-    let models = s.catalog.fetcher.fetch(&s.gw("groq")).await.unwrap();
+    let models = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap();
     let ids: std::collections::HashSet<&str> = models.iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(
         (models.len(), ids.len()),
@@ -330,15 +312,9 @@ async fn a_listing_that_moves_while_paged_is_fetched_again_or_refused() {
     );
     assert!(ids.contains("inserted/model-1500"));
 
-    assert!(
-        s.catalog
-            .warm(None, Trigger::Manual, s.spawner())
-            .await
-            .unwrap()
-            .success
-    );
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     s.sample.set_fault("groq", Fault::Shifting { times: u32::MAX });
-    let run = s.catalog.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert_eq!(run.details[0].status, Outcome::Error);
     assert!(
         run.details[0]
@@ -357,21 +333,21 @@ async fn a_listing_that_moves_while_paged_is_fetched_again_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_never_exceed_what_happened_after_a_write_pause() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     s.tasks.idle().await;
-    s.catalog.reset_metrics().await.unwrap();
+    s.app.reset_metrics().await.unwrap();
     assert_eq!(s._redis.command(&[b"CLIENT", b"PAUSE", b"2500", b"WRITE"]), b"+OK\r\n");
     let mut reads = 0i64;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3_500) {
-        s.catalog.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
         reads += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.tasks.idle().await;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // the breaker closes
-    s.catalog.flush_metrics().await;
-    let m = s.catalog.shared_metrics().await.unwrap();
+    s.app.flush_metrics().await;
+    let m = s.app.shared_metrics().await.unwrap();
     let counted = m.fresh_hits + m.stale_hits + m.misses + m.errors;
     println!(
         "{reads} reads during and after a 2.5 s write pause: {counted} counted, {} lost",

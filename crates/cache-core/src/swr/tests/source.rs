@@ -11,14 +11,14 @@ use crate::ttl::TtlPolicy;
 use bytes::Bytes;
 
 #[derive(Clone, Debug)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     /// Answer with this many items, tagged with the call number.
     Items(u32),
     Fail(&'static str),
     Hang,
 }
 
-pub struct ScriptedSource {
+pub(crate) struct ScriptedSource {
     pub calls: AtomicUsize,
     pub behaviour: Mutex<Behaviour>,
     pub delay: Duration,
@@ -27,7 +27,7 @@ pub struct ScriptedSource {
 }
 
 impl ScriptedSource {
-    pub fn new(fresh_ms: u64, stale_ms: u64) -> Arc<Self> {
+    pub(crate) fn new(fresh_ms: u64, stale_ms: u64) -> Arc<Self> {
         Arc::new(ScriptedSource {
             calls: AtomicUsize::new(0),
             behaviour: Mutex::new(Behaviour::Items(3)),
@@ -37,17 +37,17 @@ impl ScriptedSource {
         })
     }
 
-    pub fn with_delay(fresh_ms: u64, stale_ms: u64, delay: Duration) -> Arc<Self> {
+    pub(crate) fn with_delay(fresh_ms: u64, stale_ms: u64, delay: Duration) -> Arc<Self> {
         let mut s = Arc::into_inner(Self::new(fresh_ms, stale_ms)).unwrap();
         s.delay = delay;
         Arc::new(s)
     }
 
-    pub fn set(&self, b: Behaviour) {
+    pub(crate) fn set(&self, b: Behaviour) {
         *self.behaviour.lock().unwrap() = b;
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 }
@@ -90,7 +90,7 @@ impl Source for ScriptedSource {
 }
 
 /// The `call` number recorded in a payload built by [`ScriptedSource`].
-pub fn call_of(entry: &crate::entry::Entry) -> u64 {
+pub(crate) fn call_of(entry: &crate::entry::Entry) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&entry.identity().unwrap()).unwrap();
     v["call"].as_u64().unwrap()
 }
