@@ -243,3 +243,44 @@ async fn deployed_without_redis_url_every_route_answers_503_naming_it() {
         "nothing was fetched into a private cache"
     );
 }
+
+/// Out of file descriptors under the platform's protocol: the runtime's accept loop
+/// stops on the error; the glue serves again (the same port, a new IPC connection
+/// announcing it) and the next invocation is answered and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_function_serves_again_and_invocations_end() {
+    let env = Env::new().await;
+    let p = env.platform_limited(MODELS, &[], Some(64));
+    let first = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
+    assert_eq!(first.status, 200);
+    ended_after(&p, &first);
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", p.port)).ok())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let again = loop {
+        match p.try_invoke("GET", "/api/models?gateway=groq", &[]).await {
+            Ok(inv) if inv.status == 200 => break inv,
+            other => assert!(
+                Instant::now() < deadline,
+                "no 200 after the connections closed: {:?}; stderr:\n{}",
+                other.map(|i| i.status),
+                p.stderr()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gap = ended_after(&p, &again);
+    let announced = p
+        .messages()
+        .iter()
+        .filter(|m| m.json["type"] == "server-started")
+        .count();
+    println!(
+        "out of descriptors: served again, announced {announced} times, the next invocation ended {gap:?} after its response"
+    );
+    assert!(announced >= 2, "it announced the port again");
+    assert!(p.stderr().contains("Stopped accepting connections"), "and said why");
+}

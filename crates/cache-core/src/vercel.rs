@@ -80,12 +80,28 @@ where
             "[Runtime] Stopped accepting connections ({e}); serving again in {} ms",
             backoff.as_millis()
         );
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = sigterm.recv() => return Ok(()),
+        // Again only once a few descriptors are free. `run` first connects to
+        // `VERCEL_IPC_PATH`, silently going without IPC if that fails, then binds the
+        // port: if a descriptor frees between the two, it would serve with no IPC and
+        // no invocation would ever end. Waiting for headroom narrows that race (it
+        // cannot close it: the check and `run` are not atomic).
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = sigterm.recv() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            if descriptors_free(4) {
+                break;
+            }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Whether `n` more file descriptors can be opened now (each is closed again).
+fn descriptors_free(n: usize) -> bool {
+    let probes: Vec<_> = (0..n).map_while(|_| std::fs::File::open("/dev/null").ok()).collect();
+    probes.len() == n
 }
 
 /// At most `MALLOC_ARENAS` glibc malloc arenas. By default glibc gives threads up to

@@ -50,6 +50,11 @@ impl Env {
 
     /// `bin` under Vercel's IPC protocol, with the platform's side played by the test.
     pub fn platform(&self, bin: &str, extra: &[(&str, &str)]) -> Platform {
+        self.platform_limited(bin, extra, None)
+    }
+
+    /// [`platform`](Self::platform) with at most `open_files` file descriptors.
+    pub fn platform_limited(&self, bin: &str, extra: &[(&str, &str)], open_files: Option<u64>) -> Platform {
         let (redis, base) = (self.redis.url(), self.sample.base_url());
         let mut env: Vec<(&str, &str)> = vec![
             ("REDIS_URL", &redis),
@@ -59,7 +64,7 @@ impl Env {
             ("TTL_JITTER_PERCENT", "0"),
         ];
         env.extend_from_slice(extra);
-        Platform::start(bin, &env)
+        Platform::start_limited(bin, &env, open_files)
     }
 
     /// Every key in the store (`KEYS *`: tests only).

@@ -64,6 +64,11 @@ impl Platform {
     /// Start `bin` the way Vercel does (no `VERCEL`, only what the project sets plus
     /// `VERCEL_IPC_PATH`), and wait for `server-started`.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> Platform {
+        Self::start_limited(bin, env, None)
+    }
+
+    /// [`start`](Self::start) with at most `open_files` file descriptors.
+    pub fn start_limited(bin: &str, env: &[(&str, &str)], open_files: Option<u64>) -> Platform {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("gwz-ipc-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -83,27 +88,50 @@ impl Platform {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let messages: Arc<Mutex<Vec<Message>>> = Arc::default();
         let sink = messages.clone();
+        // Every connection the binary makes (a runtime that starts serving again
+        // connects again), each read by its own thread into one message list.
         std::thread::spawn(move || {
-            let Ok((mut stream, _)) = listener.accept() else { return };
-            let mut pending = Vec::new();
-            let mut buf = [0u8; 64 * 1024];
-            loop {
-                let n = match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let at = Instant::now();
-                pending.extend_from_slice(&buf[..n]);
-                while let Some(nul) = pending.iter().position(|b| *b == 0) {
-                    let frame: Vec<u8> = pending.drain(..=nul).collect();
-                    let json = serde_json::from_slice(&frame[..frame.len() - 1]).unwrap_or_else(|e| {
-                        panic!("IPC frame is not JSON ({e}): {:?}", String::from_utf8_lossy(&frame))
-                    });
-                    sink.lock().unwrap().push(Message { at, json });
-                }
+            while let Ok((mut stream, _)) = listener.accept() {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 64 * 1024];
+                    loop {
+                        let n = match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let at = Instant::now();
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(nul) = pending.iter().position(|b| *b == 0) {
+                            let frame: Vec<u8> = pending.drain(..=nul).collect();
+                            let json = serde_json::from_slice(&frame[..frame.len() - 1]).unwrap_or_else(|e| {
+                                panic!("IPC frame is not JSON ({e}): {:?}", String::from_utf8_lossy(&frame))
+                            });
+                            sink.lock().unwrap().push(Message { at, json });
+                        }
+                    }
+                });
             }
         });
         let p = Platform {
@@ -160,6 +188,18 @@ impl Platform {
 
     /// Send one invocation (a GET or POST with the platform's headers) and read it whole.
     pub async fn invoke(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Invocation {
+        self.try_invoke(method, path, headers)
+            .await
+            .unwrap_or_else(|e| panic!("invocation failed: {e}"))
+    }
+
+    /// [`invoke`](Self::invoke), or why the request failed (the port refused it).
+    pub async fn try_invoke(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Invocation, reqwest::Error> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let invocation_id = format!("inv-{id}");
         let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
@@ -171,18 +211,18 @@ impl Platform {
             req = req.header(*k, *v);
         }
         let sent = Instant::now();
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.unwrap();
-        Invocation {
+        let body = resp.bytes().await?;
+        Ok(Invocation {
             invocation_id,
             status,
             headers,
             body,
             responded: Instant::now(),
             sent,
-        }
+        })
     }
 
     /// SIGTERM, as the platform sends when it retires an instance; waits for exit.
