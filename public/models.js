@@ -102,6 +102,7 @@
     state.loading = ctl;
     const q = new URLSearchParams({ gateway: state.gateway || "all", limit: String(PAGE), offset: String(offset) });
     if (state.search) q.set("search", state.search);
+    let grew = false;
     try {
       const res = await fetch(`${apiBase}/api/models?${q}`, { headers: { Accept: "application/json" }, signal: ctl.signal });
       const data = await res.json().catch(() => ({}));
@@ -110,6 +111,7 @@
       const html = rows.map(row).join("");
       if (replace) $("rows").innerHTML = html; else $("rows").insertAdjacentHTML("beforeend", html);
       state.next = offset + rows.length;
+      grew = rows.length > 0;
       state.matching = Number(data.total) || 0;
       if (!state.gateway && !state.search) state.total = state.matching;
       showCount();
@@ -118,9 +120,25 @@
     } catch (e) {
       if (e.name !== "AbortError") setStatus(e.message || "Could not reach the models API.", true);
     } finally {
-      if (state.loading === ctl) state.loading = null;
+      if (state.loading === ctl) {
+        state.loading = null;
+        // An observer reports only when the end marker *enters* the margin. Still near
+        // it after this page (a tall screen; a scroll in the same frame as the new
+        // rows), it would never report again: observing anew reports the marker's state
+        // at the next frame. Only after a page that added rows: an error or an empty
+        // page waits for the user's next scroll.
+        if (grew) {
+          endObserver.unobserve($("more"));
+          endObserver.observe($("more"));
+        }
+      }
     }
   }
+
+  // Near the end of the list (within 800 px of view): the next page, if there is one.
+  const endObserver = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting) && !state.loading && state.next < state.matching) load(state.next, false);
+  }, { rootMargin: "800px" });
 
   // The view changed (search, gateway): its first page replaces the rows.
   function refilter() {
@@ -142,8 +160,6 @@
   $("gateway").addEventListener("change", refilter);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(t); refilter(); });
   // Scrolling near the end loads the next page, while there is one.
-  new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting) && !state.loading && state.next < state.matching) load(state.next, false);
-  }, { rootMargin: "800px" }).observe($("more"));
+  endObserver.observe($("more"));
   body.dataset.ready = "1";
 })();

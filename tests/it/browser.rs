@@ -273,6 +273,71 @@ async fn models_page_without_javascript() {
     quit_leaving_nothing(d);
 }
 
+/// The list keeps loading while its end stays near: on a screen taller than a page of
+/// rows (a tall monitor, a zoomed-out browser) with no scrolling, and when each scroll
+/// lands in the same frame as the new rows. The loader is an IntersectionObserver,
+/// which reports only when the end marker *enters* its margin; in both cases the marker
+/// never leaves it, so the page must observe it anew after each page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_keeps_loading_while_its_end_stays_near() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let sample = sample_catalog::start_local().await;
+    let url = dev_server(&sample, true).await;
+    let d = Driver::start(&chromium, &chromedriver).await;
+    d.goto(&format!("{url}/models")).await;
+    d.wait_for(READY).await;
+    let row_px = d
+        .js("return document.querySelector('[data-testid=model-row]').getBoundingClientRect().height")
+        .await
+        .as_f64()
+        .unwrap();
+    // Tall enough for ~250 rows: the first page and the next both end inside the
+    // marker's margin.
+    let height = (row_px * 250.0) as u64;
+    d.cmd(
+        reqwest::Method::POST,
+        "/window/rect",
+        Some(json!({"width": 1280, "height": height})),
+    )
+    .await;
+    let inner = d.js("return window.innerHeight").await.as_f64().unwrap();
+    assert!(
+        inner > row_px * 200.0,
+        "the window grew: {inner} px for rows of {row_px} px"
+    );
+    let filled = "const r = document.getElementById('more').getBoundingClientRect(); \
+        const rows = document.querySelectorAll('[data-testid=model-row]').length; \
+        return r.top > window.innerHeight ? rows : null;";
+    let rows = d.wait_for(filled).await.as_u64().unwrap();
+    println!("tall screen: {inner} px, rows of {row_px} px: {rows} rows loaded without scrolling");
+    assert!(rows >= 300, "three pages at least: {rows}");
+
+    // A scroll in the same frame as the new rows (a fling on a slow phone): the marker
+    // never leaves the observer's margin between two frames. A MutationObserver's
+    // callback runs before the next frame, so scrolling there makes that race certain.
+    d.cmd(
+        reqwest::Method::POST,
+        "/window/rect",
+        Some(json!({"width": 1280, "height": 900})),
+    )
+    .await;
+    d.js(
+        "window.flinger = new MutationObserver(() => window.scrollTo(0, document.body.scrollHeight)); \
+          window.flinger.observe(document.getElementById('rows'), { childList: true }); \
+          window.scrollTo(0, document.body.scrollHeight);",
+    )
+    .await;
+    d.wait_for(&format!("{ROWS} >= {} || null", rows + 300)).await;
+    d.js("window.flinger.disconnect()").await;
+    println!("scrolled to the end as each page arrived: {} rows", d.js(ROWS).await);
+    let ids: Vec<String> = serde_json::from_value(d.js(IDS).await).unwrap();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "each model once");
+    quit_leaving_nothing(d);
+}
+
 /// Catalog strings that look like markup render as text, in the document and in
 /// rows the script adds; a model with odd field types does not stop the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
