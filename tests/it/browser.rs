@@ -20,6 +20,7 @@ use cache_core::spawn::TaskSpawner;
 use cache_core::warm::Trigger;
 use serde_json::{Value, json};
 use support::browser::{Driver, bin};
+use support::env::json_of;
 
 /// A dev server on a free port with its own embedded store and the sample catalog.
 async fn dev_server(sample: &sample_catalog::Handle, warm: bool) -> String {
@@ -89,15 +90,7 @@ async fn models_page_in_headless_chromium() {
     };
     let sample = sample_catalog::start_local().await;
     let url = dev_server(&sample, true).await;
-    let expected: Value = serde_json::from_slice(
-        &reqwest::get(format!("{url}/api/models?gateway=all"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let expected: Value = json_of(reqwest::get(format!("{url}/api/models?gateway=all")).await.unwrap()).await;
     let models = expected["data"].as_array().unwrap();
     let ids: Vec<&str> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     let total = ids.len();
@@ -141,15 +134,12 @@ async fn models_page_in_headless_chromium() {
         .await;
     assert!(n.as_u64().unwrap() < total as u64, "the count follows the search: {n}");
     // Typed fast, only the last term's answer lands (the one in flight is cancelled).
-    let gemma: Value = serde_json::from_slice(
-        &reqwest::get(format!("{url}/api/models?gateway=all&search=gemma&limit=100"))
-            .await
-            .unwrap()
-            .bytes()
+    let gemma: Value = json_of(
+        reqwest::get(format!("{url}/api/models?gateway=all&search=gemma&limit=100"))
             .await
             .unwrap(),
     )
-    .unwrap();
+    .await;
     d.js(&format!(
         "{} {} {}",
         search("llama"),
@@ -241,15 +231,7 @@ async fn models_page_without_javascript() {
     };
     let sample = sample_catalog::start_local().await;
     let url = dev_server(&sample, true).await;
-    let all: Value = serde_json::from_slice(
-        &reqwest::get(format!("{url}/api/models?gateway=all"))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let all: Value = json_of(reqwest::get(format!("{url}/api/models?gateway=all")).await.unwrap()).await;
     let d = Driver::start_with(&chromium, &chromedriver, false).await;
     d.goto(&format!("{url}/models")).await;
     assert_eq!(

@@ -5,8 +5,8 @@
 
 use crate::support;
 
-use serde_json::{Value, json};
-use support::env::{Env, MODELS, PAGE, decode, header, raw_client};
+use serde_json::json;
+use support::env::{Env, MODELS, PAGE, decode, header, json_of, raw_client};
 
 /// The rows of a page (their model ids, in order).
 fn row_ids(html: &str) -> Vec<String> {
@@ -39,16 +39,7 @@ async fn the_first_screen_is_in_the_document_and_served_like_the_json() {
     let page = env.spawn(PAGE, &[]);
     let api = env.spawn(MODELS, &[]);
     let c = raw_client();
-    let all: Value = serde_json::from_slice(
-        &c.get(api.url("/api/models?gateway=all"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let all = json_of(c.get(api.url("/api/models?gateway=all")).send().await.unwrap()).await;
     let ids: Vec<&str> = all["data"]
         .as_array()
         .unwrap()

@@ -116,7 +116,8 @@ impl Driver {
         }
     }
 
-    pub async fn type_into(&self, css: &str, text: &str) {
+    /// WebDriver's id of the first element matching `css`.
+    async fn element(&self, css: &str) -> String {
         let el = self
             .cmd(
                 reqwest::Method::POST,
@@ -124,15 +125,15 @@ impl Driver {
                 Some(json!({"using": "css selector", "value": css})),
             )
             .await;
-        let id = el
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string();
+        el.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {el}"))
+            .to_string()
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
         self.cmd(
             reqwest::Method::POST,
             &format!("/element/{id}/value"),
@@ -155,38 +156,14 @@ impl Driver {
 
     /// Click the first element matching `css`.
     pub async fn click(&self, css: &str) {
-        let el = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        let id = el
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .expect("element")
-            .to_string();
+        let id = self.element(css).await;
         self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
             .await;
     }
 
     /// The text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        let el = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        let id = el
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .expect("element")
-            .to_string();
+        let id = self.element(css).await;
         self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None)
             .await
             .as_str()

@@ -42,22 +42,7 @@ impl FunctionProcess {
             cmd.env(k, v);
         }
         if let Some(n) = open_files {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec only async-signal-safe calls are allowed;
-            // setrlimit is one, and the closure touches nothing else.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            limit_open_files(&mut cmd, n);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -100,5 +85,25 @@ impl Drop for FunctionProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The child gets at most `n` file descriptors (`RLIMIT_NOFILE`, set before exec).
+pub fn limit_open_files(cmd: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+    // setrlimit is one, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }

@@ -89,21 +89,7 @@ impl Platform {
             cmd.env(k, v);
         }
         if let Some(n) = open_files {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            super::process::limit_open_files(&mut cmd, n);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         let messages: Arc<Mutex<Vec<Message>>> = Arc::default();
