@@ -98,7 +98,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// script, brotli-compressed, served by a bare HTTP server. The fastest a page with
 /// these rows can be: one document, no script, no work per request.
 async fn reference_server(html: String, css: &'static str) -> String {
-    let without_script = html.replace("<script src=\"/models.js\" defer></script>", "");
+    let without_script = html
+        .replace("<script src=\"/api-base.js\" defer></script>", "")
+        .replace("<script src=\"/models.js\" defer></script>", "");
     let body = cache_core_brotli(&without_script);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -8,23 +8,7 @@
   const PAGE = 100;
   const $ = (id) => document.getElementById(id);
   const body = document.body;
-  // Where the JSON comes from: <meta name="gatewayz-api-base"> (empty = same origin).
-  // ?api= overrides it only on localhost or for an origin listed in
-  // <meta name="gatewayz-api-allow">: a link must never make the page render another
-  // server's rows.
-  function apiBaseOf() {
-    const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
-    const requested = new URLSearchParams(location.search).get("api");
-    if (requested) {
-      const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
-      let origin = null;
-      try { origin = new URL(requested).origin; } catch (e) { origin = null; }
-      const allowed = meta("gatewayz-api-allow").split(/[\s,]+/).filter(Boolean);
-      if (origin && (local || allowed.includes(origin))) return requested;
-    }
-    return meta("gatewayz-api-base");
-  }
-  const apiBase = apiBaseOf();
+  const apiBase = window.gatewayzApiBase; // public/api-base.js
 
   // Catalog strings are data: a field of another type renders as nothing.
   const str = (v) => (typeof v === "string" ? v : typeof v === "number" ? String(v) : "");

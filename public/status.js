@@ -3,23 +3,7 @@
 // Reads GET /api/cache/warm-models (the status JSON) and redraws in place every 30 s.
 // A failed refresh keeps the last good view on screen and says what failed.
 const REFRESH_MS = 30000;
-// Where the JSON comes from: the deployment's <meta name="gatewayz-api-base"> (empty =
-// same origin). ?api= overrides it only on localhost or for an origin the deployment
-// lists in <meta name="gatewayz-api-allow">: a link to this page must never make it
-// render another server's rows ("GPT-4o FREE, send your key to ...").
-function apiBaseOf() {
-  const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
-  const requested = new URLSearchParams(location.search).get("api");
-  if (requested) {
-    const local = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
-    let origin = null;
-    try { origin = new URL(requested).origin; } catch (e) { origin = null; }
-    const allowed = meta("gatewayz-api-allow").split(/[\s,]+/).filter(Boolean);
-    if (origin && (local || allowed.includes(origin))) return requested;
-  }
-  return meta("gatewayz-api-base");
-}
-const apiBase = apiBaseOf();
+const apiBase = window.gatewayzApiBase; // public/api-base.js
 const cron = document.querySelector('meta[name="gatewayz-cron"]').content;
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);

@@ -176,6 +176,7 @@ fn the_models_page_is_a_function_not_a_static_file() {
         );
     }
     for file in [
+        "public/api-base.js",
         "public/models.js",
         "public/models.css",
         "public/status.js",

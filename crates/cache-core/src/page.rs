@@ -11,7 +11,7 @@
 //!   cost of a JSON page.
 //! - Every string from the catalog is escaped here ([`escape`]); a field of the wrong
 //!   type renders as empty, never stops the page.
-//! - The script and the styles are files (`/models.js`, `/models.css`): the
+//! - The scripts and the styles are files (`/api-base.js`, `/models.js`, `/models.css`): the
 //!   Content-Security-Policy allows `script-src 'self'` only.
 
 use std::fmt::Write as _;
@@ -101,7 +101,7 @@ fn head(out: &mut String, view: &View<'_>) {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Models · Gatewayz</title>\
          <meta name=\"gatewayz-api-base\" content=\"\"><meta name=\"gatewayz-api-allow\" content=\"\">\
-         <link rel=\"stylesheet\" href=\"/models.css\"><script src=\"/models.js\" defer></script></head>",
+         <link rel=\"stylesheet\" href=\"/models.css\"><script src=\"/api-base.js\" defer></script><script src=\"/models.js\" defer></script></head>",
     );
     let _ = write!(
         out,

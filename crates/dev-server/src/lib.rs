@@ -190,6 +190,11 @@ pub const STATIC_FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../public/status.css"),
     ),
     (
+        "/api-base.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../public/api-base.js"),
+    ),
+    (
         "/models.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../public/models.js"),
