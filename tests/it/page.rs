@@ -107,6 +107,17 @@ async fn the_first_screen_is_in_the_document_and_served_like_the_json() {
     let next = html_of(c.get(page.url("/models?offset=100")).send().await.unwrap()).await;
     assert_eq!(row_ids(&next), ids[100..200]);
     assert!(next.contains("href=\"/models?offset=0\"") && next.contains("href=\"/models?offset=200\""));
+    // Made per request, in the encoding asked for: the same document.
+    for enc in ["br", "gzip"] {
+        let r = c
+            .get(page.url("/models?offset=100"))
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-encoding"), Some(enc));
+        assert_eq!(html_of(r).await, next, "{enc}");
+    }
     let groq = html_of(c.get(page.url("/models?gateway=groq")).send().await.unwrap()).await;
     assert_eq!(row_ids(&groq).len(), 11);
     assert!(groq.contains("<option value=\"groq\" selected>"));

@@ -59,6 +59,16 @@ impl Rendered {
             identity,
         }
     }
+
+    /// The document in `encoding` (a cheap clone).
+    pub(crate) fn encoded(&self, encoding: crate::entry::Encoding) -> bytes::Bytes {
+        use crate::entry::Encoding;
+        match encoding {
+            Encoding::Identity => self.identity.clone(),
+            Encoding::Gzip => self.gzip.clone(),
+            Encoding::Brotli => self.br.clone(),
+        }
+    }
 }
 
 /// The fields a row shows. Lenient: any of them may hold anything.

@@ -16,7 +16,7 @@ use super::negotiate::{choose_encoding, not_modified};
 use super::{RequestContext, is_get_or_head, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
-use crate::entry::{Encoding, Entry};
+use crate::entry::Entry;
 use crate::gateways::registry::is_valid_id;
 use crate::page::{ROWS, Rendered, View};
 use crate::search;
@@ -75,14 +75,19 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     if not_modified(&req.headers, &etag) {
         return not_modified_response(r, tag);
     }
-    let rendered = match default_view(&ask) {
-        true => app.default_page(&lookup, &etag).await,
+    let made = match default_view(&ask) {
+        true => app
+            .default_page(&lookup, &etag)
+            .await
+            .map(|page| page.encoded(encoding)),
+        // Any other page is a URL a client picks: made for this request only, in the
+        // one encoding it accepts, with the fast compressors (as search answers are).
         false => render(app, &lookup, &ask)
             .await
-            .map(|html| Arc::new(Rendered::new(html))),
+            .map(|html| search::encode_fast(Bytes::from(html), encoding)),
     };
-    let rendered = match rendered {
-        Ok(r) => r,
+    let bytes = match made {
+        Ok(b) => b,
         Err(e) => {
             return error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,11 +95,6 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
                 None,
             );
         }
-    };
-    let bytes: Bytes = match encoding {
-        Encoding::Identity => rendered.identity.clone(),
-        Encoding::Gzip => rendered.gzip.clone(),
-        Encoding::Brotli => rendered.br.clone(),
     };
     let len = Some(bytes.len());
     let body = if head_only { Body::empty() } else { Body::from(bytes) };
@@ -111,8 +111,10 @@ fn parse(req: &http::request::Parts, app: &App) -> Result<Ask, String> {
     let gateway = match q.get("gateway").map(|g| g.trim().to_ascii_lowercase()) {
         None => String::new(),
         Some(g) if g.is_empty() || g == "all" => String::new(),
-        Some(g) if is_valid_id(&g) && app.gateway(&g).is_some() => app.gateway(&g).expect("resolved").id.clone(),
-        Some(_) => return Err("unknown gateway".into()),
+        Some(g) => match is_valid_id(&g).then(|| app.gateway(&g)).flatten() {
+            Some(gw) => gw.id.clone(),
+            None => return Err("unknown gateway".into()),
+        },
     };
     let search = match q.get("search").map(|s| s.trim()) {
         None | Some("") => None,
