@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
-use super::negotiate::{choose_encoding, encoding_etag, not_modified};
+use super::negotiate::{choose_encoding, choose_encoding_per_request, encoding_etag, not_modified};
 use super::{RequestContext, is_get_or_head, json_error, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
@@ -325,12 +325,7 @@ async fn serve_page(
     Cut { offset, limit }: Cut,
     head_only: bool,
 ) -> Response<Body> {
-    // Compressed per request: gzip when accepted (about 6x cheaper to produce than
-    // brotli for a few percent more bytes), brotli only for clients without gzip.
-    let encoding = match choose_encoding(&req.headers) {
-        Encoding::Brotli if super::negotiate::accepts(&req.headers, "gzip") => Encoding::Gzip,
-        other => other,
-    };
+    let encoding = choose_encoding_per_request(&req.headers);
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
     // A list page lives as long as the list it is cut from (the base headers);

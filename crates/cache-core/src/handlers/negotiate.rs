@@ -4,6 +4,17 @@ use http::HeaderMap;
 
 use crate::entry::Encoding;
 
+/// The encoding of an answer compressed for this request only (a page or a search):
+/// gzip when accepted (about 6x cheaper to produce than brotli for a few percent more
+/// bytes), brotli only for clients without gzip. Stored and kept bodies, compressed
+/// once, use [`choose_encoding`].
+pub(crate) fn choose_encoding_per_request(headers: &HeaderMap) -> Encoding {
+    match choose_encoding(headers) {
+        Encoding::Brotli if accepts(headers, "gzip") => Encoding::Gzip,
+        other => other,
+    }
+}
+
 /// The best encoding the client accepts: br, then gzip, then identity.
 pub(crate) fn choose_encoding(headers: &HeaderMap) -> Encoding {
     let mut br = 0.0f32;
@@ -117,6 +128,14 @@ mod tests {
         assert_eq!(choose_encoding(&h("*")), Encoding::Brotli);
         assert_eq!(choose_encoding(&h("identity")), Encoding::Identity);
         assert_eq!(choose_encoding(&h("deflate")), Encoding::Identity);
+    }
+
+    #[test]
+    fn an_answer_made_per_request_prefers_gzip() {
+        assert_eq!(choose_encoding_per_request(&h("gzip, deflate, br")), Encoding::Gzip);
+        assert_eq!(choose_encoding_per_request(&h("br")), Encoding::Brotli);
+        assert_eq!(choose_encoding_per_request(&h("br, gzip;q=0")), Encoding::Brotli);
+        assert_eq!(choose_encoding_per_request(&HeaderMap::new()), Encoding::Identity);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::models::{Served, answer_headers, count, not_modified_response, ok_response, upstream_error};
-use super::negotiate::{choose_encoding, not_modified};
+use super::negotiate::{choose_encoding, choose_encoding_per_request, not_modified};
 use super::{RequestContext, is_get_or_head, method_not_allowed, query};
 use crate::app::App;
 use crate::body::Body;
@@ -66,7 +66,10 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
         }
     };
     let head_only = req.method == http::Method::HEAD;
-    let encoding = choose_encoding(&req.headers);
+    let encoding = match default_view(&ask) {
+        true => choose_encoding(&req.headers),
+        false => choose_encoding_per_request(&req.headers),
+    };
     let etag = page_etag(&lookup.entry, &ask);
     let tag = HeaderValue::from_str(&crate::entry::encoding_etag(&etag, encoding)).expect("hex etag");
     let mut r = Response::builder();
@@ -80,8 +83,8 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
             .default_page(&lookup, &etag)
             .await
             .map(|page| page.encoded(encoding)),
-        // Any other page is a URL a client picks: made for this request only, in the
-        // one encoding it accepts, with the fast compressors (as search answers are).
+        // Any other page is a URL a client picks: made for this request only, in one
+        // encoding (gzip when accepted), with the fast compressors, as search answers are.
         false => render(app, &lookup, &ask)
             .await
             .map(|html| search::encode_fast(Bytes::from(html), encoding)),
