@@ -525,9 +525,8 @@ impl Searcher {
     }
 }
 
-/// Per-request compression favours speed over size (the stored bodies use the slow,
-/// small settings once per entry). It reads the parts as they are: no joined copy.
-/// `body` in `encoding`, compressed fast: for an answer made for one request.
+/// `body` in `encoding`, compressed fast: for an answer made for one request (a
+/// search, a page of the list, a models page other than the kept one).
 pub(crate) fn encode_fast(body: Bytes, encoding: Encoding) -> Bytes {
     match encoding {
         Encoding::Identity => body,
@@ -536,6 +535,8 @@ pub(crate) fn encode_fast(body: Bytes, encoding: Encoding) -> Bytes {
     }
 }
 
+/// Per-request compression favours speed over size (the stored bodies use the slow,
+/// small settings once per entry). It reads the parts as they are: no joined copy.
 fn fast_gzip(parts: &[Bytes]) -> Bytes {
     use std::io::Write;
     let size: usize = parts.iter().map(Bytes::len).sum();
