@@ -41,6 +41,7 @@
 
 // Inside the crate, `pub(crate)` is the default: a bare `pub` marks the front door.
 #![warn(unreachable_pub)]
+#![warn(clippy::too_many_lines)] // a function fits on a screen: at most 80 lines (clippy.toml)
 
 // The front door: what the route binaries, the dev server, the benches and the
 // end-to-end tests use. Everything else is private to the crate.
