@@ -55,7 +55,7 @@ if (config) {
   const scriptSrc = csp.split(";").map((d) => d.trim()).find((d) => d.startsWith("script-src")) ?? "";
   if (scriptSrc !== "script-src 'self'") problems.push(`CSP ${scriptSrc}: want script-src 'self' (no inline script)`);
 }
-for (const file of ["status.html", "status.js", "status.css", "models.js", "models.css"]) {
+for (const file of ["status.html", "status.js", "status.css", "api-base.js", "models.js", "models.css"]) {
   if (!existsSync(join(out, "static", file))) problems.push(`static/${file} missing`);
 }
 // The filesystem answers before rewrites: a static file at / or /models would hide
