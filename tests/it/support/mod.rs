@@ -12,7 +12,7 @@ pub mod vercel_ipc;
 use std::collections::HashMap;
 
 #[allow(unused_imports)]
-pub use test_support::{cluster, free_port, redis};
+pub use test_support::{cluster, free_port, listens_on, redis};
 
 /// The dev server (the functions' handlers in one process) serving `app` on a free
 /// loopback port, in the background; its address.

@@ -27,30 +27,40 @@ impl FunctionProcess {
         log: Option<&std::path::Path>,
         open_files: Option<u64>,
     ) -> Self {
-        let port = super::free_port();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("VERCEL_DEV_PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(match log {
-                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
-                None => Stdio::null(),
-            });
-        for (k, v) in env {
-            cmd.env(k, v);
+        // Another process can take the port between free_port() and the bind; the
+        // binary then exits and is started again on another port.
+        for _ in 0..5 {
+            let port = super::free_port();
+            let mut cmd = Command::new(bin);
+            cmd.env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("VERCEL_DEV_PORT", port.to_string())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(match log {
+                    Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                    None => Stdio::null(),
+                });
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            if let Some(n) = open_files {
+                limit_open_files(&mut cmd, n);
+            }
+            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !super::listens_on(child.id(), port) {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{bin} did not listen on {port}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                return FunctionProcess { port, child };
+            }
         }
-        if let Some(n) = open_files {
-            limit_open_files(&mut cmd, n);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{bin} did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        FunctionProcess { port, child }
+        panic!("{bin} exited at start 5 times (see its log)");
     }
 
     pub fn pid(&self) -> u32 {
