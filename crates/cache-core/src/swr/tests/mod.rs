@@ -287,7 +287,8 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     let waiter = b.instance();
     let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
-    // Another instance holds the fill lock and will write in 300 ms.
+    // Another instance holds the fill lock, writes its value in 300 ms, then
+    // releases (as a fill does: the value lands before the lock is freed).
     let guard = crate::lock::try_acquire(
         holder.store(),
         &crate::keys::lock("models:groq"),
@@ -298,20 +299,33 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     .unwrap()
     .unwrap();
     let writer = {
-        let (holder, src2) = (holder.clone(), ScriptedSource::new(60_000, 60_000));
-        let sp = sp.clone();
+        let holder = holder.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            guard.release().await;
+            let now = crate::clock::now_ms();
+            let entry = crate::entry::Entry::build(
+                Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
+                2,
+                crate::entry::Clock {
+                    fetched_at_ms: now,
+                    fresh_until_ms: now + 60_000,
+                    stale_until_ms: now + 120_000,
+                    kept_until_ms: now + 120_000,
+                },
+                crate::entry::STORED_ENCODINGS,
+            );
             holder
-                .refresh("models:groq", src2, sp, crate::swr::Purpose::Warm)
+                .store()
+                .set("models:groq", entry.encode(), Duration::from_secs(120))
                 .await
                 .unwrap();
+            guard.release().await;
         })
     };
     let r = waiter.read("models:groq", src.clone(), sp.clone()).await.unwrap();
     writer.await.unwrap();
     assert_eq!(r.status, CacheStatus::Miss);
+    assert_eq!(call_of(&r.entry), 42, "the holder's value");
     assert_eq!(
         src.calls(),
         0,
