@@ -69,6 +69,21 @@ impl Platform {
 
     /// [`start`](Self::start) with at most `open_files` file descriptors.
     pub fn start_limited(bin: &str, env: &[(&str, &str)], open_files: Option<u64>) -> Platform {
+        // Another process can take the port between free_port() and the binary's
+        // bind; the binary then exits at start and is started again on another port.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start(bin, env, open_files) {
+                Ok(p) => return p,
+                Err(exited) => last = Some(exited.stderr()),
+            }
+        }
+        panic!("{bin} exited at start 5 times; stderr:\n{}", last.unwrap_or_default());
+    }
+
+    /// The binary started, or the platform of a binary that exited before it sent
+    /// `server-started`.
+    fn try_start(bin: &str, env: &[(&str, &str)], open_files: Option<u64>) -> Result<Platform, Platform> {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("gwz-ipc-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -127,14 +142,27 @@ impl Platform {
             dir,
             stderr_path,
         };
-        let started = p
-            .wait_for(Duration::from_secs(10), |m| m.json["type"] == "server-started")
-            .unwrap_or_else(|| panic!("{bin} sent no server-started; stderr:\n{}", p.stderr()));
+        let mut p = p;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = loop {
+            if let Some(m) = p.wait_for(Duration::ZERO, |m| m.json["type"] == "server-started") {
+                break m;
+            }
+            if p.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                return Err(p);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{bin} sent no server-started; stderr:\n{}",
+                p.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
         assert_eq!(
             started.json["payload"]["httpPort"], port,
             "server-started names the port"
         );
-        p
+        Ok(p)
     }
 
     pub fn messages(&self) -> Vec<Message> {
