@@ -521,18 +521,10 @@ impl Cache {
                 }
                 Err(e) => {
                     tracing::warn!("[Cache SWR] Unreadable value under {key} ({e}); treating it as a miss");
-                    self.local.forget(key);
-                    None
+                    self.unstored_or_forget(key)
                 }
             },
-            Ok(None) => match self.local.unstored(key, now_ms()) {
-                // Fetched here, refused by the store: still the best we have.
-                Some(held) => Some(held),
-                None => {
-                    self.local.forget(key);
-                    None
-                }
-            },
+            Ok(None) => self.unstored_or_forget(key),
             Err(e) => {
                 self.metrics.record(category, Event::StoreError);
                 let fallback = self.local.fallback(key, now_ms());
@@ -546,6 +538,16 @@ impl Cache {
                 fallback
             }
         }
+    }
+
+    /// The store holds nothing readable for `key`: the copy fetched here that the
+    /// store refused is still the best we have (unless expired); otherwise a miss.
+    fn unstored_or_forget(&self, key: &str) -> Option<Arc<Entry>> {
+        let held = self.local.unstored(key, now_ms());
+        if held.is_none() {
+            self.local.forget(key);
+        }
+        held
     }
 
     // ---- miss ------------------------------------------------------------------

@@ -212,6 +212,28 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
     );
 }
 
+/// A full store that holds an unreadable value (a corrupt write, an older format):
+/// the miss is served and held in process, and the next reads answer from it
+/// rather than treating the junk, which the store will not let us replace, as a
+/// miss each time (one upstream request per read before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_holding_junk_serves_what_it_fetched_from_the_process() {
+    let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
+    assert_eq!(
+        s._redis.command(&[b"SET", b"models:groq", br#"{"data":[]}"#]),
+        b"+OK\r\n"
+    );
+    s._redis
+        .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
+    s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    for _ in 0..20 {
+        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        assert_eq!(r.entry.meta.item_count, 11);
+    }
+    s.tasks.idle().await;
+    assert_eq!(s.sample.requests("groq"), 1, "fetched once, then held in process");
+}
+
 /// Item 4: `CLIENT PAUSE 3000 WRITE` (what a failover does) while a warm takes its
 /// lock: the warm gives up after the command timeout, Redis applies its `SET NX`
 /// when the pause ends, and that lock has no owner. It is removed by token: the next
