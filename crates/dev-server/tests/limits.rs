@@ -134,7 +134,8 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_the_server() {
     }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !test_support::listens_on(child.id(), port) {
+        assert!(matches!(child.try_wait(), Ok(None)), "the dev server exited at start");
         assert!(Instant::now() < deadline, "the dev server did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -46,12 +46,13 @@ fn env_files_are_loaded_and_reported_without_secrets() {
         log.push_str(&line);
         log.push('\n');
     }
-    let mut stream = None;
-    while stream.is_none() && Instant::now() < deadline {
-        stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
+    while !test_support::listens_on(child.id(), port) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(stream.is_some(), "PORT from .env.local was used");
+    assert!(
+        test_support::listens_on(child.id(), port),
+        "PORT from .env.local was used"
+    );
     // .env.local's secret beats .env's: the one from .env is refused, the other is not.
     let status = |token: &str| {
         use std::io::{Read, Write};
