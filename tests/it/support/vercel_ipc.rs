@@ -135,14 +135,13 @@ impl Platform {
                 });
             }
         });
-        let p = Platform {
+        let mut p = Platform {
             port,
             child: Some(child),
             messages,
             dir,
             stderr_path,
         };
-        let mut p = p;
         let deadline = Instant::now() + Duration::from_secs(10);
         let started = loop {
             if let Some(m) = p.wait_for(Duration::ZERO, |m| m.json["type"] == "server-started") {

@@ -177,11 +177,9 @@ async fn a_replica_that_refuses_writes_costs_one_upstream_call_per_retry_window(
     assert!(status["metrics"]["models"]["store_write_errors"].as_i64().unwrap() >= 1);
 }
 
-/// Item 3, a full server under `noeviction` (another tenant's data): writes answer
-/// `OOM`. A miss is served and held in process; the next reads answer from it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_store_serves_what_it_fetched_from_the_process() {
-    let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
+/// Fill the server (`noeviction`, `maxmemory 1`: every write answers `OOM`), read
+/// groq 20 times: every read is answered, and only the first goes upstream.
+async fn twenty_reads_of_a_full_store_make_one_upstream_request(s: &Stack) {
     s._redis
         .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
     s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
@@ -191,6 +189,14 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
     }
     s.tasks.idle().await;
     assert_eq!(s.sample.requests("groq"), 1, "fetched once, then held in process");
+}
+
+/// Item 3, a full server under `noeviction` (another tenant's data): writes answer
+/// `OOM`. A miss is served and held in process; the next reads answer from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_serves_what_it_fetched_from_the_process() {
+    let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
+    twenty_reads_of_a_full_store_make_one_upstream_request(&s).await;
     let status: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
     assert!(
         status["store_write_error"]["error"].as_str().unwrap().contains("OOM"),
@@ -223,15 +229,7 @@ async fn a_full_store_holding_junk_serves_what_it_fetched_from_the_process() {
         s._redis.command(&[b"SET", b"models:groq", br#"{"data":[]}"#]),
         b"+OK\r\n"
     );
-    s._redis
-        .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
-    s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
-    for _ in 0..20 {
-        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
-        assert_eq!(r.entry.meta.item_count, 11);
-    }
-    s.tasks.idle().await;
-    assert_eq!(s.sample.requests("groq"), 1, "fetched once, then held in process");
+    twenty_reads_of_a_full_store_make_one_upstream_request(&s).await;
 }
 
 /// Item 4: `CLIENT PAUSE 3000 WRITE` (what a failover does) while a warm takes its
