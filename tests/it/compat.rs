@@ -220,7 +220,7 @@ async fn an_upstream_rate_limit_is_a_503_with_its_retry_after() {
     let v = json_of(r).await;
     assert_eq!(v["error"], "upstream_rate_limited");
     assert!(v["message"].as_str().unwrap().contains("rate limiting"), "{v}");
-    let ttl: u64 = String::from_utf8_lossy(&env.redis.command(&[b"PTTL", b"retryafter:models:groq"]))
+    let ttl: u64 = String::from_utf8_lossy(&env.redis.command(&[b"PTTL", b"retryafter:models:v4:groq"]))
         .trim_start_matches(':')
         .trim()
         .parse()

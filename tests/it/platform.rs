@@ -55,14 +55,14 @@ async fn stale_read_answers_at_once_and_ends_after_the_revalidated_value_is_stor
 
     let (mut answered, mut gaps) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        let before = env.stored("models:groq");
+        let before = env.stored("models:v4:groq");
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let inv = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
         assert_eq!((inv.status, inv.header("x-cache")), (200, Some("STALE")));
         let end = p.end_of(&inv.invocation_id, Duration::from_secs(30)).expect("end");
         // The end came: the revalidated value must be in Redis by now.
         assert_ne!(
-            env.stored("models:groq"),
+            env.stored("models:v4:groq"),
             before,
             "the invocation ended before the revalidated value was stored"
         );
@@ -72,8 +72,8 @@ async fn stale_read_answers_at_once_and_ends_after_the_revalidated_value_is_stor
         // The invocation's logs reached the platform, attributed to it, with the seed's prefix.
         let logs = p.logs_of(&inv.invocation_id);
         for expected in [
-            "[Cache SWR] Returning stale data for models:groq",
-            "[Cache SWR] Revalidated models:groq",
+            "[Cache SWR] Returning stale data for models:v4:groq",
+            "[Cache SWR] Revalidated models:v4:groq",
         ] {
             assert!(
                 logs.iter().any(|l| l.contains(expected)),
@@ -141,7 +141,7 @@ async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
     );
     let first = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
     ended_after(&p, &first);
-    let before = env.stored("models:groq");
+    let before = env.stored("models:v4:groq");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     env.sample.set_latency("groq", Duration::from_millis(800));
     let stale = p.invoke("GET", "/api/models?gateway=groq", &[]).await;
@@ -156,7 +156,7 @@ async fn sigterm_drains_background_work_and_pending_metrics_then_exits() {
         "end sent before exit"
     );
     assert_ne!(
-        env.stored("models:groq"),
+        env.stored("models:v4:groq"),
         before,
         "the revalidation finished before exit"
     );

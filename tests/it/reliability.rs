@@ -351,7 +351,7 @@ async fn corrupt_or_foreign_values_under_our_keys_are_misses_over_http() {
         b"GZCE\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01",
     ];
     for j in junk {
-        redis.command(&[b"SET", b"models:groq", j]);
+        redis.command(&[b"SET", b"models:v4:groq", j]);
         let r = client.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{j:?}");
         assert_eq!(r.headers()["x-cache"], "MISS", "{j:?}");
@@ -359,8 +359,8 @@ async fn corrupt_or_foreign_values_under_our_keys_are_misses_over_http() {
         assert_eq!(r.headers()["x-cache"], "HIT", "{j:?} was overwritten");
     }
     // A hash where a string belongs (WRONGTYPE): a store error, answered from upstream.
-    redis.command(&[b"DEL", b"models:xai"]);
-    redis.command(&[b"HSET", b"models:xai", b"k", b"v"]);
+    redis.command(&[b"DEL", b"models:v4:xai"]);
+    redis.command(&[b"HSET", b"models:v4:xai", b"k", b"v"]);
     let r = client.get(f.url("/api/models?gateway=xai")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
@@ -458,7 +458,7 @@ async fn bad_input_table_end_to_end() {
     let keys = String::from_utf8_lossy(&redis.command(&[b"KEYS", b"*"])).into_owned();
     for line in keys.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')) {
         assert!(
-            ["models:", "lock:", "metrics:", "lasterror:", "retryafter:", "warm:"]
+            ["models:", "lock:", "metrics:", "lasterror:", "retryafter:", "warm:", "guard:"]
                 .iter()
                 .any(|p| line.starts_with(p)),
             "unexpected key {line}"

@@ -26,19 +26,22 @@ use serde_json::{Map, Value};
 
 use crate::app::App;
 use crate::contract::{Page, PricingUnit};
-use crate::entry::{Entry, EntryMeta};
+use crate::clock::now_ms;
+use crate::entry::{Entry, EntryMeta, InputClock};
 use crate::gateways::Gateway;
 use crate::gateways::merge::merge_bodies;
 use crate::gateways::normalize::normalize;
 use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::swr::{CacheError, Lookup, Payload, Purpose, Source, SourceError};
+use crate::swr::{CacheError, Lookup, Payload, Purpose, Source, SourceError, Verdict};
 use crate::ttl::TtlPolicy;
 
-/// A new catalog smaller than 1/`COLLAPSE_FACTOR` of a previous one of at least
-/// `COLLAPSE_MIN_PREVIOUS` models is rejected as a collapse (docs/design.md, failure 5).
-const COLLAPSE_FACTOR: u32 = 10;
-const COLLAPSE_MIN_PREVIOUS: u32 = 50;
+/// A new catalog under 1/`SUSPECT_FACTOR` of the stored one (of at least
+/// `SUSPECT_MIN_MODELS`), or over `SUSPECT_FACTOR` times it (reaching at least
+/// `SUSPECT_MIN_MODELS`), is suspect: held back until the upstream confirms it
+/// (`swr::guard`; docs/design.md, failure 5).
+const SUSPECT_FACTOR: u32 = 10;
+const SUSPECT_MIN_MODELS: u32 = 50;
 /// Delay that coalesces merged-view rebuilds after gateway revalidations.
 const REBUILD_COALESCE: Duration = Duration::from_millis(250);
 /// Fresh window of a merged view that lacks some gateways: it is rebuilt (and the
@@ -106,18 +109,19 @@ impl App {
         if clock.fresh_until_ms.saturating_sub(clock.fetched_at_ms) <= INCOMPLETE_MERGE_FRESH.as_millis() as u64 {
             return None;
         }
-        let stored = self.stored_sources().await;
+        let (stored, inputs) = self.stored_sources().await;
         if merged.sources != stored {
             tracing::info!(
                 "[Cache Warming] The merged view was built from other gateway data than is stored: rebuilding it"
             );
             return None;
         }
-        self.cache.retime_stored(&self.all_key, self.ttl()).await
+        self.cache.retime_stored(&self.all_key, self.ttl(), inputs).await
     }
 
-    /// The fingerprint of the gateway entries stored now (their headers only).
-    async fn stored_sources(&self) -> u64 {
+    /// The fingerprint of the gateway entries stored now (their headers only), and
+    /// their clocks.
+    async fn stored_sources(&self) -> (u64, Vec<InputClock>) {
         let metas = futures_util::future::join_all(
             self.registry
                 .all()
@@ -125,13 +129,30 @@ impl App {
                 .map(|g| async move { self.cache.peek_meta_in_store(&keys::gateway(&g.id)).await }),
         )
         .await;
-        sources_fingerprint(
+        let fingerprint = sources_fingerprint(
             self.registry
                 .all()
                 .iter()
                 .zip(&metas)
                 .map(|(g, m)| (g.id.as_str(), m.as_ref().map(|m| m.etag.as_str()))),
-        )
+        );
+        let inputs = metas
+            .iter()
+            .map(|m| m.as_ref().map_or_else(InputClock::default, |m| InputClock::of(&m.clock)))
+            .collect();
+        (fingerprint, inputs)
+    }
+
+    /// The gateways a merged view's header marks carried, each with the clock its
+    /// data had (none for a merged view of the previous format).
+    pub(crate) fn carried_of(&self, meta: &EntryMeta) -> Vec<(&str, Option<InputClock>)> {
+        self.registry
+            .all()
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| *n < 64 && meta.carried & (1 << n) != 0)
+            .map(|(n, g)| (g.id.as_str(), meta.inputs.get(n).copied()))
+            .collect()
     }
 
     /// Rebuild the merged view soon. Requests within the coalescing window share one
@@ -168,23 +189,24 @@ fn sources_fingerprint<'a>(inputs: impl Iterator<Item = (&'a str, Option<&'a str
     h.digest()
 }
 
-/// Rejects empty catalogs and collapses (0 or a handful where there were hundreds),
-/// judged against the key's high-water mark, not only the last value: three warms
-/// of 10 % each must not walk a catalog from 1,500 down to 1.
-fn validate_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {
+/// Rejects empty catalogs; doubts one that collapsed under a tenth of the stored
+/// (last accepted) one, or grew over tenfold: the guard then wants the upstream to
+/// confirm it before it replaces what is stored.
+fn judge_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
     if new.item_count == 0 {
-        return Err("0 models".into());
+        return Verdict::Reject("0 models".into());
     }
-    if let Some(prev) = previous {
-        let mark = prev.item_count.max(prev.high_water);
-        if mark >= COLLAPSE_MIN_PREVIOUS && new.item_count.saturating_mul(COLLAPSE_FACTOR) < mark {
-            return Err(format!(
-                "catalog collapsed to {} models (now {}, at most {})",
-                new.item_count, prev.item_count, mark
-            ));
-        }
+    let Some(prev) = previous else {
+        return Verdict::Accept;
+    };
+    let (was, now) = (prev.item_count, new.item_count);
+    if was >= SUSPECT_MIN_MODELS && now.saturating_mul(SUSPECT_FACTOR) < was {
+        Verdict::Doubt(format!("catalog collapsed to {now} models (from {was})"))
+    } else if now >= SUSPECT_MIN_MODELS && now > was.saturating_mul(SUSPECT_FACTOR) {
+        Verdict::Doubt(format!("catalog jumped to {now} models (from {was})"))
+    } else {
+        Verdict::Accept
     }
-    Ok(())
 }
 
 /// `{"data":[...],"gateway":"<id>","pricing_unit":..,"total":N,<page fields>,..}`:
@@ -216,20 +238,48 @@ pub(crate) fn catalog_json(gateway: &str, parts: &[&[u8]], total: usize, extra: 
     Bytes::from(body)
 }
 
-/// Normalise and serialize one page of models: comma-separated objects and a count.
-pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> (Vec<u8>, usize) {
-    let mut out = Vec::with_capacity(models.len() * 900);
-    let mut n = 0;
+/// One page of models, normalised and serialized: the objects back to back, and
+/// each one's id and end offset (so that a listing's repeated ids can be collapsed
+/// across pages without parsing again).
+pub(crate) struct NormalizedPage {
+    json: Vec<u8>,
+    records: Vec<(String, usize)>,
+}
+
+/// Normalise and serialize one page of models.
+pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> NormalizedPage {
+    let mut page = NormalizedPage {
+        json: Vec::with_capacity(models.len() * 900),
+        records: Vec::with_capacity(models.len()),
+    };
     for m in models {
         if let Some(m) = normalize(gw, m) {
-            if n > 0 {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, &m).expect("maps serialize");
-            n += 1;
+            let id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            serde_json::to_writer(&mut page.json, &m).expect("maps serialize");
+            page.records.push((id, page.json.len()));
         }
     }
-    (out, n)
+    page
+}
+
+/// The records of `pages`, each id once (the first listing wins), and how many
+/// repeated ones were collapsed.
+pub(crate) fn distinct_records(pages: &[NormalizedPage]) -> (Vec<&[u8]>, u32) {
+    let mut seen = std::collections::HashSet::with_capacity(pages.iter().map(|p| p.records.len()).sum());
+    let mut parts = Vec::with_capacity(seen.capacity());
+    let mut collapsed = 0u32;
+    for page in pages {
+        let mut start = 0;
+        for (id, end) in &page.records {
+            if seen.insert(id.as_str()) {
+                parts.push(&page.json[start..*end]);
+            } else {
+                collapsed += 1;
+            }
+            start = *end;
+        }
+    }
+    (parts, collapsed)
 }
 
 /// One gateway's catalog from the catalog API.
@@ -274,15 +324,20 @@ impl Source for GatewaySource {
                     .fetcher
                     .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
                     .await?;
-                let total = pages.iter().map(|(_, n)| n).sum::<usize>();
-                let parts: Vec<&[u8]> = pages.iter().map(|(p, _)| p.as_slice()).collect();
-                let payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
+                let (parts, collapsed) = distinct_records(&pages);
+                let total = parts.len();
+                let mut payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
+                payload.collapsed = collapsed;
                 drop(parts);
                 drop(pages);
                 tracing::info!(
-                    "[Cache Fetch] Fetched {}: {} models, {} bytes in {} ms",
+                    "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
                     self.gateway.id,
                     payload.item_count,
+                    match collapsed {
+                        0 => String::new(),
+                        n => format!(" ({n} repeated ids collapsed)"),
+                    },
                     payload.json.len(),
                     started.elapsed().as_millis()
                 );
@@ -294,8 +349,12 @@ impl Source for GatewaySource {
         ))
     }
 
-    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {
-        validate_catalog(new, previous).map_err(|e| format!("{}: {e}", self.gateway.id))
+    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+        match judge_catalog(new, previous) {
+            Verdict::Reject(why) => Verdict::Reject(format!("{}: {why}", self.gateway.id)),
+            Verdict::Doubt(why) => Verdict::Doubt(format!("{}: {why}", self.gateway.id)),
+            Verdict::Accept => Verdict::Accept,
+        }
     }
 
     /// A gateway stored outside a warm (a miss, a revalidation) schedules a merged
@@ -327,8 +386,10 @@ pub(crate) enum Input {
     Stored(Arc<Entry>),
     /// Its entry is gone from the store; this instance still holds a copy.
     Held(Arc<Entry>),
-    /// Nothing of its own anywhere: carried over from the previous merged view, or missing.
-    Absent,
+    /// Nothing of its own anywhere: carried over from the previous merged view while
+    /// the clock its data had allows, or missing. `gone`: the upstream says the
+    /// catalog does not exist (404), so nothing is carried.
+    Absent { gone: bool },
 }
 
 impl Source for MergedSource {
@@ -362,7 +423,13 @@ impl Source for MergedSource {
                         None => app.read_gateway(gw, spawner).await.map(|l| l.entry),
                     };
                     let input = match (read, held) {
+                        // The previous release's entry: last-known-good, not "stored" here.
+                        (Ok(e), _) if e.meta.previous_format() => Input::Held(e),
                         (Ok(e), _) => Input::Stored(e),
+                        (Err(e), _) if e.is_gone() => {
+                            tracing::warn!("[Cache SWR] {} is gone upstream (404): not merged, not carried", gw.id);
+                            Input::Absent { gone: true }
+                        }
                         (Err(e), Some(h)) => {
                             tracing::warn!(
                                 "[Cache SWR] Merging {} from this instance's copy: its entry is gone and {e}",
@@ -372,14 +439,14 @@ impl Source for MergedSource {
                         }
                         (Err(e), None) => {
                             tracing::warn!("[Cache SWR] No data of {} to merge: {e}", gw.id);
-                            Input::Absent
+                            Input::Absent { gone: false }
                         }
                     };
                     (gw.id.clone(), input)
                 }
             });
             let inputs: Vec<(String, Input)> = futures_util::future::join_all(reads).await;
-            let absent = inputs.iter().any(|(_, i)| matches!(i, Input::Absent));
+            let absent = inputs.iter().any(|(_, i)| matches!(i, Input::Absent { gone: false }));
             let previous = match absent {
                 true => match app.cache.peek(&app.all_key).await {
                     Some(p) => Some(p),
@@ -387,19 +454,25 @@ impl Source for MergedSource {
                 },
                 false => None,
             };
-            if previous.is_none() && inputs.iter().all(|(_, i)| matches!(i, Input::Absent)) {
+            if previous.is_none() && inputs.iter().all(|(_, i)| matches!(i, Input::Absent { .. })) {
                 return Err(SourceError::Unavailable(
                     "no gateway has cached data to merge".to_string(),
                 ));
             }
-            tokio::task::spawn_blocking(move || merge_inputs(&inputs, previous.as_deref()))
+            tokio::task::spawn_blocking(move || merge_inputs(&inputs, previous.as_deref(), now_ms()))
                 .await
                 .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
         })
     }
 
-    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Result<(), String> {
-        validate_catalog(new, previous).map_err(|e| format!("all: {e}"))
+    /// The merged view is the merge of what is stored, each gateway guarded on its
+    /// own: guarding the merge again would be a second net with no exit. Only an
+    /// empty merge is refused.
+    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Verdict {
+        match new.item_count {
+            0 => Verdict::Reject("all: 0 models".into()),
+            _ => Verdict::Accept,
+        }
     }
 
     /// A merge that could not be built says nothing about any upstream: never
@@ -409,18 +482,20 @@ impl Source for MergedSource {
     }
 }
 
-/// The merged view of `inputs` (in the configured order). An absent gateway's
-/// listings are carried over from `previous` (the merged view stored before) when it
-/// has them; otherwise the gateway is missing.
-pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>) -> Payload {
-    let absent: Vec<&str> = inputs
+/// The merged view of `inputs` (in the configured order), at `now_ms`. An absent
+/// gateway's listings are carried over from `previous` (the merged view stored
+/// before) with the clock its data had there, while that clock's fail-safe lasts
+/// and the upstream has not said it is gone; otherwise the gateway is missing.
+pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>, now_ms: u64) -> Payload {
+    let carry_clocks: HashMap<&str, InputClock> = inputs
         .iter()
-        .filter(|(_, i)| matches!(i, Input::Absent))
-        .map(|(id, _)| id.as_str())
+        .enumerate()
+        .filter(|(_, (_, i))| matches!(i, Input::Absent { gone: false }))
+        .filter_map(|(n, (id, _))| Some((id.as_str(), carry_clock(previous?, n, inputs.len(), now_ms)?)))
         .collect();
-    let carried_bodies = match (previous, absent.is_empty()) {
-        (Some(p), false) => match p.identity_uncached() {
-            Ok(json) => carry_over(&json, &absent),
+    let carried_bodies = match previous {
+        Some(p) if !carry_clocks.is_empty() => match p.identity_uncached() {
+            Ok(json) => carry_over(&json, &carry_clocks.keys().copied().collect::<Vec<_>>()),
             Err(e) => {
                 tracing::warn!("[Cache SWR] The previous merged view is unreadable ({e}): nothing carried over");
                 HashMap::new()
@@ -428,7 +503,7 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>)
         },
         _ => HashMap::new(),
     };
-    let parts = MergeParts::gather(inputs, carried_bodies);
+    let parts = MergeParts::gather(inputs, carried_bodies, &carry_clocks);
     let refs: Vec<&[u8]> = parts.bodies.iter().map(|b| b.as_ref()).collect();
     let (items, count) = merge_bodies(&refs);
     let incomplete = !parts.missing.is_empty() || !parts.carried.is_empty();
@@ -452,10 +527,26 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>)
             .map(|((id, _), etag)| (id.as_str(), etag.as_deref())),
     );
     payload.carried = parts.carried_mask;
+    payload.inputs = parts.clocks;
     if incomplete {
-        payload.fresh_for = Some(INCOMPLETE_MERGE_FRESH);
+        // Rebuilt soon, and no later than the first carried listing's fail-safe ends.
+        let carried_left = parts
+            .carried_until
+            .map(|until| Duration::from_millis(until.saturating_sub(now_ms).max(1)));
+        payload.fresh_for = Some(carried_left.map_or(INCOMPLETE_MERGE_FRESH, |l| l.min(INCOMPLETE_MERGE_FRESH)));
     }
     payload
+}
+
+/// The clock of what `previous` (a merged view) holds for input `n` of `count`, if
+/// it may still be served at `now_ms`. A merged view of the previous format has no
+/// per-input clocks: its own clock stands for all of them.
+fn carry_clock(previous: &Entry, n: usize, count: usize, now_ms: u64) -> Option<InputClock> {
+    let clock = match previous.meta.inputs.len() == count {
+        true => previous.meta.inputs[n],
+        false => InputClock::of(&previous.meta.clock),
+    };
+    (clock.kept_until_ms > now_ms).then_some(clock)
 }
 
 /// What the merge takes from each input, in the configured order.
@@ -468,10 +559,18 @@ struct MergeParts {
     carried_mask: u64,
     /// Each input's stored entry ETag (`None`: not from the store).
     stored_etags: Vec<Option<String>>,
+    /// The clock of each input's data (zero when missing).
+    clocks: Vec<InputClock>,
+    /// When the first carried listing's fail-safe ends.
+    carried_until: Option<u64>,
 }
 
 impl MergeParts {
-    fn gather(inputs: &[(String, Input)], mut carried_bodies: HashMap<String, Bytes>) -> MergeParts {
+    fn gather(
+        inputs: &[(String, Input)],
+        mut carried_bodies: HashMap<String, Bytes>,
+        carry_clocks: &HashMap<&str, InputClock>,
+    ) -> MergeParts {
         let mut parts = MergeParts {
             bodies: Vec::with_capacity(inputs.len()),
             included: Vec::new(),
@@ -479,25 +578,40 @@ impl MergeParts {
             carried: Vec::new(),
             carried_mask: 0,
             stored_etags: Vec::with_capacity(inputs.len()),
+            clocks: Vec::with_capacity(inputs.len()),
+            carried_until: None,
         };
         for (n, (id, input)) in inputs.iter().enumerate() {
+            let mut clock = InputClock::default();
             let (body, stored) = match input {
                 // Uncached: the merge reads each catalog once; keeping every identity
                 // body in memory afterwards would only raise the resident set.
-                Input::Stored(e) => (
-                    e.identity_uncached().map_err(|e| e.to_string()),
-                    Some(e.meta.etag.clone()),
-                ),
-                Input::Held(e) => (e.identity_uncached().map_err(|e| e.to_string()), None),
-                Input::Absent => match carried_bodies.remove(id.as_str()) {
-                    Some(body) => {
+                Input::Stored(e) => {
+                    clock = InputClock::of(&e.meta.clock);
+                    (
+                        e.identity_uncached().map_err(|e| e.to_string()),
+                        Some(e.meta.etag.clone()),
+                    )
+                }
+                Input::Held(e) => {
+                    clock = InputClock::of(&e.meta.clock);
+                    (e.identity_uncached().map_err(|e| e.to_string()), None)
+                }
+                Input::Absent { .. } => match (carried_bodies.remove(id.as_str()), carry_clocks.get(id.as_str())) {
+                    (Some(body), Some(carried)) => {
                         parts.carried.push(Value::String(id.clone()));
                         if n < 64 {
                             parts.carried_mask |= 1 << n;
                         }
+                        clock = *carried;
+                        parts.carried_until = Some(
+                            parts
+                                .carried_until
+                                .map_or(carried.kept_until_ms, |u| u.min(carried.kept_until_ms)),
+                        );
                         (Ok(body), None)
                     }
-                    None => (Err("no data".to_string()), None),
+                    _ => (Err("no data".to_string()), None),
                 },
             };
             parts.stored_etags.push(stored);
@@ -505,12 +619,14 @@ impl MergeParts {
                 Ok(json) => {
                     parts.bodies.push(json);
                     parts.included.push(Value::String(id.clone()));
+                    parts.clocks.push(clock);
                 }
                 Err(e) => {
-                    if !matches!(input, Input::Absent) {
+                    if !matches!(input, Input::Absent { .. }) {
                         tracing::warn!("[Cache SWR] Skipping unreadable cached catalog of {id}: {e}");
                     }
                     parts.missing.push(Value::String(id.clone()));
+                    parts.clocks.push(InputClock::default());
                 }
             }
         }
@@ -587,35 +703,63 @@ mod tests {
     fn meta(n: u32) -> EntryMeta {
         EntryMeta {
             clock: crate::entry::Clock::default(),
+            flags: 0,
+            inputs: Vec::new(),
             item_count: n,
-            high_water: n,
+            collapsed: 0,
             sources: 0,
             carried: 0,
             etag: String::new(),
         }
     }
 
-    #[test]
-    fn collapse_is_judged_against_the_high_water_mark() {
-        let mut prev = meta(150);
-        prev.high_water = 1500;
-        assert!(
-            validate_catalog(&payload(15), Some(&prev)).is_err(),
-            "no ratchet 1500 -> 150 -> 15"
-        );
-        assert!(validate_catalog(&payload(150), Some(&prev)).is_ok());
+    fn doubted(v: Verdict) -> bool {
+        matches!(v, Verdict::Doubt(_))
     }
 
     #[test]
-    fn collapse_rule() {
-        assert!(validate_catalog(&payload(0), None).is_err());
-        assert!(validate_catalog(&payload(1), None).is_ok());
-        assert!(validate_catalog(&payload(5), Some(&meta(300))).is_err());
-        assert!(validate_catalog(&payload(30), Some(&meta(300))).is_ok());
-        assert!(
-            validate_catalog(&payload(2), Some(&meta(40))).is_ok(),
+    fn collapses_and_jumps_are_doubted_against_the_last_accepted_catalog() {
+        assert_eq!(judge_catalog(&payload(0), None), Verdict::Reject("0 models".into()));
+        assert_eq!(judge_catalog(&payload(1), None), Verdict::Accept);
+        assert!(doubted(judge_catalog(&payload(5), Some(&meta(300)))), "a collapse");
+        assert_eq!(judge_catalog(&payload(30), Some(&meta(300))), Verdict::Accept);
+        assert_eq!(
+            judge_catalog(&payload(2), Some(&meta(40))),
+            Verdict::Accept,
             "small catalogs may shrink"
         );
+        assert!(doubted(judge_catalog(&payload(413), Some(&meta(11)))), "a jump");
+        assert_eq!(
+            judge_catalog(&payload(40), Some(&meta(3))),
+            Verdict::Accept,
+            "small catalogs may grow"
+        );
+        assert_eq!(
+            judge_catalog(&payload(11), Some(&meta(11))),
+            Verdict::Accept,
+            "back to the truth after a spike: judged against what is stored, not a high-water mark"
+        );
+    }
+
+    #[test]
+    fn repeated_ids_are_collapsed_across_pages_first_listing_wins() {
+        let gw = crate::gateways::Registry::from_config(&crate::Config::from_pairs(&[]).unwrap())
+            .resolve("groq")
+            .unwrap()
+            .clone();
+        let model = |id: &str, name: &str| {
+            serde_json::from_value::<Map<String, Value>>(serde_json::json!({"id": id, "name": name})).unwrap()
+        };
+        let pages = [
+            normalize_page(&gw, vec![model("a", "first"), model("b", "b"), model("a", "again")]),
+            normalize_page(&gw, vec![model("c", "c"), model("b", "again")]),
+        ];
+        let (parts, collapsed) = distinct_records(&pages);
+        assert_eq!(collapsed, 2);
+        let body: Value = serde_json::from_slice(&catalog_json("groq", &parts, parts.len(), &[])).unwrap();
+        let names: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["first", "b", "c"]);
+        assert_eq!(body["total"], 3);
     }
 
     #[test]

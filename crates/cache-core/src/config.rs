@@ -115,6 +115,15 @@ pub struct Config {
     /// `FAILSAFE_MAX_SECONDS`: how long an entry is kept past its stale window, to be
     /// served (marked fail-safe) when a refetch fails, times out or is throttled.
     pub fail_safe_max: Duration,
+    /// `GUARD_CONFIRM_FETCHES` / `GUARD_CONFIRM_SECONDS`: a suspect catalog (one that
+    /// collapsed to under a tenth of the stored one, or grew more than tenfold)
+    /// becomes the truth once the upstream answered the same size on this many
+    /// fetches spread over at least this long; until then the stored one is held
+    /// (see `swr::guard`). Defaults 3 and 600 s: a glitch is one answer or a few
+    /// minutes; three agreeing answers over ten minutes are a real change, applied
+    /// within about ten minutes.
+    pub guard_confirm_fetches: u32,
+    pub guard_confirm_span: Duration,
     /// `FETCH_SOFT_TIMEOUT_MS`: a read of an expired-but-kept key waits this long for
     /// the refetch, then answers with the kept value while the fetch goes on.
     pub soft_timeout: Duration,
@@ -221,6 +230,8 @@ impl Config {
             miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0, 0..=300_000)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
             fail_safe_max: Duration::from_secs(fail_safe),
+            guard_confirm_fetches: num("GUARD_CONFIRM_FETCHES", 3, 1..=100)? as u32,
+            guard_confirm_span: Duration::from_secs(num("GUARD_CONFIRM_SECONDS", 600, 0..=7 * DAY)?),
             soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000, 0..=300_000)?),
             metrics_flush_interval: Duration::from_millis(num("METRICS_FLUSH_INTERVAL_MS", 1000, 0..=3_600_000)?),
             answer_cache_max_bytes: num("ANSWER_CACHE_MAX_BYTES", 64 << 20, 1 << 20..=16 << 30)? as usize,

@@ -234,6 +234,10 @@ pub struct GatewayOutcome {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub error: Option<String>,
+    /// Ids the upstream listed more than once, collapsed to one each (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub collapsed_duplicates: Option<u32>,
 }
 
 /// A warm run, as stored and as answered by the warm endpoints.
@@ -342,6 +346,50 @@ pub struct GatewayState {
     /// End of the served-stale window (the status page draws age against both).
     pub stale_until: Option<String>,
     pub last_error: Option<LastError>,
+    /// Why what is served is held back from the upstream's current answer, if it is
+    /// (`expired`, `guard`, `carried`, `previous-format`): the same words as the
+    /// `X-Cache-Fail-Safe-Reason` header. Empty: served as fetched.
+    #[serde(default)]
+    pub fail_safe_reasons: Vec<String>,
+    /// The collapse guard doubts the upstream's current answer and holds this
+    /// catalog meanwhile: what it has seen so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub held: Option<HeldState>,
+    /// Merged view only: each carried gateway's data, with the clock it had when it
+    /// was last fetched (it leaves the merged view when `until` passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub carried: Option<Vec<CarriedState>>,
+}
+
+/// The collapse guard's evidence about a key (see docs/design.md, "Every safety net
+/// has an exit").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct HeldState {
+    /// Why the upstream's answer is suspect.
+    pub reason: String,
+    /// Models in the suspect answer.
+    pub candidate_models: u32,
+    /// Fetches that returned it so far, and how many must.
+    pub observations: u32,
+    pub needed_observations: u32,
+    /// When it was first seen (ISO 8601); it becomes the truth no earlier than
+    /// `confirm_after`, once `needed_observations` agree.
+    pub first_seen_at: String,
+    pub confirm_after: String,
+}
+
+/// A gateway whose listings the merged view carries over from its previous value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct CarriedState {
+    pub gateway: String,
+    /// Age of the carried data (since it was fetched).
+    pub age_seconds: u64,
+    /// When its fail-safe ends and it leaves the merged view (ISO 8601).
+    pub until: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

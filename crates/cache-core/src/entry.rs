@@ -8,23 +8,32 @@
 //! the stored bytes as they are: no JSON parse, no re-serialization, no compression
 //! per request. A strong ETag is computed once at write time.
 //!
-//! Binary layout (all integers big-endian), format 3:
+//! Binary layout (all integers big-endian), format 4:
 //!
 //! ```text
-//! "GZCE" | version u8 | flags u8
-//! | clock: fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64 | kept_until_ms u64
-//! | item_count u32 | high_water u32 | sources u64 | carried u64 | checksum u64 | etag_len u8 | etag bytes
+//! "GZCE" | version u8
+//! | head: flags u8 | clock: fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64 | kept_until_ms u64
+//! |       input_count u8 | (fetched_at_ms u64, kept_until_ms u64) * input_count
+//! | item_count u32 | collapsed u32 | sources u64 | carried u64 | checksum u64 | etag_len u8 | etag bytes
 //! | body_count u8 | (encoding u8, len u32) * body_count | body bytes, in the same order
 //! ```
 //!
+//! - The head ([`Head`], from byte [`HEAD_OFFSET`]) is what changes without the
+//!   bodies changing: an unchanged refetch moves the clock, the collapse guard marks
+//!   the entry held, a merged view records its inputs' clocks. The store rewrites it
+//!   in place (one `SETRANGE`), checked against the stamp and the input count, by the
+//!   scripts this module writes ([`lua`]): nothing else knows these offsets.
 //! - The clock ([`Clock`]) is the entry's whole life: fetched at (when the fetch
 //!   *started*: the instant the data is "as of"), fresh until, stale until, kept until
-//!   (fail-safe serving ends; the store key expires a little after). It sits at byte
-//!   [`CLOCK_OFFSET`], [`CLOCK_LEN`] bytes, in every format since 1 for the stamp: the
-//!   store's compare-and-set reads the stamp there, and an unchanged refetch rewrites
-//!   the clock alone. The store's scripts take these constants from here.
-//! - `high_water` is the largest item count this key has held: a collapse is judged
-//!   against it, so a catalog cannot shrink by ratchets of "only" 10x each.
+//!   (fail-safe serving ends; the store key expires a little after). Its first field
+//!   is the fetch stamp, at byte [`CLOCK_OFFSET`] in every format since 1: the
+//!   store's compare-and-set reads it there.
+//! - `flags`: [`FLAG_HELD`], the collapse guard doubts what the upstream answers now
+//!   and this (the last accepted catalog) is held meanwhile.
+//! - The inputs are a derived entry's (the merged view's) sources' clocks, one per
+//!   configured gateway in order (0 when it had none): a carried gateway keeps the
+//!   clock its data had, and leaves the merged view when that clock's fail-safe ends.
+//! - `collapsed`: ids the upstream listed more than once, collapsed to one each.
 //! - `sources` fingerprints what a derived entry was built from (the merged view: the
 //!   ETag of each gateway entry it merged); 0 for a gateway's own catalog. A warm
 //!   compares it with what is stored now and rebuilds when they differ.
@@ -33,6 +42,10 @@
 //!   entry was gone and their upstream failed; 0 otherwise.
 //! - `checksum` is xxh3-64 of the bodies. A value whose bodies do not match is corrupt,
 //!   and corrupt values are misses, whatever their header says.
+//!
+//! Format 3 (the previous release: no head, a `high_water` count after `item_count`)
+//! is still decoded, marked [`EntryMeta::previous_format`]: it is read from the
+//! previous release's keys as last-known-good (see [`crate::keys`]), never written.
 //!
 //! Decoding is zero-copy: bodies are `Bytes` slices of the value read from the store.
 
@@ -44,14 +57,28 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// The first bytes of every entry.
 pub(crate) const MAGIC: &[u8; 4] = b"GZCE";
-/// Bump when the layout changes: older values then read as a miss and are overwritten.
-pub(crate) const FORMAT_VERSION: u8 = 3;
+/// Bump when the layout changes, and the keys move with it (`keys::FORMAT_NAMESPACE`):
+/// two releases on one store never overwrite each other's entries.
+pub(crate) const FORMAT_VERSION: u8 = 4;
+/// The format of the previous release, read (never written) as last-known-good.
+pub(crate) const PREVIOUS_FORMAT_VERSION: u8 = 3;
 /// The oldest format whose fetch stamp sits at [`CLOCK_OFFSET`]: the store's
 /// compare-and-set still refuses to replace a newer entry of such a format (a rolling
 /// deploy writes both), though this version cannot read it.
 pub(crate) const STAMPED_SINCE_VERSION: u8 = 1;
+/// Byte offset of the head (flags, clock, inputs): what the store rewrites in place.
+pub(crate) const HEAD_OFFSET: usize = 5;
 /// Byte offset of the clock; its first field, `fetched_at_ms`, is the fetch stamp.
 pub(crate) const CLOCK_OFFSET: usize = 6;
+/// The head's bytes without its inputs: flags, clock, input count.
+const HEAD_FIXED_LEN: usize = 1 + CLOCK_LEN + 1;
+/// At most this many inputs (one per configured gateway; the `carried` mask has 64 bits).
+pub(crate) const MAX_INPUTS: usize = 64;
+/// [`EntryMeta::flags`]: the collapse guard doubts the upstream's current answer; this
+/// entry (the last accepted catalog) is held meanwhile.
+pub(crate) const FLAG_HELD: u8 = 1;
+/// [`EntryMeta::flags`], in memory only: decoded from the previous release's format.
+const FLAG_PREVIOUS_FORMAT: u8 = 0x80;
 /// The clock's bytes: four u64, big-endian.
 pub(crate) const CLOCK_LEN: usize = 32;
 /// A decoded identity body larger than this is treated as corrupt (zip-bomb guard).
@@ -162,16 +189,67 @@ impl Clock {
     fn is_ordered(&self) -> bool {
         self.fresh_until_ms <= self.stale_until_ms && self.stale_until_ms <= self.kept_until_ms
     }
+
+    /// Whether the entry may still be served at all (fail-safe ends at `kept_until`,
+    /// whatever the store key's extra minute for the status page).
+    pub fn is_kept(&self, now_ms: u64) -> bool {
+        now_ms < self.kept_until_ms
+    }
+}
+
+/// The clock of the data a derived entry took from one input: when it was fetched,
+/// and until when it may be served at all. Zero: the input gave nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InputClock {
+    pub fetched_at_ms: u64,
+    pub kept_until_ms: u64,
+}
+
+impl InputClock {
+    pub fn of(clock: &Clock) -> Self {
+        InputClock {
+            fetched_at_ms: clock.fetched_at_ms,
+            kept_until_ms: clock.kept_until_ms,
+        }
+    }
+}
+
+/// The part of an entry's header that changes while its bodies stay: flags, clock,
+/// inputs' clocks. [`Head::encode`] is what the store writes at [`HEAD_OFFSET`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub flags: u8,
+    pub clock: Clock,
+    pub inputs: Vec<InputClock>,
+}
+
+impl Head {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD_FIXED_LEN + 16 * self.inputs.len());
+        out.push(self.flags & !FLAG_PREVIOUS_FORMAT);
+        out.extend_from_slice(&self.clock.encode());
+        let n = self.inputs.len().min(MAX_INPUTS);
+        out.push(n as u8);
+        for i in &self.inputs[..n] {
+            out.extend_from_slice(&i.fetched_at_ms.to_be_bytes());
+            out.extend_from_slice(&i.kept_until_ms.to_be_bytes());
+        }
+        out
+    }
 }
 
 /// The entry's metadata: its clock, size, sources and validator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryMeta {
     pub clock: Clock,
+    /// [`FLAG_HELD`] (and, in memory, whether it was decoded from the previous format).
+    pub flags: u8,
+    /// A derived entry's inputs' clocks, in the configured order (see the module doc).
+    pub inputs: Vec<InputClock>,
     /// Number of items in the payload (models), for status and collapse checks.
     pub item_count: u32,
-    /// The largest item count this key has held (collapse checks).
-    pub high_water: u32,
+    /// Ids the upstream listed more than once, collapsed to one each.
+    pub collapsed: u32,
     /// What a derived entry was built from (see the module doc); 0 for a source's own.
     pub sources: u64,
     /// Inputs a derived entry carried over from its previous value (see the module doc).
@@ -187,6 +265,41 @@ impl EntryMeta {
 
     pub fn age_ms(&self, now_ms: u64) -> u64 {
         self.clock.age_ms(now_ms)
+    }
+
+    /// The collapse guard holds this entry while it doubts the upstream's answer.
+    pub fn held(&self) -> bool {
+        self.flags & FLAG_HELD != 0
+    }
+
+    /// Why this entry is held back from the upstream's answer, whatever its age:
+    /// `guard` (held by the collapse guard), `carried` (a merged view carrying a
+    /// gateway's listings over), `previous-format` (the previous release's entry).
+    pub fn held_back_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if self.held() {
+            reasons.push("guard");
+        }
+        if self.carried != 0 {
+            reasons.push("carried");
+        }
+        if self.previous_format() {
+            reasons.push("previous-format");
+        }
+        reasons
+    }
+
+    /// Decoded from the previous release's format (its keys): last-known-good only.
+    pub fn previous_format(&self) -> bool {
+        self.flags & FLAG_PREVIOUS_FORMAT != 0
+    }
+
+    pub(crate) fn head(&self) -> Head {
+        Head {
+            flags: self.flags,
+            clock: self.clock,
+            inputs: self.inputs.clone(),
+        }
     }
 }
 
@@ -246,8 +359,10 @@ impl Entry {
         Entry::from_parts(
             EntryMeta {
                 clock,
+                flags: 0,
+                inputs: Vec::new(),
                 item_count,
-                high_water: item_count,
+                collapsed: 0,
                 sources: 0,
                 carried: 0,
                 etag,
@@ -264,10 +379,27 @@ impl Entry {
         self
     }
 
-    /// Raise the high-water mark to `previous` if it is higher (collapse checks).
-    pub fn with_high_water(mut self, previous: u32) -> Self {
-        self.meta.high_water = self.meta.high_water.max(previous);
+    /// Record the clocks of a derived entry's inputs (see the module doc).
+    pub fn with_inputs(mut self, inputs: Vec<InputClock>) -> Self {
+        self.meta.inputs = inputs;
+        self.meta.inputs.truncate(MAX_INPUTS);
         self
+    }
+
+    /// Record how many repeated ids the listing had (collapsed to one each).
+    pub fn with_collapsed(mut self, collapsed: u32) -> Self {
+        self.meta.collapsed = collapsed;
+        self
+    }
+
+    /// The same entry with another head (clock, flags, inputs): what the store holds
+    /// after it rewrote the head in place.
+    pub(crate) fn with_head(&self, head: &Head) -> Self {
+        let mut meta = self.meta.clone();
+        meta.flags = head.flags;
+        meta.clock = head.clock;
+        meta.inputs = head.inputs.clone();
+        Entry::from_parts(meta, self.bodies.clone())
     }
 
     fn from_parts(meta: EntryMeta, bodies: Vec<(Encoding, Bytes)>) -> Self {
@@ -342,7 +474,7 @@ impl Entry {
     }
 
     fn header_len(&self) -> usize {
-        HEADER_FIXED_LEN + self.meta.etag.len() + 1 + 5 * self.bodies.len()
+        HEADER_FIXED_LEN + 16 * self.meta.inputs.len().min(MAX_INPUTS) + self.meta.etag.len() + 1 + 5 * self.bodies.len()
     }
 
     fn checksum(bodies: &[(Encoding, Bytes)]) -> u64 {
@@ -357,10 +489,9 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_slice(MAGIC);
         out.put_u8(FORMAT_VERSION);
-        out.put_u8(0);
-        out.put_slice(&self.meta.clock.encode());
+        out.put_slice(&self.meta.head().encode());
         out.put_u32(self.meta.item_count);
-        out.put_u32(self.meta.high_water);
+        out.put_u32(self.meta.collapsed);
         out.put_u64(self.meta.sources);
         out.put_u64(self.meta.carried);
         out.put_u64(Self::checksum(&self.bodies));
@@ -378,10 +509,20 @@ impl Entry {
         out.freeze()
     }
 
-    /// Decode a stored value. Never panics on foreign or truncated input.
+    /// Decode a stored value of this format. Never panics on foreign or truncated input.
     pub fn decode(raw: Bytes) -> Result<Self, DecodeError> {
+        Self::decode_as(raw, FORMAT_VERSION)
+    }
+
+    /// Decode a value the previous release stored (format 3), marked
+    /// [`EntryMeta::previous_format`].
+    pub fn decode_previous_format(raw: Bytes) -> Result<Self, DecodeError> {
+        Self::decode_as(raw, PREVIOUS_FORMAT_VERSION)
+    }
+
+    fn decode_as(raw: Bytes, version: u8) -> Result<Self, DecodeError> {
         let mut r = Reader { buf: &raw, pos: 0 };
-        let (meta, checksum) = read_header(&mut r)?;
+        let (meta, checksum) = read_header(&mut r, version)?;
         let count = r.u8()? as usize;
         if count == 0 {
             return Err(DecodeError::BadBody("no body"));
@@ -420,37 +561,56 @@ pub(crate) fn encoding_etag(etag: &str, encoding: Encoding) -> String {
     }
 }
 
-/// Magic, version, flags, clock, counts, sources, checksum and the ETag's length.
-const HEADER_FIXED_LEN: usize = 4 + 1 + 1 + CLOCK_LEN + 4 + 4 + 8 + 8 + 8 + 1;
-/// The longest header an entry can have (a 255-byte ETag): reading this many bytes
-/// of a value is enough for [`EntryMeta::from_header`].
-pub(crate) const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 255;
+/// Magic, version, the head without inputs, counts, sources, checksum and the ETag's length.
+const HEADER_FIXED_LEN: usize = 4 + 1 + HEAD_FIXED_LEN + 4 + 4 + 8 + 8 + 8 + 1;
+/// The longest header an entry can have (every input, a 255-byte ETag): reading this
+/// many bytes of a value is enough for [`EntryMeta::from_header`].
+pub(crate) const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 16 * MAX_INPUTS + 255;
 
 impl EntryMeta {
     /// The metadata from the first bytes of a stored value (at least up to its ETag),
     /// without its bodies: what the status page needs, for a few hundred bytes.
     pub fn from_header(prefix: &[u8]) -> Result<EntryMeta, DecodeError> {
-        read_header(&mut Reader { buf: prefix, pos: 0 }).map(|(meta, _checksum)| meta)
+        read_header(&mut Reader { buf: prefix, pos: 0 }, FORMAT_VERSION).map(|(meta, _checksum)| meta)
     }
 }
 
-/// Magic, version, clock, counts, checksum and ETag: everything before the bodies.
-fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
+/// Magic, version, head, counts, checksum and ETag: everything before the bodies.
+/// Reads `expected`: this format or the previous one (see the module doc).
+fn read_header(r: &mut Reader<'_>, expected: u8) -> Result<(EntryMeta, u64), DecodeError> {
     if r.take(4)? != MAGIC {
         return Err(DecodeError::NotAnEntry);
     }
     let version = r.u8()?;
-    if version != FORMAT_VERSION {
+    if version != expected {
         return Err(DecodeError::UnsupportedVersion(version));
     }
-    let _flags = r.u8()?;
+    let flags = r.u8()?;
     let clock = Clock {
         fetched_at_ms: r.u64()?,
         fresh_until_ms: r.u64()?,
         stale_until_ms: r.u64()?,
         kept_until_ms: r.u64()?,
     };
-    let (item_count, high_water) = (r.u32()?, r.u32()?);
+    let (flags, inputs) = if version == FORMAT_VERSION {
+        let n = r.u8()? as usize;
+        if n > MAX_INPUTS {
+            return Err(DecodeError::BadBody("too many inputs"));
+        }
+        let mut inputs = Vec::with_capacity(n);
+        for _ in 0..n {
+            inputs.push(InputClock {
+                fetched_at_ms: r.u64()?,
+                kept_until_ms: r.u64()?,
+            });
+        }
+        (flags & !FLAG_PREVIOUS_FORMAT, inputs)
+    } else {
+        (FLAG_PREVIOUS_FORMAT, Vec::new())
+    };
+    // Format 3's second count is its high-water mark, which nothing reads any more.
+    let (item_count, second) = (r.u32()?, r.u32()?);
+    let collapsed = if version == FORMAT_VERSION { second } else { 0 };
     let (sources, carried, checksum) = (r.u64()?, r.u64()?, r.u64()?);
     let etag_len = r.u8()? as usize;
     let etag = std::str::from_utf8(r.take(etag_len)?)
@@ -458,8 +618,10 @@ fn read_header(r: &mut Reader<'_>) -> Result<(EntryMeta, u64), DecodeError> {
         .to_string();
     let meta = EntryMeta {
         clock,
+        flags,
+        inputs,
         item_count,
-        high_water,
+        collapsed,
         sources,
         carried,
         etag,
@@ -475,6 +637,89 @@ pub(crate) fn stamp_of(raw: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(raw[CLOCK_OFFSET..CLOCK_OFFSET + 8].try_into().ok()?))
+}
+
+/// `stored` with its head replaced by `head` (encoded), if `stored` is an entry of
+/// this format fetched at `expected_stamp` whose head has as many inputs as the new
+/// one; `None` otherwise (the entry changed: write it whole). The embedded store's
+/// half of what [`lua::REWRITE_HEAD`] does in Redis.
+pub(crate) fn rewrite_head(stored: &[u8], expected_stamp: u64, head: &[u8]) -> Option<Vec<u8>> {
+    let n_at = HEAD_OFFSET + HEAD_FIXED_LEN - 1;
+    if stored.len() <= n_at
+        || &stored[..4] != MAGIC
+        || stored[4] != FORMAT_VERSION
+        || stamp_of(stored) != Some(expected_stamp)
+        || head.len() != HEAD_FIXED_LEN + 16 * stored[n_at] as usize
+        || head.get(HEAD_FIXED_LEN - 1) != Some(&stored[n_at])
+        || stored.len() < HEAD_OFFSET + head.len()
+    {
+        return None;
+    }
+    let mut value = stored.to_vec();
+    value[HEAD_OFFSET..HEAD_OFFSET + head.len()].copy_from_slice(head);
+    Some(value)
+}
+
+/// The store's scripts that read or rewrite an entry in place, written from this
+/// module's layout constants: the only other code that knows where the bytes are.
+/// Lua strings are 1-based, so byte `k` of the value is `string.byte(v, k + 1)`.
+pub(crate) mod lua {
+    use super::{CLOCK_OFFSET, FORMAT_VERSION, HEAD_FIXED_LEN, HEAD_OFFSET, MAGIC, STAMPED_SINCE_VERSION};
+
+    /// Compare-and-set on the fetch stamp: write ARGV[1] unless the stored entry was
+    /// fetched later than ARGV[2] (an older fetch never replaces a newer one). The
+    /// stamp is read where every stamped format puts it; anything else under the key
+    /// is overwritten. A stored stamp past ARGV[4] (the store's clock plus a
+    /// tolerance) came from an instance whose clock runs ahead: not trusted,
+    /// overwritten. Returns `{1}` when written, `{0, stored stamp}` when refused.
+    /// ms stamps fit a Lua double exactly (< 2^53).
+    pub(crate) fn set_if_newer() -> String {
+        format!(
+            r#"
+local cur = redis.call('get', KEYS[1])
+if cur and string.len(cur) >= {stamp_last} and string.sub(cur, 1, 4) == '{magic}'
+   and string.byte(cur, 5) >= {since} and string.byte(cur, 5) <= {version} then
+  local t = 0
+  for i = {stamp_first}, {stamp_last} do t = t * 256 + string.byte(cur, i) end
+  if t > tonumber(ARGV[2]) and t <= tonumber(ARGV[4]) then return {{0, t}} end
+end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return {{1}}
+"#,
+            magic = std::str::from_utf8(MAGIC).expect("ASCII magic"),
+            since = STAMPED_SINCE_VERSION,
+            version = FORMAT_VERSION,
+            stamp_first = CLOCK_OFFSET + 1,
+            stamp_last = CLOCK_OFFSET + 8,
+        )
+    }
+
+    /// Rewrite an entry's head in place: if the stored entry is of this format, was
+    /// fetched at ARGV[1], and its head has as many inputs as ARGV[2] (the new head),
+    /// overwrite the head with ARGV[2] and the key's expiry with ARGV[3]. The bodies
+    /// are not sent again. Returns 1 when rewritten, 0 when the entry changed.
+    pub(crate) fn rewrite_head() -> String {
+        format!(
+            r#"
+local cur = redis.call('getrange', KEYS[1], 0, {n_at})
+if string.len(cur) < {n_at} + 1 or string.sub(cur, 1, 4) ~= '{magic}' or string.byte(cur, 5) ~= {version} then return 0 end
+local t = 0
+for i = {stamp_first}, {stamp_last} do t = t * 256 + string.byte(cur, i) end
+local n = string.byte(cur, {n_at} + 1)
+if t ~= tonumber(ARGV[1]) or string.len(ARGV[2]) ~= {fixed} + 16 * n or string.byte(ARGV[2], {fixed}) ~= n then return 0 end
+redis.call('setrange', KEYS[1], {head}, ARGV[2])
+redis.call('pexpire', KEYS[1], ARGV[3])
+return 1
+"#,
+            magic = std::str::from_utf8(MAGIC).expect("ASCII magic"),
+            version = FORMAT_VERSION,
+            stamp_first = CLOCK_OFFSET + 1,
+            stamp_last = CLOCK_OFFSET + 8,
+            n_at = HEAD_OFFSET + HEAD_FIXED_LEN - 1,
+            fixed = HEAD_FIXED_LEN,
+            head = HEAD_OFFSET,
+        )
+    }
 }
 
 struct Reader<'a> {
@@ -641,7 +886,9 @@ mod tests {
 
     #[test]
     fn the_header_alone_gives_the_metadata() {
-        let e = sample().with_high_water(7);
+        let e = sample()
+            .with_collapsed(7)
+            .with_inputs(vec![InputClock { fetched_at_ms: 1, kept_until_ms: 2 }; 21]);
         let raw = e.encode();
         assert_eq!(
             EntryMeta::from_header(&raw[..MAX_HEADER_LEN.min(raw.len())]).unwrap(),
@@ -651,11 +898,40 @@ mod tests {
     }
 
     #[test]
-    fn high_water_only_rises() {
-        let e = sample().with_high_water(500);
-        assert_eq!(e.meta.high_water, 500);
-        assert_eq!(Entry::decode(e.encode()).unwrap().meta.high_water, 500);
-        assert_eq!(sample().with_high_water(0).meta.high_water, 1);
+    fn the_head_is_rewritten_in_place_only_for_the_same_fetch_and_inputs() {
+        let e = sample().with_inputs(vec![InputClock::default(); 2]);
+        let raw = e.encode();
+        let mut head = e.meta.head();
+        head.flags = FLAG_HELD;
+        head.clock.fresh_until_ms = 15;
+        head.inputs[1] = InputClock {
+            fetched_at_ms: 7,
+            kept_until_ms: 9,
+        };
+        let rewritten = rewrite_head(&raw, 10, &head.encode()).expect("same stamp, same inputs");
+        let d = Entry::decode(Bytes::from(rewritten)).unwrap();
+        assert!(d.meta.held());
+        assert_eq!(d.meta.head(), head);
+        assert_eq!(d.identity().unwrap(), e.identity().unwrap(), "bodies untouched");
+        assert!(rewrite_head(&raw, 11, &head.encode()).is_none(), "another fetch");
+        let mut three = head.clone();
+        three.inputs.push(InputClock::default());
+        assert!(rewrite_head(&raw, 10, &three.encode()).is_none(), "another input count");
+    }
+
+    #[test]
+    fn the_previous_format_is_read_only_when_asked_for() {
+        let raw = Bytes::from_static(include_bytes!("tests/fixtures/format3/models_groq.bin"));
+        assert_eq!(
+            Entry::decode(raw.clone()).unwrap_err(),
+            DecodeError::UnsupportedVersion(PREVIOUS_FORMAT_VERSION)
+        );
+        let old = Entry::decode_previous_format(raw).unwrap();
+        assert!(old.meta.previous_format());
+        assert_eq!(old.meta.item_count, 11);
+        let body: serde_json::Value = serde_json::from_slice(&old.identity().unwrap()).unwrap();
+        assert_eq!(body["data"].as_array().unwrap().len(), 11);
+        assert_eq!(old.meta.held_back_reasons(), ["previous-format"]);
     }
 
     #[test]

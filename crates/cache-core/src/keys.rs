@@ -3,9 +3,11 @@
 //!
 //! | key | holds | written by | expires |
 //! |---|---|---|---|
-//! | `models:<gateway>` | a gateway's catalog (the `entry` format) | fetch (miss, revalidation, warm) | stale window + fail-safe window |
-//! | `models:all` | the merged view of the built-in gateway set | merged rebuild | same |
-//! | `models:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
+//! | `models:v4:<gateway>` | a gateway's catalog (the `entry` format, version 4) | fetch (miss, revalidation, warm) | stale window + fail-safe window |
+//! | `models:v4:all` | the merged view of the built-in gateway set | merged rebuild | same |
+//! | `models:v4:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
+//! | `guard:<key>` | the collapse guard's evidence about `<key>`: the doubted catalog's size, how often and since when the upstream answered it (JSON) | fill protocol | [`GUARD_EVIDENCE_TTL`] (1 day) |
+//! | `models:<gateway>`, `models:all[:<hash>]` | the previous release's entries (format 3): read as last-known-good, never written | the previous release | its own |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
 //! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
 //! | `retryafter:<key>` | no new fetch of `<key>` before this expires (any instance) | fill protocol | `REVALIDATE_RETRY_SECONDS`, or the upstream's `Retry-After` (1..3600 s) when it rate limits |
@@ -15,6 +17,15 @@
 //!
 //! `CACHE_KEY_PREFIX` is put in front of every key by the store itself, so several
 //! deployments can share one Redis.
+//!
+//! **Entry keys carry the entry format** ([`FORMAT_NAMESPACE`]): a release that
+//! changes the format writes other keys, so two releases live on one store (a
+//! preview and production, a rolling deploy) never overwrite, thrash or refetch each
+//! other's entries. The keys derived from an entry key (`lock:`, `lasterror:`,
+//! `retryafter:`, `guard:`) follow it. A release reads the previous format's key
+//! ([`previous_format`]) as last-known-good, so a deploy loses nothing the previous
+//! release stored. Shared across releases: the warm lease, the run record and the
+//! counters (their JSON only grows).
 
 use std::time::Duration;
 
@@ -22,8 +33,14 @@ use std::time::Duration;
 /// status page.
 pub const LAST_ERROR_TTL: Duration = Duration::from_secs(86_400);
 
+/// How long the collapse guard's evidence about a key is kept after its last
+/// observation: a doubt nobody confirms within a day starts again from nothing.
+pub const GUARD_EVIDENCE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The entry format's namespace inside `models:` (see the module doc).
+pub const FORMAT_NAMESPACE: &str = "v4";
 /// The merged view's key for the built-in gateway set.
-pub const ALL: &str = "models:all";
+pub const ALL: &str = "models:v4:all";
 /// The warm's cross-instance lock.
 pub const WARM_LOCK: &str = "lock:warm";
 /// The last warm's run record.
@@ -31,7 +48,19 @@ pub const LAST_RUN: &str = "warm:last_run";
 
 /// A gateway's catalog.
 pub fn gateway(id: &str) -> String {
-    format!("models:{id}")
+    format!("models:{FORMAT_NAMESPACE}:{id}")
+}
+
+/// Where the previous release (entry format 3) kept what `key` holds now:
+/// `models:v4:groq` → `models:groq`. `None` for keys that are not entries.
+pub fn previous_format(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("models:")?.strip_prefix(FORMAT_NAMESPACE)?.strip_prefix(':')?;
+    Some(format!("models:{rest}"))
+}
+
+/// The collapse guard's evidence about `key`.
+pub fn guard(key: &str) -> String {
+    format!("guard:{key}")
 }
 
 /// The merged view of a gateway set other than the built-in one.
@@ -57,4 +86,21 @@ pub fn retry_after(key: &str) -> String {
 /// A category's shared counters.
 pub fn metrics(category: &str) -> String {
     format!("metrics:{category}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn entry_keys_carry_the_format_and_name_the_previous_ones() {
+        assert_eq!(super::gateway("groq"), "models:v4:groq");
+        assert_eq!(super::merged(0xab), "models:v4:all:000000ab");
+        assert_eq!(super::previous_format(&super::gateway("groq")).as_deref(), Some("models:groq"));
+        assert_eq!(super::previous_format(super::ALL).as_deref(), Some("models:all"));
+        assert_eq!(
+            super::previous_format(&super::merged(0xab)).as_deref(),
+            Some("models:all:000000ab")
+        );
+        assert_eq!(super::previous_format("models:groq"), None);
+        assert_eq!(super::previous_format("lock:warm"), None);
+    }
 }

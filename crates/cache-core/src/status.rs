@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::app::App;
 use crate::body::Precompressed;
 use crate::clock::{iso8601, now_ms};
-use crate::contract::{GatewayState, KeyState, LastError, StatusMetrics, StatusResponse};
+use crate::contract::{CarriedState, GatewayState, HeldState, KeyState, LastError, StatusMetrics, StatusResponse};
 use crate::entry::Freshness;
 use crate::keys;
 use crate::metrics::CategoryMetrics;
@@ -78,7 +78,31 @@ async fn state_of(app: &App, id: String, key: String) -> GatewayState {
     let entry = app.cache.peek_meta(&key).await;
     let failure: Option<FetchFailure> = app.cache.last_failure(&key).await;
     let now = now_ms();
+    let held = match entry.as_ref().is_some_and(|m| m.held()) {
+        true => app.cache.evidence(&key).await.map(|e| HeldState {
+            reason: e.why,
+            candidate_models: e.candidate,
+            observations: e.seen,
+            needed_observations: app.config.guard_confirm_fetches,
+            first_seen_at: iso8601(e.first_ms),
+            confirm_after: iso8601(
+                e.first_ms
+                    .saturating_add(app.config.guard_confirm_span.as_millis() as u64),
+            ),
+        }),
+        false => None,
+    };
+    let mut fail_safe_reasons: Vec<String> = Vec::new();
+    if let Some(m) = &entry {
+        if m.freshness(now) == Freshness::Expired {
+            fail_safe_reasons.push("expired".into());
+        }
+        fail_safe_reasons.extend(m.held_back_reasons().into_iter().map(String::from));
+    }
     GatewayState {
+        fail_safe_reasons,
+        held,
+        carried: None,
         gateway: id,
         state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
             Freshness::Fresh => KeyState::Fresh,
@@ -111,16 +135,24 @@ async fn merged_state(app: &App, gateways: &[GatewayState]) -> GatewayState {
             .map(|g| g.gateway.clone())
             .collect(),
     );
-    let carried = app.cache.peek_meta(app.all_key()).await.map_or(0, |m| m.carried);
-    merged.carried_gateways = Some(
-        app.registry
-            .all()
-            .iter()
-            .enumerate()
-            .filter(|(n, _)| *n < 64 && carried & (1 << n) != 0)
-            .map(|(_, g)| g.id.clone())
+    let now = now_ms();
+    let carried = match app.cache.peek_meta(app.all_key()).await {
+        Some(meta) => app
+            .carried_of(&meta)
+            .into_iter()
+            .map(|(id, clock)| {
+                let clock = clock.unwrap_or(crate::entry::InputClock::of(&meta.clock));
+                CarriedState {
+                    gateway: id.to_string(),
+                    age_seconds: now.saturating_sub(clock.fetched_at_ms) / 1000,
+                    until: iso8601(clock.kept_until_ms),
+                }
+            })
             .collect(),
-    );
+        None => Vec::new(),
+    };
+    merged.carried_gateways = Some(carried.iter().map(|c| c.gateway.clone()).collect());
+    merged.carried = Some(carried);
     merged
 }
 

@@ -77,6 +77,12 @@ impl FetchError {
         }
     }
 
+    /// The upstream answered 404 for the gateway's listing: it says the catalog does
+    /// not exist (evidence the gateway is gone), not that it failed to serve it.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, FetchError::Status { status: 404, .. })
+    }
+
     pub fn is_timeout(&self) -> bool {
         matches!(self, FetchError::Timeout { .. })
     }

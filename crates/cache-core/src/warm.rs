@@ -173,6 +173,7 @@ impl App {
                     count: entry.meta.item_count,
                     duration_ms,
                     error: None,
+                    collapsed_duplicates: (entry.meta.collapsed > 0).then_some(entry.meta.collapsed),
                 };
                 (outcome, changed)
             }
@@ -192,6 +193,7 @@ impl App {
                     count,
                     duration_ms,
                     error: Some(crate::upstream::bounded(&e.to_string())),
+                    collapsed_duplicates: None,
                 };
                 (outcome, false)
             }

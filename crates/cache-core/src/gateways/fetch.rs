@@ -97,29 +97,26 @@ impl Fetcher {
     ) -> Result<Vec<T>, FetchError> {
         let deadline = Instant::now() + gateway.deadline;
         // A listing that moves while it is paged (a model inserted before the page
-        // being read) shows as a `total` that changes, or an id of an earlier page
-        // listed again: fetched once more from the start. If it moves again, the fetch
-        // fails and the good data stays; ids the catalog itself lists twice (the same
-        // ones, both times) are not a move.
+        // being read, one withdrawn and another appended) shows as a `total` that
+        // changes, an id of an earlier page listed again, or a first page that is not
+        // the same when asked again at the end: fetched once more from the start. If it
+        // moves again, the fetch fails and the good data stays; ids the catalog itself
+        // lists twice (the same ones, both times) are not a move.
         let attempts = async {
-            let first = self.fetch_all_pages(gateway, deadline, transform.clone()).await;
-            let why = match first {
-                Ok((pages, repeated)) if repeated.is_empty() => return Ok(pages),
-                Ok((_, repeated)) => Shift::Repeated(repeated),
-                Err(FetchError::Shifted { detail, .. }) => Shift::Total(detail),
-                Err(e) => return Err(e),
-            };
+            let (pages, shift) = self.checked_pass(gateway, deadline, transform.clone()).await?;
+            let Some(why) = shift else { return Ok(pages) };
             tracing::warn!(
                 "[Cache Fetch] {}: the catalog changed while it was paged ({}); fetching it again from the start",
                 gateway.id,
                 why.detail()
             );
-            match (self.fetch_all_pages(gateway, deadline, transform).await?, why) {
-                ((pages, again), _) if again.is_empty() => Ok(pages),
-                ((pages, again), Shift::Repeated(before)) if again == before => Ok(pages),
-                ((_, again), _) => Err(FetchError::Shifted {
+            drop(pages);
+            match (self.checked_pass(gateway, deadline, transform).await?, why) {
+                ((pages, None), _) => Ok(pages),
+                ((pages, Some(Shift::Repeated(again))), Shift::Repeated(before)) if again == before => Ok(pages),
+                ((_, Some(again)), _) => Err(FetchError::Shifted {
                     gateway: gateway.id.clone(),
-                    detail: Shift::Repeated(again).detail(),
+                    detail: again.detail(),
                 }),
             }
         };
@@ -132,13 +129,40 @@ impl Fetcher {
         }
     }
 
+    /// Every page once, and how the listing moved meanwhile (`None`: it did not).
+    /// A listing of several pages (more than one taken) is checked at the end by asking for its first page
+    /// again: a model withdrawn and another appended keep `total` and repeat no id,
+    /// but shift every later model by one, so the first page is no longer the same.
+    async fn checked_pass<T: Send + 'static>(
+        &self,
+        gw: &Gateway,
+        deadline: Instant,
+        transform: PageTransform<T>,
+    ) -> Result<(Vec<T>, Option<Shift>), FetchError> {
+        let pass = match self.fetch_all_pages(gw, deadline, transform.clone()).await {
+            Ok(pass) => pass,
+            Err(FetchError::Shifted { detail, .. }) => return Ok((Vec::new(), Some(Shift::Total(detail)))),
+            Err(e) => return Err(e),
+        };
+        if pass.outs.len() > 1 {
+            let again = self
+                .fetch_page(gw, 0, deadline, &AtomicUsize::new(self.max_bytes), &transform)
+                .await?;
+            if again.ids != pass.first_ids || again.total != pass.total {
+                return Ok((pass.outs, Some(Shift::FirstPage)));
+            }
+        }
+        let shift = (!pass.repeated.is_empty()).then_some(Shift::Repeated(pass.repeated));
+        Ok((pass.outs, shift))
+    }
+
     /// Every page once, in order, and the ids an earlier page had listed already.
     async fn fetch_all_pages<T: Send + 'static>(
         &self,
         gw: &Gateway,
         deadline: Instant,
         transform: PageTransform<T>,
-    ) -> Result<(Vec<T>, Vec<String>), FetchError> {
+    ) -> Result<Pass<T>, FetchError> {
         // One byte budget shared by every page of this gateway, concurrent or not.
         let budget = AtomicUsize::new(self.max_bytes);
         let first = self.fetch_page(gw, 0, deadline, &budget, &transform).await?;
@@ -155,6 +179,7 @@ impl Fetcher {
             pages: 1,
         };
         let first_model = first.first_id.clone();
+        let first_ids = first.ids.clone();
         run.take(first, 0)?;
         match (has_more, total) {
             // Paginated, with a total: fetch the rest concurrently.
@@ -177,7 +202,12 @@ impl Fetcher {
                 total,
             });
         }
-        Ok((run.outs, run.listing.repeated()))
+        Ok(Pass {
+            outs: run.outs,
+            repeated: run.listing.repeated(),
+            first_ids,
+            total,
+        })
     }
 
     /// One page, with 429 handling, parsed and transformed off the async threads.
@@ -409,8 +439,21 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
+/// One pass over a listing's pages.
+struct Pass<T> {
+    /// One per page taken, in order.
+    outs: Vec<T>,
+    /// Ids a later page listed again (sorted).
+    repeated: Vec<String>,
+    /// The first page's ids, in order, and the `total` it gave.
+    first_ids: Vec<String>,
+    total: Option<u64>,
+}
+
 /// Why a fetch is tried once more from the start.
 enum Shift {
+    /// The first page, asked for again at the end, is not what it was.
+    FirstPage,
     /// The `total` changed between pages (detail says how).
     Total(String),
     /// Ids an earlier page had listed already (sorted).
@@ -421,6 +464,7 @@ impl Shift {
     fn detail(&self) -> String {
         match self {
             Shift::Total(d) => d.clone(),
+            Shift::FirstPage => "the first page was not the same when asked again at the end".into(),
             Shift::Repeated(ids) => crate::upstream::bounded(&format!(
                 "{} ids listed again on a later page, first \"{}\"",
                 ids.len(),

@@ -32,7 +32,8 @@ fn cross_origin_route(route: Route) -> bool {
 }
 
 /// Headers the page reads from responses.
-const EXPOSE: &str = "ETag, X-Cache, X-Cache-Age, X-Model-Count";
+const EXPOSE: &str =
+    "ETag, X-Cache, X-Cache-Age, X-Model-Count, X-Cache-Fail-Safe, X-Cache-Fail-Safe-Reason, X-Cache-Carried";
 
 /// Answer a preflight (`OPTIONS`) for `route`.
 pub(crate) fn preflight(route: Route, headers: &HeaderMap, policy: &CorsPolicy) -> Response<Body> {

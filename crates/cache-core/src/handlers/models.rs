@@ -88,7 +88,7 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     };
 
     let head_only = req.method == http::Method::HEAD;
-    let served = Served::of(&lookup);
+    let served = Served::of(&lookup, app);
     let cut = Cut {
         offset: offset.unwrap_or(0),
         limit,
@@ -132,18 +132,37 @@ pub(super) fn count(value: Option<&String>, name: &str, min: usize) -> Result<Op
 /// How an entry is being served: what the response headers say about it.
 pub(super) struct Served {
     status: CacheStatus,
-    fail_safe: bool,
+    /// Why it is held back from the upstream's current answer (`X-Cache-Fail-Safe-Reason`);
+    /// empty: served as fetched.
+    reasons: Vec<&'static str>,
+    /// The merged view's carried gateways and the age of their data (`X-Cache-Carried`).
+    carried: Option<String>,
     /// Until when the store keeps the entry for fail-safe serving (unix ms).
     kept_until_ms: u64,
 }
 
 impl Served {
-    pub(super) fn of(lookup: &Lookup) -> Self {
+    pub(super) fn of(lookup: &Lookup, app: &App) -> Self {
+        let now = now_ms();
+        let carried = app
+            .carried_of(&lookup.entry.meta)
+            .iter()
+            .map(|(id, clock)| match clock {
+                Some(c) => format!("{id};age={}", now.saturating_sub(c.fetched_at_ms) / 1000),
+                None => id.to_string(),
+            })
+            .collect::<Vec<_>>();
         Served {
             status: lookup.status,
-            fail_safe: lookup.fail_safe,
+            reasons: lookup.fail_safe_reasons(),
+            carried: (!carried.is_empty()).then(|| carried.join(", ")),
             kept_until_ms: lookup.entry.meta.clock.kept_until_ms,
         }
+    }
+
+    /// Last-known-good, or anything else held back from the upstream's answer.
+    fn fail_safe(&self) -> bool {
+        !self.reasons.is_empty()
     }
 }
 
@@ -217,8 +236,9 @@ pub(super) fn answer_headers(
     // long as we would ourselves (fail-safe).
     let if_error = served.kept_until_ms.saturating_sub(now) / 1000;
     let cache_control = match served.status {
-        // Last-known-good past its stale window: a short CDN life, then ask again.
-        CacheStatus::Stale if served.fail_safe => {
+        // Last-known-good (past its stale window, held by the guard, carrying a gone
+        // gateway's listings): a short CDN life, then ask again.
+        _ if served.fail_safe() => {
             format!("public, max-age=0, s-maxage={FAIL_SAFE_CDN_SECS}, stale-if-error={if_error}")
         }
         // Fresh: the CDN may keep it for what is left of the fresh window (capped),
@@ -239,8 +259,15 @@ pub(super) fn answer_headers(
     let headers = r.headers_mut().expect("builder is fresh");
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert("x-cache", HeaderValue::from_static(served.status.as_str()));
-    if served.fail_safe {
+    if served.fail_safe() {
         headers.insert("x-cache-fail-safe", HeaderValue::from_static("1"));
+        headers.insert(
+            "x-cache-fail-safe-reason",
+            HeaderValue::from_str(&served.reasons.join(", ")).expect("ascii words"),
+        );
+    }
+    if let Some(carried) = served.carried.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert("x-cache-carried", carried);
     }
     headers.insert(
         header::CACHE_CONTROL,

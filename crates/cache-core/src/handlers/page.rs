@@ -73,7 +73,7 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     let etag = page_etag(&lookup.entry, &ask);
     let tag = HeaderValue::from_str(&crate::entry::encoding_etag(&etag, encoding)).expect("hex etag");
     let mut r = Response::builder();
-    answer_headers(&mut r, &lookup.entry, &Served::of(&lookup), HTML);
+    answer_headers(&mut r, &lookup.entry, &Served::of(&lookup, app), HTML);
     page_headers(&mut r);
     if not_modified(&req.headers, &etag) {
         return not_modified_response(r, tag);

@@ -109,21 +109,18 @@ impl MemoryStore {
         super::Write::Stored
     }
 
-    /// Same rule as the Redis script: rewrite the clock bytes if the stamp matches.
-    pub fn touch(&self, key: &str, expected_stamp: u64, clock: [u8; crate::entry::CLOCK_LEN], ttl: Duration) -> bool {
-        use crate::entry::{CLOCK_LEN, CLOCK_OFFSET, FORMAT_VERSION};
+    /// Same rule as the Redis script (`entry::rewrite_head`): rewrite the head in
+    /// place if the stamp and the input count match.
+    pub fn rewrite_head(&self, key: &str, expected_stamp: u64, head: &[u8], ttl: Duration) -> bool {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
-        let Some(cur) = inner.live(&key, now) else { return false };
-        if cur.get(4) != Some(&FORMAT_VERSION)
-            || cur.len() < CLOCK_OFFSET + CLOCK_LEN
-            || crate::entry::stamp_of(cur) != Some(expected_stamp)
-        {
+        let Some(value) = inner
+            .live(&key, now)
+            .and_then(|cur| crate::entry::rewrite_head(cur, expected_stamp, head))
+        else {
             return false;
-        }
-        let mut value = cur.to_vec();
-        value[CLOCK_OFFSET..CLOCK_OFFSET + CLOCK_LEN].copy_from_slice(&clock);
+        };
         inner.insert(key, Bytes::from(value), now + ttl);
         true
     }

@@ -142,20 +142,21 @@ impl Store {
         }
     }
 
-    /// Move the clock of the entry under `key` (`clock`, as `entry::Clock::encode`
-    /// makes it) and its expiry, if it is still the entry fetched at `expected_stamp`.
-    /// The bodies are not sent again: an unchanged refetch costs a few dozen bytes.
-    /// `Ok(false)` = the entry changed meanwhile (write it whole).
-    pub async fn touch(
+    /// Rewrite the head (flags, clock, inputs: `entry::Head::encode`) of the entry
+    /// under `key` in place, and its expiry, if it is still the entry fetched at
+    /// `expected_stamp` with as many inputs. The bodies are not sent again: an
+    /// unchanged refetch costs a few dozen bytes. `Ok(false)` = the entry changed
+    /// meanwhile (write it whole).
+    pub async fn rewrite_head(
         &self,
         key: &str,
         expected_stamp: u64,
-        clock: [u8; crate::entry::CLOCK_LEN],
+        head: Vec<u8>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(s) => Ok(s.touch(key, expected_stamp, clock, ttl)),
-            Store::Redis(s) => s.touch(key, expected_stamp, clock, ttl).await,
+            Store::Memory(s) => Ok(s.rewrite_head(key, expected_stamp, &head, ttl)),
+            Store::Redis(s) => s.rewrite_head(key, expected_stamp, head, ttl).await,
         }
     }
 

@@ -39,73 +39,81 @@ const EXTEND_IF_EQUALS: &str =
 const SERVER_TIME: &str =
     "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
-/// The entry format's constants as Lua source: the scripts below are formatted with
-/// them once, so raising the format version never means editing Lua by hand.
-fn entry_format_lua(script: &str) -> String {
-    use crate::entry::{CLOCK_LEN, CLOCK_OFFSET, FORMAT_VERSION, MAGIC, STAMPED_SINCE_VERSION};
-    script
-        .replace("{MAGIC}", std::str::from_utf8(MAGIC).expect("ASCII magic"))
-        .replace("{VERSION}", &FORMAT_VERSION.to_string())
-        .replace("{STAMPED_SINCE}", &STAMPED_SINCE_VERSION.to_string())
-        // Lua strings are 1-based: the stamp's bytes are CLOCK_OFFSET+1 ..= CLOCK_OFFSET+8.
-        .replace("{STAMP_FIRST}", &(CLOCK_OFFSET + 1).to_string())
-        .replace("{STAMP_LAST}", &(CLOCK_OFFSET + 8).to_string())
-        .replace("{CLOCK_OFFSET}", &CLOCK_OFFSET.to_string())
-        .replace("{CLOCK_LEN}", &CLOCK_LEN.to_string())
+/// The store's scripts, each formatted once, sent by SHA-1 (`EVALSHA`, ~40 bytes a
+/// call) and, when the server does not know it yet (`NOSCRIPT`: a restart, a new
+/// Cluster node), by its text (`EVAL`, which also caches it there). Never `SCRIPT
+/// LOAD`: managed Redis services may rename or disable `SCRIPT`, and the cache must
+/// work all the same.
+struct Lua {
+    text: String,
+    sha1: String,
 }
 
-/// Compare-and-set on the fetch stamp: write the entry unless the stored one was
-/// fetched later (an older fetch never replaces a newer one). The stamp is read
-/// where `entry` puts it, in any format that has one; anything else under the key is
-/// overwritten. A stored stamp past ARGV[4] (the store's clock plus a tolerance) is
-/// not trusted: it came from an instance whose clock runs ahead, and is overwritten.
-/// Returns `{1}` when written, `{0, stored stamp}` when refused. ms stamps fit a Lua
-/// double exactly (< 2^53).
-const SET_IF_NEWER: &str = r#"
-local cur = redis.call('get', KEYS[1])
-if cur and string.len(cur) >= {STAMP_LAST} and string.sub(cur, 1, 4) == '{MAGIC}'
-   and string.byte(cur, 5) >= {STAMPED_SINCE} and string.byte(cur, 5) <= {VERSION} then
-  local t = 0
-  for i = {STAMP_FIRST}, {STAMP_LAST} do t = t * 256 + string.byte(cur, i) end
-  if t > tonumber(ARGV[2]) and t <= tonumber(ARGV[4]) then return {0, t} end
-end
-redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return {1}
-"#;
+#[derive(Clone, Copy)]
+enum ScriptName {
+    DeleteIfEquals,
+    ExtendIfEquals,
+    ServerTime,
+    SetIfNewer,
+    RewriteHead,
+}
 
-/// Move an unchanged entry's clock without rewriting its bodies: if the stored
-/// entry is still the one with stamp ARGV[1] (and of this format), overwrite its
-/// clock with ARGV[2] and its expiry with ARGV[3]. Sends the clock instead of the
-/// whole value.
-const TOUCH: &str = r#"
-local cur = redis.call('getrange', KEYS[1], 0, {STAMP_LAST} - 1)
-if string.len(cur) < {STAMP_LAST} or string.sub(cur, 1, 4) ~= '{MAGIC}' or string.byte(cur, 5) ~= {VERSION} then return 0 end
-local t = 0
-for i = {STAMP_FIRST}, {STAMP_LAST} do t = t * 256 + string.byte(cur, i) end
-if t ~= tonumber(ARGV[1]) or string.len(ARGV[2]) ~= {CLOCK_LEN} then return 0 end
-redis.call('setrange', KEYS[1], {CLOCK_OFFSET}, ARGV[2])
-redis.call('pexpire', KEYS[1], ARGV[3])
-return 1
-"#;
-
-/// The scripts, formatted once and sent once per server (`SCRIPT LOAD`, on every node
-/// of a Cluster), then run by their SHA-1 (`EVALSHA`, reloaded on `NOSCRIPT`): a warm
-/// sends ~40 bytes per script call instead of the script text.
-fn script(lua: &'static str) -> &'static fred::types::scripts::Script {
-    use fred::types::scripts::Script;
+fn script(name: ScriptName) -> &'static Lua {
     use std::sync::LazyLock;
-    static DELETE: LazyLock<Script> = LazyLock::new(|| Script::from_lua(DELETE_IF_EQUALS));
-    static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::from_lua(EXTEND_IF_EQUALS));
-    static TIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(SERVER_TIME));
-    static NEWER: LazyLock<Script> = LazyLock::new(|| Script::from_lua(entry_format_lua(SET_IF_NEWER)));
-    static RETIME: LazyLock<Script> = LazyLock::new(|| Script::from_lua(entry_format_lua(TOUCH)));
-    match lua {
-        DELETE_IF_EQUALS => &DELETE,
-        EXTEND_IF_EQUALS => &EXTEND,
-        SERVER_TIME => &TIME,
-        SET_IF_NEWER => &NEWER,
-        TOUCH => &RETIME,
-        _ => unreachable!("not one of the store's scripts"),
+    fn lua(text: String) -> Lua {
+        let sha1 = fred::util::sha1_hash(&text);
+        Lua { text, sha1 }
+    }
+    static DELETE: LazyLock<Lua> = LazyLock::new(|| lua(DELETE_IF_EQUALS.into()));
+    static EXTEND: LazyLock<Lua> = LazyLock::new(|| lua(EXTEND_IF_EQUALS.into()));
+    static TIME: LazyLock<Lua> = LazyLock::new(|| lua(SERVER_TIME.into()));
+    // The entry's layout is the entry module's: it writes the scripts that touch it.
+    static NEWER: LazyLock<Lua> = LazyLock::new(|| lua(crate::entry::lua::set_if_newer()));
+    static HEAD: LazyLock<Lua> = LazyLock::new(|| lua(crate::entry::lua::rewrite_head()));
+    match name {
+        ScriptName::DeleteIfEquals => &DELETE,
+        ScriptName::ExtendIfEquals => &EXTEND,
+        ScriptName::ServerTime => &TIME,
+        ScriptName::SetIfNewer => &NEWER,
+        ScriptName::RewriteHead => &HEAD,
+    }
+}
+
+/// Run a script: `EVALSHA`, then `EVAL` on `NOSCRIPT`. A server that refuses scripts
+/// altogether gets one clear error line (then at most one a minute), not silence.
+async fn eval<R: FromValue>(client: &Client, name: ScriptName, keys: Vec<Key>, args: Vec<Value>) -> Result<R, Error> {
+    let lua = script(name);
+    match client.evalsha(lua.sha1.as_str(), keys.clone(), args.clone()).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            let result = client.eval(lua.text.as_str(), keys, args).await;
+            if let Err(e) = &result {
+                scripts_refused(e);
+            }
+            result
+        }
+        Err(e) => {
+            scripts_refused(&e);
+            Err(e)
+        }
+        ok => ok,
+    }
+}
+
+/// Log a server that will not run our scripts (`EVAL`/`EVALSHA` renamed or denied by
+/// ACL): every compare-and-set would fail, so nothing would be stored.
+fn scripts_refused(e: &Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let d = e.details().to_ascii_lowercase();
+    if !(d.contains("unknown command") || d.contains("noperm") || d.contains("no permission")) {
+        return;
+    }
+    let now = now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::error!(
+            "[Cache Store] Redis refuses Lua scripts ({}): entries cannot be stored and locks fall back to a plain DEL; allow EVAL and EVALSHA for this user",
+            e.details()
+        );
     }
 }
 
@@ -229,13 +237,34 @@ impl RedisStore {
     }
 
     pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let script = script(DELETE_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
-            self.pool.next(),
-            vec![self.key(key)],
-            vec![Bytes::copy_from_slice(value)],
-        );
-        let deleted: i64 = self.guarded(script).await?;
+        let deleted: i64 = self.guarded(self.compare_and_delete(key, value)).await?;
         Ok(deleted == 1)
+    }
+
+    /// Compare-and-delete by script; on a server that runs no scripts, a `GET` then a
+    /// `DEL` (a release must never be skipped: a lock left behind blocks everyone
+    /// until its TTL; the window between the two is what that server costs).
+    async fn compare_and_delete(&self, key: &str, value: &[u8]) -> Result<i64, Error> {
+        let client = self.pool.next();
+        let k = self.key(key);
+        match eval::<i64>(
+            client,
+            ScriptName::DeleteIfEquals,
+            vec![k.clone().into()],
+            vec![Value::Bytes(Bytes::copy_from_slice(value))],
+        )
+        .await
+        {
+            Err(e) if is_command_refused(&e) => {
+                let held: Option<Bytes> = client.get(&k).await?;
+                if held.as_deref() == Some(value) {
+                    client.del::<i64, _>(&k).await
+                } else {
+                    Ok(0)
+                }
+            }
+            other => other,
+        }
     }
 
     pub async fn set_if_newer(
@@ -246,14 +275,15 @@ impl RedisStore {
         stamp_ms: u64,
         trusted_until_ms: u64,
     ) -> Result<super::Write, StoreError> {
-        let script = script(SET_IF_NEWER).evalsha_with_reload::<Vec<i64>, _, _>(
+        let script = eval::<Vec<i64>>(
             self.pool.next(),
-            vec![self.key(key)],
+            ScriptName::SetIfNewer,
+            vec![self.key(key).into()],
             vec![
-                fred::types::Value::Bytes(value),
-                fred::types::Value::from(stamp_ms.to_string()),
-                fred::types::Value::from(ms(ttl).to_string()),
-                fred::types::Value::from(trusted_until_ms.to_string()),
+                Value::Bytes(value),
+                Value::from(stamp_ms.to_string()),
+                Value::from(ms(ttl).to_string()),
+                Value::from(trusted_until_ms.to_string()),
             ],
         );
         let reply = self.guarded(script).await?;
@@ -266,34 +296,36 @@ impl RedisStore {
         })
     }
 
-    pub async fn touch(
+    pub async fn rewrite_head(
         &self,
         key: &str,
         expected_stamp: u64,
-        clock: [u8; crate::entry::CLOCK_LEN],
+        head: Vec<u8>,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let script = script(TOUCH).evalsha_with_reload::<i64, _, _>(
+        let script = eval::<i64>(
             self.pool.next(),
-            vec![self.key(key)],
+            ScriptName::RewriteHead,
+            vec![self.key(key).into()],
             vec![
-                fred::types::Value::from(expected_stamp.to_string()),
-                fred::types::Value::Bytes(Bytes::copy_from_slice(&clock)),
-                fred::types::Value::from(ms(ttl).to_string()),
+                Value::from(expected_stamp.to_string()),
+                Value::Bytes(Bytes::from(head)),
+                Value::from(ms(ttl).to_string()),
             ],
         );
-        let touched: i64 = self.guarded(script).await?;
-        Ok(touched == 1)
+        let rewritten: i64 = self.guarded(script).await?;
+        Ok(rewritten == 1)
     }
 
     /// Extend `key` to `ttl` if it still holds `value` (a lease we own).
     pub async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        let script = script(EXTEND_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
+        let script = eval::<i64>(
             self.pool.next(),
-            vec![self.key(key)],
+            ScriptName::ExtendIfEquals,
+            vec![self.key(key).into()],
             vec![
-                fred::types::Value::Bytes(Bytes::copy_from_slice(value)),
-                fred::types::Value::from(ms(ttl).to_string()),
+                Value::Bytes(Bytes::copy_from_slice(value)),
+                Value::from(ms(ttl).to_string()),
             ],
         );
         let extended: i64 = self.guarded(script).await?;
@@ -302,12 +334,16 @@ impl RedisStore {
 
     /// The store's clock, unix ms.
     pub async fn time_ms(&self) -> Result<u64, StoreError> {
-        let script = script(SERVER_TIME).evalsha_with_reload::<i64, _, _>(
-            self.pool.next(),
-            Vec::<String>::new(),
-            Vec::<String>::new(),
-        );
-        let now: i64 = self.guarded(script).await?;
+        let script = eval::<i64>(self.pool.next(), ScriptName::ServerTime, Vec::new(), Vec::new());
+        let now: i64 = match self.guarded(script).await {
+            Err(StoreError::Refused(_)) => {
+                // No scripts: the plain command (one key-less call, any node).
+                let time = fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false);
+                let (secs, micros): (i64, i64) = self.guarded(self.pool.next().custom(time, Vec::<Value>::new())).await?;
+                secs * 1000 + micros / 1000
+            }
+            other => other?,
+        };
         Ok(now.max(0) as u64)
     }
 
@@ -315,12 +351,7 @@ impl RedisStore {
     /// be skipped because some other call failed recently (everyone would then be
     /// locked out until the TTL). It still has the command timeout.
     pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let script = script(DELETE_IF_EQUALS).evalsha_with_reload::<i64, _, _>(
-            self.pool.next(),
-            vec![self.key(key)],
-            vec![Bytes::copy_from_slice(value)],
-        );
-        let deleted: i64 = script.await.map_err(map_err)?;
+        let deleted: i64 = self.compare_and_delete(key, value).await.map_err(map_err)?;
         Ok(deleted == 1)
     }
 
@@ -402,27 +433,31 @@ fn map_err(e: Error) -> StoreError {
     }
 }
 
+/// The server refused the command itself (renamed, unknown, or denied by ACL), not
+/// its arguments or the key's value.
+fn is_command_refused(e: &Error) -> bool {
+    let d = e.details().to_ascii_lowercase();
+    d.contains("unknown command") || d.contains("noperm") || d.contains("no permission")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_scripts_are_formatted_from_the_entry_format() {
-        let newer = super::entry_format_lua(super::SET_IF_NEWER);
-        let touch = super::entry_format_lua(super::TOUCH);
-        for lua in [&newer, &touch] {
-            assert!(
-                !lua.contains('{') || !lua.contains("{MAGIC}"),
-                "every placeholder filled: {lua}"
-            );
+        let newer = crate::entry::lua::set_if_newer();
+        let head = crate::entry::lua::rewrite_head();
+        for lua in [&newer, &head] {
             assert!(lua.contains("'GZCE'"), "{lua}");
         }
         assert!(
-            touch.contains(&format!("~= {}", crate::entry::FORMAT_VERSION)),
-            "{touch}"
+            head.contains(&format!("~= {}", crate::entry::FORMAT_VERSION)),
+            "{head}"
         );
         assert!(
             newer.contains(&format!("<= {}", crate::entry::FORMAT_VERSION)),
             "{newer}"
         );
         assert!(newer.contains("for i = 7, 14"), "the stamp's bytes, 1-based: {newer}");
+        assert!(head.contains("setrange', KEYS[1], 5,"), "the head starts at byte 5: {head}");
     }
 }

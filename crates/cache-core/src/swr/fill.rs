@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Cache, CacheError, FetchFailure, Payload, Purpose, Source};
+use super::guard::Weighed;
+use super::{Cache, CacheError, FetchFailure, Payload, Purpose, Source, Verdict};
 use crate::clock::now_ms;
-use crate::entry::{Clock, Entry, EntryMeta, Freshness, STORED_ENCODINGS};
+use crate::entry::{Entry, EntryMeta, Freshness, Head, InputClock, STORED_ENCODINGS};
 use crate::keys;
 use crate::lock::{self, LockGuard};
 use crate::metrics::Event;
@@ -278,8 +279,8 @@ impl Cache {
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
             Ok(Err(e)) => Err(CacheError::Source(e)),
-            Ok(Ok(payload)) => match source.validate(&payload, previous) {
-                Err(why) => Err(CacheError::Rejected(why)),
+            Ok(Ok(payload)) => match self.judge(key, &*source, &payload, previous).await {
+                Err(e) => Err(e),
                 // The same content as stored: move its clock, keep its bodies and ETag
                 // (browsers and the CDN keep their 304s), and nothing follows a write.
                 Ok(())
@@ -289,35 +290,29 @@ impl Cache {
                 {
                     Ok(entry)
                 }
-                Ok(()) => {
-                    let high_water = previous.map_or(0, |p| p.high_water.max(p.item_count));
-                    match self
-                        .write(key, payload, source.ttl(), stamp, high_water, source.category())
-                        .await
-                    {
-                        Written::Stored(entry) => {
-                            if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
-                                spawner.spawn(follow_up);
-                            }
-                            Ok(entry)
+                Ok(()) => match self.write(key, payload, source.ttl(), stamp, source.category()).await {
+                    Written::Stored(entry) => {
+                        if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
+                            spawner.spawn(follow_up);
                         }
-                        Written::Newer { stored_stamp_ms, .. } if purpose.refetches() => Err(CacheError::Superseded {
-                            stored_stamp_ms,
-                            ours_ms: stamp,
-                        }),
-                        Written::Newer { newer, .. } => Ok(newer),
-                        // Served, and held in process: later reads answer from it (no
-                        // throttle needed) and write it back once the store takes writes.
-                        Written::Failed(entry, e) if purpose == Purpose::Read => {
-                            tracing::warn!(
-                                "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
-                            );
-                            self.record_failure(key, &CacheError::NotStored(e), false).await;
-                            Ok(entry)
-                        }
-                        Written::Failed(_, e) => Err(CacheError::NotStored(e)),
+                        Ok(entry)
                     }
-                }
+                    Written::Newer { stored_stamp_ms, .. } if purpose.refetches() => Err(CacheError::Superseded {
+                        stored_stamp_ms,
+                        ours_ms: stamp,
+                    }),
+                    Written::Newer { newer, .. } => Ok(newer),
+                    // Served, and held in process: later reads answer from it (no
+                    // throttle needed) and write it back once the store takes writes.
+                    Written::Failed(entry, e) if purpose == Purpose::Read => {
+                        tracing::warn!(
+                            "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
+                        );
+                        self.record_failure(key, &CacheError::NotStored(e), false).await;
+                        Ok(entry)
+                    }
+                    Written::Failed(_, e) => Err(CacheError::NotStored(e)),
+                },
             },
         };
         if let Err(e) = &outcome
@@ -328,13 +323,47 @@ impl Cache {
         outcome
     }
 
+    /// Whether `payload` may replace `previous`: validation, and for a suspect answer
+    /// the guard's evidence ([`super::guard`]). An answer that agrees with a held
+    /// entry clears the evidence (the write or retime clears the mark).
+    async fn judge(
+        &self,
+        key: &str,
+        source: &dyn Source,
+        payload: &Payload,
+        previous: Option<&EntryMeta>,
+    ) -> Result<(), CacheError> {
+        match (source.validate(payload, previous), previous) {
+            (Verdict::Reject(why), _) => Err(CacheError::Rejected(why)),
+            (Verdict::Doubt(why), Some(prev)) => match self.weigh(key, payload, prev, why).await {
+                Weighed::Confirmed => Ok(()),
+                Weighed::Held(e) => Err(e),
+            },
+            (Verdict::Accept | Verdict::Doubt(_), prev) => {
+                if prev.is_some_and(EntryMeta::held) {
+                    self.clear_evidence(key).await;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Move the clock of what is stored under `key` to now, as if it had just been
-    /// fetched unchanged (the merged view when no gateway changed in a warm).
-    /// `None` if nothing usable is stored.
-    pub(crate) async fn retime_stored(&self, key: &str, ttl: TtlPolicy) -> Option<Arc<Entry>> {
+    /// fetched unchanged (the merged view when no gateway changed in a warm), with
+    /// `inputs` as its inputs' clocks. `None` if nothing usable is stored.
+    pub(crate) async fn retime_stored(
+        &self,
+        key: &str,
+        ttl: TtlPolicy,
+        inputs: Vec<InputClock>,
+    ) -> Option<Arc<Entry>> {
         let current = self.usable_in_store(key).await?;
-        self.retime(key, current.meta.clock.fetched_at_ms, ttl.clock(now_ms(), None))
-            .await
+        let head = Head {
+            flags: 0,
+            clock: ttl.clock(now_ms(), None),
+            inputs,
+        };
+        self.retime(key, current.meta.clock.fetched_at_ms, head).await
     }
 
     /// If `payload` is what `previous` holds (same content, same sources), move the
@@ -349,24 +378,28 @@ impl Cache {
         stamp: u64,
     ) -> Option<Arc<Entry>> {
         let prev = previous?;
-        if prev.item_count != payload.item_count
+        if prev.previous_format()
+            || prev.item_count != payload.item_count
+            || prev.collapsed != payload.collapsed
             || prev.sources != payload.sources
             || prev.carried != payload.carried
             || prev.etag != crate::entry::etag_for(&payload.json)
         {
             return None;
         }
-        self.retime(key, prev.clock.fetched_at_ms, ttl.clock(stamp, payload.fresh_for))
-            .await
+        let head = Head {
+            flags: 0,
+            clock: ttl.clock(stamp, payload.fresh_for),
+            inputs: payload.inputs.clone(),
+        };
+        self.retime(key, prev.clock.fetched_at_ms, head).await
     }
 
-    /// Give the stored entry fetched at `expected_stamp` the clock `clock`.
-    async fn retime(&self, key: &str, expected_stamp: u64, clock: Clock) -> Option<Arc<Entry>> {
-        match self
-            .store
-            .touch(key, expected_stamp, clock.encode(), clock.key_ttl(now_ms()))
-            .await
-        {
+    /// Give the stored entry fetched at `expected_stamp` the head `head` (its clock,
+    /// no held mark, its inputs' clocks).
+    async fn retime(&self, key: &str, expected_stamp: u64, head: Head) -> Option<Arc<Entry>> {
+        let ttl = head.clock.key_ttl(now_ms());
+        match self.store.rewrite_head(key, expected_stamp, head.encode(), ttl).await {
             Ok(true) => {
                 tracing::info!("[Cache SWR] {key} unchanged: clock moved, bodies kept");
                 self.usable_in_store(key).await
@@ -387,15 +420,15 @@ impl Cache {
         payload: Payload,
         ttl: TtlPolicy,
         stamp: u64,
-        high_water: u32,
         category: &'static str,
     ) -> Written {
         let clock = ttl.clock(stamp, payload.fresh_for);
-        let (sources, carried) = (payload.sources, payload.carried);
+        let (sources, carried, collapsed) = (payload.sources, payload.carried, payload.collapsed);
         let entry = tokio::task::spawn_blocking(move || {
             Entry::build(payload.json, payload.item_count, clock, STORED_ENCODINGS)
-                .with_high_water(high_water)
                 .with_sources(sources, carried)
+                .with_collapsed(collapsed)
+                .with_inputs(payload.inputs)
         })
         .await
         .expect("entry build does not panic");
@@ -497,6 +530,7 @@ impl Cache {
             at_ms: now_ms(),
             rate_limited: false,
             retry_after_s: None,
+            gone: false,
         });
         Some(CacheError::Throttled {
             failure,
@@ -518,6 +552,7 @@ impl Cache {
             at_ms: now_ms(),
             rate_limited: error.is_rate_limit(),
             retry_after_s: window.map(|w| w.as_secs()),
+            gone: error.is_gone(),
         };
         let json = serde_json::to_vec(&failure).expect("serializable");
         let recorded = self
@@ -546,6 +581,7 @@ impl Cache {
             at_ms: now_ms(),
             rate_limited: false,
             retry_after_s: None,
+            gone: false,
         });
     }
 

@@ -30,6 +30,7 @@
 //! revalidations.
 
 mod fill;
+mod guard;
 mod held;
 mod local;
 
@@ -46,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::clock::now_ms;
-use crate::entry::{Entry, EntryMeta, Freshness};
+use crate::entry::{Entry, EntryMeta, Freshness, InputClock};
 use crate::keys;
 use crate::metrics::{Event, Metrics};
 use crate::spawn::{BoxFuture, Spawner, boxed};
@@ -67,6 +68,10 @@ pub(crate) struct Payload {
     /// (`entry::EntryMeta::sources`, `carried`); 0 otherwise.
     pub sources: u64,
     pub carried: u64,
+    /// A derived value's inputs' clocks (`entry::EntryMeta::inputs`).
+    pub inputs: Vec<InputClock>,
+    /// Ids the upstream listed more than once, collapsed to one each.
+    pub collapsed: u32,
 }
 
 impl Payload {
@@ -77,8 +82,22 @@ impl Payload {
             fresh_for: None,
             sources: 0,
             carried: 0,
+            inputs: Vec::new(),
+            collapsed: 0,
         }
     }
+}
+
+/// What validation makes of a fetched value before it may replace the stored one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accept,
+    /// Never stored (an empty catalog): a failure.
+    Reject(String),
+    /// Suspect (a catalog that collapsed, or jumped by a large factor): held back until
+    /// the upstream gives the same answer consistently ([`guard`]); meanwhile the
+    /// stored entry is served, marked held.
+    Doubt(String),
 }
 
 /// Why a key is being filled: one protocol ([`fill`]), four callers.
@@ -118,13 +137,13 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// merged catalog) read other keys through the cache.
     fn fetch(self: Arc<Self>, purpose: Purpose, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>>;
 
-    /// Reject a value before it overwrites `previous` (docs/design.md, failure 5). The default
-    /// rejects an empty payload.
-    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Result<(), String> {
+    /// Judge a value before it overwrites `previous` (docs/design.md, failure 5). The
+    /// default rejects an empty payload.
+    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Verdict {
         if new.item_count == 0 {
-            Err("fetched value is empty".into())
+            Verdict::Reject("fetched value is empty".into())
         } else {
-            Ok(())
+            Verdict::Accept
         }
     }
 
@@ -169,6 +188,19 @@ pub struct Lookup {
     pub fail_safe: bool,
 }
 
+impl Lookup {
+    /// Why what is served is held back from the upstream's current answer (empty:
+    /// it is not): the words of `X-Cache-Fail-Safe-Reason` and of the status.
+    pub fn fail_safe_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if self.fail_safe {
+            reasons.push("expired");
+        }
+        reasons.extend(self.entry.meta.held_back_reasons());
+        reasons
+    }
+}
+
 /// Why a source could not produce a value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -211,6 +243,16 @@ pub enum CacheError {
     /// Fetched and valid, but the store did not take it (a warm reports this).
     #[error("fetched but not stored: {0}")]
     NotStored(StoreError),
+    /// The upstream's answer is suspect (`why`) and not confirmed yet: the stored
+    /// entry is held (and marked so) until the same answer comes `needed` times over
+    /// the guard's span; `seen` so far.
+    #[error("{why}: holding the last accepted catalog until the upstream answers the same on {needed} fetches over {span_s} s ({seen} so far)")]
+    Held {
+        why: String,
+        seen: u32,
+        needed: u32,
+        span_s: u64,
+    },
     /// Fetched and valid, but the store holds a fetch that started later (at
     /// `stored_stamp_ms`, ours at `ours_ms`): what we fetched was not stored.
     #[error("fetched but not stored: the store holds a fetch that started later ({stored_stamp_ms} > {ours_ms})")]
@@ -224,6 +266,16 @@ impl CacheError {
         match self {
             CacheError::Source(SourceError::Upstream(e)) => e.retry_after().is_some(),
             CacheError::Throttled { failure, .. } | CacheError::Recorded(failure) => failure.rate_limited,
+            _ => false,
+        }
+    }
+
+    /// The upstream says the catalog does not exist (404): evidence that the gateway
+    /// is gone, not a transient failure. Its listings are not carried over.
+    pub fn is_gone(&self) -> bool {
+        match self {
+            CacheError::Source(SourceError::Upstream(e)) => e.is_gone(),
+            CacheError::Throttled { failure, .. } | CacheError::Recorded(failure) => failure.gone,
             _ => false,
         }
     }
@@ -264,6 +316,9 @@ pub struct FetchFailure {
     /// rate limit).
     #[serde(default)]
     pub retry_after_s: Option<u64>,
+    /// The upstream said the catalog does not exist (404): see [`CacheError::is_gone`].
+    #[serde(default)]
+    pub gone: bool,
 }
 
 /// Tunables of the SWR layer (from [`crate::config::Config`]).
@@ -278,6 +333,8 @@ pub(crate) struct SwrSettings {
     pub local_ttl: Duration,
     /// At most one metrics flush per this interval per instance (0 = after every read).
     pub metrics_flush_interval: Duration,
+    /// When the collapse guard takes a suspect answer as the truth.
+    pub guard: guard::GuardSettings,
 }
 
 impl SwrSettings {
@@ -289,6 +346,10 @@ impl SwrSettings {
             local_ttl: config.local_cache_ttl,
             metrics_flush_interval: config.metrics_flush_interval,
             soft_timeout: config.soft_timeout,
+            guard: guard::GuardSettings {
+                fetches: config.guard_confirm_fetches,
+                span: config.guard_confirm_span,
+            },
         }
     }
 }
@@ -366,8 +427,9 @@ impl Cache {
         spawner: Arc<dyn Spawner>,
     ) -> Result<Lookup, CacheError> {
         let category = source.category();
-        let current = self.load(key, category).await;
         let now = now_ms();
+        // Fail-safe ends at `kept_until`: the key's extra minute is the status page's.
+        let current = self.load(key, category).await.filter(|e| e.meta.clock.is_kept(now));
         let result = match current {
             Some(entry) if entry.meta.freshness(now) == Freshness::Fresh => {
                 self.metrics.record(category, Event::FreshHit);
@@ -453,9 +515,10 @@ impl Cache {
         }
     }
 
-    /// Read what is stored under `key` without fetching (status page, merge).
+    /// Read what is stored under `key` without fetching (the merge), while it may be
+    /// served at all (not past its fail-safe).
     pub(crate) async fn peek(&self, key: &str) -> Option<Arc<Entry>> {
-        self.load(key, "peek").await
+        self.load(key, "peek").await.filter(|e| e.meta.clock.is_kept(now_ms()))
     }
 
     /// The metadata of what is stored under `key`, reading only its header from the
@@ -521,10 +584,10 @@ impl Cache {
                 }
                 Err(e) => {
                     tracing::warn!("[Cache SWR] Unreadable value under {key} ({e}); treating it as a miss");
-                    self.unstored_or_forget(key)
+                    self.unstored_or_forget(key).await
                 }
             },
-            Ok(None) => self.unstored_or_forget(key),
+            Ok(None) => self.unstored_or_forget(key).await,
             Err(e) => {
                 self.metrics.record(category, Event::StoreError);
                 let fallback = self.local.fallback(key, now_ms());
@@ -541,13 +604,34 @@ impl Cache {
     }
 
     /// The store holds nothing readable for `key`: the copy fetched here that the
-    /// store refused is still the best we have (unless expired); otherwise a miss.
-    fn unstored_or_forget(&self, key: &str) -> Option<Arc<Entry>> {
+    /// store refused is still the best we have (unless expired); else what the
+    /// previous release stored (last-known-good); otherwise a miss.
+    async fn unstored_or_forget(&self, key: &str) -> Option<Arc<Entry>> {
         let held = self.local.unstored(key, now_ms());
-        if held.is_none() {
-            self.local.forget(key);
+        if held.is_some() {
+            return held;
         }
-        held
+        self.local.forget(key);
+        self.previous_release(key).await
+    }
+
+    /// What the previous release (entry format 3) stored for `key` under its own key,
+    /// as last-known-good: expired from now on, so a read refetches at once and
+    /// serves it (marked fail-safe) only while that fails, until its own `kept_until`.
+    /// Never written back, never the base of a compare-and-set.
+    async fn previous_release(&self, key: &str) -> Option<Arc<Entry>> {
+        let old_key = keys::previous_format(key)?;
+        let raw = self.store.get(&old_key).await.ok()??;
+        let old = Entry::decode_previous_format(raw).ok()?;
+        let now = now_ms();
+        let mut head = old.meta.head();
+        if !head.clock.is_kept(now) {
+            return None;
+        }
+        head.clock.stale_until_ms = head.clock.stale_until_ms.min(now);
+        head.clock.fresh_until_ms = head.clock.fresh_until_ms.min(head.clock.stale_until_ms);
+        tracing::info!("[Cache SWR] {key}: nothing of this release stored; the previous release's {old_key} is last-known-good");
+        Some(Arc::new(old.with_head(&head)))
     }
 
     // ---- miss ------------------------------------------------------------------

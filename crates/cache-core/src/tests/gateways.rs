@@ -26,7 +26,11 @@ async fn pages_concurrently_once_total_is_known() {
     let s = Stack::new(&[("FETCH_PAGE_LIMIT", "100")]).await;
     let models = s.app.fetcher.fetch(&s.gw("featherless")).await.unwrap();
     assert_eq!(models.len(), fixture_count("featherless"));
-    assert_eq!(s.sample.requests("featherless"), 15, "1500 models / 100 per page");
+    assert_eq!(
+        s.sample.requests("featherless"),
+        16,
+        "1500 models / 100 per page, and the first page again at the end (did the listing move?)"
+    );
     let ids: std::collections::HashSet<_> = models.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), models.len(), "pages are neither repeated nor skipped");
 }
@@ -59,9 +63,10 @@ async fn has_more_without_total_follows_next_offset() {
     use wiremock::matchers::{method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     let server = MockServer::start().await;
-    for (offset, ids, more, next) in [
-        ("0", vec!["a", "b"], true, json!(2)),
-        ("2", vec!["c"], false, Value::Null),
+    // The first page is asked for again at the end (did the listing move?).
+    for (offset, ids, more, next, times) in [
+        ("0", vec!["a", "b"], true, json!(2), 2),
+        ("2", vec!["c"], false, Value::Null, 1),
     ] {
         let data: Vec<Value> = ids.iter().map(|i| json!({"id": i})).collect();
         Mock::given(method("GET"))
@@ -70,7 +75,7 @@ async fn has_more_without_total_follows_next_offset() {
             .respond_with(
                 ResponseTemplate::new(200).set_body_json(json!({"data": data, "has_more": more, "next_offset": next})),
             )
-            .expect(1)
+            .expect(times)
             .mount(&server)
             .await;
     }
@@ -405,14 +410,14 @@ async fn merged_view_follows_a_gateway_revalidation() {
     // groq (11) and cerebras (9) share one model: 19 after dedup.
     assert_eq!(s.models("all").await.len(), 19);
     s.sample
-        .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
+        .set_catalog("groq", (0..12).map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"})).collect());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stale = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(stale.status, CacheStatus::Stale);
     s.tasks.idle().await;
     let all = s.models("all").await;
     assert!(
-        all.iter().any(|m| m["id"] == "brand-new-model"),
+        all.iter().any(|m| m["id"] == "brand-new-0"),
         "the merged view was rebuilt after groq revalidated"
     );
     assert_ne!(
@@ -459,8 +464,10 @@ async fn a_catalog_short_of_its_total_is_rejected() {
     );
 }
 
+/// The collapse guard judges against the last accepted catalog (not an all-time
+/// high): 1500 -> 150 is a tenth and passes; 150 -> 14 is a collapse and is held.
 #[tokio::test]
-async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
+async fn a_collapse_is_judged_against_the_last_accepted_catalog_and_held() {
     let s = Stack::new(&[("GATEWAYS", "featherless")]).await;
     s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     let all: Vec<Value> = serde_json::from_str(
@@ -472,24 +479,13 @@ async fn a_catalog_cannot_ratchet_down_ten_percent_at_a_time() {
     )
     .unwrap();
     let mut counts = Vec::new();
-    for keep in [150, 15, 1] {
+    for keep in [150, 14] {
         s.sample.set_catalog("featherless", all[..keep].to_vec());
         s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-        counts.push(
-            s.app
-                .cache
-                .peek(&keys::gateway("featherless"))
-                .await
-                .unwrap()
-                .meta
-                .item_count,
-        );
+        let stored = s.app.cache.peek(&keys::gateway("featherless")).await.unwrap();
+        counts.push((stored.meta.item_count, stored.meta.held()));
     }
-    assert_eq!(
-        counts,
-        vec![150, 150, 150],
-        "1500 -> 150 passes; 15 and 1 are collapses against 1500"
-    );
+    assert_eq!(counts, vec![(150, false), (150, true)]);
 }
 
 #[tokio::test]
@@ -516,7 +512,7 @@ async fn a_gateway_filled_by_a_miss_reaches_the_merged_view() {
     assert_eq!(s.models("all").await.len(), 9, "cerebras alone");
     // groq recovers; a reader's miss fills it (not a warm, not a revalidation).
     s.sample.set_fault("groq", Fault::None);
-    s._redis.command(&[b"DEL", b"retryafter:models:groq"]);
+    s._redis.command(&[b"DEL", b"retryafter:models:v4:groq"]);
     let filled = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(filled.status, CacheStatus::Miss);
     s.tasks.idle().await;
@@ -722,7 +718,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
     tokio::time::sleep(Duration::from_millis(3200)).await;
     s.sample.set_latency("groq", Duration::from_millis(1200));
     s.sample
-        .set_catalog("groq", vec![json!({"id":"brand-new-model","name":"Brand New"}); 12]);
+        .set_catalog("groq", (0..12).map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"})).collect());
     let t = Instant::now();
     let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     let waited = t.elapsed();

@@ -78,7 +78,7 @@ async fn an_evicted_gateway_is_carried_over_not_dropped() {
     let before = s.models("all").await;
     assert_eq!(listed_by(&before, "together"), 94);
 
-    s._redis.command(&[b"DEL", b"models:together"]);
+    s._redis.command(&[b"DEL", b"models:v4:together"]);
     s.sample.set_fault("together", Fault::ServerError);
     s.sample.set_catalog("groq", shrunk_groq(10));
     let run = s
@@ -208,7 +208,7 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
     s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     s.tasks.idle().await;
     assert_ne!(
-        s._redis.command(&[b"EXISTS", b"models:groq"]),
+        s._redis.command(&[b"EXISTS", b"models:v4:groq"]),
         b":0\r\n",
         "written back"
     );
@@ -226,7 +226,7 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
 async fn a_full_store_holding_junk_serves_what_it_fetched_from_the_process() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
     assert_eq!(
-        s._redis.command(&[b"SET", b"models:groq", br#"{"data":[]}"#]),
+        s._redis.command(&[b"SET", b"models:v4:groq", br#"{"data":[]}"#]),
         b"+OK\r\n"
     );
     twenty_reads_of_a_full_store_make_one_upstream_request(&s).await;
@@ -282,7 +282,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
     };
     let now = crate::clock::now_ms();
     s._redis
-        .command(&[b"SET", b"models:groq", &store_entry(6, now + 120_000)]);
+        .command(&[b"SET", b"models:v4:groq", &store_entry(6, now + 120_000)]);
     s.sample.set_catalog("groq", shrunk_groq(9));
     let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     assert!(run.success, "{run:?}");
@@ -301,7 +301,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
         let value = store_entry(7, later);
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            let redis = RedisServer::command_on(r, &[b"SET", b"models:groq", &value]);
+            let redis = RedisServer::command_on(r, &[b"SET", b"models:v4:groq", &value]);
             assert_eq!(redis, b"+OK\r\n");
         })
     };

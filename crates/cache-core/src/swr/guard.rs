@@ -1,0 +1,206 @@
+//! The collapse guard's exit: evidence.
+//!
+//! A catalog that collapses to a fraction of itself, or jumps by a large factor, is
+//! suspect ([`super::Verdict::Doubt`]): an upstream that ignored the gateway filter
+//! once, a half-deployed upstream. Held back for ever, though, a *real* change would
+//! be refused for as long as the key lives (days), and a glitch accepted once would
+//! be the reference every later, correct answer is judged against. So:
+//!
+//! - the reference is the **last accepted** catalog (the stored entry), never an
+//!   all-time high: a spike that got in is undone by the next correct answer, which
+//!   is a collapse of the spike and is doubted only as long as below;
+//! - a suspect answer is **evidence**, kept in the store (`guard:<key>`, shared by
+//!   every instance): its size, how many fetches returned it, since when. The
+//!   upstream answering the same size (within [`SAME_SIZE_PERCENT`]) on
+//!   `GUARD_CONFIRM_FETCHES` fetches spread over at least `GUARD_CONFIRM_SECONDS`
+//!   makes it the truth: it is stored like any answer;
+//! - meanwhile the stored entry is served **held**: its head carries
+//!   [`crate::entry::FLAG_HELD`] (the response says `X-Cache-Fail-Safe: 1`,
+//!   `X-Cache-Fail-Safe-Reason: guard`, the status shows the evidence), and its
+//!   fresh window is cut to the spacing the evidence needs, so that reads
+//!   revalidate and gather it (a fetch per key at a time, throttled by
+//!   `REVALIDATE_RETRY_SECONDS`);
+//! - an answer consistent with what is held clears the evidence and the mark;
+//! - evidence not seen for a day is dropped (its key expires).
+//!
+//! The held entry's own clock never moves while it is held: if the upstream keeps
+//! answering inconsistent sizes, the held catalog goes stale, then fail-safe, then
+//! leaves at `kept_until` like any last-known-good value. A bound in evidence, and
+//! one in time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Cache, CacheError, Payload};
+use crate::clock::now_ms;
+use crate::entry::{EntryMeta, FLAG_HELD};
+use crate::keys;
+
+/// Two answers "agree" on a catalog's size when they differ by at most this percent
+/// (and at least 1 model): a real cut still changes a model or two between fetches.
+const SAME_SIZE_PERCENT: u32 = 5;
+
+/// `GUARD_CONFIRM_FETCHES` / `GUARD_CONFIRM_SECONDS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuardSettings {
+    /// Fetches that must agree (1: the first suspect answer is taken at once).
+    pub fetches: u32,
+    /// The least time from the first to the last of them.
+    pub span: Duration,
+}
+
+impl GuardSettings {
+    /// How long a held entry stays fresh: the spacing between the fetches the
+    /// evidence needs (at least a second).
+    fn spacing(&self) -> Duration {
+        let gaps = self.fetches.saturating_sub(1).max(1);
+        (self.span / gaps).max(Duration::from_secs(1))
+    }
+}
+
+/// What the guard has seen of a suspect answer (`guard:<key>`, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Evidence {
+    /// Why it is suspect (bounded text).
+    pub why: String,
+    /// The suspect catalog's size.
+    pub candidate: u32,
+    /// The held (last accepted) catalog's size.
+    pub held: u32,
+    /// Fetches that returned it.
+    pub seen: u32,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// What weighing a suspect answer decided.
+pub(super) enum Weighed {
+    /// The evidence is in: store it.
+    Confirmed,
+    /// Not yet: hold what is stored.
+    Held(CacheError),
+}
+
+fn same_size(a: u32, b: u32) -> bool {
+    a.abs_diff(b) <= (a.min(b) / (100 / SAME_SIZE_PERCENT)).max(1)
+}
+
+impl Cache {
+    /// Add this fetch to the evidence about `key` (the fetch holds the key's lock, so
+    /// no other instance weighs the same key at once), and say whether it is in.
+    pub(super) async fn weigh(&self, key: &str, payload: &Payload, previous: &EntryMeta, why: String) -> Weighed {
+        let settings = self.settings.guard;
+        let now = now_ms();
+        let mut evidence = match self.evidence(key).await {
+            Some(e) if same_size(e.candidate, payload.item_count) => Evidence {
+                why: why.clone(),
+                candidate: payload.item_count,
+                held: previous.item_count,
+                seen: e.seen.saturating_add(1),
+                first_ms: e.first_ms,
+                last_ms: now,
+            },
+            _ => Evidence {
+                why: why.clone(),
+                candidate: payload.item_count,
+                held: previous.item_count,
+                seen: 1,
+                first_ms: now,
+                last_ms: now,
+            },
+        };
+        evidence.why = crate::upstream::bounded(&evidence.why);
+        let span_ms = settings.span.as_millis() as u64;
+        if evidence.seen >= settings.fetches && evidence.last_ms.saturating_sub(evidence.first_ms) >= span_ms {
+            tracing::warn!(
+                "[Cache SWR] {key}: {why}; the upstream answered it on {} fetches over {} s: taking it as the truth",
+                evidence.seen,
+                evidence.last_ms.saturating_sub(evidence.first_ms) / 1000
+            );
+            self.clear_evidence(key).await;
+            return Weighed::Confirmed;
+        }
+        let json = serde_json::to_vec(&evidence).expect("serializable");
+        if let Err(e) = self
+            .store
+            .set(&keys::guard(key), Bytes::from(json), keys::GUARD_EVIDENCE_TTL)
+            .await
+        {
+            tracing::warn!("[Cache SWR] {key}: the guard's evidence was not stored ({e})");
+        }
+        self.mark_held(key, previous).await;
+        tracing::warn!(
+            "[Cache SWR] {key}: {why}; holding the last accepted catalog ({} models), seen {}/{}",
+            previous.item_count,
+            evidence.seen,
+            settings.fetches
+        );
+        Weighed::Held(CacheError::Held {
+            why,
+            seen: evidence.seen,
+            needed: settings.fetches,
+            span_s: settings.span.as_secs(),
+        })
+    }
+
+    /// Mark the stored entry held, and cut its fresh window to the evidence's spacing
+    /// (never lengthened, never past its stale window): reads then revalidate.
+    async fn mark_held(&self, key: &str, previous: &EntryMeta) {
+        if previous.previous_format() {
+            return; // the previous release's key: not ours to mark
+        }
+        let mut head = previous.head();
+        head.flags |= FLAG_HELD;
+        let until = now_ms().saturating_add(self.settings.guard.spacing().as_millis() as u64);
+        head.clock.fresh_until_ms = head.clock.fresh_until_ms.min(until);
+        let ttl = head.clock.key_ttl(now_ms());
+        if let Err(e) = self
+            .store
+            .rewrite_head(key, previous.clock.fetched_at_ms, head.encode(), ttl)
+            .await
+        {
+            tracing::warn!("[Cache SWR] {key}: could not mark the held entry ({e})");
+        }
+        self.local.forget(key);
+    }
+
+    /// The evidence about `key`, if any (the status shows it).
+    pub(crate) async fn evidence(&self, key: &str) -> Option<Evidence> {
+        let raw = self.store.get(&keys::guard(key)).await.ok()??;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Forget the evidence about `key`: the upstream agrees with what is stored.
+    pub(super) async fn clear_evidence(&self, key: &str) {
+        if let Err(e) = self.store.delete(&keys::guard(key)).await {
+            tracing::debug!("[Cache SWR] {key}: the guard's evidence was not cleared ({e})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_agree_within_five_percent_and_one_model() {
+        assert!(same_size(20, 20));
+        assert!(same_size(20, 21), "one model either way");
+        assert!(same_size(1000, 1050));
+        assert!(!same_size(1000, 1051));
+        assert!(!same_size(11, 413));
+    }
+
+    #[test]
+    fn a_held_entry_is_fresh_for_the_spacing_the_evidence_needs() {
+        let g = |fetches, secs| GuardSettings {
+            fetches,
+            span: Duration::from_secs(secs),
+        };
+        assert_eq!(g(3, 600).spacing(), Duration::from_secs(300));
+        assert_eq!(g(1, 600).spacing(), Duration::from_secs(600));
+        assert_eq!(g(5, 0).spacing(), Duration::from_secs(1), "at least a second");
+    }
+}
