@@ -184,7 +184,23 @@ carried_gateways?: Array<string>, age_seconds: number | null, models: number | n
 /**
  * End of the served-stale window (the status page draws age against both).
  */
-stale_until: string | null, last_error: LastError | null, };
+stale_until: string | null, last_error: LastError | null, 
+/**
+ * Why what is served is held back from the upstream's current answer, if it is
+ * (`expired`, `guard`, `carried`, `previous-format`): the same words as the
+ * `X-Cache-Fail-Safe-Reason` header. Empty: served as fetched.
+ */
+fail_safe_reasons: Array<string>, 
+/**
+ * The collapse guard doubts the upstream's current answer and holds this
+ * catalog meanwhile: what it has seen so far.
+ */
+held?: HeldState, 
+/**
+ * Merged view only: each carried gateway's data, with the clock it had when it
+ * was last fetched (it leaves the merged view when `until` passes).
+ */
+carried?: Array<CarriedState>, };
 /**
  * Freshness of a cached key.
  */
@@ -280,6 +296,10 @@ export type GatewayOutcome = { gateway: string, status: Outcome,
 /**
  * Models now cached for this gateway (the previous count when the fetch failed).
  */
-count: number, duration_ms: number, error?: string, };
+count: number, duration_ms: number, error?: string, 
+/**
+ * Ids the upstream listed more than once, collapsed to one each (absent: none).
+ */
+collapsed_duplicates?: number, };
 export type Trigger = "manual" | "cron";
 export type Outcome = "success" | "error";

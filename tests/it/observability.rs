@@ -92,9 +92,9 @@ async fn logs_carry_the_seed_prefixes_and_never_a_secret() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (m, w, cr) = (read_log(&logs[0]), read_log(&logs[1]), read_log(&logs[2]));
-    assert!(m.contains("[Cache SWR] Returning stale data for models:groq"), "{m}");
+    assert!(m.contains("[Cache SWR] Returning stale data for models:v4:groq"), "{m}");
     assert!(
-        m.contains("[Cache SWR] Revalidated models:groq"),
+        m.contains("[Cache SWR] Revalidated models:v4:groq"),
         "the background revalidation's outcome is logged: {m}"
     );
     assert!(w.contains("[Cache Warming] Starting"), "{w}");

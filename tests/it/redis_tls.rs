@@ -69,7 +69,7 @@ async fn rediss_with_a_private_ca_end_to_end() {
         let first = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();
         assert_eq!(first.status(), 200, "{prefix}");
         assert_eq!(first.headers()["x-cache"], "MISS");
-        let key = format!("{prefix}models:groq");
+        let key = format!("{prefix}models:v4:groq");
         if ca.is_some() {
             assert!(exists(&key), "{prefix}: the entry went to Redis over TLS");
             let second = c.get(f.url("/api/models?gateway=groq")).send().await.unwrap();

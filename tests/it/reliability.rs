@@ -458,9 +458,17 @@ async fn bad_input_table_end_to_end() {
     let keys = String::from_utf8_lossy(&redis.command(&[b"KEYS", b"*"])).into_owned();
     for line in keys.lines().filter(|l| !l.starts_with('*') && !l.starts_with('$')) {
         assert!(
-            ["models:", "lock:", "metrics:", "lasterror:", "retryafter:", "warm:", "guard:"]
-                .iter()
-                .any(|p| line.starts_with(p)),
+            [
+                "models:",
+                "lock:",
+                "metrics:",
+                "lasterror:",
+                "retryafter:",
+                "warm:",
+                "guard:"
+            ]
+            .iter()
+            .any(|p| line.starts_with(p)),
             "unexpected key {line}"
         );
     }

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::app::App;
-use crate::contract::{Page, PricingUnit};
 use crate::clock::now_ms;
+use crate::contract::{Page, PricingUnit};
 use crate::entry::{Entry, EntryMeta, InputClock};
 use crate::gateways::Gateway;
 use crate::gateways::merge::merge_bodies;
@@ -138,7 +138,10 @@ impl App {
         );
         let inputs = metas
             .iter()
-            .map(|m| m.as_ref().map_or_else(InputClock::default, |m| InputClock::of(&m.clock)))
+            .map(|m| {
+                m.as_ref()
+                    .map_or_else(InputClock::default, |m| InputClock::of(&m.clock))
+            })
             .collect();
         (fingerprint, inputs)
     }
@@ -420,7 +423,9 @@ impl Source for MergedSource {
                     };
                     let read = match stored {
                         Some(e) => Ok(e),
-                        None => app.read_gateway(gw, spawner).await.map(|l| l.entry),
+                        // Boxed: a fill inside a fill (this merge is one) nests two deep
+                        // state machines, too deep for a 2 MiB stack in a debug build.
+                        None => Box::pin(app.read_gateway(gw, spawner)).await.map(|l| l.entry),
                     };
                     let input = match (read, held) {
                         // The previous release's entry: last-known-good, not "stored" here.
@@ -757,7 +762,12 @@ mod tests {
         let (parts, collapsed) = distinct_records(&pages);
         assert_eq!(collapsed, 2);
         let body: Value = serde_json::from_slice(&catalog_json("groq", &parts, parts.len(), &[])).unwrap();
-        let names: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["first", "b", "c"]);
         assert_eq!(body["total"], 3);
     }

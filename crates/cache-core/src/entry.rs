@@ -474,7 +474,11 @@ impl Entry {
     }
 
     fn header_len(&self) -> usize {
-        HEADER_FIXED_LEN + 16 * self.meta.inputs.len().min(MAX_INPUTS) + self.meta.etag.len() + 1 + 5 * self.bodies.len()
+        HEADER_FIXED_LEN
+            + 16 * self.meta.inputs.len().min(MAX_INPUTS)
+            + self.meta.etag.len()
+            + 1
+            + 5 * self.bodies.len()
     }
 
     fn checksum(bodies: &[(Encoding, Bytes)]) -> u64 {
@@ -886,9 +890,13 @@ mod tests {
 
     #[test]
     fn the_header_alone_gives_the_metadata() {
-        let e = sample()
-            .with_collapsed(7)
-            .with_inputs(vec![InputClock { fetched_at_ms: 1, kept_until_ms: 2 }; 21]);
+        let e = sample().with_collapsed(7).with_inputs(vec![
+            InputClock {
+                fetched_at_ms: 1,
+                kept_until_ms: 2
+            };
+            21
+        ]);
         let raw = e.encode();
         assert_eq!(
             EntryMeta::from_header(&raw[..MAX_HEADER_LEN.min(raw.len())]).unwrap(),

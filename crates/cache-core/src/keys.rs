@@ -54,7 +54,10 @@ pub fn gateway(id: &str) -> String {
 /// Where the previous release (entry format 3) kept what `key` holds now:
 /// `models:v4:groq` → `models:groq`. `None` for keys that are not entries.
 pub fn previous_format(key: &str) -> Option<String> {
-    let rest = key.strip_prefix("models:")?.strip_prefix(FORMAT_NAMESPACE)?.strip_prefix(':')?;
+    let rest = key
+        .strip_prefix("models:")?
+        .strip_prefix(FORMAT_NAMESPACE)?
+        .strip_prefix(':')?;
     Some(format!("models:{rest}"))
 }
 
@@ -94,7 +97,10 @@ mod tests {
     fn entry_keys_carry_the_format_and_name_the_previous_ones() {
         assert_eq!(super::gateway("groq"), "models:v4:groq");
         assert_eq!(super::merged(0xab), "models:v4:all:000000ab");
-        assert_eq!(super::previous_format(&super::gateway("groq")).as_deref(), Some("models:groq"));
+        assert_eq!(
+            super::previous_format(&super::gateway("groq")).as_deref(),
+            Some("models:groq")
+        );
         assert_eq!(super::previous_format(super::ALL).as_deref(), Some("models:all"));
         assert_eq!(
             super::previous_format(&super::merged(0xab)).as_deref(),

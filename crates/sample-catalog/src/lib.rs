@@ -85,6 +85,12 @@ pub enum Fault {
     /// a new model is inserted at the start (for the next `times` first pages; then
     /// the catalog holds still).
     Shifting { times: u32 },
+    /// The listing changes while it is paged and keeps its `total`: each time the
+    /// first page has been served, its third model is withdrawn and a new one appended
+    /// (for the next `times` first pages; then the catalog holds still).
+    Swapping { times: u32 },
+    /// 404 with a JSON error: the catalog API says the gateway does not exist.
+    NotFound,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -314,6 +320,7 @@ fn control_set(h: &Handle, q: &HashMap<String, String>) -> Response<Body> {
             "hang" => Fault::Hang,
             "reset" => Fault::Reset,
             "legacy" => Fault::Legacy,
+            "404" => Fault::NotFound,
             _ => {
                 return full(
                     StatusCode::BAD_REQUEST,
@@ -445,7 +452,42 @@ async fn models_answer(
         Fault::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        Fault::NotFound => {
+            return full(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                "{\"detail\":\"Unknown gateway\"}",
+            );
+        }
         _ => {}
+    }
+    // A model withdrawn and another appended once the first page went out: the same
+    // `total`, every later model shifted by one.
+    if let Fault::Swapping { .. } = knobs.fault
+        && offset == 0
+    {
+        let mut st = h.lock();
+        if let Some(Knobs {
+            fault: Fault::Swapping { times },
+            ..
+        }) = st.knobs.get_mut(&gateway)
+            && *times > 0
+        {
+            *times -= 1;
+            let mut swapped = st
+                .catalogs
+                .get(&gateway)
+                .map(|c| c.as_slice().to_vec())
+                .unwrap_or_default();
+            if swapped.len() > 2 {
+                swapped.remove(2);
+                let n = swapped.len();
+                swapped.push(Bytes::from(format!(
+                    r#"{{"id":"appended/model-{n}","name":"Appended {n}"}}"#
+                )));
+            }
+            st.catalogs.insert(gateway.clone(), Arc::new(swapped));
+        }
     }
 
     // A model inserted at the start once the first page went out: later pages shift.

@@ -26,7 +26,8 @@ impl RedisServer {
         Self::start_with(Vec::new())
     }
 
-    fn start_with(extra_args: Vec<String>) -> Self {
+    /// A server on a free port started with `extra_args` (e.g. `--rename-command SCRIPT ""`).
+    pub fn start_with(extra_args: Vec<String>) -> Self {
         for _ in 0..10 {
             let mut s = RedisServer {
                 port: crate::free_port(),

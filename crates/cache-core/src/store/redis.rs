@@ -109,7 +109,11 @@ fn scripts_refused(e: &Error) {
     }
     let now = now_ms();
     let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 60_000 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if now.saturating_sub(last) >= 60_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         tracing::error!(
             "[Cache Store] Redis refuses Lua scripts ({}): entries cannot be stored and locks fall back to a plain DEL; allow EVAL and EVALSHA for this user",
             e.details()
@@ -339,7 +343,8 @@ impl RedisStore {
             Err(StoreError::Refused(_)) => {
                 // No scripts: the plain command (one key-less call, any node).
                 let time = fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false);
-                let (secs, micros): (i64, i64) = self.guarded(self.pool.next().custom(time, Vec::<Value>::new())).await?;
+                let (secs, micros): (i64, i64) =
+                    self.guarded(self.pool.next().custom(time, Vec::<Value>::new())).await?;
                 secs * 1000 + micros / 1000
             }
             other => other?,
@@ -449,15 +454,15 @@ mod tests {
         for lua in [&newer, &head] {
             assert!(lua.contains("'GZCE'"), "{lua}");
         }
-        assert!(
-            head.contains(&format!("~= {}", crate::entry::FORMAT_VERSION)),
-            "{head}"
-        );
+        assert!(head.contains(&format!("~= {}", crate::entry::FORMAT_VERSION)), "{head}");
         assert!(
             newer.contains(&format!("<= {}", crate::entry::FORMAT_VERSION)),
             "{newer}"
         );
         assert!(newer.contains("for i = 7, 14"), "the stamp's bytes, 1-based: {newer}");
-        assert!(head.contains("setrange', KEYS[1], 5,"), "the head starts at byte 5: {head}");
+        assert!(
+            head.contains("setrange', KEYS[1], 5,"),
+            "the head starts at byte 5: {head}"
+        );
     }
 }

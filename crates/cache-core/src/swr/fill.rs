@@ -264,7 +264,22 @@ impl Cache {
     ///   turn every stale read into an upstream call);
     /// - a warm or rebuild refused because a later fetch is stored reports
     ///   [`CacheError::Superseded`]: it did not store what it fetched.
-    async fn fetch_and_store(
+    ///
+    /// Boxed: its state machine (fetch, guard, write, retime) is large, and the merged
+    /// view's fill runs gateway fills inside it; inline, two of them overflow a 2 MiB
+    /// thread stack in a debug build.
+    fn fetch_and_store<'a>(
+        self: &'a Arc<Self>,
+        key: &'a str,
+        source: Arc<dyn Source>,
+        spawner: Arc<dyn Spawner>,
+        previous: Option<&'a EntryMeta>,
+        purpose: Purpose,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<Entry>, CacheError>> + Send + 'a>> {
+        Box::pin(self.fetch_and_store_inner(key, source, spawner, previous, purpose))
+    }
+
+    async fn fetch_and_store_inner(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
@@ -351,12 +366,7 @@ impl Cache {
     /// Move the clock of what is stored under `key` to now, as if it had just been
     /// fetched unchanged (the merged view when no gateway changed in a warm), with
     /// `inputs` as its inputs' clocks. `None` if nothing usable is stored.
-    pub(crate) async fn retime_stored(
-        &self,
-        key: &str,
-        ttl: TtlPolicy,
-        inputs: Vec<InputClock>,
-    ) -> Option<Arc<Entry>> {
+    pub(crate) async fn retime_stored(&self, key: &str, ttl: TtlPolicy, inputs: Vec<InputClock>) -> Option<Arc<Entry>> {
         let current = self.usable_in_store(key).await?;
         let head = Head {
             flags: 0,
@@ -414,14 +424,7 @@ impl Cache {
 
     /// Build the entry (compression off the async threads) and store it unless a
     /// fetch that started later is stored already.
-    async fn write(
-        &self,
-        key: &str,
-        payload: Payload,
-        ttl: TtlPolicy,
-        stamp: u64,
-        category: &'static str,
-    ) -> Written {
+    async fn write(&self, key: &str, payload: Payload, ttl: TtlPolicy, stamp: u64, category: &'static str) -> Written {
         let clock = ttl.clock(stamp, payload.fresh_for);
         let (sources, carried, collapsed) = (payload.sources, payload.carried, payload.collapsed);
         let entry = tokio::task::spawn_blocking(move || {

@@ -16,17 +16,17 @@
 //!   makes it the truth: it is stored like any answer;
 //! - meanwhile the stored entry is served **held**: its head carries
 //!   [`crate::entry::FLAG_HELD`] (the response says `X-Cache-Fail-Safe: 1`,
-//!   `X-Cache-Fail-Safe-Reason: guard`, the status shows the evidence), and its
-//!   fresh window is cut to the spacing the evidence needs, so that reads
-//!   revalidate and gather it (a fetch per key at a time, throttled by
-//!   `REVALIDATE_RETRY_SECONDS`);
+//!   `X-Cache-Fail-Safe-Reason: guard`, the status shows the evidence), fresh for
+//!   the spacing the evidence needs from each doubted answer on (never past its
+//!   stale window), so that reads revalidate and gather it, once per spacing (a
+//!   fetch per key at a time, throttled by `REVALIDATE_RETRY_SECONDS`);
 //! - an answer consistent with what is held clears the evidence and the mark;
 //! - evidence not seen for a day is dropped (its key expires).
 //!
-//! The held entry's own clock never moves while it is held: if the upstream keeps
-//! answering inconsistent sizes, the held catalog goes stale, then fail-safe, then
-//! leaves at `kept_until` like any last-known-good value. A bound in evidence, and
-//! one in time.
+//! The held entry's stale window and fail-safe never move while it is held: if the
+//! upstream keeps answering inconsistent sizes, the held catalog goes stale, then
+//! fail-safe, then leaves at `kept_until` like any last-known-good value. A bound in
+//! evidence, and one in time.
 
 use std::time::Duration;
 
@@ -145,8 +145,9 @@ impl Cache {
         })
     }
 
-    /// Mark the stored entry held, and cut its fresh window to the evidence's spacing
-    /// (never lengthened, never past its stale window): reads then revalidate.
+    /// Mark the stored entry held, and make it fresh for the evidence's spacing from
+    /// now (never past its stale window, which stays where it was, as does its
+    /// fail-safe): reads then revalidate once per spacing, not on every request.
     async fn mark_held(&self, key: &str, previous: &EntryMeta) {
         if previous.previous_format() {
             return; // the previous release's key: not ours to mark
@@ -154,7 +155,7 @@ impl Cache {
         let mut head = previous.head();
         head.flags |= FLAG_HELD;
         let until = now_ms().saturating_add(self.settings.guard.spacing().as_millis() as u64);
-        head.clock.fresh_until_ms = head.clock.fresh_until_ms.min(until);
+        head.clock.fresh_until_ms = until.min(head.clock.stale_until_ms);
         let ttl = head.clock.key_ttl(now_ms());
         if let Err(e) = self
             .store

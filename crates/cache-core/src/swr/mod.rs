@@ -246,7 +246,9 @@ pub enum CacheError {
     /// The upstream's answer is suspect (`why`) and not confirmed yet: the stored
     /// entry is held (and marked so) until the same answer comes `needed` times over
     /// the guard's span; `seen` so far.
-    #[error("{why}: holding the last accepted catalog until the upstream answers the same on {needed} fetches over {span_s} s ({seen} so far)")]
+    #[error(
+        "{why}: holding the last accepted catalog until the upstream answers the same on {needed} fetches over {span_s} s ({seen} so far)"
+    )]
     Held {
         why: String,
         seen: u32,
@@ -628,9 +630,12 @@ impl Cache {
         if !head.clock.is_kept(now) {
             return None;
         }
-        head.clock.stale_until_ms = head.clock.stale_until_ms.min(now);
-        head.clock.fresh_until_ms = head.clock.fresh_until_ms.min(head.clock.stale_until_ms);
-        tracing::info!("[Cache SWR] {key}: nothing of this release stored; the previous release's {old_key} is last-known-good");
+        // Expired since it was fetched: whatever instant the reader calls "now".
+        let since = head.clock.fetched_at_ms.min(head.clock.kept_until_ms);
+        (head.clock.fresh_until_ms, head.clock.stale_until_ms) = (since, since);
+        tracing::info!(
+            "[Cache SWR] {key}: nothing of this release stored; the previous release's {old_key} is last-known-good"
+        );
         Some(Arc::new(old.with_head(&head)))
     }
 

@@ -409,8 +409,12 @@ async fn merged_view_follows_a_gateway_revalidation() {
     s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
     // groq (11) and cerebras (9) share one model: 19 after dedup.
     assert_eq!(s.models("all").await.len(), 19);
-    s.sample
-        .set_catalog("groq", (0..12).map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"})).collect());
+    s.sample.set_catalog(
+        "groq",
+        (0..12)
+            .map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"}))
+            .collect(),
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stale = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     assert_eq!(stale.status, CacheStatus::Stale);
@@ -717,8 +721,12 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
     let first = s.app.cache.peek(&keys::gateway("groq")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3200)).await;
     s.sample.set_latency("groq", Duration::from_millis(1200));
-    s.sample
-        .set_catalog("groq", (0..12).map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"})).collect());
+    s.sample.set_catalog(
+        "groq",
+        (0..12)
+            .map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"}))
+            .collect(),
+    );
     let t = Instant::now();
     let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
     let waited = t.elapsed();

@@ -1,0 +1,500 @@
+//! Every safety net has an exit (issue 29), on a real redis-server, several app
+//! instances standing for several function instances (and two releases):
+//!
+//! 1. the collapse guard judges against the last accepted catalog, holds a suspect
+//!    answer visibly, and takes it as the truth once the upstream confirms it;
+//! 2. a carried gateway keeps its data's clock and leaves `all` when its fail-safe
+//!    ends; one the upstream says is gone (404) is never carried;
+//! 3. two releases (entry formats 3 and 4) share one store without thrashing, and the
+//!    previous release's entries are last-known-good;
+//! 4. a listing that changes between pages with the same `total` is fetched again;
+//! 5. a store without `SCRIPT` stores, and releases its locks;
+//! 6. the fail-safe ends at `FAILSAFE_MAX_SECONDS` for reads;
+//! 7. ids a listing repeats are collapsed, and the warm says how many.
+
+use std::time::Duration;
+
+use sample_catalog::Fault;
+use serde_json::{Value, json};
+use test_support::redis::RedisServer;
+
+use super::Stack;
+use crate::keys;
+use crate::warm::{Outcome, Trigger};
+
+fn fixture(id: &str) -> Vec<Value> {
+    serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == id).unwrap().1).unwrap()
+}
+
+/// How many models of `all` list `gateway`.
+fn listed_by(all: &[Value], gateway: &str) -> usize {
+    all.iter()
+        .filter(|m| {
+            m["source_gateways"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|v| v == gateway))
+        })
+        .count()
+}
+
+async fn body_of(lookup: &crate::Lookup) -> Value {
+    serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap()
+}
+
+async fn status(app: &crate::App) -> Value {
+    serde_json::from_slice(&app.status().await.identity).unwrap()
+}
+
+fn gateway_status<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gateway"] == id)
+        .unwrap()
+}
+
+/// Finding 1: for one warm the upstream ignores the gateway filter and answers groq
+/// with openrouter's and together's 413 models; then 11 again. The spike is held
+/// (groq keeps its 11, marked), and the next correct answer clears it at once: no
+/// high-water mark pins the wrong data for days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_is_held_visibly_and_the_next_correct_answer_clears_it() {
+    let s = Stack::new(&[("GATEWAYS", "groq,together")]).await;
+    let b = s.instance(&[("GATEWAYS", "groq,together")]);
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+
+    let mut spike = fixture("openrouter");
+    spike.extend(fixture("together"));
+    assert_eq!(spike.len(), 413);
+    s.sample.set_catalog("groq", spike);
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(!run.success, "{run:?}");
+    let groq = &run.details[0];
+    assert_eq!((groq.status, groq.count), (Outcome::Error, 11), "{groq:?}");
+    let error = groq.error.as_deref().unwrap();
+    assert!(
+        // 413 rows, 372 distinct ids (openrouter and together share some).
+        error.contains("jumped to 372 models (from 11)") && error.contains("holding the last accepted catalog"),
+        "the warm's report names the held catalog: {error}"
+    );
+
+    // Any instance serves groq's 11, marked held; `all` lists groq for its own 11 only.
+    let read = b.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert_eq!(read.entry.meta.item_count, 11);
+    assert_eq!(read.fail_safe_reasons(), ["guard"]);
+    let all = body_of(&b.read_all(s.spawner()).await.unwrap()).await;
+    assert_eq!(listed_by(all["data"].as_array().unwrap(), "groq"), 11);
+    let st = status(&b).await;
+    let g = gateway_status(&st, "groq");
+    assert_eq!(g["fail_safe_reasons"], json!(["guard"]), "{g}");
+    assert_eq!(g["held"]["candidate_models"], 372, "{g}");
+    assert_eq!(g["held"]["observations"], 1, "{g}");
+    assert_eq!(g["models"], 11);
+
+    // The upstream answers right again: the truth, at once, on the next warm.
+    s.sample.set_catalog("groq", fixture("groq"));
+    let run = b.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(run.success, "{run:?}");
+    let read = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert_eq!(read.entry.meta.item_count, 11);
+    assert!(read.fail_safe_reasons().is_empty(), "the mark is gone");
+    assert!(
+        s.app.cache.evidence(&keys::gateway("groq")).await.is_none(),
+        "and the evidence"
+    );
+    let st = status(&s.app).await;
+    assert!(gateway_status(&st, "groq")["held"].is_null());
+}
+
+/// Finding 1, a real cut of more than 90 %: held while unconfirmed, then taken as the
+/// truth once the upstream answered the same size on GUARD_CONFIRM_FETCHES fetches
+/// over GUARD_CONFIRM_SECONDS. The evidence comes from reads too: the held entry's
+/// fresh window is cut to the spacing, so reads revalidate (here every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cut_becomes_the_truth_once_the_upstream_confirms_it() {
+    let vars = [
+        ("GATEWAYS", "openrouter"),
+        ("GUARD_CONFIRM_FETCHES", "3"),
+        ("GUARD_CONFIRM_SECONDS", "2"),
+        ("REVALIDATE_RETRY_SECONDS", "0"),
+    ];
+    let s = Stack::new(&vars).await;
+    let b = s.instance(&vars);
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    s.sample.set_catalog("openrouter", fixture("openrouter")[..20].to_vec());
+
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(
+        run.details[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("collapsed to 20 models (from 319)")
+    );
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Reads on both instances: one fetch per key at a time, whoever reads.
+        for app in [&s.app, &b] {
+            let r = app.read_gateway(&s.gw("openrouter"), s.spawner()).await.unwrap();
+            if seen.last() != Some(&r.entry.meta.item_count) {
+                seen.push(r.entry.meta.item_count);
+            }
+        }
+        s.tasks.idle().await;
+        if seen.last() == Some(&20) {
+            break;
+        }
+    }
+    assert_eq!(seen, [319, 20], "held, then the truth");
+    let stored = s.app.cache.peek(&keys::gateway("openrouter")).await.unwrap();
+    assert!(!stored.meta.held());
+    println!(
+        "a cut from 319 to 20 models became the truth after {} upstream requests",
+        s.sample.requests("openrouter")
+    );
+    assert!(
+        s.sample.requests("openrouter") <= 5,
+        "a fetch per spacing, not per read: {}",
+        s.sample.requests("openrouter")
+    );
+}
+
+/// Finding 2, the gateway gone upstream (404): its own entry serves within its
+/// windows (marked fail-safe once expired); `all` keeps it while that entry may be
+/// served, never carries it, and drops it when the entry's fail-safe ends. Before,
+/// each rebuild carried groq's listings over with a new clock, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
+    let vars = [
+        ("GATEWAYS", "groq,together"),
+        ("MODELS_FRESH_TTL_SECONDS", "1"),
+        ("MODELS_STALE_TTL_SECONDS", "1"),
+        ("FAILSAFE_MAX_SECONDS", "2"),
+        ("REVALIDATE_RETRY_SECONDS", "0"),
+        ("FETCH_SOFT_TIMEOUT_MS", "200"),
+    ];
+    let s = Stack::new(&vars).await;
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    s.sample.set_fault("groq", Fault::NotFound);
+    let warmed_at = std::time::Instant::now();
+    let mut last_with_groq = None;
+    let mut carried_ever = false;
+    while warmed_at.elapsed() < Duration::from_secs(6) {
+        let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        assert!(run.details[0].error.as_deref().unwrap().contains("404"), "{run:?}");
+        let all = s.app.read_all(s.spawner()).await.unwrap();
+        let body = body_of(&all).await;
+        carried_ever |= body["carried_gateways"] != json!([]);
+        if listed_by(body["data"].as_array().unwrap(), "groq") > 0 {
+            last_with_groq = Some(warmed_at.elapsed());
+        } else {
+            assert_eq!(body["missing_gateways"], json!(["groq"]));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let last = last_with_groq.expect("groq was served while its own entry could be");
+    println!(
+        "groq, gone upstream, was in `all` until {:.1} s (its fail-safe ends at 4 s)",
+        last.as_secs_f64()
+    );
+    assert!(!carried_ever, "a gateway the upstream says is gone is never carried");
+    assert!(
+        last < Duration::from_millis(4_600),
+        "{last:?}: it leaves when its fail-safe ends"
+    );
+    let err = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+/// Finding 2, an evicted gateway whose upstream fails (a transient 500): carried over
+/// with the clock its data had, marked (`carried_gateways`, the fail-safe reason, the
+/// status's age), and gone from `all` once that clock's fail-safe ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() {
+    let vars = [
+        ("GATEWAYS", "groq,together"),
+        ("MODELS_FRESH_TTL_SECONDS", "1"),
+        ("MODELS_STALE_TTL_SECONDS", "1"),
+        ("FAILSAFE_MAX_SECONDS", "2"),
+        ("REVALIDATE_RETRY_SECONDS", "0"),
+    ];
+    let s = Stack::new(&vars).await;
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    let fetched_at = s.app.cache.peek(&keys::gateway("together")).await.unwrap().meta.clock;
+    s._redis.command(&[b"DEL", b"models:v4:together"]);
+    s.sample.set_fault("together", Fault::ServerError);
+
+    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let body = body_of(&all).await;
+    assert_eq!(listed_by(body["data"].as_array().unwrap(), "together"), 94, "carried");
+    assert_eq!(body["carried_gateways"], json!(["together"]));
+    assert!(all.fail_safe_reasons().contains(&"carried"));
+    let carried_clock = all.entry.meta.inputs[1];
+    assert_eq!(
+        (carried_clock.fetched_at_ms, carried_clock.kept_until_ms),
+        (fetched_at.fetched_at_ms, fetched_at.kept_until_ms),
+        "the carried data keeps the clock it had"
+    );
+    let st = status(&s.app).await;
+    assert_eq!(st["merged"]["carried"][0]["gateway"], "together", "{}", st["merged"]);
+    assert!(
+        st["merged"]["fail_safe_reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("carried"))
+    );
+
+    // Warms go on; the carried listings leave once their fail-safe ends (4 s).
+    let mut left_at = None;
+    while left_at.is_none() && crate::clock::now_ms() < fetched_at.kept_until_ms + 3_000 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        let body = body_of(&s.app.read_all(s.spawner()).await.unwrap()).await;
+        if listed_by(body["data"].as_array().unwrap(), "together") == 0 {
+            assert_eq!(body["missing_gateways"], json!(["together"]));
+            assert_eq!(body["carried_gateways"], json!([]));
+            left_at = Some(crate::clock::now_ms());
+        }
+    }
+    let left_at = left_at.expect("the carried listings left `all`");
+    println!(
+        "carried listings left `all` {} ms after their fail-safe ended",
+        left_at.saturating_sub(fetched_at.kept_until_ms)
+    );
+    assert!(left_at >= fetched_at.kept_until_ms, "not before their fail-safe ended");
+}
+
+/// The previous release's entries (format 3, written by that release's code: the
+/// fixtures), with their clocks moved to now, as that release keeps them fresh.
+fn previous_release_writes(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tests/fixtures/format3");
+    let now = crate::clock::now_ms();
+    let mut written = Vec::new();
+    for name in [
+        "models_groq",
+        "models_cerebras",
+        "models_featherless",
+        "models_all_a5063fc1",
+    ] {
+        let mut raw = std::fs::read(format!("{dir}/{name}.bin")).unwrap();
+        let clock = crate::entry::Clock {
+            fetched_at_ms: now,
+            fresh_until_ms: now + 3_600_000,
+            stale_until_ms: now + 7_200_000,
+            kept_until_ms: now + 86_400_000,
+        };
+        raw[crate::entry::CLOCK_OFFSET..crate::entry::CLOCK_OFFSET + crate::entry::CLOCK_LEN]
+            .copy_from_slice(&clock.encode());
+        let key = name.replacen('_', ":", 1).replacen("all_", "all:", 1);
+        assert_eq!(redis.command(&[b"SET", key.as_bytes(), &raw]), b"+OK\r\n");
+        written.push((key, raw));
+    }
+    written
+}
+
+/// Finding 3: the previous release (format 3, under `models:*`) and this one share a
+/// Redis. Featherless's upstream is down after the previous release's warm. This
+/// release serves featherless and `all` from the previous release's entries
+/// (marked), never overwrites them, and the previous release's writes do not make
+/// this one refetch. Before: each read the other's entries as unreadable, refetched
+/// and overwrote (up to 39 listings per gateway in 20 s), and this release built an
+/// `all` of 375 models without featherless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_releases_share_a_store_and_a_deploy_loses_nothing() {
+    let vars = [
+        ("GATEWAYS", "groq,cerebras,featherless"),
+        ("REVALIDATE_RETRY_SECONDS", "5"),
+        ("FETCH_SOFT_TIMEOUT_MS", "300"),
+    ];
+    let s = Stack::new(&vars).await;
+    let b = s.instance(&vars);
+    assert_eq!(s.app.all_key(), "models:v4:all:a5063fc1", "the fixtures' gateway set");
+    let mut previous = previous_release_writes(&s._redis);
+    s.sample.set_fault("featherless", Fault::ServerError);
+
+    let feather = s.app.read_gateway(&s.gw("featherless"), s.spawner()).await.unwrap();
+    assert_eq!(feather.entry.meta.item_count, 1_500);
+    assert!(
+        feather.fail_safe,
+        "last-known-good: {:?} {:?}",
+        feather.status, feather.entry.meta
+    );
+    assert_eq!(feather.fail_safe_reasons(), ["expired", "previous-format"]);
+    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let body = body_of(&all).await;
+    let data = body["data"].as_array().unwrap();
+    let old_all: Value = serde_json::from_slice(
+        &crate::entry::Entry::decode_previous_format(previous[3].1.clone().into())
+            .unwrap()
+            .identity()
+            .unwrap(),
+    )
+    .unwrap();
+    let old_data = old_all["data"].as_array().unwrap();
+    assert_eq!(data.len(), old_data.len(), "the deploy lost nothing");
+    assert_eq!(listed_by(data, "featherless"), listed_by(old_data, "featherless"));
+    assert_eq!((listed_by(data, "groq"), listed_by(data, "cerebras")), (11, 9));
+    assert_eq!(body["missing_gateways"], json!([]));
+    s.tasks.idle().await;
+
+    // 20 rounds: the previous release rewrites its keys, each release reads.
+    let before: Vec<u64> = ["groq", "cerebras"].iter().map(|g| s.sample.requests(g)).collect();
+    for _ in 0..20 {
+        previous = previous_release_writes(&s._redis);
+        for app in [&s.app, &b] {
+            for g in ["groq", "cerebras", "featherless"] {
+                app.read_gateway(&s.gw(g), s.spawner()).await.unwrap();
+            }
+            app.read_all(s.spawner()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.tasks.idle().await;
+    let after: Vec<u64> = ["groq", "cerebras"].iter().map(|g| s.sample.requests(g)).collect();
+    println!(
+        "20 rounds of reads on two instances beside the previous release's writes: {:?} more upstream listings (groq, cerebras)",
+        after.iter().zip(&before).map(|(a, b)| a - b).collect::<Vec<_>>()
+    );
+    assert_eq!(after, before, "no thrash: this release's own keys stay valid");
+    for (key, raw) in &previous {
+        // The value's length and its header (clock, ETag) are the previous release's.
+        let len = s._redis.command(&[b"STRLEN", key.as_bytes()]);
+        assert_eq!(len, format!(":{}\r\n", raw.len()).into_bytes(), "{key}");
+        let head = s._redis.command(&[b"GETRANGE", key.as_bytes(), b"0", b"99"]);
+        assert!(
+            head.windows(100).any(|w| w == &raw[..100]),
+            "{key}: the previous release's entry is never overwritten"
+        );
+    }
+}
+
+/// Finding 4: 1,500 models in pages of 500; after page 1 the upstream withdraws model
+/// #3 and appends a new one, `total` unchanged. The first page asked again at the end
+/// shows the move: the fetch starts again and stores the new listing, whole. Before,
+/// the warm stored 1,500 models with one present in both versions missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_that_changes_with_the_same_total_is_fetched_again() {
+    let s = Stack::new(&[("GATEWAYS", "featherless"), ("FETCH_PAGE_LIMIT", "500")]).await;
+    let original = fixture("featherless");
+    let id = |m: &Value| m["id"].as_str().unwrap().to_string();
+    let withdrawn = id(&original[2]);
+    // The model that sat at index 500 (the first of page 2) moves onto page 1.
+    let at_the_seam = id(&original[500]);
+    s.sample.set_fault("featherless", Fault::Swapping { times: 1 });
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(run.success, "{run:?}");
+    let models = s.models("featherless").await;
+    let ids: std::collections::HashSet<String> = models.iter().map(id).collect();
+    assert_eq!(models.len(), original.len(), "the same total");
+    assert!(ids.contains(&at_the_seam), "no model lost at a page seam");
+    assert!(!ids.contains(&withdrawn), "the withdrawn model is not served");
+    assert!(ids.iter().any(|i| i.starts_with("appended/")), "the new one is");
+
+    s.sample.set_fault("featherless", Fault::Swapping { times: u32::MAX });
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let error = run.details[0].error.as_deref().unwrap();
+    assert!(error.contains("first page was not the same"), "{error}");
+    assert_eq!(run.details[0].count as usize, original.len(), "the good data stays");
+}
+
+/// Finding 5: a managed Redis that renamed `SCRIPT` away. Before: nothing was
+/// stored, a lock could not be released (a second instance's read waited 12 s), the
+/// warm answered 502 and left `lock:warm` behind (the next warm got 409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_script_stores_and_releases_its_locks() {
+    let redis = RedisServer::start_with(vec!["--rename-command".into(), "SCRIPT".into(), "".into()]);
+    assert!(
+        String::from_utf8_lossy(&redis.command(&[b"SCRIPT", b"FLUSH"])).contains("unknown command"),
+        "SCRIPT is gone on this server"
+    );
+    let sample = sample_catalog::start_local().await;
+    let app = Stack::app_for(&sample, &redis, &[("GATEWAYS", "groq,cerebras")]);
+    let other = Stack::app_for(&sample, &redis, &[("GATEWAYS", "groq,cerebras")]);
+    let tasks = crate::spawn::TaskSpawner::new();
+    let spawner: std::sync::Arc<dyn crate::spawn::Spawner> = std::sync::Arc::new(tasks.clone());
+    let run = app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap();
+    assert!(run.success, "{run:?}");
+    assert_eq!(
+        redis.command(&[b"EXISTS", b"lock:warm"]),
+        b":0\r\n",
+        "no lock left behind"
+    );
+    assert!(
+        app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap().success,
+        "no 409"
+    );
+    let started = std::time::Instant::now();
+    let r = other
+        .read_gateway(other.registry.resolve("groq").unwrap(), spawner.clone())
+        .await
+        .unwrap();
+    assert_eq!((r.status, r.entry.meta.item_count), (crate::CacheStatus::Hit, 11));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    tasks.idle().await;
+    assert_eq!(sample.requests("groq"), 2, "one fetch per warm, none for the read");
+}
+
+/// Finding 6: with FAILSAFE_MAX_SECONDS=1 the kept value is served to reads until 1 s
+/// past the stale window, not for the store key's extra minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fail_safe_ends_at_failsafe_max_seconds_for_reads() {
+    let s = Stack::new(&[
+        ("GATEWAYS", "groq"),
+        ("MODELS_FRESH_TTL_SECONDS", "1"),
+        ("MODELS_STALE_TTL_SECONDS", "1"),
+        ("FAILSAFE_MAX_SECONDS", "1"),
+        ("REVALIDATE_RETRY_SECONDS", "0"),
+    ])
+    .await;
+    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    let kept_until = s
+        .app
+        .cache
+        .peek(&keys::gateway("groq"))
+        .await
+        .unwrap()
+        .meta
+        .clock
+        .kept_until_ms;
+    s.sample.set_fault("groq", Fault::ServerError);
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    assert!(r.fail_safe, "inside the fail-safe window");
+    while crate::clock::now_ms() <= kept_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 500"), "past it: {err}");
+    assert_eq!(
+        s._redis.command(&[b"EXISTS", b"models:v4:groq"]),
+        b":1\r\n",
+        "the key itself is still there (the status page's minute)"
+    );
+    let st = status(&s.app).await;
+    assert_eq!(gateway_status(&st, "groq")["state"], "expired");
+}
+
+/// Finding 7: a listing with every id twice (22 rows, 11 distinct) is served once
+/// each, `total` 11, and the warm says it collapsed 11.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_a_listing_repeats_are_collapsed_and_counted() {
+    let s = Stack::new(&[("GATEWAYS", "groq")]).await;
+    let mut twice = fixture("groq");
+    twice.extend(fixture("groq"));
+    s.sample.set_catalog("groq", twice);
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    assert!(run.success, "{run:?}");
+    assert_eq!(
+        (run.details[0].count, run.details[0].collapsed_duplicates),
+        (11, Some(11))
+    );
+    let lookup = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let body = body_of(&lookup).await;
+    assert_eq!(
+        (body["data"].as_array().unwrap().len(), body["total"].as_u64()),
+        (11, Some(11))
+    );
+}
