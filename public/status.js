@@ -34,7 +34,17 @@ function ageBar(g) {
 }
 
 function stateLabel(g) {
-  return `<span class="pill ${esc(g.state)}"><span class="dot"></span>${esc(g.state)}${g.fail_safe ? " · fail-safe" : ""}</span>`;
+  // Held back from the upstream's answer: why (the X-Cache-Fail-Safe-Reason words).
+  const held = (g.fail_safe_reasons ?? []).filter((r) => r !== "expired");
+  return `<span class="pill ${esc(g.state)}"><span class="dot"></span>${esc(g.state)}${g.fail_safe ? " · fail-safe" : ""}</span>` +
+    held.map((r) => ` <span class="pill held" data-testid="held-${esc(r)}">${esc(r)}</span>`).join("");
+}
+
+// The collapse guard's evidence, in words: "doubts 372 models: 1 of 3 answers, truth no earlier than 14:02".
+function guardNote(g) {
+  if (!g.held) return "";
+  const h = g.held;
+  return `<div class="muted" data-testid="guard-note">${esc(h.reason)}: ${num(h.observations)} of ${num(h.needed_observations)} answers agree; the truth no earlier than ${esc(new Date(h.confirm_after).toLocaleTimeString())}</div>`;
 }
 
 function gatewayRow(g) {
@@ -43,7 +53,7 @@ function gatewayRow(g) {
   return `<tr data-testid="gateway-row" data-gateway="${esc(g.gateway)}" data-state="${esc(g.state)}" class="${failing ? "failing" : ""}">` +
     `<td>${esc(g.gateway)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}</td>` +
     `<td>${ageBar(g)}<div class="muted" style="font-size:11px">${g.age_seconds == null ? "no data" : ago(g.age_seconds) + " old"}</div></td>` +
-    `<td>${error}</td></tr>`;
+    `<td>${error}${guardNote(g)}</td></tr>`;
 }
 
 function meter(label, value, total, cls = "") {
@@ -87,7 +97,8 @@ function render(s) {
   $("merged").innerHTML =
     `<dt>State</dt><dd>${stateLabel(m)}</dd><dt>Models</dt><dd data-testid="merged-models">${num(m.models)}</dd>` +
     `<dt>Age</dt><dd>${m.age_seconds == null ? "—" : ago(m.age_seconds)}</dd>` +
-    `<dt>Missing</dt><dd data-testid="merged-missing">${missing.length ? missing.map(esc).join(", ") : "none"}</dd>`;
+    `<dt>Missing</dt><dd data-testid="merged-missing">${missing.length ? missing.map(esc).join(", ") : "none"}</dd>` +
+    `<dt>Carried</dt><dd data-testid="merged-carried">${(m.carried ?? []).length ? m.carried.map((c) => `${esc(c.gateway)} (${ago(c.age_seconds)} old, until ${esc(new Date(c.until).toLocaleString())})`).join(", ") : "none"}</dd>`;
 
   const c = s.metrics?.models ?? {};
   const reads = (c.fresh_hits ?? 0) + (c.stale_hits ?? 0) + (c.misses ?? 0) + (c.errors ?? 0);
