@@ -33,12 +33,9 @@ pub struct App {
     /// GET is answered from here for a few seconds (a tokio Mutex: held while one
     /// request assembles it, so a burst costs one assembly).
     pub(crate) status_cache: AsyncMutex<Option<(std::time::Instant, crate::body::Precompressed)>>,
-    /// `search` indexes and recent answers (see [`crate::search`]).
-    pub(crate) searcher: crate::search::Searcher,
-    /// The models page's default document for one entry (its page ETag): rendered
-    /// once per entry, not per request (a tokio Mutex: held while one request
-    /// renders it, so a burst renders once).
-    pub(crate) page_cache: AsyncMutex<Option<(String, Arc<crate::page::Rendered>)>>,
+    /// Everything made per request shape, within `ANSWER_CACHE_MAX_BYTES` (see
+    /// [`crate::answers`]).
+    pub(crate) answers: crate::answers::Answers,
 }
 
 impl App {
@@ -60,8 +57,7 @@ impl App {
             rebuild_scheduled: AtomicBool::new(false),
             rebuilding: AsyncMutex::new(()),
             status_cache: AsyncMutex::new(None),
-            searcher: crate::search::Searcher::new(answer_budget),
-            page_cache: AsyncMutex::new(None),
+            answers: crate::answers::Answers::new(answer_budget),
         })
     }
 

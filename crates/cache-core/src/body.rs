@@ -138,7 +138,7 @@ pub struct Precompressed {
 impl Precompressed {
     pub fn new(identity: Bytes) -> Precompressed {
         Precompressed {
-            gzip: crate::entry::gzip(&identity),
+            gzip: crate::encoding::stored(&identity, crate::Encoding::Gzip),
             identity,
         }
     }

@@ -49,7 +49,6 @@
 //!
 //! Decoding is zero-copy: bodies are `Bytes` slices of the value read from the store.
 
-use std::io::{Read, Write};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -84,33 +83,7 @@ pub(crate) const CLOCK_LEN: usize = 32;
 /// A decoded identity body larger than this is treated as corrupt (zip-bomb guard).
 const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
-/// A content encoding a body can be stored in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Identity = 0,
-    Gzip = 1,
-    Brotli = 2,
-}
-
-impl Encoding {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::Identity),
-            1 => Some(Self::Gzip),
-            2 => Some(Self::Brotli),
-            _ => None,
-        }
-    }
-
-    /// The `Content-Encoding` token, `None` for identity.
-    pub fn header_value(self) -> Option<&'static str> {
-        match self {
-            Self::Identity => None,
-            Self::Gzip => Some("gzip"),
-            Self::Brotli => Some("br"),
-        }
-    }
-}
+pub(crate) use crate::encoding::Encoding;
 
 /// Where an entry is in its life at a given instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,10 +281,6 @@ impl EntryMeta {
 pub struct Entry {
     pub meta: EntryMeta,
     bodies: Vec<(Encoding, Bytes)>,
-    /// Encodings not stored, derived on first use and kept with the entry (the
-    /// in-process tier keeps the entry while its ETag is unchanged).
-    derived_identity: OnceLock<Bytes>,
-    derived_gzip: OnceLock<Bytes>,
     /// The ETag of each representation (identity, gzip, br), made once: the 304 path
     /// is hot enough that a per-request `format!` shows.
     encoding_etags: OnceLock<[String; 3]>,
@@ -337,7 +306,7 @@ pub enum DecodeError {
 
 /// Which encodings are stored at write time. Brotli alone is the smallest at rest
 /// (~8-10 % of the raw catalog JSON; storing gzip too would put it near 19 %).
-/// Identity and gzip are derived on first use and kept with the in-process entry.
+/// Identity and gzip are derived when asked for, once per content (`crate::answers`).
 pub(crate) const STORED_ENCODINGS: &[Encoding] = &[Encoding::Brotli];
 
 impl Entry {
@@ -348,8 +317,7 @@ impl Entry {
         for &enc in encodings {
             let body = match enc {
                 Encoding::Identity => json.clone(),
-                Encoding::Gzip => gzip(&json),
-                Encoding::Brotli => brotli_compress(&json),
+                Encoding::Gzip | Encoding::Brotli => crate::encoding::stored(&json, enc),
             };
             bodies.push((enc, body));
         }
@@ -406,8 +374,6 @@ impl Entry {
         Entry {
             meta,
             bodies,
-            derived_identity: OnceLock::new(),
-            derived_gzip: OnceLock::new(),
             encoding_etags: OnceLock::new(),
         }
     }
@@ -425,46 +391,29 @@ impl Entry {
         self.bodies.iter().find(|(e, _)| *e == enc).map(|(_, b)| b)
     }
 
-    /// The uncompressed JSON: stored, or decompressed once and kept.
+    /// The uncompressed JSON: stored, or decompressed now. Not kept with the entry:
+    /// what is derived from an entry is kept by content (ETag) and counted in the
+    /// answers' byte budget (`crate::answers`), so a clock move keeps it and nothing
+    /// outside the budget holds a 25 MB body.
     pub fn identity(&self) -> Result<Bytes, DecodeError> {
         if let Some(b) = self.body(Encoding::Identity) {
-            return Ok(b.clone());
-        }
-        if let Some(b) = self.derived_identity.get() {
-            return Ok(b.clone());
-        }
-        let (enc, body) = self.bodies.first().ok_or(DecodeError::BadBody("no body"))?;
-        let json = decompress(*enc, body)?;
-        Ok(self.derived_identity.get_or_init(|| json).clone())
-    }
-
-    /// The uncompressed JSON without keeping it: for one-off readers (the merge).
-    pub fn identity_uncached(&self) -> Result<Bytes, DecodeError> {
-        if let Some(b) = self.body(Encoding::Identity).or(self.derived_identity.get()) {
             return Ok(b.clone());
         }
         let (enc, body) = self.bodies.first().ok_or(DecodeError::BadBody("no body"))?;
         decompress(*enc, body)
     }
 
-    /// The body in `enc`: stored, or derived once (from identity) and kept.
+    /// The same as [`Entry::identity`] (kept for the readers that said so).
+    pub fn identity_uncached(&self) -> Result<Bytes, DecodeError> {
+        self.identity()
+    }
+
+    /// The body in `enc`: stored, or derived now (from identity, made to be served
+    /// many times) and not kept.
     pub fn body_in(&self, enc: Encoding) -> Result<Bytes, DecodeError> {
-        if let Some(b) = self.body(enc) {
-            return Ok(b.clone());
-        }
-        match enc {
-            Encoding::Identity => self.identity(),
-            Encoding::Gzip => {
-                if let Some(b) = self.derived_gzip.get() {
-                    return Ok(b.clone());
-                }
-                let gz = gzip(&self.identity()?);
-                Ok(self.derived_gzip.get_or_init(|| gz).clone())
-            }
-            Encoding::Brotli => {
-                // Only reached for entries written without brotli (not by this version).
-                Ok(brotli_compress(&self.identity()?))
-            }
+        match self.body(enc) {
+            Some(b) => Ok(b.clone()),
+            None => Ok(crate::encoding::stored(&self.identity()?, enc)),
         }
     }
 
@@ -755,35 +704,8 @@ pub(crate) fn etag_for(json: &[u8]) -> String {
     format!("\"m-{:032x}\"", xxhash_rust::xxh3::xxh3_128(json))
 }
 
-pub(crate) fn gzip(data: &[u8]) -> Bytes {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 6), flate2::Compression::new(6));
-    enc.write_all(data).expect("writing to a Vec cannot fail");
-    Bytes::from(enc.finish().expect("writing to a Vec cannot fail"))
-}
-
-pub(crate) fn brotli_compress(data: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(data.len() / 8);
-    {
-        // Quality 9 is ~10x faster than 11 for a few percent more bytes; this runs once per write.
-        let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, 9, 22);
-        w.write_all(data).expect("writing to a Vec cannot fail");
-    }
-    Bytes::from(out)
-}
-
 pub(crate) fn decompress(enc: Encoding, body: &[u8]) -> Result<Bytes, DecodeError> {
-    let mut out = Vec::with_capacity(body.len() * 6);
-    let res = match enc {
-        Encoding::Identity => return Ok(Bytes::copy_from_slice(body)),
-        Encoding::Gzip => flate2::read::GzDecoder::new(body)
-            .take(MAX_DECODED_BYTES)
-            .read_to_end(&mut out),
-        Encoding::Brotli => brotli::Decompressor::new(body, 64 * 1024)
-            .take(MAX_DECODED_BYTES)
-            .read_to_end(&mut out),
-    };
-    res.map_err(|_| DecodeError::BadBody("cannot decompress"))?;
-    Ok(Bytes::from(out))
+    crate::encoding::decompress(enc, body, MAX_DECODED_BYTES).map_err(|_| DecodeError::BadBody("cannot decompress"))
 }
 
 #[cfg(test)]
@@ -822,11 +744,6 @@ mod tests {
         assert!(d.body(Encoding::Gzip).is_none(), "only brotli is stored");
         let gz = d.body_in(Encoding::Gzip).unwrap();
         assert_eq!(decompress(Encoding::Gzip, &gz).unwrap(), d.identity().unwrap());
-        assert_eq!(
-            gz.as_ptr(),
-            d.body_in(Encoding::Gzip).unwrap().as_ptr(),
-            "derived once, then shared"
-        );
         assert_eq!(d.encoded_len(), e.encode().len());
     }
 

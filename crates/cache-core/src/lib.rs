@@ -58,22 +58,24 @@ pub mod warm;
 
 pub use app::App;
 pub use config::Config;
-pub use entry::{Encoding, Entry};
+pub use encoding::Encoding;
+pub use entry::Entry;
 pub use gateways::Gateway;
 pub use swr::{CacheError, CacheStatus, FetchFailure, Lookup, SourceError};
 pub use upstream::FetchError;
 
 // The machinery, bottom to top (docs/design.md has the picture).
+mod answers;
 mod app;
 mod budget;
 mod catalog;
 mod clock;
+mod encoding;
 mod entry;
 mod gateways;
 mod lock;
 mod metrics;
 mod page;
-mod search;
 mod status;
 mod store;
 mod swr;

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::search::SearchIndex;
+use crate::answers::SearchIndex;
 
 /// Rows in the document (the first screen, and each no-JavaScript page).
 pub(crate) const ROWS: usize = 100;
@@ -54,8 +54,8 @@ impl Rendered {
     pub(crate) fn new(html: String) -> Rendered {
         let identity = bytes::Bytes::from(html);
         Rendered {
-            gzip: crate::entry::gzip(&identity),
-            br: crate::entry::brotli_compress(&identity),
+            gzip: crate::encoding::stored(&identity, crate::Encoding::Gzip),
+            br: crate::encoding::stored(&identity, crate::Encoding::Brotli),
             identity,
         }
     }

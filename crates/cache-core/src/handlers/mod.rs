@@ -153,7 +153,7 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
 pub(crate) fn json_answer<T: Serialize>(req: &http::HeaderMap, status: StatusCode, body: &T) -> Response<Body> {
     let mut r = json_response(status, body);
     if r.body().len() > 1024 && negotiate::accepts(req, "gzip") {
-        let gz = crate::entry::gzip(&r.body().to_bytes());
+        let gz = crate::encoding::stored(&r.body().to_bytes(), crate::Encoding::Gzip);
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r.headers_mut()

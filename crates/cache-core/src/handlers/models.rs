@@ -3,7 +3,7 @@
 //!
 //! The hot path (a warm key, no `search`, no page) serves the stored pre-compressed
 //! bytes as they are: no JSON parse, no merge, no serialization, no compression.
-//! Pages and searches are cut from the same cached entry (see [`crate::search`]):
+//! Pages and searches are cut from the same cached entry (see [`crate::answers`]):
 //! no upstream call and no store key per page.
 
 use std::sync::Arc;
@@ -13,12 +13,12 @@ use serde_json::json;
 
 use super::negotiate::{choose_encoding, choose_encoding_per_request, encoding_etag, not_modified};
 use super::{RequestContext, is_get_or_head, json_error, method_not_allowed, query};
+use crate::answers as search;
 use crate::app::App;
 use crate::body::Body;
 use crate::clock::now_ms;
 use crate::entry::{Encoding, Entry};
 use crate::gateways::registry::is_valid_id;
-use crate::search;
 use crate::swr::{CacheError, CacheStatus, Lookup};
 
 /// Upper bound on how long a CDN may keep a response before asking again, so a
@@ -73,14 +73,15 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
         .map(|g| g.trim().to_ascii_lowercase())
         .unwrap_or_else(|| "all".into());
 
-    let lookup = if name == "all" {
-        app.read_all(spawner).await
+    // The view: `all`, or the gateway's own id (an alias names the same view).
+    let (view, lookup) = if name == "all" {
+        ("all".to_string(), app.read_all(spawner).await)
     } else {
         let Some(gw) = is_valid_id(&name).then(|| app.registry.resolve(&name)).flatten() else {
             return unknown_gateway(app, q.get("gateway").map(String::as_str).unwrap_or(""));
         };
         let gw = gw.clone();
-        app.read_gateway(&gw, spawner).await
+        (gw.id.clone(), app.read_gateway(&gw, spawner).await)
     };
     let lookup = match lookup {
         Ok(l) => l,
@@ -98,15 +99,15 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
         // covers every model from offset 0 (`limit=50000`). Same stored bytes, same
         // ETag, same fast path; its page fields read `limit: null`.
         None if cut.is_whole(lookup.entry.meta.item_count as usize) => {
-            serve_entry(req, &lookup.entry, &served, head_only)
+            serve_entry(req, app, &view, &lookup.entry, &served, head_only).await
         }
-        None => serve_page(req, app, &lookup.entry, &served, None, cut, head_only).await,
+        None => serve_page(req, app, &view, &lookup.entry, &served, None, cut, head_only).await,
         Some(term) => {
             let cut = Cut {
                 limit: Some(limit.unwrap_or(search::DEFAULT_LIMIT)),
                 ..cut
             };
-            serve_page(req, app, &lookup.entry, &served, Some(&term), cut, head_only).await
+            serve_page(req, app, &view, &lookup.entry, &served, Some(&term), cut, head_only).await
         }
     }
 }
@@ -279,7 +280,16 @@ pub(super) fn answer_headers(
     headers.insert("x-model-count", HeaderValue::from(m.item_count));
 }
 
-fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_only: bool) -> Response<Body> {
+/// The whole list: the stored body, or one derived once per content (the answers
+/// layer: off the async workers, under the CPU permit, kept by ETag).
+async fn serve_entry(
+    req: &http::request::Parts,
+    app: &App,
+    view: &str,
+    entry: &Arc<Entry>,
+    served: &Served,
+    head_only: bool,
+) -> Response<Body> {
     let mut r = Response::builder();
     base_headers(&mut r, entry, served);
     let encoding = choose_encoding(&req.headers);
@@ -288,7 +298,9 @@ fn serve_entry(req: &http::request::Parts, entry: &Entry, served: &Served, head_
     if not_modified(&req.headers, &entry.meta.etag) {
         return not_modified_response(r, tag);
     }
-    match entry.body_in(encoding) {
+    // A HEAD of a stored body costs nothing; of a derived one, what deriving costs
+    // once (then it is kept), so that its length is right.
+    match app.answers.body(view, entry, encoding).await {
         Ok(body) => {
             let len = Some(body.len());
             let body = if head_only { Body::empty() } else { Body::from(body) };
@@ -343,9 +355,11 @@ impl Cut {
 /// provider contains the term (case-insensitive). Cut from the entry's index (built
 /// once per ETag, off the async workers; see [`crate::search`]), compressed when
 /// accepted, with an ETag of its own.
+#[allow(clippy::too_many_arguments)]
 async fn serve_page(
     req: &http::request::Parts,
     app: &App,
+    view: &str,
     entry: &Arc<Entry>,
     served: &Served,
     term: Option<&str>,
@@ -370,8 +384,8 @@ async fn serve_page(
         return not_modified_response(r, tag);
     }
     match app
-        .searcher
-        .answer(entry, term, offset, limit, encoding, head_only)
+        .answers
+        .answer(view, entry, term, offset, limit, encoding, head_only)
         .await
     {
         Ok(answer) => ok_response(r, tag, answer.encoding, answer.body, answer.len),

@@ -6,20 +6,17 @@
 //! `?gateway=`, `?search=` and `?offset=` render other pages of rows: what the
 //! page's links and form ask for when JavaScript is off.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::models::{Served, answer_headers, count, not_modified_response, ok_response, upstream_error};
 use super::negotiate::{choose_encoding, choose_encoding_per_request, not_modified};
 use super::{RequestContext, is_get_or_head, method_not_allowed, query};
+use crate::answers as search;
 use crate::app::App;
 use crate::body::Body;
 use crate::entry::Entry;
 use crate::gateways::registry::is_valid_id;
-use crate::page::{ROWS, Rendered, View};
-use crate::search;
+use crate::page::{ROWS, View};
 use crate::swr::Lookup;
 
 /// The pages' Content-Security-Policy: scripts and styles are files of this origin
@@ -78,16 +75,18 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     if not_modified(&req.headers, &etag) {
         return not_modified_response(r, tag);
     }
-    let made = match default_view(&ask) {
-        true => app
-            .default_page(&lookup, &etag)
+    // Rendered and compressed off the async workers, under the CPU permit, once per
+    // page ETag (identical requests wait for the one render); the default document is
+    // pinned, other pages (URLs a client picks) are kept like any answer, compressed
+    // fast in one encoding (gzip when accepted), as search answers are.
+    let made = match prepare(app, &lookup, &ask).await {
+        Err(e) => Err(e),
+        Ok(render) if default_view(&ask) => app
+            .answers
+            .document("all", &etag, render)
             .await
             .map(|page| page.encoded(encoding)),
-        // Any other page is a URL a client picks: made for this request only, in one
-        // encoding (gzip when accepted), with the fast compressors, as search answers are.
-        false => render(app, &lookup, &ask)
-            .await
-            .map(|html| search::encode_fast(Bytes::from(html), encoding)),
+        Ok(render) => app.answers.html(&etag, encoding, render).await,
     };
     let bytes = match made {
         Ok(b) => b,
@@ -150,19 +149,23 @@ fn page_etag(entry: &Entry, ask: &Ask) -> String {
     format!("\"h-{:032x}\"", h.digest128())
 }
 
-/// Render `ask`'s page of `lookup`'s catalog.
-async fn render(app: &App, lookup: &Lookup, ask: &Ask) -> Result<String, String> {
-    let index = app.searcher.index(&lookup.entry).await?;
-    let hits = match &ask.search {
-        Some(term) => Some(app.searcher.hits(&index, &lookup.entry.meta.etag, term).await?),
-        None => None,
+/// What rendering `ask`'s page of `lookup`'s catalog needs, gathered here (the index
+/// and the matches, each made once), and the render itself, to run off the async
+/// workers.
+async fn prepare(
+    app: &App,
+    lookup: &Lookup,
+    ask: &Ask,
+) -> Result<impl FnOnce() -> Result<String, String> + Send + 'static, String> {
+    let view_name = if ask.gateway.is_empty() {
+        "all"
+    } else {
+        ask.gateway.as_str()
     };
-    let matching = hits.as_ref().map_or(index.len(), |h| h.len());
-    let start = ask.offset.min(matching);
-    let end = start.saturating_add(ROWS).min(matching);
-    let models: Vec<u32> = match &hits {
-        Some(h) => h[start..end].to_vec(),
-        None => (start as u32..end as u32).collect(),
+    let index = app.answers.index(view_name, &lookup.entry).await?;
+    let hits = match &ask.search {
+        Some(term) => Some(app.answers.hits(&index, &lookup.entry.meta.etag, term).await?),
+        None => None,
     };
     let all_total = match ask.gateway.is_empty() {
         true => index.len(),
@@ -173,44 +176,28 @@ async fn render(app: &App, lookup: &Lookup, ask: &Ask) -> Result<String, String>
             .map_or(index.len(), |m| m.item_count as usize),
     };
     let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
-    let view = View {
-        gateway: &ask.gateway,
-        search: ask.search.as_deref(),
-        offset: ask.offset,
-        matching,
-        all_total,
-        gateways: &gateways,
-        fetched_at_ms: lookup.entry.meta.clock.fetched_at_ms,
-        fresh_until_ms: lookup.entry.meta.clock.fresh_until_ms,
-    };
-    Ok(crate::page::render(&view, &index, &models))
-}
-
-impl App {
-    /// The default page of the merged view, rendered once per entry (its ETag and
-    /// clock) and kept pre-compressed: serving it costs what serving a cached JSON
-    /// page costs. One render at a time; the others wait for it.
-    async fn default_page(&self, lookup: &Lookup, etag: &str) -> Result<Arc<Rendered>, String> {
-        let mut kept = self.page_cache.lock().await;
-        if let Some((for_etag, page)) = kept.as_ref()
-            && for_etag == etag
-        {
-            return Ok(page.clone());
-        }
-        let ask = Ask {
-            gateway: String::new(),
-            search: None,
-            offset: 0,
+    let (gateway, search, offset) = (ask.gateway.clone(), ask.search.clone(), ask.offset);
+    let clock = lookup.entry.meta.clock;
+    Ok(move || {
+        let matching = hits.as_ref().map_or(index.len(), |h| h.len());
+        let start = offset.min(matching);
+        let end = start.saturating_add(ROWS).min(matching);
+        let models: Vec<u32> = match &hits {
+            Some(h) => h[start..end].to_vec(),
+            None => (start as u32..end as u32).collect(),
         };
-        let html = render(self, lookup, &ask).await?;
-        let page = Arc::new(
-            tokio::task::spawn_blocking(move || Rendered::new(html))
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        *kept = Some((etag.to_string(), page.clone()));
-        Ok(page)
-    }
+        let view = View {
+            gateway: &gateway,
+            search: search.as_deref(),
+            offset,
+            matching,
+            all_total,
+            gateways: &gateways,
+            fetched_at_ms: clock.fetched_at_ms,
+            fresh_until_ms: clock.fresh_until_ms,
+        };
+        Ok(crate::page::render(&view, &index, &models))
+    })
 }
 
 /// Headers of every page answer.

@@ -206,7 +206,7 @@ fn models_schema() -> &'static jsonschema::Validator {
 /// and a search for each model's id, each valid against the schema; every model is
 /// found by its id. Returns the ids checked.
 fn every_served_body_keeps_the_contract(body: &Bytes) -> Result<usize, TestCaseError> {
-    use crate::search::SearchIndex;
+    use crate::answers::SearchIndex;
     let valid = |what: &str, json: &[u8]| -> Result<serde_json::Value, TestCaseError> {
         let v: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
@@ -229,7 +229,7 @@ fn every_served_body_keeps_the_contract(body: &Bytes) -> Result<usize, TestCaseE
         .collect();
     for id in &ids {
         let term = id.to_lowercase();
-        if term.chars().count() < crate::search::MIN_TERM_CHARS {
+        if term.chars().count() < crate::answers::MIN_TERM_CHARS {
             continue;
         }
         let found = valid("search", &index.page(Some(&term), 0, Some(usize::MAX)))?;

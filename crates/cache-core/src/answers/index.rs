@@ -1,34 +1,20 @@
-//! Pages and `search` over a cached catalog, cheap enough to leave unauthenticated,
-//! and bounded in memory whatever the URLs.
+//! The index of one catalog, and the plan of an answer cut from it.
 //!
-//! - An index is built once per entry (per ETag), off the async workers: one
-//!   lowercased haystack line per model (id, name, description, provider) and the byte
-//!   span of each model's object in the cached JSON.
-//! - A query is a SIMD substring scan of that haystack (`memchr::memmem`); an answer is
-//!   assembled from the cached JSON's own bytes, never re-serialized. A page of the
+//! - An index is built once per content (per ETag), off the async workers: one
+//!   lowercased haystack line per model (id, name, description, provider) and the
+//!   byte span of each model's object in the cached JSON.
+//! - A query is a SIMD substring scan of that haystack (`memchr::memmem`); an answer
+//!   is assembled from the cached JSON's own bytes, never re-serialized. A page of the
 //!   list is a contiguous run of those bytes: it is sent as a slice of them between a
 //!   small head and tail, with no copy at all ([`crate::body::Body`]).
-//! - What is kept per request shape (indexes, match lists, compressed answers) lives
-//!   in one byte-budgeted LRU (`ANSWER_CACHE_MAX_BYTES`); an answer larger than a
-//!   fraction of it is served without being kept.
-//! - CPU: one index build, scan, copy or compression at a time per instance (cached
-//!   reads keep a core). Memory in flight: at most [`LARGE_AT_ONCE`] answers over
-//!   [`LARGE_ANSWER_BYTES`] exist at once (each holds a permit until it is sent).
 //! - ETags of pages and searches are derived from the entry's (a content hash) and
 //!   the cut, so they cost nothing to compute and agree across instances.
-
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::body::Body;
-use crate::budget::ByteLru;
 use crate::contract::Page;
-use crate::entry::{Encoding, Entry};
 
 /// Shorter terms match nearly everything and are refused.
 pub(crate) const MIN_TERM_CHARS: usize = 2;
@@ -173,6 +159,9 @@ impl SearchIndex {
             envelope.extend_from_slice(v.get().as_bytes());
         }
         drop((data, members));
+        // Kept for as long as the content is served: no spare capacity behind them.
+        haystack.shrink_to_fit();
+        envelope.shrink_to_fit();
         Ok(SearchIndex {
             json,
             envelope,
@@ -192,13 +181,23 @@ impl SearchIndex {
         std::str::from_utf8(&self.json[a as usize..b as usize]).unwrap_or("{}")
     }
 
-    /// Bytes this index keeps alive (the cached JSON it points into included).
-    fn weight(&self) -> usize {
-        self.json.len() + self.envelope.len() + self.haystack.len() + self.line_starts.len() * 4 + self.spans.len() * 8
+    /// The cached identity JSON this index points into: the view's identity body.
+    pub(crate) fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// Bytes this index keeps allocated: the cached JSON it points into, and every
+    /// buffer's capacity (not its length).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.json.len()
+            + self.envelope.capacity()
+            + self.haystack.capacity()
+            + self.line_starts.capacity() * 4
+            + self.spans.capacity() * 8
     }
 
     /// Indexes of the models whose line contains `term` (already lowercased).
-    fn matches(&self, term: &str) -> Vec<u32> {
+    pub(super) fn matches(&self, term: &str) -> Vec<u32> {
         // Lines end in '\n' and no field contains one: such a term could only match
         // across two models.
         if term.is_empty() || term.contains('\n') {
@@ -238,7 +237,7 @@ impl SearchIndex {
 const HEAD: &[u8] = b"{\"data\":[";
 
 /// An answer's JSON, planned: its size is known before anything is copied.
-struct Plan<'a> {
+pub(super) struct Plan<'a> {
     index: &'a SearchIndex,
     models: Models<'a>,
     /// `]`, the catalog's other members, `search`, the page fields, `}`.
@@ -254,7 +253,7 @@ enum Models<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(
+    pub(super) fn new(
         index: &'a SearchIndex,
         hits: Option<&'a [u32]>,
         term: Option<&str>,
@@ -286,7 +285,7 @@ impl<'a> Plan<'a> {
         self.index.spans[run.start].0 as usize..self.index.spans[run.end - 1].1 as usize
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         let models = match &self.models {
             Models::Run(r) => self.run_bytes(r).len(),
             Models::Picked(p) => p
@@ -299,13 +298,13 @@ impl<'a> Plan<'a> {
     }
 
     /// Whether the answer is a slice of the cached JSON (no copy to send it).
-    fn is_slice(&self) -> bool {
+    pub(super) fn is_slice(&self) -> bool {
         matches!(self.models, Models::Run(_))
     }
 
     /// The answer: a run is the cached bytes themselves between head and tail; picked
     /// models are copied, once, into one buffer.
-    fn parts(&self) -> Vec<Bytes> {
+    pub(super) fn parts(&self) -> Vec<Bytes> {
         match &self.models {
             Models::Run(r) => vec![
                 Bytes::from_static(HEAD),
@@ -329,16 +328,6 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// An answer, ready to send.
-pub(crate) struct Answer {
-    /// Empty for a HEAD request.
-    pub body: Body,
-    /// The body's length when known without making it (a HEAD of a compressed
-    /// answer not kept has none: its length is known only by compressing it).
-    pub len: Option<usize>,
-    pub encoding: Encoding,
-}
-
 /// An answer's ETag: the entry's (a hash of its content) and the cut determine the
 /// bytes, so they determine the tag: `"p-…"` for a page, `"s-…"` for a search.
 pub(crate) fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, limit: Option<usize>) -> String {
@@ -351,213 +340,6 @@ pub(crate) fn answer_etag(entry_etag: &str, term: Option<&str>, offset: usize, l
     h.update(&limit.map_or(u64::MAX, |l| l as u64).to_le_bytes());
     let prefix = if term.is_some() { "s" } else { "p" };
     format!("\"{prefix}-{:032x}\"", h.digest128())
-}
-
-/// An answer whose JSON is larger than this takes one of [`LARGE_AT_ONCE`] permits
-/// while it is made and, unless it is kept, until it is sent.
-pub(crate) const LARGE_ANSWER_BYTES: usize = 1 << 20;
-/// Large answers alive at once per instance.
-pub(crate) const LARGE_AT_ONCE: usize = 3;
-
-/// What is kept per request shape, under one byte budget.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum KeptKey {
-    /// By entry ETag.
-    Index(String),
-    /// (ETag, term): the matching models, shared by every page of one search.
-    Hits(String, String),
-    /// (ETag, term, offset, limit, encoding): a compressed (or copied) answer.
-    Answer(String, Option<String>, usize, Option<usize>, Encoding),
-}
-
-#[derive(Clone)]
-enum Kept {
-    Index(Arc<SearchIndex>),
-    Hits(Arc<Vec<u32>>),
-    Answer(Bytes),
-}
-
-/// Per-instance search state: what is kept (byte-budgeted), the compute permit and
-/// the large-answer permits.
-pub(crate) struct Searcher {
-    kept: Mutex<ByteLru<KeptKey, Kept>>,
-    /// An answer larger than this is served without being kept.
-    keep_max: usize,
-    /// One index build, scan, copy or compression at a time: cached reads keep a core.
-    compute: tokio::sync::Semaphore,
-    large: Arc<tokio::sync::Semaphore>,
-}
-
-impl Searcher {
-    /// Keep at most `budget` bytes per instance (`ANSWER_CACHE_MAX_BYTES`).
-    pub(crate) fn new(budget: usize) -> Self {
-        Searcher {
-            kept: Mutex::new(ByteLru::new(budget)),
-            keep_max: budget / 16,
-            compute: tokio::sync::Semaphore::new(1),
-            large: Arc::new(tokio::sync::Semaphore::new(LARGE_AT_ONCE)),
-        }
-    }
-
-    /// Bytes kept now (never above the budget).
-    #[cfg(test)]
-    pub(crate) fn kept_bytes(&self) -> usize {
-        self.kept.lock().used()
-    }
-
-    /// A page of `entry`'s models matching `term` (lowercased, length-checked by the
-    /// caller), or of all its models when `term` is `None` (a page of the list: cut
-    /// from the cached entry, no key of its own in the store).
-    pub(crate) async fn answer(
-        &self,
-        entry: &Arc<Entry>,
-        term: Option<&str>,
-        offset: usize,
-        limit: Option<usize>,
-        encoding: Encoding,
-        head_only: bool,
-    ) -> Result<Answer, String> {
-        let key = KeptKey::Answer(
-            entry.meta.etag.clone(),
-            term.map(str::to_string),
-            offset,
-            limit,
-            encoding,
-        );
-        if let Some(Kept::Answer(body)) = self.kept.lock().get(&key) {
-            let len = Some(body.len());
-            let body = if head_only { Body::empty() } else { Body::from(body) };
-            return Ok(Answer { body, len, encoding });
-        }
-        let index = self.index(entry).await?;
-        let hits = match term {
-            Some(t) => Some(self.hits(&index, &entry.meta.etag, t).await?),
-            None => None,
-        };
-        let size = Plan::new(&index, hits.as_deref().map(Vec::as_slice), term, offset, limit).len();
-        let answer = |body: Body, len: Option<usize>| Answer { body, len, encoding };
-        match (head_only, encoding) {
-            // A HEAD makes nothing: the identity length is planned, a compressed one unknown.
-            (true, Encoding::Identity) => return Ok(answer(Body::empty(), Some(size))),
-            (true, _) => return Ok(answer(Body::empty(), None)),
-            // A page of the list, uncompressed: the cached bytes themselves.
-            (false, Encoding::Identity) if hits.is_none() => {
-                let body = Body::from_parts(Plan::new(&index, None, term, offset, limit).parts());
-                return Ok(answer(body, Some(size)));
-            }
-            _ => {}
-        }
-        let large = match size > LARGE_ANSWER_BYTES {
-            true => Some(self.large.clone().acquire_owned().await.map_err(|e| e.to_string())?),
-            false => None,
-        };
-        let made = {
-            let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
-            let term = term.map(str::to_string);
-            tokio::task::spawn_blocking(move || {
-                let plan = Plan::new(
-                    &index,
-                    hits.as_deref().map(Vec::as_slice),
-                    term.as_deref(),
-                    offset,
-                    limit,
-                );
-                debug_assert!(!plan.is_slice() || encoding != Encoding::Identity);
-                let parts = plan.parts();
-                match encoding {
-                    Encoding::Identity => parts.into_iter().next().unwrap_or_default(),
-                    Encoding::Gzip => fast_gzip(&parts),
-                    Encoding::Brotli => fast_brotli(&parts),
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        };
-        let len = Some(made.len());
-        if made.len() <= self.keep_max {
-            self.kept
-                .lock()
-                .insert(key, Kept::Answer(made.clone()), made.len() + 128);
-            return Ok(answer(Body::from(made), len));
-        }
-        Ok(answer(Body::from(made).with_permit(large), len))
-    }
-
-    /// The index of `entry`, built once per ETag (and again only if evicted).
-    pub(crate) async fn index(&self, entry: &Arc<Entry>) -> Result<Arc<SearchIndex>, String> {
-        let key = KeptKey::Index(entry.meta.etag.clone());
-        if let Some(Kept::Index(i)) = self.kept.lock().get(&key) {
-            return Ok(i);
-        }
-        let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
-        if let Some(Kept::Index(i)) = self.kept.lock().get(&key) {
-            return Ok(i);
-        }
-        let entry = entry.clone();
-        let index =
-            tokio::task::spawn_blocking(move || SearchIndex::build(entry.identity().map_err(|e| e.to_string())?))
-                .await
-                .map_err(|e| e.to_string())??;
-        let index = Arc::new(index);
-        self.kept.lock().insert(key, Kept::Index(index.clone()), index.weight());
-        Ok(index)
-    }
-
-    /// The models of `index` matching `term`, scanned once per (ETag, term).
-    pub(crate) async fn hits(&self, index: &Arc<SearchIndex>, etag: &str, term: &str) -> Result<Arc<Vec<u32>>, String> {
-        let key = KeptKey::Hits(etag.to_string(), term.to_string());
-        if let Some(Kept::Hits(h)) = self.kept.lock().get(&key) {
-            return Ok(h);
-        }
-        let _compute = self.compute.acquire().await.map_err(|e| e.to_string())?;
-        let (index, owned) = (index.clone(), term.to_string());
-        let hits = Arc::new(
-            tokio::task::spawn_blocking(move || index.matches(&owned))
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        self.kept.lock().insert(
-            key,
-            Kept::Hits(hits.clone()),
-            hits.len() * 4 + term.len() + etag.len() + 64,
-        );
-        Ok(hits)
-    }
-}
-
-/// `body` in `encoding`, compressed fast: for an answer made for one request (a
-/// search, a page of the list, a models page other than the kept one).
-pub(crate) fn encode_fast(body: Bytes, encoding: Encoding) -> Bytes {
-    match encoding {
-        Encoding::Identity => body,
-        Encoding::Gzip => fast_gzip(std::slice::from_ref(&body)),
-        Encoding::Brotli => fast_brotli(std::slice::from_ref(&body)),
-    }
-}
-
-/// Per-request compression favours speed over size (the stored bodies use the slow,
-/// small settings once per entry). It reads the parts as they are: no joined copy.
-fn fast_gzip(parts: &[Bytes]) -> Bytes {
-    use std::io::Write;
-    let size: usize = parts.iter().map(Bytes::len).sum();
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(size / 4), flate2::Compression::fast());
-    for p in parts {
-        enc.write_all(p).expect("in-memory write");
-    }
-    Bytes::from(enc.finish().expect("in-memory write"))
-}
-
-fn fast_brotli(parts: &[Bytes]) -> Bytes {
-    use std::io::Write;
-    let size: usize = parts.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(size / 4);
-    {
-        let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, 3, 20);
-        for p in parts {
-            w.write_all(p).expect("in-memory write");
-        }
-    }
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -621,78 +403,6 @@ mod tests {
         assert_eq!(v["total"], 4, "every model is indexed");
         let v: serde_json::Value = serde_json::from_slice(&i.page(Some("12345"), 0, Some(50))).unwrap();
         assert_eq!(v["data"][0]["id"], "findme-2", "a number is searchable as its text");
-    }
-
-    /// A catalog of `n` models, about 200 bytes each, as a cached entry.
-    fn entry(n: usize) -> Arc<Entry> {
-        let models: Vec<String> = (0..n)
-            .map(|i| {
-                format!(
-                    r#"{{"id":"vendor/model-{i}","name":"Model {i}","description":"{}"}}"#,
-                    "lorem ipsum ".repeat(12)
-                )
-            })
-            .collect();
-        let json = format!(r#"{{"data":[{}],"gateway":"all","total":{n}}}"#, models.join(","));
-        Arc::new(Entry::build(
-            Bytes::from(json),
-            n as u32,
-            crate::entry::Clock::default(),
-            crate::entry::STORED_ENCODINGS,
-        ))
-    }
-
-    #[tokio::test]
-    async fn what_is_kept_stays_within_the_byte_budget_whatever_the_urls() {
-        let budget = 1 << 20;
-        let s = Searcher::new(budget);
-        let e = entry(1_500); // ~300 KB of JSON: nearly whole-list answers are as large
-        let mut served = 0usize;
-        for k in 0..150usize {
-            // Offset walks without a limit (each nearly the whole list), random limits,
-            // distinct searches, in every encoding.
-            let (term, offset, limit) = match k % 3 {
-                0 => (None, k, None),
-                1 => (None, k % 7, Some(1 + k * 13 % 1500)),
-                _ => (Some(format!("model-{k}")), 0, Some(k)),
-            };
-            for enc in [Encoding::Gzip, Encoding::Brotli, Encoding::Identity] {
-                let a = s.answer(&e, term.as_deref(), offset, limit, enc, false).await.unwrap();
-                served += a.body.len();
-                assert!(s.kept_bytes() <= budget, "kept {} > budget {budget}", s.kept_bytes());
-            }
-        }
-        assert!(
-            served > 20 * budget,
-            "the test asked for far more than the budget: {served}"
-        );
-        assert!(s.kept_bytes() > 0, "small answers are kept");
-    }
-
-    #[tokio::test]
-    async fn a_page_of_the_list_is_the_cached_bytes_themselves() {
-        let s = Searcher::new(64 << 20);
-        let e = entry(100);
-        let a = s.answer(&e, None, 1, None, Encoding::Identity, false).await.unwrap();
-        let identity = e.identity().unwrap();
-        let middle = a.body.parts().nth(1).unwrap();
-        assert!(
-            identity.as_ptr_range().contains(&middle.as_ptr()),
-            "the models are a slice of the cached JSON, not a copy"
-        );
-        let v: serde_json::Value = serde_json::from_slice(&a.body.to_bytes()).unwrap();
-        assert_eq!(
-            (v["returned"].as_u64(), v["data"][0]["id"].as_str()),
-            (Some(99), Some("vendor/model-1"))
-        );
-        let head = s.answer(&e, None, 1, None, Encoding::Identity, true).await.unwrap();
-        assert_eq!(
-            (head.body.len(), head.len),
-            (0, Some(a.body.len())),
-            "a HEAD makes nothing but knows the length"
-        );
-        let head = s.answer(&e, None, 1, None, Encoding::Gzip, true).await.unwrap();
-        assert_eq!((head.body.len(), head.len), (0, None), "nor compresses anything");
     }
 
     #[test]
