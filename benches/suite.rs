@@ -3,7 +3,7 @@
 //! `cargo bench --bench suite` runs every section in one go on this machine, against
 //! a real redis-server on loopback, the sample catalog API and the release function
 //! binaries. `cargo bench --bench suite -- warm scale` runs only the named sections
-//! (hotpath floor inproc warm scale cold rest unchanged hardening hostile page).
+//! (hotpath floor inproc warm scale cold rest unchanged hardening hostile page budget).
 //!
 //! Sections:
 //!   hotpath  HTTP GET /api/models (all, featherless) at 16/64 connections, br and identity, 304s
@@ -15,6 +15,9 @@
 //!   rest     bytes at rest for the full fixture set vs the raw JSON
 //!   hostile  peak RSS of `models` under 15 s of hostile URLs from 12 connections, ~20k models
 //!   page     GET /models (the page function's first screen) vs a 50-model JSON page, req/s
+//!   budget   issue 30: RSS against a 16 MiB budget, a cached br read while `all`'s gzip and
+//!            identity are derived (and after an unchanged refresh), 16 identical requests'
+//!            CPU, cached reads under distinct /models?offset= load, 4 MiB vs the default
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -105,8 +108,12 @@ fn merge(parts: Vec<Load>, seconds: f64) -> Load {
     all
 }
 
+/// Numbers for `{u}` in a load's path: unique across the whole run.
+static UNIQUE: AtomicU64 = AtomicU64::new(1);
+
 /// `connections` keep-alive HTTP/1.1 connections, each sending `GET path` back to back.
-/// A `{n}` in `path` becomes a number unique to each request (defeats any answer cache).
+/// A `{n}` in `path` becomes a number from 1 to 1,000 (a few answers, each asked again);
+/// a `{u}` one no other request of the run had (every answer new).
 async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections: usize) -> Load {
     use http_body_util::BodyExt;
     let deadline = Instant::now() + Duration::from_secs_f64(LOAD_SECONDS);
@@ -122,13 +129,10 @@ async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections:
                 .unwrap();
             tokio::spawn(conn);
             let mut load = Load::default();
-            let unique = path.contains("{n}");
             while Instant::now() < deadline {
-                let target = if unique {
-                    path.replace("{n}", &fastrand::u64(1..=1000).to_string())
-                } else {
-                    path.clone()
-                };
+                let target = path
+                    .replace("{n}", &fastrand::u64(1..=1000).to_string())
+                    .replace("{u}", &UNIQUE.fetch_add(1, Ordering::Relaxed).to_string());
                 let mut req = hyper::Request::get(&target).header("host", "localhost");
                 for (k, v) in &headers {
                     req = req.header(k, v);
@@ -946,4 +950,187 @@ async fn main() {
     if want("page") {
         page_section().await;
     }
+    if want("budget") {
+        budget().await;
+    }
+}
+
+/// CPU seconds a process has used (user + system, from /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// `n` GETs of `path` from one connection: every latency, in ms, sorted.
+async fn latencies(port: u16, path: &str, encoding: &str, n: usize) -> Vec<f64> {
+    let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("accept-encoding", encoding)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.bytes().await.unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Issue 30's figures: a budget that holds what it says, bodies made once, identical
+/// requests made once, heavy work under the permit, no cliff at a small budget.
+async fn budget() {
+    println!("\n== budget: the answers layer at ~20,000 models, release functions ==");
+    let s = Stack::new(&[]).await;
+    s.sample.scale("featherless", 18_000);
+    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let n = run.merged_models.unwrap_or(0);
+    println!("merged view: {n} models");
+
+    // 1. RSS against a 16 MiB budget, distinct search and page URLs.
+    let mut f = s.function(
+        env!("CARGO_BIN_EXE_models"),
+        &[("RUST_LOG", "warn"), ("ANSWER_CACHE_MAX_BYTES", "16777216")],
+    );
+    latencies(f.port, "/api/models?gateway=all&limit=50&offset=1", "gzip", 2).await;
+    latencies(f.port, "/api/models?gateway=all&search=zz", "gzip", 2).await;
+    let (_, before) = f.memory_mb();
+    let mut loads = Vec::new();
+    for path in [
+        "/api/models?gateway=all&search=q{u}z",
+        "/api/models?gateway=all&search=model-{u}",
+        "/api/models?gateway=all&limit=50&offset={u}",
+        "/api/models?gateway=featherless&limit=200&offset={u}",
+    ] {
+        loads.push(http_load(f.port, path, &[("accept-encoding", "gzip")], 2));
+    }
+    let mut sent = 0;
+    for l in futures_util::future::join_all(loads).await {
+        sent += l.requests;
+    }
+    let (peak, after) = f.memory_mb();
+    println!(
+        "16 MiB budget, {sent} distinct search and page URLs in {LOAD_SECONDS} s from 8 connections: RSS {before} MB before (the views' indexes pinned), {after} MB after, peak {peak} MB: grew {} MB = {:.2}x the budget (target <= ~2x); alive: {}",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / 16.0,
+        f.alive()
+    );
+    drop(f);
+
+    // 2. A cached br read while `all`'s gzip and identity are derived; then an unchanged refresh.
+    let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    let all = "/api/models?gateway=all";
+    latencies(f.port, all, "br", 5).await;
+    let idle = latencies(f.port, all, "br", 200).await;
+    let port = f.port;
+    let deriving: Vec<_> = ["gzip", "identity", "gzip", "identity"]
+        .into_iter()
+        .map(|enc| tokio::spawn(async move { latencies(port, "/api/models?gateway=all", enc, 1).await[0] }))
+        .collect();
+    let during = tokio::spawn(async move { latencies(port, "/api/models?gateway=all", "br", 150).await });
+    let mut derived = Vec::new();
+    for d in deriving {
+        derived.push(d.await.unwrap());
+    }
+    let during = during.await.unwrap();
+    println!(
+        "cached br read of `all`: idle p50 {:.2} ms, max {:.2} ms; while 4 gzip/identity reads derive those bodies (first {:.0} ms): p50 {:.2} ms, max {:.2} ms (target: max <= 50 ms)",
+        pct(&idle, 0.5),
+        pct(&idle, 1.0),
+        derived.iter().cloned().fold(0.0, f64::max),
+        pct(&during, 0.5),
+        pct(&during, 1.0)
+    );
+    let warm = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.tasks.idle().await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // the function's in-process tier looks again
+    let after_refresh = latencies(f.port, all, "gzip", 3).await;
+    println!(
+        "after an unchanged refresh (warm: {} ok), the next gzip reads of `all`: {:.2} / {:.2} / {:.2} ms (derived again would be ~{:.0} ms)",
+        warm.gateways_success,
+        after_refresh[0],
+        after_refresh[1],
+        after_refresh[2],
+        derived.iter().cloned().fold(0.0, f64::max)
+    );
+
+    // 3. 16 identical concurrent requests for a new large answer, against one.
+    let pid = f.pid();
+    let mut one = 0.0;
+    let mut sixteen = 0.0;
+    for round in 0..3u64 {
+        let path = format!("/api/models?gateway=all&limit=8000&offset={}", 100 + round);
+        let t0 = cpu_seconds(pid);
+        latencies(f.port, &path, "gzip", 1).await;
+        one += cpu_seconds(pid) - t0;
+        let path = format!("/api/models?gateway=all&limit=8000&offset={}", 200 + round);
+        let t0 = cpu_seconds(pid);
+        let asks: Vec<_> = (0..16)
+            .map(|_| {
+                let p = path.clone();
+                tokio::spawn(async move { latencies(port, &p, "gzip", 1).await })
+            })
+            .collect();
+        for a in asks {
+            a.await.unwrap();
+        }
+        sixteen += cpu_seconds(pid) - t0;
+    }
+    println!(
+        "a new 8,000-model gzip answer, CPU of the process over 3 rounds: one request {:.2} s, 16 identical concurrent {:.2} s = {:.2}x (target <= 2x)",
+        one,
+        sixteen,
+        sixteen / one.max(0.01)
+    );
+    drop(f);
+
+    // 4. Cached reads of /models under distinct /models?offset= load (the page function).
+    let page = s.function(env!("CARGO_BIN_EXE_page"), &[("RUST_LOG", "warn")]);
+    latencies(page.port, "/models", "br", 5).await;
+    let idle = latencies(page.port, "/models", "br", 300).await;
+    let load = http_load(page.port, "/models?offset={u}", &[("accept-encoding", "gzip")], 8);
+    let port = page.port;
+    let during = tokio::spawn(async move { latencies(port, "/models", "br", 300).await });
+    let load = load.await;
+    let during = during.await.unwrap();
+    println!(
+        "cached /models (br) p90: idle {:.2} ms, under {} distinct /models?offset= pages from 8 connections {:.2} ms = {:.2}x (target <= 3x); max {:.2} ms",
+        pct(&idle, 0.9),
+        load.requests,
+        pct(&during, 0.9),
+        pct(&during, 0.9) / pct(&idle, 0.9),
+        pct(&during, 1.0)
+    );
+    drop(page);
+
+    // 5. Distinct 50-model pages: a 4 MiB budget against the default (64 MiB).
+    let small = s.function(
+        env!("CARGO_BIN_EXE_models"),
+        &[("RUST_LOG", "warn"), ("ANSWER_CACHE_MAX_BYTES", "4194304")],
+    );
+    let default = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
+    for f in [&small, &default] {
+        latencies(f.port, "/api/models?gateway=all&limit=50&offset=3", "gzip", 2).await;
+    }
+    let at_small = http_load(small.port, "/api/models?gateway=all&limit=50&offset={u}", BROWSER, 16).await;
+    let at_default = http_load(default.port, "/api/models?gateway=all&limit=50&offset={u}", BROWSER, 16).await;
+    println!("{}", at_small.line("distinct 50-model pages, 4 MiB budget @16"));
+    println!("{}", at_default.line("distinct 50-model pages, 64 MiB budget @16"));
+    println!(
+        "{:<46} {:.2}x (target >= 0.5x)",
+        "4 MiB ÷ default",
+        at_small.rps() / at_default.rps()
+    );
 }

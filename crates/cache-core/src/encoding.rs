@@ -90,6 +90,35 @@ pub(crate) fn stored(data: &[u8], encoding: Encoding) -> Bytes {
     compress(&[data], encoding, Effort::Stored)
 }
 
+/// A document in every coding, made once to be served many times (the models page's
+/// first screen).
+#[derive(Clone)]
+pub(crate) struct Rendered {
+    pub identity: Bytes,
+    pub gzip: Bytes,
+    pub br: Bytes,
+}
+
+impl Rendered {
+    pub(crate) fn new(text: String) -> Rendered {
+        let identity = Bytes::from(text);
+        Rendered {
+            gzip: stored(&identity, Encoding::Gzip),
+            br: stored(&identity, Encoding::Brotli),
+            identity,
+        }
+    }
+
+    /// The document in `encoding` (a cheap clone).
+    pub(crate) fn encoded(&self, encoding: Encoding) -> Bytes {
+        match encoding {
+            Encoding::Identity => self.identity.clone(),
+            Encoding::Gzip => self.gzip.clone(),
+            Encoding::Brotli => self.br.clone(),
+        }
+    }
+}
+
 /// `body` decoded from `encoding`, refusing to grow past `max` bytes (a zip bomb).
 pub(crate) fn decompress(encoding: Encoding, body: &[u8], max: u64) -> std::io::Result<Bytes> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(6));

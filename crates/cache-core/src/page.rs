@@ -42,35 +42,6 @@ pub(crate) struct View<'a> {
     pub fresh_until_ms: u64,
 }
 
-/// A rendered document in every encoding, made once.
-#[derive(Clone)]
-pub(crate) struct Rendered {
-    pub identity: bytes::Bytes,
-    pub gzip: bytes::Bytes,
-    pub br: bytes::Bytes,
-}
-
-impl Rendered {
-    pub(crate) fn new(html: String) -> Rendered {
-        let identity = bytes::Bytes::from(html);
-        Rendered {
-            gzip: crate::encoding::stored(&identity, crate::Encoding::Gzip),
-            br: crate::encoding::stored(&identity, crate::Encoding::Brotli),
-            identity,
-        }
-    }
-
-    /// The document in `encoding` (a cheap clone).
-    pub(crate) fn encoded(&self, encoding: crate::entry::Encoding) -> bytes::Bytes {
-        use crate::entry::Encoding;
-        match encoding {
-            Encoding::Identity => self.identity.clone(),
-            Encoding::Gzip => self.gzip.clone(),
-            Encoding::Brotli => self.br.clone(),
-        }
-    }
-}
-
 /// The fields a row shows. Lenient: any of them may hold anything.
 #[derive(Deserialize, Default)]
 #[serde(default)]

@@ -41,9 +41,8 @@ pub(crate) use index::{DEFAULT_LIMIT, MAX_TERM_CHARS, MIN_TERM_CHARS, SearchInde
 
 use crate::body::Body;
 use crate::budget::{ByteLru, HeapSize};
-use crate::encoding::{self, Effort, Encoding};
+use crate::encoding::{self, Effort, Encoding, Rendered};
 use crate::entry::Entry;
-use crate::page::Rendered;
 use index::Plan;
 
 /// An answer whose JSON is larger than this takes one of [`LARGE_AT_ONCE`] permits
