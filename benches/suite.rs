@@ -113,6 +113,7 @@ static UNIQUE: AtomicU64 = AtomicU64::new(1);
 
 /// `connections` keep-alive HTTP/1.1 connections, each sending `GET path` back to back.
 /// A `{n}` in `path` becomes a number from 1 to 1,000 (a few answers, each asked again);
+/// a `{k}` one below 20,000 (an offset into a ~20k-model list, rarely asked twice);
 /// a `{u}` one no other request of the run had (every answer new).
 async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections: usize) -> Load {
     use http_body_util::BodyExt;
@@ -132,6 +133,7 @@ async fn http_load(port: u16, path: &str, headers: &[(&str, &str)], connections:
             while Instant::now() < deadline {
                 let target = path
                     .replace("{n}", &fastrand::u64(1..=1000).to_string())
+                    .replace("{k}", &fastrand::u64(0..20_000).to_string())
                     .replace("{u}", &UNIQUE.fetch_add(1, Ordering::Relaxed).to_string());
                 let mut req = hyper::Request::get(&target).header("host", "localhost");
                 for (k, v) in &headers {
@@ -960,8 +962,10 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // From the state (field 3) on: utime is field 14, stime 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     ticks as f64 / 100.0
 }
 
@@ -1004,15 +1008,23 @@ async fn budget() {
         env!("CARGO_BIN_EXE_models"),
         &[("RUST_LOG", "warn"), ("ANSWER_CACHE_MAX_BYTES", "16777216")],
     );
-    latencies(f.port, "/api/models?gateway=all&limit=50&offset=1", "gzip", 2).await;
-    latencies(f.port, "/api/models?gateway=all&search=zz", "gzip", 2).await;
+    for view in ["all", "featherless"] {
+        latencies(
+            f.port,
+            &format!("/api/models?gateway={view}&limit=50&offset=1"),
+            "gzip",
+            2,
+        )
+        .await;
+        latencies(f.port, &format!("/api/models?gateway={view}&search=zz"), "gzip", 2).await;
+    }
     let (_, before) = f.memory_mb();
     let mut loads = Vec::new();
     for path in [
         "/api/models?gateway=all&search=q{u}z",
         "/api/models?gateway=all&search=model-{u}",
-        "/api/models?gateway=all&limit=50&offset={u}",
-        "/api/models?gateway=featherless&limit=200&offset={u}",
+        "/api/models?gateway=all&limit=50&offset={k}",
+        "/api/models?gateway=featherless&limit=200&offset={k}",
     ] {
         loads.push(http_load(f.port, path, &[("accept-encoding", "gzip")], 2));
     }
@@ -1100,7 +1112,7 @@ async fn budget() {
     let page = s.function(env!("CARGO_BIN_EXE_page"), &[("RUST_LOG", "warn")]);
     latencies(page.port, "/models", "br", 5).await;
     let idle = latencies(page.port, "/models", "br", 300).await;
-    let load = http_load(page.port, "/models?offset={u}", &[("accept-encoding", "gzip")], 8);
+    let load = http_load(page.port, "/models?offset={k}", &[("accept-encoding", "gzip")], 8);
     let port = page.port;
     let during = tokio::spawn(async move { latencies(port, "/models", "br", 300).await });
     let load = load.await;
@@ -1124,8 +1136,8 @@ async fn budget() {
     for f in [&small, &default] {
         latencies(f.port, "/api/models?gateway=all&limit=50&offset=3", "gzip", 2).await;
     }
-    let at_small = http_load(small.port, "/api/models?gateway=all&limit=50&offset={u}", BROWSER, 16).await;
-    let at_default = http_load(default.port, "/api/models?gateway=all&limit=50&offset={u}", BROWSER, 16).await;
+    let at_small = http_load(small.port, "/api/models?gateway=all&limit=50&offset={k}", BROWSER, 16).await;
+    let at_default = http_load(default.port, "/api/models?gateway=all&limit=50&offset={k}", BROWSER, 16).await;
     println!("{}", at_small.line("distinct 50-model pages, 4 MiB budget @16"));
     println!("{}", at_default.line("distinct 50-model pages, 64 MiB budget @16"));
     println!(

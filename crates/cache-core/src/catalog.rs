@@ -25,6 +25,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::app::App;
+use crate::cadence::Mode;
 use crate::clock::now_ms;
 use crate::contract::{Page, PricingUnit};
 use crate::entry::{Entry, EntryMeta, InputClock};
@@ -42,8 +43,6 @@ use crate::ttl::TtlPolicy;
 /// (`swr::guard`; docs/design.md, failure 5).
 const SUSPECT_FACTOR: u32 = 10;
 const SUSPECT_MIN_MODELS: u32 = 50;
-/// Delay that coalesces merged-view rebuilds after gateway revalidations.
-const REBUILD_COALESCE: Duration = Duration::from_millis(250);
 /// Fresh window of a merged view that lacks some gateways: it is rebuilt (and the
 /// missing ones fetched again) soon, not after hours.
 const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
@@ -116,7 +115,10 @@ impl App {
             );
             return None;
         }
-        self.cache.retime_stored(&self.all_key, self.ttl(), inputs).await
+        let fresh_for = fresh_for_inputs(None, &inputs, self.follows_inputs(), now_ms());
+        self.cache
+            .retime_stored(&self.all_key, self.ttl(), inputs, fresh_for)
+            .await
     }
 
     /// The fingerprint of the gateway entries stored now (their headers only), and
@@ -146,6 +148,13 @@ impl App {
         (fingerprint, inputs)
     }
 
+    /// With a learned cadence the merged view is fresh no longer than its inputs (at
+    /// least `MODELS_FRESH_MIN_SECONDS`): it goes stale when a gateway is due, and a
+    /// read then refreshes that gateway. `fixed`: as before, its own window.
+    fn follows_inputs(&self) -> Option<Duration> {
+        (self.config.cadence.mode == Mode::Learned).then_some(self.config.cadence.min_window)
+    }
+
     /// The gateways a merged view's header marks carried, each with the clock its
     /// data had (none for a merged view of the previous format).
     pub(crate) fn carried_of(&self, meta: &EntryMeta) -> Vec<(&str, Option<InputClock>)> {
@@ -167,7 +176,7 @@ impl App {
         }
         let app = self.clone();
         Some(boxed(async move {
-            tokio::time::sleep(REBUILD_COALESCE).await;
+            tokio::time::sleep(app.config.rebuild_coalesce).await;
             let _one_at_a_time = app.rebuilding.lock().await;
             // From here on, a new request schedules another rebuild after this one.
             app.rebuild_scheduled.store(false, Ordering::SeqCst);
@@ -177,6 +186,28 @@ impl App {
             }
         }))
     }
+}
+
+/// The merged view's fresh window: `fresh_for` (an incomplete view's), cut to when
+/// the first input stops being fresh when it `follows` its inputs (but never under
+/// that floor).
+fn fresh_for_inputs(
+    fresh_for: Option<Duration>,
+    inputs: &[InputClock],
+    follows: Option<Duration>,
+    now_ms: u64,
+) -> Option<Duration> {
+    let Some(floor) = follows else { return fresh_for };
+    let Some(first) = inputs
+        .iter()
+        .filter(|i| i.fresh_until_ms > 0)
+        .map(|i| i.fresh_until_ms)
+        .min()
+    else {
+        return fresh_for;
+    };
+    let left = Duration::from_millis(first.saturating_sub(now_ms)).max(floor);
+    Some(fresh_for.map_or(left, |f| f.min(left)))
 }
 
 /// What the merged view was built from: each configured gateway's stored entry ETag,
@@ -321,6 +352,7 @@ impl Source for GatewaySource {
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let started = std::time::Instant::now();
+                let looked_at = now_ms();
                 let gw = self.gateway.clone();
                 let pages = self
                     .app
@@ -333,6 +365,13 @@ impl Source for GatewaySource {
                 payload.collapsed = collapsed;
                 drop(parts);
                 drop(pages);
+                // A look at the upstream: changed since the last one or not. An empty
+                // answer (refused anyway) is no look at the catalog.
+                if payload.item_count > 0 {
+                    let etag = crate::entry::etag_for(&payload.json);
+                    let key = keys::gateway(&self.gateway.id);
+                    payload.fresh_window = self.app.observe(&key, looked_at, &etag).await;
+                }
                 tracing::info!(
                     "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
                     self.gateway.id,
@@ -417,9 +456,17 @@ impl Source for MergedSource {
                     let key = keys::gateway(&gw.id);
                     // Taken before reading: a read that finds the key gone forgets it.
                     let held = app.cache.held(&key);
-                    let stored = match purpose {
-                        Purpose::Read => None,
-                        _ => app.cache.peek(&key).await,
+                    // A read, and (with a learned cadence) a revalidation, read each
+                    // gateway through the cache: a gateway past its window revalidates
+                    // (and the merged view follows it). A warm or rebuild takes what is stored.
+                    let through_cache = match purpose {
+                        Purpose::Read => true,
+                        Purpose::Revalidate => app.config.cadence.mode == Mode::Learned,
+                        Purpose::Warm | Purpose::Rebuild => false,
+                    };
+                    let stored = match through_cache {
+                        true => None,
+                        false => app.cache.peek(&key).await,
                     };
                     let read = match stored {
                         Some(e) => Ok(e),
@@ -464,9 +511,14 @@ impl Source for MergedSource {
                     "no gateway has cached data to merge".to_string(),
                 ));
             }
-            tokio::task::spawn_blocking(move || merge_inputs(&inputs, previous.as_deref(), now_ms()))
-                .await
-                .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
+            let follows = app.follows_inputs();
+            tokio::task::spawn_blocking(move || {
+                let mut payload = merge_inputs(&inputs, previous.as_deref(), now_ms());
+                payload.fresh_for = fresh_for_inputs(payload.fresh_for, &payload.inputs, follows, now_ms());
+                payload
+            })
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
         })
     }
 

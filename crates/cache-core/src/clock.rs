@@ -6,10 +6,33 @@ use time::format_description::well_known::iso8601::{Config, EncodedConfig, Iso86
 /// Wall-clock now in unix milliseconds. Entries are shared between instances, so the
 /// clock must be the wall clock, not a process-local `Instant`.
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "simulation")]
+    let wall = wall.saturating_add(simulation::AHEAD_MS.load(std::sync::atomic::Ordering::Relaxed));
+    wall
+}
+
+/// A clock that a simulation moves forward (the `simulation` feature, for the cadence
+/// benchmark: a week of upstream changes in a minute, through the real code). Never in
+/// a function binary built for deployment.
+#[cfg(feature = "simulation")]
+pub mod simulation {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(super) static AHEAD_MS: AtomicU64 = AtomicU64::new(0);
+
+    /// Move this process's clock `ms` further ahead of the wall clock.
+    pub fn advance(ms: u64) {
+        AHEAD_MS.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// The clock's now (unix ms), as the cache sees it.
+    pub fn now_ms() -> u64 {
+        super::now_ms()
+    }
 }
 
 /// `2026-11-24T08:25:46.123Z`: UTC, millisecond precision.

@@ -124,6 +124,18 @@ pub struct Config {
     /// within about ten minutes.
     pub guard_confirm_fetches: u32,
     pub guard_confirm_span: Duration,
+    /// `REFRESH_CADENCE` (`learned` | `fixed`), `REFRESH_STALE_TARGET` (0.1),
+    /// `MODELS_FRESH_MIN_SECONDS` (900) / `MODELS_FRESH_MAX_SECONDS` (86400): each
+    /// gateway's fresh window from its own change history, or the fixed default for
+    /// all (see [`crate::cadence`]).
+    pub cadence: crate::cadence::CadenceSettings,
+    /// `REFRESH_DUE_HORIZON_SECONDS`: the cron refreshes a gateway whose fresh window
+    /// ends within this (default: the cron's interval, 3 h), so nothing goes stale
+    /// between two runs for want of a refresh.
+    pub due_horizon: Duration,
+    /// `REBUILD_COALESCE_MS`: gateway revalidations within this share one rebuild of the
+    /// merged view (250 ms).
+    pub rebuild_coalesce: Duration,
     /// `FETCH_SOFT_TIMEOUT_MS`: a read of an expired-but-kept key waits this long for
     /// the refetch, then answers with the kept value while the fetch goes on.
     pub soft_timeout: Duration,
@@ -230,6 +242,31 @@ impl Config {
             miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0, 0..=300_000)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
             fail_safe_max: Duration::from_secs(fail_safe),
+            cadence: crate::cadence::CadenceSettings {
+                mode: match get("REFRESH_CADENCE")
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None | Some("learned") => crate::cadence::Mode::Learned,
+                    Some("fixed") => crate::cadence::Mode::Fixed,
+                    Some(other) => {
+                        return Err(ConfigError {
+                            var: "REFRESH_CADENCE",
+                            message: format!(
+                                "expected learned or fixed, got {:?}",
+                                crate::upstream::truncate(other.to_string(), 40)
+                            ),
+                        });
+                    }
+                },
+                default_window: Duration::from_secs(fresh),
+                stale_target: fraction(get("REFRESH_STALE_TARGET"), "REFRESH_STALE_TARGET", 0.1)?,
+                min_window: Duration::from_secs(num("MODELS_FRESH_MIN_SECONDS", 900, 1..=30 * DAY)?),
+                max_window: Duration::from_secs(num("MODELS_FRESH_MAX_SECONDS", DAY, 1..=30 * DAY)?),
+            },
+            due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 3 * 3600, 0..=30 * DAY)?),
+            rebuild_coalesce: Duration::from_millis(num("REBUILD_COALESCE_MS", 250, 0..=60_000)?),
             guard_confirm_fetches: num("GUARD_CONFIRM_FETCHES", 3, 1..=100)? as u32,
             guard_confirm_span: Duration::from_secs(num("GUARD_CONFIRM_SECONDS", 600, 0..=7 * DAY)?),
             soft_timeout: Duration::from_millis(num("FETCH_SOFT_TIMEOUT_MS", 1000, 0..=300_000)?),
@@ -287,6 +324,22 @@ fn ranged(
         });
     }
     Ok(n)
+}
+
+/// `value` as a number strictly between 0 and 1 (`default` when unset), or an error
+/// naming `var`.
+fn fraction(value: Option<String>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+        _ => Err(ConfigError {
+            var,
+            message: format!(
+                "expected a number between 0 and 1 (exclusive), got {:?}",
+                crate::upstream::truncate(v, 40)
+            ),
+        }),
+    }
 }
 
 /// Whether this process is a deployed Vercel function (see [`Config::deployed`]).

@@ -220,6 +220,10 @@ pub enum Trigger {
 pub enum Outcome {
     Success,
     Error,
+    /// A due-only run (the cron with a learned cadence, `?due=1`) left it alone: its
+    /// fresh window ends after the next run (`next_due_at`).
+    #[serde(rename = "not_due")]
+    NotDue,
 }
 
 /// One gateway's part of a run.
@@ -234,6 +238,10 @@ pub struct GatewayOutcome {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub error: Option<String>,
+    /// `not_due` only: when it becomes due (ISO 8601).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub next_due_at: Option<String>,
     /// Ids the upstream listed more than once, collapsed to one each (absent: none).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[cfg_attr(feature = "contract", ts(optional))]
@@ -256,6 +264,9 @@ pub struct RunRecord {
     pub merged_models: Option<u32>,
     pub gateways_success: usize,
     pub gateways_failed: usize,
+    /// Gateways a due-only run left alone (their window ends after the next run).
+    #[serde(default)]
+    pub gateways_not_due: usize,
     pub details: Vec<GatewayOutcome>,
 }
 
@@ -269,8 +280,9 @@ impl RunRecord {
         merged_models: Option<u32>,
     ) -> RunRecord {
         let ok = details.iter().filter(|d| d.status == Outcome::Success).count();
+        let not_due = details.iter().filter(|d| d.status == Outcome::NotDue).count();
         RunRecord {
-            success: ok == details.len() && merged_models.is_some(),
+            success: ok + not_due == details.len() && merged_models.is_some(),
             trigger,
             started_at: crate::clock::iso8601(started_ms),
             finished_at: crate::clock::iso8601(crate::clock::now_ms()),
@@ -282,7 +294,8 @@ impl RunRecord {
                 .sum(),
             merged_models,
             gateways_success: ok,
-            gateways_failed: details.len() - ok,
+            gateways_failed: details.len() - ok - not_due,
+            gateways_not_due: not_due,
             details,
         }
     }
@@ -361,6 +374,28 @@ pub struct GatewayState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub carried: Option<Vec<CarriedState>>,
+    /// Gateways only: how often it is refreshed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub cadence: Option<CadenceState>,
+}
+
+/// How often a gateway is refreshed, learned from its own history (see
+/// docs/design.md, "Each gateway refreshed as often as it changes").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct CadenceState {
+    /// `learned` or `fixed` (`REFRESH_CADENCE`).
+    pub mode: String,
+    /// The estimated change rate (the prior's, with no evidence).
+    pub change_rate_per_day: f64,
+    /// Observations kept (one per stored fetch), and how many saw a change.
+    pub observations: u32,
+    pub changes: u32,
+    /// The fresh window the next fetch gets.
+    pub fresh_for_seconds: u64,
+    /// When a cron run will find it due (ISO 8601); null with no entry.
+    pub next_due_at: Option<String>,
 }
 
 /// The collapse guard's evidence about a key (see docs/design.md, "Every safety net

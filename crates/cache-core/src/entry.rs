@@ -13,7 +13,7 @@
 //! ```text
 //! "GZCE" | version u8
 //! | head: flags u8 | clock: fetched_at_ms u64 | fresh_until_ms u64 | stale_until_ms u64 | kept_until_ms u64
-//! |       input_count u8 | (fetched_at_ms u64, kept_until_ms u64) * input_count
+//! |       input_count u8 | (fetched_at_ms u64, fresh_until_ms u64, kept_until_ms u64) * input_count
 //! | item_count u32 | collapsed u32 | sources u64 | carried u64 | checksum u64 | etag_len u8 | etag bytes
 //! | body_count u8 | (encoding u8, len u32) * body_count | body bytes, in the same order
 //! ```
@@ -171,17 +171,23 @@ impl Clock {
 }
 
 /// The clock of the data a derived entry took from one input: when it was fetched,
-/// and until when it may be served at all. Zero: the input gave nothing.
+/// until when it was fresh, and until when it may be served at all. Zero: the input
+/// gave nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InputClock {
     pub fetched_at_ms: u64,
+    pub fresh_until_ms: u64,
     pub kept_until_ms: u64,
 }
+
+/// An input's clock, stored: three u64.
+const INPUT_LEN: usize = 24;
 
 impl InputClock {
     pub fn of(clock: &Clock) -> Self {
         InputClock {
             fetched_at_ms: clock.fetched_at_ms,
+            fresh_until_ms: clock.fresh_until_ms,
             kept_until_ms: clock.kept_until_ms,
         }
     }
@@ -198,13 +204,14 @@ pub(crate) struct Head {
 
 impl Head {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEAD_FIXED_LEN + 16 * self.inputs.len());
+        let mut out = Vec::with_capacity(HEAD_FIXED_LEN + INPUT_LEN * self.inputs.len());
         out.push(self.flags & !FLAG_PREVIOUS_FORMAT);
         out.extend_from_slice(&self.clock.encode());
         let n = self.inputs.len().min(MAX_INPUTS);
         out.push(n as u8);
         for i in &self.inputs[..n] {
             out.extend_from_slice(&i.fetched_at_ms.to_be_bytes());
+            out.extend_from_slice(&i.fresh_until_ms.to_be_bytes());
             out.extend_from_slice(&i.kept_until_ms.to_be_bytes());
         }
         out
@@ -424,7 +431,7 @@ impl Entry {
 
     fn header_len(&self) -> usize {
         HEADER_FIXED_LEN
-            + 16 * self.meta.inputs.len().min(MAX_INPUTS)
+            + INPUT_LEN * self.meta.inputs.len().min(MAX_INPUTS)
             + self.meta.etag.len()
             + 1
             + 5 * self.bodies.len()
@@ -518,7 +525,7 @@ pub(crate) fn encoding_etag(etag: &str, encoding: Encoding) -> String {
 const HEADER_FIXED_LEN: usize = 4 + 1 + HEAD_FIXED_LEN + 4 + 4 + 8 + 8 + 8 + 1;
 /// The longest header an entry can have (every input, a 255-byte ETag): reading this
 /// many bytes of a value is enough for [`EntryMeta::from_header`].
-pub(crate) const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + 16 * MAX_INPUTS + 255;
+pub(crate) const MAX_HEADER_LEN: usize = HEADER_FIXED_LEN + INPUT_LEN * MAX_INPUTS + 255;
 
 impl EntryMeta {
     /// The metadata from the first bytes of a stored value (at least up to its ETag),
@@ -554,6 +561,7 @@ fn read_header(r: &mut Reader<'_>, expected: u8) -> Result<(EntryMeta, u64), Dec
         for _ in 0..n {
             inputs.push(InputClock {
                 fetched_at_ms: r.u64()?,
+                fresh_until_ms: r.u64()?,
                 kept_until_ms: r.u64()?,
             });
         }
@@ -602,7 +610,7 @@ pub(crate) fn rewrite_head(stored: &[u8], expected_stamp: u64, head: &[u8]) -> O
         || &stored[..4] != MAGIC
         || stored[4] != FORMAT_VERSION
         || stamp_of(stored) != Some(expected_stamp)
-        || head.len() != HEAD_FIXED_LEN + 16 * stored[n_at] as usize
+        || head.len() != HEAD_FIXED_LEN + INPUT_LEN * stored[n_at] as usize
         || head.get(HEAD_FIXED_LEN - 1) != Some(&stored[n_at])
         || stored.len() < HEAD_OFFSET + head.len()
     {
@@ -617,7 +625,7 @@ pub(crate) fn rewrite_head(stored: &[u8], expected_stamp: u64, head: &[u8]) -> O
 /// module's layout constants: the only other code that knows where the bytes are.
 /// Lua strings are 1-based, so byte `k` of the value is `string.byte(v, k + 1)`.
 pub(crate) mod lua {
-    use super::{CLOCK_OFFSET, FORMAT_VERSION, HEAD_FIXED_LEN, HEAD_OFFSET, MAGIC, STAMPED_SINCE_VERSION};
+    use super::{CLOCK_OFFSET, FORMAT_VERSION, HEAD_FIXED_LEN, HEAD_OFFSET, INPUT_LEN, MAGIC, STAMPED_SINCE_VERSION};
 
     /// Compare-and-set on the fetch stamp: write ARGV[1] unless the stored entry was
     /// fetched later than ARGV[2] (an older fetch never replaces a newer one). The
@@ -659,7 +667,7 @@ if string.len(cur) < {n_at} + 1 or string.sub(cur, 1, 4) ~= '{magic}' or string.
 local t = 0
 for i = {stamp_first}, {stamp_last} do t = t * 256 + string.byte(cur, i) end
 local n = string.byte(cur, {n_at} + 1)
-if t ~= tonumber(ARGV[1]) or string.len(ARGV[2]) ~= {fixed} + 16 * n or string.byte(ARGV[2], {fixed}) ~= n then return 0 end
+if t ~= tonumber(ARGV[1]) or string.len(ARGV[2]) ~= {fixed} + {input} * n or string.byte(ARGV[2], {fixed}) ~= n then return 0 end
 redis.call('setrange', KEYS[1], {head}, ARGV[2])
 redis.call('pexpire', KEYS[1], ARGV[3])
 return 1
@@ -670,6 +678,7 @@ return 1
             stamp_last = CLOCK_OFFSET + 8,
             n_at = HEAD_OFFSET + HEAD_FIXED_LEN - 1,
             fixed = HEAD_FIXED_LEN,
+            input = INPUT_LEN,
             head = HEAD_OFFSET,
         )
     }
@@ -810,7 +819,8 @@ mod tests {
         let e = sample().with_collapsed(7).with_inputs(vec![
             InputClock {
                 fetched_at_ms: 1,
-                kept_until_ms: 2
+                fresh_until_ms: 2,
+                kept_until_ms: 3
             };
             21
         ]);
@@ -831,6 +841,7 @@ mod tests {
         head.clock.fresh_until_ms = 15;
         head.inputs[1] = InputClock {
             fetched_at_ms: 7,
+            fresh_until_ms: 8,
             kept_until_ms: 9,
         };
         let rewritten = rewrite_head(&raw, 10, &head.encode()).expect("same stamp, same inputs");

@@ -7,6 +7,7 @@
 //! | `models:v4:all` | the merged view of the built-in gateway set | merged rebuild | same |
 //! | `models:v4:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
 //! | `guard:<key>` | the collapse guard's evidence about `<key>`: the doubted catalog's size, how often and since when the upstream answered it (JSON) | fill protocol | [`GUARD_EVIDENCE_TTL`] (1 day) |
+//! | `cadence:<key>` | a gateway's change history: the last look (when, its ETag) and up to 128 recent observations (changed or not, the interval), JSON | every stored fetch of the gateway | [`CADENCE_TTL`] (30 days) |
 //! | `models:<gateway>`, `models:all[:<hash>]` | the previous release's entries (format 3): read as last-known-good, never written | the previous release | its own |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
 //! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
@@ -37,6 +38,9 @@ pub const LAST_ERROR_TTL: Duration = Duration::from_secs(86_400);
 /// observation: a doubt nobody confirms within a day starts again from nothing.
 pub const GUARD_EVIDENCE_TTL: Duration = Duration::from_secs(86_400);
 
+/// How long a gateway's change history outlives its last observation.
+pub const CADENCE_TTL: Duration = Duration::from_secs(30 * 86_400);
+
 /// The entry format's namespace inside `models:` (see the module doc).
 pub const FORMAT_NAMESPACE: &str = "v4";
 /// The merged view's key for the built-in gateway set.
@@ -59,6 +63,11 @@ pub fn previous_format(key: &str) -> Option<String> {
         .strip_prefix(FORMAT_NAMESPACE)?
         .strip_prefix(':')?;
     Some(format!("models:{rest}"))
+}
+
+/// The change history of the gateway stored under `key` (see `crate::cadence`).
+pub fn cadence(key: &str) -> String {
+    format!("cadence:{key}")
 }
 
 /// The collapse guard's evidence about `key`.

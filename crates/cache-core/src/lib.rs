@@ -57,6 +57,8 @@ pub mod vercel;
 pub mod warm;
 
 pub use app::App;
+#[cfg(feature = "simulation")]
+pub use clock::simulation;
 pub use config::Config;
 pub use encoding::Encoding;
 pub use entry::Entry;
@@ -68,6 +70,7 @@ pub use upstream::FetchError;
 mod answers;
 mod app;
 mod budget;
+mod cadence;
 mod catalog;
 mod clock;
 mod encoding;
@@ -76,6 +79,7 @@ mod gateways;
 mod lock;
 mod metrics;
 mod page;
+mod schedule;
 mod status;
 mod store;
 mod swr;

@@ -49,12 +49,11 @@ impl App {
 }
 
 async fn assemble(app: &App) -> Bytes {
-    let gateways = futures_util::future::join_all(
-        app.registry
-            .all()
-            .iter()
-            .map(|g| state_of(app, g.id.clone(), keys::gateway(&g.id))),
-    )
+    let gateways = futures_util::future::join_all(app.registry.all().iter().map(|g| async move {
+        let mut state = state_of(app, g.id.clone(), keys::gateway(&g.id)).await;
+        state.cadence = Some(app.cadence_state(g).await);
+        state
+    }))
     .await;
     let merged = merged_state(app, &gateways).await;
     let status = StatusResponse {
@@ -103,6 +102,7 @@ async fn state_of(app: &App, id: String, key: String) -> GatewayState {
         fail_safe_reasons,
         held,
         carried: None,
+        cadence: None,
         gateway: id,
         state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
             Freshness::Fresh => KeyState::Fresh,

@@ -58,6 +58,19 @@ impl App {
         trigger: Trigger,
         spawner: Arc<dyn Spawner>,
     ) -> Result<RunRecord, WarmError> {
+        self.warm_scoped(gateways, false, trigger, spawner).await
+    }
+
+    /// Warm `gateways` (all configured ones when `None`); with `due_only`, only those
+    /// whose fresh window ends within `REFRESH_DUE_HORIZON_SECONDS` (the others are in
+    /// the record as `not_due`, with when they will be).
+    pub async fn warm_scoped(
+        self: &Arc<Self>,
+        gateways: Option<Vec<Gateway>>,
+        due_only: bool,
+        trigger: Trigger,
+        spawner: Arc<dyn Spawner>,
+    ) -> Result<RunRecord, WarmError> {
         let mut lease = match lock::try_acquire(self.store(), keys::WARM_LOCK, self.lease(), &spawner).await {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -74,15 +87,31 @@ impl App {
         let gateways = gateways.unwrap_or_else(|| self.registry.all().to_vec());
         let started_ms = lease.since_ms();
         let started = Instant::now();
+        let (refresh, later) = match due_only {
+            true => self.due(&gateways).await,
+            false => (gateways.clone(), Vec::new()),
+        };
         tracing::info!(
-            "[Cache Warming] Starting {trigger:?} warm of {} gateways",
-            gateways.len()
+            "[Cache Warming] Starting {trigger:?} warm of {} gateways ({} not due)",
+            refresh.len(),
+            later.len()
         );
 
         // Boxed: the whole warm is one deep state machine, too large for a test
         // thread's stack in a debug build.
         let run = Box::pin(async {
-            let (details, changed) = self.refresh_gateways(&gateways, spawner.clone()).await;
+            let (mut details, changed) = self.refresh_gateways(&refresh, spawner.clone()).await;
+            details.extend(later.into_iter().map(|(gw, count, due_at)| GatewayOutcome {
+                gateway: gw.id,
+                status: Outcome::NotDue,
+                count,
+                duration_ms: 0,
+                error: None,
+                next_due_at: Some(iso8601(due_at)),
+                collapsed_duplicates: None,
+            }));
+            let order = |id: &str| gateways.iter().position(|g| g.id == id).unwrap_or(usize::MAX);
+            details.sort_by_key(|d| order(&d.gateway));
             let merged_models = self.merge_after_warm(changed, spawner.clone()).await;
             (details, merged_models)
         });
@@ -173,6 +202,7 @@ impl App {
                     count: entry.meta.item_count,
                     duration_ms,
                     error: None,
+                    next_due_at: None,
                     collapsed_duplicates: (entry.meta.collapsed > 0).then_some(entry.meta.collapsed),
                 };
                 (outcome, changed)
@@ -193,6 +223,7 @@ impl App {
                     count,
                     duration_ms,
                     error: Some(crate::upstream::bounded(&e.to_string())),
+                    next_due_at: None,
                     collapsed_duplicates: None,
                 };
                 (outcome, false)

@@ -43,7 +43,10 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
             );
         }
     }
-    let result = app.warm(None, Trigger::Cron, spawner).await;
+    // With a learned cadence the cron refreshes the gateways that are due; `fixed`
+    // refreshes every one, as before.
+    let due_only = app.config.cadence.mode == crate::cadence::Mode::Learned;
+    let result = app.warm_scoped(None, due_only, Trigger::Cron, spawner).await;
     crate::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
     match result {
         Ok(record) => {

@@ -37,7 +37,7 @@ async fn warm(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawn
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let q = match query::parse(req.uri.query(), &["gateway", "reset"]) {
+    let q = match query::parse(req.uri.query(), &["gateway", "reset", "due"]) {
         Ok(q) => q,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, "bad_query", &e.0, None),
     };
@@ -72,7 +72,13 @@ async fn warm(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawn
             Some(chosen)
         }
     };
-    let result = app.warm(gateways, Trigger::Manual, spawner).await;
+    // `?due=1`: only the gateways whose fresh window ends before the next cron run.
+    let due_only = match q.get("due").map(|v| v.trim()) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(_) => return json_error(StatusCode::BAD_REQUEST, "bad_query", "due must be 1 or 0", None),
+    };
+    let result = app.warm_scoped(gateways, due_only, Trigger::Manual, spawner).await;
     crate::warm::report_failures(super::Route::WarmModels.path(), None, &result);
     match result {
         Ok(record) => super::json_answer(&req.headers, super::run_status(&record), &record),

@@ -300,12 +300,15 @@ impl Cache {
                 // (browsers and the CDN keep their 304s), and nothing follows a write.
                 Ok(())
                     if let Some(entry) = self
-                        .retime_if_unchanged(key, &payload, previous, source.ttl(), stamp)
+                        .retime_if_unchanged(key, &payload, previous, payload.ttl(source.ttl()), stamp)
                         .await =>
                 {
                     Ok(entry)
                 }
-                Ok(()) => match self.write(key, payload, source.ttl(), stamp, source.category()).await {
+                Ok(()) => match self
+                    .write(key, payload.ttl(source.ttl()), payload, stamp, source.category())
+                    .await
+                {
                     Written::Stored(entry) => {
                         if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
                             spawner.spawn(follow_up);
@@ -366,11 +369,17 @@ impl Cache {
     /// Move the clock of what is stored under `key` to now, as if it had just been
     /// fetched unchanged (the merged view when no gateway changed in a warm), with
     /// `inputs` as its inputs' clocks. `None` if nothing usable is stored.
-    pub(crate) async fn retime_stored(&self, key: &str, ttl: TtlPolicy, inputs: Vec<InputClock>) -> Option<Arc<Entry>> {
+    pub(crate) async fn retime_stored(
+        &self,
+        key: &str,
+        ttl: TtlPolicy,
+        inputs: Vec<InputClock>,
+        fresh_for: Option<std::time::Duration>,
+    ) -> Option<Arc<Entry>> {
         let current = self.usable_in_store(key).await?;
         let head = Head {
             flags: 0,
-            clock: ttl.clock(now_ms(), None),
+            clock: ttl.clock(now_ms(), fresh_for),
             inputs,
         };
         self.retime(key, current.meta.clock.fetched_at_ms, head).await
@@ -424,7 +433,7 @@ impl Cache {
 
     /// Build the entry (compression off the async threads) and store it unless a
     /// fetch that started later is stored already.
-    async fn write(&self, key: &str, payload: Payload, ttl: TtlPolicy, stamp: u64, category: &'static str) -> Written {
+    async fn write(&self, key: &str, ttl: TtlPolicy, payload: Payload, stamp: u64, category: &'static str) -> Written {
         let clock = ttl.clock(stamp, payload.fresh_for);
         let (sources, carried, collapsed) = (payload.sources, payload.carried, payload.collapsed);
         let entry = tokio::task::spawn_blocking(move || {

@@ -64,6 +64,9 @@ pub(crate) struct Payload {
     /// A shorter fresh window than the source's TTL (an incomplete merged view,
     /// so that it heals soon instead of in hours).
     pub fresh_for: Option<Duration>,
+    /// The fresh window this value earns instead of the source's TTL (a gateway's
+    /// learned cadence); `fresh_for` still cuts it.
+    pub fresh_window: Option<Duration>,
     /// What a derived value was built from, and what it carried over
     /// (`entry::EntryMeta::sources`, `carried`); 0 otherwise.
     pub sources: u64,
@@ -75,11 +78,21 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// The TTL policy this value is stored with: `ttl`, with its fresh window
+    /// replaced by `fresh_window` when the value earned one.
+    pub(crate) fn ttl(&self, ttl: TtlPolicy) -> TtlPolicy {
+        match self.fresh_window {
+            Some(fresh) => TtlPolicy { fresh, ..ttl },
+            None => ttl,
+        }
+    }
+
     pub(crate) fn new(json: Bytes, item_count: u32) -> Self {
         Payload {
             json,
             item_count,
             fresh_for: None,
+            fresh_window: None,
             sources: 0,
             carried: 0,
             inputs: Vec::new(),
