@@ -40,6 +40,21 @@ function stateLabel(g) {
     held.map((r) => ` <span class="pill held" data-testid="held-${esc(r)}">${esc(r)}</span>`).join("");
 }
 
+// How often it is refreshed, in words: "changes ~3/day · refreshed every 2 h".
+function every(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 129600) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} days`;
+}
+function cadenceNote(g) {
+  const c = g.cadence;
+  if (!c) return "";
+  const rate = c.change_rate_per_day >= 1 ? `~${Math.round(c.change_rate_per_day)}/day` : `~${Math.max(1, Math.round(c.change_rate_per_day * 7))}/week`;
+  const what = c.mode === "fixed" ? `fixed window · refreshed every ${every(c.fresh_for_seconds)}` : `changes ${rate} · refreshed every ${every(c.fresh_for_seconds)}`;
+  return `<div class="muted" data-testid="cadence">${esc(what)} (${num(c.changes)} of ${num(c.observations)} looks changed)</div>`;
+}
+
 // The collapse guard's evidence, in words: "doubts 372 models: 1 of 3 answers, truth no earlier than 14:02".
 function guardNote(g) {
   if (!g.held) return "";
@@ -51,7 +66,7 @@ function gatewayRow(g) {
   const failing = Boolean(g.last_error) && (!g.fresh_until || Date.parse(g.last_error.at) >= Date.now() - g.age_seconds * 1000);
   const error = g.last_error ? `<div class="err">${esc(g.last_error.error)}</div><div class="muted">${ago(since(g.last_error.at))} ago</div>` : `<span class="muted">—</span>`;
   return `<tr data-testid="gateway-row" data-gateway="${esc(g.gateway)}" data-state="${esc(g.state)}" class="${failing ? "failing" : ""}">` +
-    `<td>${esc(g.gateway)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}</td>` +
+    `<td>${esc(g.gateway)}${cadenceNote(g)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}</td>` +
     `<td>${ageBar(g)}<div class="muted" style="font-size:11px">${g.age_seconds == null ? "no data" : ago(g.age_seconds) + " old"}</div></td>` +
     `<td>${error}${guardNote(g)}</td></tr>`;
 }

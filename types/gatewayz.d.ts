@@ -200,7 +200,11 @@ held?: HeldState,
  * Merged view only: each carried gateway's data, with the clock it had when it
  * was last fetched (it leaves the merged view when `until` passes).
  */
-carried?: Array<CarriedState>, };
+carried?: Array<CarriedState>, 
+/**
+ * Gateways only: how often it is refreshed, and why.
+ */
+cadence?: CadenceState, };
 /**
  * Freshness of a cached key.
  */
@@ -288,7 +292,11 @@ total_models: number,
 /**
  * Models in the merged view after the run (`null` if it could not be built).
  */
-merged_models: number | null, gateways_success: number, gateways_failed: number, details: Array<GatewayOutcome>, };
+merged_models: number | null, gateways_success: number, gateways_failed: number, 
+/**
+ * Gateways a due-only run left alone (their window ends after the next run).
+ */
+gateways_not_due: number, details: Array<GatewayOutcome>, };
 /**
  * One gateway's part of a run.
  */
@@ -298,8 +306,12 @@ export type GatewayOutcome = { gateway: string, status: Outcome,
  */
 count: number, duration_ms: number, error?: string, 
 /**
+ * `not_due` only: when it becomes due (ISO 8601).
+ */
+next_due_at?: string, 
+/**
  * Ids the upstream listed more than once, collapsed to one each (absent: none).
  */
 collapsed_duplicates?: number, };
 export type Trigger = "manual" | "cron";
-export type Outcome = "success" | "error";
+export type Outcome = "success" | "error" | "not_due";

@@ -312,8 +312,10 @@ mod tests {
         assert_eq!(s.window_for(0.0), Duration::from_secs(86_400));
         assert_eq!(s.window_for(f64::INFINITY), Duration::from_secs(900));
         let fixed = CadenceSettings { mode: Mode::Fixed, ..s };
-        let mut h = History::default();
-        h.observations = all_changed;
+        let h = History {
+            observations: all_changed,
+            ..History::default()
+        };
         assert_eq!(
             fixed.window(&h, now).0,
             Duration::from_secs(14_400),

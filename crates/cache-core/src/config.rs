@@ -242,29 +242,7 @@ impl Config {
             miss_wait: Duration::from_millis(num("MISS_WAIT_MS", 0, 0..=300_000)?),
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
             fail_safe_max: Duration::from_secs(fail_safe),
-            cadence: crate::cadence::CadenceSettings {
-                mode: match get("REFRESH_CADENCE")
-                    .as_deref()
-                    .map(str::to_ascii_lowercase)
-                    .as_deref()
-                {
-                    None | Some("learned") => crate::cadence::Mode::Learned,
-                    Some("fixed") => crate::cadence::Mode::Fixed,
-                    Some(other) => {
-                        return Err(ConfigError {
-                            var: "REFRESH_CADENCE",
-                            message: format!(
-                                "expected learned or fixed, got {:?}",
-                                crate::upstream::truncate(other.to_string(), 40)
-                            ),
-                        });
-                    }
-                },
-                default_window: Duration::from_secs(fresh),
-                stale_target: fraction(get("REFRESH_STALE_TARGET"), "REFRESH_STALE_TARGET", 0.1)?,
-                min_window: Duration::from_secs(num("MODELS_FRESH_MIN_SECONDS", 900, 1..=30 * DAY)?),
-                max_window: Duration::from_secs(num("MODELS_FRESH_MAX_SECONDS", DAY, 1..=30 * DAY)?),
-            },
+            cadence: cadence_settings(&get, fresh)?,
             due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 3 * 3600, 0..=30 * DAY)?),
             rebuild_coalesce: Duration::from_millis(num("REBUILD_COALESCE_MS", 250, 0..=60_000)?),
             guard_confirm_fetches: num("GUARD_CONFIRM_FETCHES", 3, 1..=100)? as u32,
@@ -324,6 +302,38 @@ fn ranged(
         });
     }
     Ok(n)
+}
+
+/// `REFRESH_CADENCE`, `REFRESH_STALE_TARGET`, `MODELS_FRESH_MIN_SECONDS` and
+/// `MODELS_FRESH_MAX_SECONDS`, around the default window `fresh` (seconds).
+fn cadence_settings(
+    get: &dyn Fn(&str) -> Option<String>,
+    fresh: u64,
+) -> Result<crate::cadence::CadenceSettings, ConfigError> {
+    use crate::cadence::{CadenceSettings, Mode};
+    const DAY: u64 = 86_400;
+    let mode = match get("REFRESH_CADENCE").map(|m| m.to_ascii_lowercase()).as_deref() {
+        None | Some("learned") => Mode::Learned,
+        Some("fixed") => Mode::Fixed,
+        Some(other) => {
+            return Err(ConfigError {
+                var: "REFRESH_CADENCE",
+                message: format!(
+                    "expected learned or fixed, got {:?}",
+                    crate::upstream::truncate(other.to_string(), 40)
+                ),
+            });
+        }
+    };
+    let window =
+        |var: &'static str, default: u64| ranged(get(var), var, default, 1..=30 * DAY).map(Duration::from_secs);
+    Ok(CadenceSettings {
+        mode,
+        default_window: Duration::from_secs(fresh),
+        stale_target: fraction(get("REFRESH_STALE_TARGET"), "REFRESH_STALE_TARGET", 0.1)?,
+        min_window: window("MODELS_FRESH_MIN_SECONDS", 900)?,
+        max_window: window("MODELS_FRESH_MAX_SECONDS", DAY)?,
+    })
 }
 
 /// `value` as a number strictly between 0 and 1 (`default` when unset), or an error

@@ -104,6 +104,8 @@ struct State {
     catalogs: HashMap<String, Arc<Vec<Bytes>>>,
     knobs: HashMap<String, Knobs>,
     counts: HashMap<String, u64>,
+    /// Bytes of the bodies answered per gateway.
+    bytes: HashMap<String, u64>,
     /// Bearer tokens a gateway requires (`None` = no auth).
     tokens: HashMap<String, String>,
 }
@@ -143,12 +145,23 @@ impl Handle {
         self.lock().counts.get(gateway).copied().unwrap_or(0)
     }
 
+    /// Bytes of the bodies answered for `gateway`'s listings.
+    pub fn bytes(&self, gateway: &str) -> u64 {
+        self.lock().bytes.get(gateway).copied().unwrap_or(0)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().bytes.values().sum()
+    }
+
     pub fn total_requests(&self) -> u64 {
         self.lock().counts.values().sum()
     }
 
     pub fn reset_counts(&self) {
-        self.lock().counts.clear();
+        let mut st = self.lock();
+        st.counts.clear();
+        st.bytes.clear();
     }
 
     /// Grow (or shrink) a gateway's catalog to `models` entries by cloning fixtures
@@ -224,6 +237,7 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<Handle> {
             catalogs: load_fixtures(),
             knobs: HashMap::new(),
             counts: HashMap::new(),
+            bytes: HashMap::new(),
             tokens: HashMap::new(),
         })),
     };
@@ -562,6 +576,7 @@ async fn models_answer(
         body.push(b'"');
     }
     body.extend_from_slice(b",\"note\":\"sample catalog\",\"timestamp\":\"2026-11-24T00:00:00Z\"}");
+    *h.lock().bytes.entry(gateway.clone()).or_default() += body.len() as u64;
 
     match knobs.fault {
         Fault::Truncated => {

@@ -2,6 +2,7 @@
 //! warming) against real servers on loopback. Unit tests live beside their code;
 //! the SWR suite in `swr::tests`.
 
+mod cadence;
 mod exits;
 mod gateways;
 mod properties;

@@ -1,0 +1,299 @@
+//! The learned cadence against the fixed window (issue 32), in scaled time through
+//! the real code: one simulated week of 21 gateways whose catalogs change as Poisson
+//! processes (from hourly to monthly) plus one bursty gateway (quiet for days, then
+//! many changes in an hour), reads of `all` every 10 minutes and the 3-hourly cron.
+//! Both policies run on the same change trace, one after the other.
+//!
+//! Real parts: the cache (the SWR read, the fill protocol, the merge, the warm, the
+//! due-only cron), its embedded store, and the project's catalog API on loopback
+//! answering real fixture catalogs over HTTP (every listing is fetched, normalised
+//! and compared for real). Only the clock is simulated: it jumps from one event to
+//! the next (`cache-core`'s `simulation` feature), and background work is awaited
+//! before it jumps again.
+//!
+//! `cargo bench --bench cadence` prints, per policy: upstream listings and bytes per
+//! day, the mean and p95 time from an upstream change until `all` serves it (all
+//! gateways, and those changing more than daily), and the share of reads that served
+//! an out-of-date catalog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cache_core::simulation;
+use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::warm::Trigger;
+use serde_json::{Value, json};
+
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
+const WEEK: u64 = 7 * DAY;
+const READ_EVERY: u64 = 10 * 60_000;
+const CRON_EVERY: u64 = 3 * HOUR;
+
+/// One gateway's upstream changes (ms since the start), and its rate per day.
+struct Trace {
+    gateway: &'static str,
+    per_day: f64,
+    changes: Vec<u64>,
+}
+
+/// The same trace for both policies: 20 gateways with rates from 24/day down to
+/// 1/30 per day (log-spaced), and one bursty gateway.
+fn traces() -> Vec<Trace> {
+    let mut rng = fastrand::Rng::with_seed(32);
+    let ids: Vec<&'static str> = sample_catalog::FIXTURES.iter().map(|(g, _)| *g).collect();
+    let mut out = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        if i == ids.len() - 1 {
+            // Bursty: quiet, then 12 changes within an hour on day 2 and on day 5.
+            let mut changes = Vec::new();
+            for day in [2, 5] {
+                let start = day * DAY + 9 * HOUR;
+                changes.extend((0..12).map(|k| start + k * 5 * 60_000));
+            }
+            out.push(Trace {
+                gateway: id,
+                per_day: 24.0 / 7.0,
+                changes,
+            });
+            continue;
+        }
+        let per_day = 24.0 * (1.0 / (24.0 * 30.0f64)).powf(i as f64 / (ids.len() - 2) as f64);
+        let mut changes = Vec::new();
+        let mut t = 0.0f64;
+        loop {
+            // Exponential gaps: a Poisson process.
+            t += -(1.0 - rng.f64()).ln() / per_day * DAY as f64;
+            if t >= WEEK as f64 {
+                break;
+            }
+            changes.push(t as u64);
+        }
+        out.push(Trace {
+            gateway: id,
+            per_day,
+            changes,
+        });
+    }
+    out
+}
+
+/// `gateway`'s fixture catalog at `version`: a sentinel model says which.
+fn catalog(fixtures: &HashMap<&str, Vec<Value>>, gateway: &str, version: usize) -> Vec<Value> {
+    let mut models = vec![json!({"id": format!("sim/{gateway}"), "name": format!("v{version}")})];
+    models.extend(fixtures[gateway].iter().cloned());
+    models
+}
+
+/// The version of each gateway the served `all` holds.
+fn served_versions(body: &[u8]) -> HashMap<String, usize> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| {
+            let g = m["id"].as_str()?.strip_prefix("sim/")?;
+            let n = m["name"].as_str()?.strip_prefix('v')?.parse().ok()?;
+            Some((g.to_string(), n))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Figures {
+    listings: u64,
+    bytes: u64,
+    delays_ms: Vec<u64>,
+    busy_delays_ms: Vec<u64>,
+    reads: u64,
+    stale_reads: u64,
+    seconds: f64,
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64
+}
+
+async fn run(policy: &str, traces: &[Trace], fixtures: &HashMap<&str, Vec<Value>>) -> Figures {
+    let started = Instant::now();
+    let sample = sample_catalog::start_local().await;
+    for t in traces {
+        sample.set_catalog(t.gateway, catalog(fixtures, t.gateway, 0));
+    }
+    let base = sample.base_url();
+    let config = cache_core::Config::from_pairs(&[
+        ("GATEWAYZ_API_URL", &base),
+        ("REFRESH_CADENCE", policy),
+        ("LOCAL_CACHE_TTL_MS", "0"),
+        ("REBUILD_COALESCE_MS", "0"),
+        ("METRICS_FLUSH_INTERVAL_MS", "3600000"),
+        ("FETCH_SOFT_TIMEOUT_MS", "60000"),
+    ])
+    .unwrap();
+    let app = cache_core::App::new(config).unwrap();
+    let tasks = TaskSpawner::new();
+    let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
+    let t0 = simulation::now_ms();
+    let learned = policy == "learned";
+    assert!(app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap().success);
+    sample.reset_counts();
+
+    // Every event of the week, in time order: changes, reads, crons.
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Event {
+        Change(usize),
+        Cron,
+        Read,
+    }
+    let mut events: Vec<(u64, Event)> = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        events.extend(t.changes.iter().map(|&at| (at, Event::Change(i))));
+    }
+    events.extend((1..=WEEK / CRON_EVERY).map(|k| (k * CRON_EVERY, Event::Cron)));
+    events.extend((1..=WEEK / READ_EVERY).map(|k| (k * READ_EVERY, Event::Read)));
+    events.sort();
+
+    let mut version = vec![0usize; traces.len()];
+    // Per gateway: (version, changed at) not yet served.
+    let mut pending: Vec<Vec<(usize, u64)>> = vec![Vec::new(); traces.len()];
+    let mut f = Figures::default();
+    for (at, event) in events {
+        let now = t0 + at;
+        let behind = now.saturating_sub(simulation::now_ms());
+        simulation::advance(behind);
+        match event {
+            Event::Change(i) => {
+                version[i] += 1;
+                sample.set_catalog(traces[i].gateway, catalog(fixtures, traces[i].gateway, version[i]));
+                pending[i].push((version[i], at));
+            }
+            Event::Cron => {
+                app.warm_scoped(None, learned, Trigger::Cron, spawner.clone())
+                    .await
+                    .unwrap();
+                tasks.idle().await;
+            }
+            Event::Read => {
+                let lookup = app.read_all(spawner.clone()).await.unwrap();
+                let served = served_versions(&lookup.entry.identity().unwrap());
+                tasks.idle().await;
+                f.reads += 1;
+                let mut stale = false;
+                for (i, t) in traces.iter().enumerate() {
+                    let v = served.get(t.gateway).copied().unwrap_or(0);
+                    stale |= v < version[i];
+                    pending[i].retain(|&(pv, changed_at)| {
+                        if pv <= v {
+                            f.delays_ms.push(at - changed_at);
+                            if t.per_day > 1.0 {
+                                f.busy_delays_ms.push(at - changed_at);
+                            }
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                f.stale_reads += u64::from(stale);
+            }
+        }
+    }
+    f.listings = sample.total_requests();
+    f.bytes = sample.total_bytes();
+    f.delays_ms.sort_unstable();
+    f.busy_delays_ms.sort_unstable();
+    f.seconds = started.elapsed().as_secs_f64();
+    f
+}
+
+#[tokio::main]
+async fn main() {
+    let traces = traces();
+    let fixtures: HashMap<&str, Vec<Value>> = sample_catalog::FIXTURES
+        .iter()
+        .map(|(g, json)| (*g, serde_json::from_str(json).unwrap()))
+        .collect();
+    let total_changes: usize = traces.iter().map(|t| t.changes.len()).sum();
+    println!(
+        "one simulated week: {} gateways, {total_changes} upstream changes ({} on gateways changing more than daily), a read of `all` every {} min, the cron every {} h",
+        traces.len(),
+        traces
+            .iter()
+            .filter(|t| t.per_day > 1.0)
+            .map(|t| t.changes.len())
+            .sum::<usize>(),
+        READ_EVERY / 60_000,
+        CRON_EVERY / HOUR
+    );
+    let fixed = run("fixed", &traces, &fixtures).await;
+    let learned = run("learned", &traces, &fixtures).await;
+    let days = WEEK as f64 / DAY as f64;
+    let hours = |ms: f64| ms / HOUR as f64;
+    let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+    println!();
+    println!("| per policy | fixed | learned | learned ÷ fixed |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, a: f64, b: f64, unit: &str| {
+        println!("| {name} | {a:.2}{unit} | {b:.2}{unit} | {:.2} |", b / a.max(1e-9));
+    };
+    row(
+        "upstream listings per day",
+        fixed.listings as f64 / days,
+        learned.listings as f64 / days,
+        "",
+    );
+    row(
+        "upstream MB per day",
+        fixed.bytes as f64 / days / 1e6,
+        learned.bytes as f64 / days / 1e6,
+        "",
+    );
+    row(
+        "change → served, mean",
+        hours(mean(&fixed.delays_ms)),
+        hours(mean(&learned.delays_ms)),
+        " h",
+    );
+    row(
+        "change → served, p95",
+        hours(pct(&fixed.delays_ms, 0.95)),
+        hours(pct(&learned.delays_ms, 0.95)),
+        " h",
+    );
+    row(
+        "… gateways changing > daily, mean",
+        hours(mean(&fixed.busy_delays_ms)),
+        hours(mean(&learned.busy_delays_ms)),
+        " h",
+    );
+    row(
+        "… gateways changing > daily, p95",
+        hours(pct(&fixed.busy_delays_ms, 0.95)),
+        hours(pct(&learned.busy_delays_ms, 0.95)),
+        " h",
+    );
+    row(
+        "reads serving an out-of-date catalog",
+        100.0 * fixed.stale_reads as f64 / fixed.reads as f64,
+        100.0 * learned.stale_reads as f64 / learned.reads as f64,
+        " %",
+    );
+    println!(
+        "\nchanges served within the week: fixed {} / learned {} of {total_changes}; real time: fixed {:.0} s, learned {:.0} s",
+        fixed.delays_ms.len(),
+        learned.delays_ms.len(),
+        fixed.seconds,
+        learned.seconds
+    );
+    println!(
+        "targets: learned listings <= 0.5x fixed ({:.2}x); mean staleness no worse ({:.2}x); p95 on gateways changing > daily <= 0.5x ({:.2}x)",
+        learned.listings as f64 / fixed.listings as f64,
+        mean(&learned.delays_ms) / mean(&fixed.delays_ms).max(1.0),
+        pct(&learned.busy_delays_ms, 0.95) / pct(&fixed.busy_delays_ms, 0.95).max(1.0)
+    );
+}
