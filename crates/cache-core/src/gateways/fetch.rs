@@ -297,8 +297,7 @@ fn rate_limit_backoff(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(retry_after_value);
     let backoff = retry_after
         .unwrap_or_else(|| Duration::from_millis((1000u64 << attempt.min(5)).min(30_000) + fastrand::u64(0..500)));
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -309,6 +308,20 @@ fn rate_limit_backoff(
         });
     }
     Ok(backoff)
+}
+
+/// A `Retry-After` value: delay-seconds, or an HTTP-date (how long until then; a date
+/// already past is no wait). Anything else is no value.
+fn retry_after_value(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// One fetch's pages so far, and the three ways of getting the rest.
@@ -568,6 +581,21 @@ async fn read_capped(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        use std::time::{Duration, SystemTime};
+        assert_eq!(super::retry_after_value(" 7 "), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let wait = super::retry_after_value(&in_a_minute).unwrap();
+        assert!((58..=60).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(
+            super::retry_after_value("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO),
+            "a date already past: no wait"
+        );
+        assert_eq!(super::retry_after_value("soon"), None);
+    }
+
     #[test]
     fn token_env_names() {
         assert_eq!(
