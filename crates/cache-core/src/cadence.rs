@@ -179,11 +179,16 @@ impl CadenceSettings {
         estimate_rate(&history.observations, self.prior_rate(), now_ms)
     }
 
-    /// The fresh window for a change rate (per second), clamped.
+    /// The fresh window for a change rate (per second), clamped to the bounds, which
+    /// always admit the default window (a default under the floor lowers the floor:
+    /// with no evidence a gateway gets exactly the default).
     pub(crate) fn window_for(&self, rate: f64) -> Duration {
         let secs = -(1.0 - self.stale_target).ln() / rate.max(1e-12);
-        let window = Duration::try_from_secs_f64(secs).unwrap_or(self.max_window);
-        window.clamp(self.min_window, self.max_window.max(self.min_window))
+        let (lo, hi) = (
+            self.min_window.min(self.default_window),
+            self.max_window.max(self.default_window),
+        );
+        Duration::try_from_secs_f64(secs).unwrap_or(hi).clamp(lo, hi)
     }
 
     /// The fresh window `history` earns at `now_ms` (the default in `fixed` mode),

@@ -152,7 +152,8 @@ impl App {
     /// least `MODELS_FRESH_MIN_SECONDS`): it goes stale when a gateway is due, and a
     /// read then refreshes that gateway. `fixed`: as before, its own window.
     fn follows_inputs(&self) -> Option<Duration> {
-        (self.config.cadence.mode == Mode::Learned).then_some(self.config.cadence.min_window)
+        let c = &self.config.cadence;
+        (c.mode == Mode::Learned).then_some(c.min_window.min(c.default_window))
     }
 
     /// The gateways a merged view's header marks carried, each with the clock its

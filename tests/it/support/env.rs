@@ -43,6 +43,8 @@ impl Env {
             ("GATEWAY_TIMEOUT_SLOW_MS", "10000"),
             ("LOCAL_CACHE_TTL_MS", "0"),
             ("TTL_JITTER_PERCENT", "0"),
+            // The windows these tests set, exactly (the learned cadence has tests of its own).
+            ("REFRESH_CADENCE", "fixed"),
         ];
         env.extend_from_slice(extra);
         FunctionProcess::spawn_limited(bin, &env, None, open_files)
@@ -62,6 +64,7 @@ impl Env {
             ("GATEWAY_TIMEOUT_FAST_MS", "5000"),
             ("GATEWAY_TIMEOUT_SLOW_MS", "5000"),
             ("TTL_JITTER_PERCENT", "0"),
+            ("REFRESH_CADENCE", "fixed"),
         ];
         env.extend_from_slice(extra);
         Platform::start_limited(bin, &env, open_files)

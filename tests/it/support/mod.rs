@@ -42,6 +42,8 @@ pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
     map.insert("LOCAL_CACHE_TTL_MS", "0".into());
     map.insert("REDIS_COMMAND_TIMEOUT_MS", "500".into());
     map.insert("METRICS_FLUSH_INTERVAL_MS", "0".into());
+    // The windows these tests set, exactly (the learned cadence has tests of its own).
+    map.insert("REFRESH_CADENCE", "fixed".into());
     for (k, v) in overrides {
         map.insert(k, v.to_string());
     }

@@ -646,7 +646,7 @@ impl Cache {
         // Expired since it was fetched: whatever instant the reader calls "now".
         let since = head.clock.fetched_at_ms.min(head.clock.kept_until_ms);
         (head.clock.fresh_until_ms, head.clock.stale_until_ms) = (since, since);
-        tracing::info!(
+        tracing::debug!(
             "[Cache SWR] {key}: nothing of this release stored; the previous release's {old_key} is last-known-good"
         );
         Some(Arc::new(old.with_head(&head)))

@@ -12,6 +12,7 @@ use crate::warm::{Outcome, Trigger};
 
 /// Scaled time: a default window of 60 s, windows from 1 s to 600 s.
 const SCALED: &[(&str, &str)] = &[
+    ("REFRESH_CADENCE", "learned"),
     ("GATEWAYS", "groq,cerebras"),
     ("MODELS_FRESH_TTL_SECONDS", "60"),
     ("MODELS_FRESH_MIN_SECONDS", "1"),
@@ -122,7 +123,10 @@ async fn a_cron_right_after_refreshes_only_the_due_ones_and_names_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_gives_every_gateway_the_default_window_and_the_cron_refreshes_all() {
-    let s = Stack::new(&with(&[("REFRESH_CADENCE", "fixed")])).await;
+    let mut fixed = with(&[]);
+    fixed.retain(|(k, _)| *k != "REFRESH_CADENCE");
+    fixed.push(("REFRESH_CADENCE", "fixed"));
+    let s = Stack::new(&fixed).await;
     watch(&s, 8).await;
     for g in ["groq", "cerebras"] {
         assert_eq!(window_ms(&s, &s.app, g).await, 60_000, "{g}: the default window");

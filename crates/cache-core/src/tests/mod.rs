@@ -106,6 +106,8 @@ pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {
         ("LOCAL_CACHE_TTL_MS", "0"),
         ("REDIS_COMMAND_TIMEOUT_MS", "500"),
         ("METRICS_FLUSH_INTERVAL_MS", "0"),
+        // The windows these tests set, exactly (`tests::cadence` opts into learning).
+        ("REFRESH_CADENCE", "fixed"),
     ];
     vars.extend_from_slice(overrides);
     crate::Config::from_pairs(&vars).unwrap()
