@@ -464,6 +464,7 @@ async fn bad_input_table_end_to_end() {
                 "metrics:",
                 "lasterror:",
                 "retryafter:",
+                "cadence:",
                 "warm:",
                 "guard:"
             ]
