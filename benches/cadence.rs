@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cache_core::contract::Trigger;
 use cache_core::simulation;
 use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::warm::Trigger;
 use serde_json::{Value, json};
 
 const HOUR: u64 = 3_600_000;

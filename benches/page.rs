@@ -24,8 +24,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cache_core::contract::Trigger;
 use cache_core::spawn::TaskSpawner;
-use cache_core::warm::Trigger;
 use serde_json::{Value, json};
 use support::browser::{Driver, bin};
 

@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cache_core::contract::Trigger;
 use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::warm::Trigger;
 use support::process::FunctionProcess;
 use support::redis::RedisServer;
 

@@ -16,8 +16,8 @@ use crate::support;
 
 use std::sync::Arc;
 
+use cache_core::contract::Trigger;
 use cache_core::spawn::TaskSpawner;
-use cache_core::warm::Trigger;
 use serde_json::{Value, json};
 use support::browser::{Driver, bin};
 use support::env::json_of;

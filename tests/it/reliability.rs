@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cache_core::contract::{Outcome, Trigger};
 use cache_core::keys;
 use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::warm::{Outcome, Trigger};
 use cache_core::{App, CacheStatus};
 use sample_catalog::Fault;
 use serde_json::Value;

@@ -44,7 +44,7 @@ impl App {
         Ok(Self::with_store(config, store))
     }
 
-    pub fn with_store(config: Config, store: Store) -> Arc<Self> {
+    pub(crate) fn with_store(config: Config, store: Store) -> Arc<Self> {
         let settings = SwrSettings::from_config(&config);
         let registry = Registry::from_config(&config);
         let answer_budget = config.answer_cache_max_bytes;

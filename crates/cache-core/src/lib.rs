@@ -13,8 +13,54 @@
 //!
 //! # Using it
 //!
-//! A route binary is `cache_core::vercel::serve(Route::Models).await`; the dev server
-//! builds an [`App`] from a [`Config`] and calls [`handlers::handle`] for each request.
+//! The three things a user does, each runnable (`cargo test --doc`). A route binary is
+//! one line, `cache_core::vercel::serve(Route::Models).await`; underneath, any route is
+//! served by [`handlers::handle`] with an [`App`] built from a [`Config`]:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # let catalog_api = sample_catalog::start_local().await;
+//! use std::sync::Arc;
+//! use cache_core::handlers::{RequestContext, Route, handle};
+//! use cache_core::spawn::TaskSpawner;
+//! use cache_core::{App, Config};
+//!
+//! // No REDIS_URL: the embedded store (REDIS_URL is required once deployed).
+//! let config = Config::from_pairs(&[("GATEWAYZ_API_URL", &catalog_api.base_url()), ("GATEWAYS", "groq")]).unwrap();
+//! let app = App::new(config).unwrap();
+//! let request = http::Request::get("/api/models?gateway=groq&limit=5").body(()).unwrap();
+//! let ctx = RequestContext::new(app.clone(), Arc::new(TaskSpawner::new()));
+//! let response = handle(Route::Models, request.into_parts().0, ctx).await;
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["x-cache"], "MISS");
+//! # }
+//! ```
+//!
+//! Warm every gateway (what the cron and `POST /api/cache/warm-models` do), and read
+//! the merged models:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # let catalog_api = sample_catalog::start_local().await;
+//! use std::sync::Arc;
+//! use cache_core::contract::{ModelsResponse, Trigger};
+//! use cache_core::spawn::TaskSpawner;
+//! use cache_core::{App, CacheStatus, Config};
+//!
+//! let config = Config::from_pairs(&[("GATEWAYZ_API_URL", &catalog_api.base_url()), ("GATEWAYS", "groq,cerebras")]).unwrap();
+//! let app = App::new(config).unwrap();
+//! let tasks = Arc::new(TaskSpawner::new());
+//! let run = app.warm(None, Trigger::Manual, tasks.clone()).await.unwrap();
+//! assert!(run.success && run.gateways_success == 2);
+//!
+//! let all = app.read_all(tasks).await.unwrap();
+//! assert_eq!(all.status, CacheStatus::Hit);
+//! let models: ModelsResponse = serde_json::from_slice(&all.entry.identity().unwrap()).unwrap();
+//! assert_eq!(models.gateway, "all");
+//! assert!(models.data.iter().any(|m| m.source_gateways.contains(&"cerebras".to_string())));
+//! # }
+//! ```
+//!
 //! The JSON it answers is typed in [`contract`]; the store's keys are in [`keys`].
 //!
 //! # Where things are

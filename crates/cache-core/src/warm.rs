@@ -38,7 +38,7 @@ const LAST_RUN_TTL: Duration = Duration::from_secs(30 * 86_400);
 /// 330 s).
 pub const WARM_LEASE: Duration = Duration::from_secs(15);
 
-pub use crate::contract::{GatewayOutcome, Outcome, RunRecord, Trigger};
+pub(crate) use crate::contract::{GatewayOutcome, Outcome, RunRecord, Trigger};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WarmError {

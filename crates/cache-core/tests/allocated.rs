@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use cache_core::contract::Trigger;
 use cache_core::handlers::{RequestContext, Route, handle};
 use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::warm::Trigger;
 use cache_core::{App, Config};
 use cap::Cap;
 

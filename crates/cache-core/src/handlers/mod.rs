@@ -13,7 +13,7 @@ mod negotiate;
 mod page;
 pub(crate) mod query;
 
-pub use crate::body::Body;
+use crate::body::Body;
 pub use page::CSP as PAGE_CSP;
 mod warm;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 #[derive(Clone, Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     prefix: Arc<str>,
     inner: Arc<Mutex<Inner>>,
 }
@@ -47,7 +47,7 @@ impl Inner {
 }
 
 impl MemoryStore {
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.into(),
             inner: Arc::default(),
@@ -64,16 +64,16 @@ impl MemoryStore {
         self.inner.lock()
     }
 
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
         self.lock().live(&self.key(key), Instant::now()).cloned()
     }
 
-    pub fn set(&self, key: &str, value: Bytes, ttl: Duration) {
+    pub(crate) fn set(&self, key: &str, value: Bytes, ttl: Duration) {
         let key = self.key(key);
         self.lock().insert(key, value, Instant::now() + ttl);
     }
 
-    pub fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> bool {
+    pub(crate) fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> bool {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
@@ -86,7 +86,7 @@ impl MemoryStore {
 
     /// Same rule as the Redis script: refuse when the stored entry was fetched later
     /// (and its stamp is not past `trusted_until_ms`).
-    pub fn set_if_newer(
+    pub(crate) fn set_if_newer(
         &self,
         key: &str,
         value: Bytes,
@@ -111,7 +111,7 @@ impl MemoryStore {
 
     /// Same rule as the Redis script (`entry::rewrite_head`): rewrite the head in
     /// place if the stamp and the input count match.
-    pub fn rewrite_head(&self, key: &str, expected_stamp: u64, head: &[u8], ttl: Duration) -> bool {
+    pub(crate) fn rewrite_head(&self, key: &str, expected_stamp: u64, head: &[u8], ttl: Duration) -> bool {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
@@ -126,7 +126,7 @@ impl MemoryStore {
     }
 
     /// Same rule as the Redis script: extend only a lease we own.
-    pub fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
+    pub(crate) fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> bool {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
@@ -139,11 +139,11 @@ impl MemoryStore {
         false
     }
 
-    pub fn get_range(&self, key: &str, len: usize) -> Option<Bytes> {
+    pub(crate) fn get_range(&self, key: &str, len: usize) -> Option<Bytes> {
         self.get(key).map(|v| v.slice(..len.min(v.len())))
     }
 
-    pub fn pttl(&self, key: &str) -> Option<Duration> {
+    pub(crate) fn pttl(&self, key: &str) -> Option<Duration> {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
@@ -154,7 +154,7 @@ impl MemoryStore {
             .map(|(_, exp)| exp.saturating_duration_since(now))
     }
 
-    pub fn delete_if_equals(&self, key: &str, value: &[u8]) -> bool {
+    pub(crate) fn delete_if_equals(&self, key: &str, value: &[u8]) -> bool {
         let key = self.key(key);
         let mut inner = self.lock();
         if inner.live(&key, Instant::now()).is_some_and(|v| v.as_ref() == value) {
@@ -165,14 +165,14 @@ impl MemoryStore {
         }
     }
 
-    pub fn delete(&self, key: &str) {
+    pub(crate) fn delete(&self, key: &str) {
         let key = self.key(key);
         let mut inner = self.lock();
         inner.values.remove(&key);
         inner.hashes.remove(&key);
     }
 
-    pub fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) {
+    pub(crate) fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) {
         let key = self.key(key);
         let mut inner = self.lock();
         let h = inner.hashes.entry(key).or_default();
@@ -181,7 +181,7 @@ impl MemoryStore {
         }
     }
 
-    pub fn get_fields(&self, key: &str) -> HashMap<String, i64> {
+    pub(crate) fn get_fields(&self, key: &str) -> HashMap<String, i64> {
         self.lock().hashes.get(&self.key(key)).cloned().unwrap_or_default()
     }
 }

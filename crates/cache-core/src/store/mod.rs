@@ -49,7 +49,7 @@ impl StoreError {
 
 /// What a compare-and-set write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     Stored,
     /// Refused: the stored entry's fetch started later (and its stamp is trusted).
     Refused {
@@ -58,7 +58,7 @@ pub enum Write {
 }
 
 #[derive(Clone)]
-pub enum Store {
+pub(crate) enum Store {
     Memory(MemoryStore),
     Redis(RedisStore),
 }
@@ -67,7 +67,7 @@ impl Store {
     /// The store `config` asks for: Redis when `REDIS_URL` is set, else embedded.
     /// Connecting to Redis does not wait for the server: an unreachable Redis makes
     /// commands fail after the command timeout, and the client reconnects by itself.
-    pub fn from_config(config: &Config) -> Result<Self, StoreError> {
+    pub(crate) fn from_config(config: &Config) -> Result<Self, StoreError> {
         match &config.redis_url {
             Some(url) => Ok(Store::Redis(RedisStore::connect(
                 url.expose(),
@@ -80,7 +80,7 @@ impl Store {
         }
     }
 
-    pub fn backend_name(&self) -> &'static str {
+    pub(crate) fn backend_name(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
             Store::Redis(_) => "redis",
@@ -88,7 +88,7 @@ impl Store {
     }
 
     #[tracing::instrument(name = "store.get", level = "info", skip(self), fields(db.system = self.backend_name()))]
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.get(key)),
             Store::Redis(s) => s.get(key).await,
@@ -97,7 +97,7 @@ impl Store {
 
     /// `SET key value PX ttl`.
     #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
-    pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => {
                 s.set(key, value, ttl);
@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// `SET key value PX ttl NX`: true when this call created the key.
-    pub async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.set_nx(key, value, ttl)),
             Store::Redis(s) => s.set_nx(key, value, ttl).await,
@@ -116,7 +116,7 @@ impl Store {
     }
 
     /// Delete `key` only if it still holds `value` (lock release by its owner).
-    pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.delete_if_equals(key, value)),
             Store::Redis(s) => s.delete_if_equals(key, value).await,
@@ -128,7 +128,7 @@ impl Store {
     /// stored stamp past `trusted_until_ms` (the store's clock plus a tolerance) is
     /// not trusted, and is overwritten. One key, one script: slot-safe on a Cluster.
     #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
-    pub async fn set_if_newer(
+    pub(crate) async fn set_if_newer(
         &self,
         key: &str,
         value: Bytes,
@@ -147,7 +147,7 @@ impl Store {
     /// `expected_stamp` with as many inputs. The bodies are not sent again: an
     /// unchanged refetch costs a few dozen bytes. `Ok(false)` = the entry changed
     /// meanwhile (write it whole).
-    pub async fn rewrite_head(
+    pub(crate) async fn rewrite_head(
         &self,
         key: &str,
         expected_stamp: u64,
@@ -161,7 +161,7 @@ impl Store {
     }
 
     /// Extend `key` to `ttl` if it still holds `value` (a lease we own).
-    pub async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.extend_if_equals(key, value, ttl)),
             Store::Redis(s) => s.extend_if_equals(key, value, ttl).await,
@@ -169,7 +169,7 @@ impl Store {
     }
 
     /// The store's clock (`TIME`), unix ms: one clock for every instance.
-    pub async fn time_ms(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn time_ms(&self) -> Result<u64, StoreError> {
         match self {
             Store::Memory(_) => Ok(crate::clock::now_ms()),
             Store::Redis(s) => s.time_ms().await,
@@ -178,7 +178,7 @@ impl Store {
 
     /// Release a lock we own (compare-and-delete), even while the Redis circuit
     /// breaker is open: skipping a release locks everyone out until the TTL.
-    pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.delete_if_equals(key, value)),
             Store::Redis(s) => s.release(key, value).await,
@@ -186,7 +186,7 @@ impl Store {
     }
 
     /// The first `len` bytes of the value under `key` (`GETRANGE`): an entry's header.
-    pub async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
+    pub(crate) async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.get_range(key, len)),
             Store::Redis(s) => s.get_range(key, len).await,
@@ -194,14 +194,14 @@ impl Store {
     }
 
     /// Time left before `key` expires, `None` if it does not exist.
-    pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+    pub(crate) async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.pttl(key)),
             Store::Redis(s) => s.pttl(key).await,
         }
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => {
                 s.delete(key);
@@ -212,7 +212,7 @@ impl Store {
     }
 
     /// `HINCRBY key field delta` for each pair, in one round trip.
-    pub async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
+    pub(crate) async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
         }
@@ -226,7 +226,7 @@ impl Store {
     }
 
     /// `HGETALL key` as integers (non-integer fields are skipped).
-    pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
+    pub(crate) async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.get_fields(key)),
             Store::Redis(s) => s.get_fields(key).await,

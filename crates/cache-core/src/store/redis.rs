@@ -122,7 +122,7 @@ fn scripts_refused(e: &Error) {
 }
 
 #[derive(Clone)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     pool: Pool,
     prefix: Arc<str>,
     breaker: Arc<Breaker>,
@@ -175,7 +175,7 @@ impl Breaker {
 }
 
 impl RedisStore {
-    pub fn connect(
+    pub(crate) fn connect(
         url: &str,
         prefix: &str,
         command_timeout: Duration,
@@ -221,16 +221,16 @@ impl RedisStore {
         self.breaker.record(command.await)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         self.guarded(self.pool.get(self.key(key))).await
     }
 
-    pub async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.guarded(self.pool.set(self.key(key), value, Some(px(ttl)), None, false))
             .await
     }
 
-    pub async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn set_nx(&self, key: &str, value: Bytes, ttl: Duration) -> Result<bool, StoreError> {
         let reply: Option<String> = self
             .guarded(
                 self.pool
@@ -240,7 +240,7 @@ impl RedisStore {
         Ok(reply.is_some())
     }
 
-    pub async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_if_equals(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         let deleted: i64 = self.guarded(self.compare_and_delete(key, value)).await?;
         Ok(deleted == 1)
     }
@@ -271,7 +271,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn set_if_newer(
+    pub(crate) async fn set_if_newer(
         &self,
         key: &str,
         value: Bytes,
@@ -300,7 +300,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn rewrite_head(
+    pub(crate) async fn rewrite_head(
         &self,
         key: &str,
         expected_stamp: u64,
@@ -322,7 +322,7 @@ impl RedisStore {
     }
 
     /// Extend `key` to `ttl` if it still holds `value` (a lease we own).
-    pub async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+    pub(crate) async fn extend_if_equals(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
         let script = eval::<i64>(
             self.pool.next(),
             ScriptName::ExtendIfEquals,
@@ -337,7 +337,7 @@ impl RedisStore {
     }
 
     /// The store's clock, unix ms.
-    pub async fn time_ms(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn time_ms(&self) -> Result<u64, StoreError> {
         let script = eval::<i64>(self.pool.next(), ScriptName::ServerTime, Vec::new(), Vec::new());
         let now: i64 = match self.guarded(script).await {
             Err(StoreError::Refused(_)) => {
@@ -355,29 +355,29 @@ impl RedisStore {
     /// Compare-and-delete that ignores the circuit breaker: a lock release must not
     /// be skipped because some other call failed recently (everyone would then be
     /// locked out until the TTL). It still has the command timeout.
-    pub async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    pub(crate) async fn release(&self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
         let deleted: i64 = self.compare_and_delete(key, value).await.map_err(map_err)?;
         Ok(deleted == 1)
     }
 
     /// Time left before `key` expires (Redis's own clock, so no skew between instances).
-    pub async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
+    pub(crate) async fn get_range(&self, key: &str, len: usize) -> Result<Option<Bytes>, StoreError> {
         let raw: Bytes = self
             .guarded(self.pool.getrange(self.key(key), 0, len.saturating_sub(1)))
             .await?;
         Ok((!raw.is_empty()).then_some(raw))
     }
 
-    pub async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+    pub(crate) async fn pttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
         let ms: i64 = self.guarded(self.pool.pttl(self.key(key))).await?;
         Ok((ms > 0).then(|| Duration::from_millis(ms as u64)))
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.guarded(self.pool.del(self.key(key))).await
     }
 
-    pub async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
+    pub(crate) async fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) -> Result<(), StoreError> {
         self.breaker.check()?;
         let key = self.key(key);
         let pipeline = self.pool.next().pipeline();
@@ -389,7 +389,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
+    pub(crate) async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         let raw: HashMap<String, String> = self.guarded(self.pool.hgetall(self.key(key))).await?;
         Ok(raw
             .into_iter()
