@@ -28,9 +28,11 @@ function ageBar(g) {
   const fresh = Math.max(0, Math.min(1, (Date.parse(g.fresh_until) - fetched) / total));
   const now = g.age_seconds * 1000 / total;
   const title = `age ${ago(g.age_seconds)}; fresh until ${new Date(g.fresh_until).toLocaleString()}, stale until ${new Date(g.stale_until).toLocaleString()}`;
-  return `<div class="age${now >= 1 ? " over" : ""}" title="${esc(title)}"><div class="f" style="width:${fresh * 100}%"></div>` +
-    `<div class="s" style="left:${fresh * 100}%;right:0"></div>` +
-    (now < 1 ? `<div class="now" style="left:calc(${now * 100}% - 1px)"></div>` : `<div class="now"></div>`) + `</div>`;
+  // Positions go in data attributes and are applied through the CSSOM (place()): the
+  // CSP allows no style attributes.
+  return `<div class="age${now >= 1 ? " over" : ""}" title="${esc(title)}"><div class="f" data-width="${fresh * 100}"></div>` +
+    `<div class="s" data-left="${fresh * 100}"></div>` +
+    (now < 1 ? `<div class="now" data-left="${now * 100}" data-shift="1"></div>` : `<div class="now"></div>`) + `</div>`;
 }
 
 function stateLabel(g) {
@@ -51,8 +53,9 @@ function cadenceNote(g) {
   const c = g.cadence;
   if (!c) return "";
   const rate = c.change_rate_per_day >= 1 ? `~${Math.round(c.change_rate_per_day)}/day` : `~${Math.max(1, Math.round(c.change_rate_per_day * 7))}/week`;
-  const what = c.mode === "fixed" ? `fixed window · refreshed every ${every(c.fresh_for_seconds)}` : `changes ${rate} · refreshed every ${every(c.fresh_for_seconds)}`;
-  return `<div class="muted" data-testid="cadence">${esc(what)} (${num(c.changes)} of ${num(c.observations)} looks changed)</div>`;
+  const what = c.mode === "fixed" ? `refreshed every ${every(c.fresh_for_seconds)}` : `changes ${rate} · refreshed every ${every(c.fresh_for_seconds)}`;
+  const why = `${c.mode} cadence: ${c.changes} of the last ${c.observations} looks found a change`;
+  return `<div class="muted small" data-testid="cadence" title="${esc(why)}">${esc(what)}</div>`;
 }
 
 // The collapse guard's evidence, in words: "doubts 372 models: 1 of 3 answers, truth no earlier than 14:02".
@@ -67,18 +70,18 @@ function gatewayRow(g) {
   const error = g.last_error ? `<div class="err">${esc(g.last_error.error)}</div><div class="muted">${ago(since(g.last_error.at))} ago</div>` : `<span class="muted">—</span>`;
   return `<tr data-testid="gateway-row" data-gateway="${esc(g.gateway)}" data-state="${esc(g.state)}" class="${failing ? "failing" : ""}">` +
     `<td>${esc(g.gateway)}${cadenceNote(g)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}</td>` +
-    `<td>${ageBar(g)}<div class="muted" style="font-size:11px">${g.age_seconds == null ? "no data" : ago(g.age_seconds) + " old"}</div></td>` +
+    `<td>${ageBar(g)}<div class="muted small">${g.age_seconds == null ? "no data" : ago(g.age_seconds) + " old"}</div></td>` +
     `<td>${error}${guardNote(g)}</td></tr>`;
 }
 
 function meter(label, value, total, cls = "") {
   const share = total > 0 ? value / total : 0;
-  return `<div class="meter"><span>${esc(label)}</span><div class="track"><div class="fill ${cls}" style="width:${(share * 100).toFixed(1)}%"></div></div><span>${num(value)}</span></div>`;
+  return `<div class="meter"><span>${esc(label)}</span><div class="track"><div class="fill ${cls}" data-width="${(share * 100).toFixed(1)}"></div></div><span>${num(value)}</span></div>`;
 }
 
 function rate(label, r) {
   const cls = r == null ? "" : r >= 0.9 ? "" : r >= 0.6 ? "warn" : "bad";
-  return `<div class="meter"><span>${esc(label)}</span><div class="track"><div class="fill ${cls}" style="width:${((r ?? 0) * 100).toFixed(1)}%"></div></div><span>${pct(r)}</span></div>`;
+  return `<div class="meter"><span>${esc(label)}</span><div class="track"><div class="fill ${cls}" data-width="${((r ?? 0) * 100).toFixed(1)}"></div></div><span>${pct(r)}</span></div>`;
 }
 
 // Next run of a Vercel cron schedule (UTC): minute and hour fields with *, */n, lists and ranges.
@@ -119,11 +122,11 @@ function render(s) {
   const reads = (c.fresh_hits ?? 0) + (c.stale_hits ?? 0) + (c.misses ?? 0) + (c.errors ?? 0);
   const revals = c.revalidations_started ?? 0;
   $("metrics").innerHTML = rate("Hit rate", c.hit_rate) + rate("Fresh rate", c.fresh_rate) +
-    `<div class="muted" style="margin:.5rem 0 .2rem">${num(reads)} reads</div>` +
+    `<div class="muted gap">${num(reads)} reads</div>` +
     meter("Fresh hits", c.fresh_hits ?? 0, reads) + meter("Stale hits", c.stale_hits ?? 0, reads, "warn") +
     meter("Misses", c.misses ?? 0, reads, "warn") + meter("Errors", c.errors ?? 0, reads, "bad") +
     meter("Fail-safe serves", c.fail_safe_serves ?? 0, reads, "warn") +
-    `<div class="muted" style="margin:.5rem 0 .2rem">${num(revals)} revalidations</div>` +
+    `<div class="muted gap">${num(revals)} revalidations</div>` +
     meter("Succeeded", c.revalidations_succeeded ?? 0, revals) + meter("Failed", c.revalidations_failed ?? 0, revals, "bad") +
     meter("Throttled", c.revalidations_throttled ?? 0, Math.max(revals, c.revalidations_throttled ?? 0), "warn");
 
@@ -136,9 +139,20 @@ function render(s) {
       `<dt>Duration</dt><dd>${(r.duration_ms / 1000).toFixed(1)} s</dd><dt>Next cron</dt><dd>${esc(nextText)}</dd>`
     : `<dt>Result</dt><dd data-testid="run-result">no warm recorded</dd><dt>Next cron</dt><dd>${esc(nextText)}</dd>`;
   $("run-details").innerHTML = (r?.details ?? []).map((d) =>
-    `<tr><td><span class="dot ${d.status === "success" ? "fresh" : "expired"}"></span> ${esc(d.gateway)}</td>` +
+    `<tr><td><span class="dot ${d.status === "success" ? "fresh" : d.status === "not_due" ? "missing" : "expired"}"></span> ${esc(d.gateway)}</td>` +
     `<td class="num">${num(d.count)}</td><td class="num">${(d.duration_ms / 1000).toFixed(2)} s</td>` +
-    `<td class="err">${esc(d.error ?? "")}</td></tr>`).join("");
+    `<td class="err">${esc(d.error ?? (d.status === "not_due" ? `not due until ${new Date(d.next_due_at).toLocaleString()}` : ""))}</td></tr>`).join("");
+  place(document);
+}
+
+// Widths and positions from data attributes, through the CSSOM (the CSP allows no
+// style attributes): data-width / data-left are percentages; data-shift centres a
+// 2-pixel marker on its position.
+function place(root) {
+  for (const el of root.querySelectorAll("[data-width]")) el.style.width = `${Number(el.dataset.width)}%`;
+  for (const el of root.querySelectorAll("[data-left]")) {
+    el.style.left = el.dataset.shift ? `calc(${Number(el.dataset.left)}% - 1px)` : `${Number(el.dataset.left)}%`;
+  }
 }
 
 let lastGood = null;

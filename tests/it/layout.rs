@@ -163,6 +163,46 @@ fn the_pages_are_served_with_a_csp_and_nosniff() {
         !status.contains("<script>") && !status.contains("<script type"),
         "public/status.html: no inline script"
     );
+    // Styles: files, or the models page's one <style>, by its hash; never 'unsafe-inline'
+    // (which would let an injected style attribute through), and no style attribute in
+    // the pages' markup or scripts (the status page sets widths through the CSSOM).
+    assert!(!csp.contains("'unsafe-inline'"), "{csp}");
+    let hash = sha256_base64(&std::fs::read(root().join("public/models.css")).unwrap());
+    assert!(
+        csp.contains(&format!("style-src 'self' 'sha256-{hash}';")),
+        "the CSP must allow the inlined public/models.css by its hash: 'sha256-{hash}' (in vercel.json, handlers/page.rs and the dev server)"
+    );
+    for file in ["public/status.html", "public/status.js", "public/models.js"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(!text.contains("style=\""), "{file}: a style attribute, which the CSP blocks");
+    }
+}
+
+/// SHA-256 of `data`, base64 (what a CSP hash source holds), by the system's `sha256sum`.
+fn sha256_base64(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&out[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | b as u32) << (8 * (3 - chunk.len()));
+        for k in 0..4 {
+            b64.push(match k <= chunk.len() {
+                true => ALPHABET[(n >> (18 - 6 * k) & 63) as usize] as char,
+                false => '=',
+            });
+        }
+    }
+    b64
 }
 
 #[test]

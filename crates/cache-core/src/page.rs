@@ -76,13 +76,22 @@ pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> St
     out
 }
 
+/// The page's styles, in the document: the first screen paints with the document,
+/// without a second, render-blocking request. The Content-Security-Policy allows this
+/// one `<style>` by its hash (`handlers::page::CSP`; `tests/it/layout.rs` checks the
+/// hash against this file).
+pub(crate) const CRITICAL_CSS: &str = include_str!("../../../public/models.css");
+
 fn head(out: &mut String, view: &View<'_>) {
     out.push_str(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Models · Gatewayz</title>\
-         <meta name=\"gatewayz-api-base\" content=\"\"><meta name=\"gatewayz-api-allow\" content=\"\">\
-         <link rel=\"stylesheet\" href=\"/models.css\"><script src=\"/api-base.js\" defer></script><script src=\"/models.js\" defer></script></head>",
+         <meta name=\"gatewayz-api-base\" content=\"\"><meta name=\"gatewayz-api-allow\" content=\"\"><style>",
+    );
+    out.push_str(CRITICAL_CSS);
+    out.push_str(
+        "</style><script src=\"/api-base.js\" defer></script><script src=\"/models.js\" defer></script></head>",
     );
     let _ = write!(
         out,

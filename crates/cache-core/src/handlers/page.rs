@@ -19,10 +19,12 @@ use crate::gateways::registry::is_valid_id;
 use crate::page::{ROWS, View};
 use crate::swr::Lookup;
 
-/// The pages' Content-Security-Policy: scripts and styles are files of this origin
-/// (no inline script), and the data comes from this origin's API. `vercel.json`
-/// sends the same for every path; `tests/it/layout.rs` keeps the two equal.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+/// The pages' Content-Security-Policy: scripts are files of this origin (no inline
+/// script), styles are files of this origin or the models page's one `<style>`, allowed
+/// by its hash (no `'unsafe-inline'`: the status page sets its widths through the
+/// CSSOM), and the data comes from this origin's API. `vercel.json` sends the same for
+/// every path; `tests/it/layout.rs` keeps the three copies equal and the hash right.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-cVWpvovBMmwj2ogq2KyuJVxZhHeD73IQBJvmwy0/Ilg='; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";
