@@ -174,7 +174,10 @@ fn the_pages_are_served_with_a_csp_and_nosniff() {
     );
     for file in ["public/status.html", "public/status.js", "public/models.js"] {
         let text = std::fs::read_to_string(root().join(file)).unwrap();
-        assert!(!text.contains("style=\""), "{file}: a style attribute, which the CSP blocks");
+        assert!(
+            !text.contains("style=\""),
+            "{file}: a style attribute, which the CSP blocks"
+        );
     }
 }
 
