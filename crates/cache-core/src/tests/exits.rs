@@ -18,23 +18,12 @@ use sample_catalog::Fault;
 use serde_json::{Value, json};
 use test_support::redis::RedisServer;
 
-use super::Stack;
+use super::{Stack, listed_by};
 use crate::keys;
 use crate::warm::{Outcome, Trigger};
 
 fn fixture(id: &str) -> Vec<Value> {
     serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == id).unwrap().1).unwrap()
-}
-
-/// How many models of `all` list `gateway`.
-fn listed_by(all: &[Value], gateway: &str) -> usize {
-    all.iter()
-        .filter(|m| {
-            m["source_gateways"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|v| v == gateway))
-        })
-        .count()
 }
 
 async fn body_of(lookup: &crate::Lookup) -> Value {
@@ -161,20 +150,23 @@ async fn a_real_cut_becomes_the_truth_once_the_upstream_confirms_it() {
     );
 }
 
+/// Entries that live 4 s in all (fresh 1, stale 1, fail-safe 2), retried at once.
+const SHORT_LIVES: &[(&str, &str)] = &[
+    ("GATEWAYS", "groq,together"),
+    ("MODELS_FRESH_TTL_SECONDS", "1"),
+    ("MODELS_STALE_TTL_SECONDS", "1"),
+    ("FAILSAFE_MAX_SECONDS", "2"),
+    ("REVALIDATE_RETRY_SECONDS", "0"),
+];
+
 /// Finding 2, the gateway gone upstream (404): its own entry serves within its
 /// windows (marked fail-safe once expired); `all` keeps it while that entry may be
 /// served, never carries it, and drops it when the entry's fail-safe ends. Before,
 /// each rebuild carried groq's listings over with a new clock, for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
-    let vars = [
-        ("GATEWAYS", "groq,together"),
-        ("MODELS_FRESH_TTL_SECONDS", "1"),
-        ("MODELS_STALE_TTL_SECONDS", "1"),
-        ("FAILSAFE_MAX_SECONDS", "2"),
-        ("REVALIDATE_RETRY_SECONDS", "0"),
-        ("FETCH_SOFT_TIMEOUT_MS", "200"),
-    ];
+    let mut vars = SHORT_LIVES.to_vec();
+    vars.push(("FETCH_SOFT_TIMEOUT_MS", "200"));
     let s = Stack::new(&vars).await;
     assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     s.sample.set_fault("groq", Fault::NotFound);
@@ -213,14 +205,7 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
 /// status's age), and gone from `all` once that clock's fail-safe ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() {
-    let vars = [
-        ("GATEWAYS", "groq,together"),
-        ("MODELS_FRESH_TTL_SECONDS", "1"),
-        ("MODELS_STALE_TTL_SECONDS", "1"),
-        ("FAILSAFE_MAX_SECONDS", "2"),
-        ("REVALIDATE_RETRY_SECONDS", "0"),
-    ];
-    let s = Stack::new(&vars).await;
+    let s = Stack::new(SHORT_LIVES).await;
     assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
     let fetched_at = s.app.cache.peek(&keys::gateway("together")).await.unwrap().meta.clock;
     s._redis.command(&[b"DEL", b"models:v4:together"]);

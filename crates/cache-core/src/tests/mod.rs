@@ -99,6 +99,17 @@ impl Stack {
     }
 }
 
+/// How many models of a merged view's `data` list `gateway`.
+pub(crate) fn listed_by(all: &[Value], gateway: &str) -> usize {
+    all.iter()
+        .filter(|m| {
+            m["source_gateways"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|v| v == gateway))
+        })
+        .count()
+}
+
 /// Config with test-friendly defaults plus `overrides`.
 pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {
     let mut vars = vec![

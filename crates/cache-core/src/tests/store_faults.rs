@@ -11,20 +11,9 @@ use sample_catalog::Fault;
 use serde_json::{Value, json};
 use test_support::redis::RedisServer;
 
-use super::{Stack, config};
+use super::{Stack, config, listed_by};
 use crate::entry::{Clock, Entry, STORED_ENCODINGS};
 use crate::warm::{Outcome, Trigger, WarmError};
-
-/// How many models of `all` list `gateway`.
-fn listed_by(all: &[Value], gateway: &str) -> usize {
-    all.iter()
-        .filter(|m| {
-            m["source_gateways"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|v| v == gateway))
-        })
-        .count()
-}
 
 fn shrunk_groq(keep: usize) -> Vec<Value> {
     let all: Vec<Value> =
