@@ -173,7 +173,7 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
     let warmed_at = std::time::Instant::now();
     let mut last_with_groq = None;
     let mut carried_ever = false;
-    while warmed_at.elapsed() < Duration::from_secs(6) {
+    while warmed_at.elapsed() < Duration::from_secs(8) {
         let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
         assert!(run.details[0].error.as_deref().unwrap().contains("404"), "{run:?}");
         let all = s.app.read_all(s.spawner()).await.unwrap();
@@ -193,7 +193,9 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
     );
     assert!(!carried_ever, "a gateway the upstream says is gone is never carried");
     assert!(
-        last < Duration::from_millis(4_600),
+        // Its fail-safe ends 4 s after the warm; a busy machine may notice late, but a
+        // carried gateway would be listed to the end of the 8 s.
+        last < Duration::from_millis(6_000),
         "{last:?}: it leaves when its fail-safe ends"
     );
     let err = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap_err();
