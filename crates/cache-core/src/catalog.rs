@@ -369,9 +369,8 @@ impl Source for GatewaySource {
                 // A look at the upstream: changed since the last one or not. An empty
                 // answer (refused anyway) is no look at the catalog.
                 if payload.item_count > 0 {
-                    let etag = crate::entry::etag_for(&payload.json);
                     let key = keys::gateway(&self.gateway.id);
-                    payload.fresh_window = self.app.observe(&key, looked_at, &etag).await;
+                    payload.fresh_window = self.app.observe(&key, looked_at, &payload.etag).await;
                 }
                 tracing::info!(
                     "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",

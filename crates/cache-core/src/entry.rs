@@ -320,6 +320,17 @@ impl Entry {
     /// Build an entry from a JSON payload, compressing it into `encodings`.
     pub fn build(json: Bytes, item_count: u32, clock: Clock, encodings: &[Encoding]) -> Self {
         let etag = etag_for(&json);
+        Self::build_tagged(json, etag, item_count, clock, encodings)
+    }
+
+    /// [`Entry::build`] with the payload's ETag already computed (`etag_for(&json)`).
+    pub(crate) fn build_tagged(
+        json: Bytes,
+        etag: String,
+        item_count: u32,
+        clock: Clock,
+        encodings: &[Encoding],
+    ) -> Self {
         let mut bodies = Vec::with_capacity(encodings.len());
         for &enc in encodings {
             let body = match enc {

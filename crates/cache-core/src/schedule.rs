@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::cadence::{History, Mode};
 use crate::clock::{iso8601, now_ms};
 use crate::contract::CadenceState;
+use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::keys;
 
@@ -67,14 +68,14 @@ impl App {
         (due, later)
     }
 
-    /// What the status shows of `gateway`'s cadence.
-    pub(crate) async fn cadence_state(&self, gateway: &Gateway) -> CadenceState {
+    /// What the status shows of `gateway`'s cadence; `meta` is its entry's header.
+    pub(crate) async fn cadence_state(&self, gateway: &Gateway, meta: Option<&EntryMeta>) -> CadenceState {
         let key = keys::gateway(&gateway.id);
         let history = self.history(&key).await.unwrap_or_default();
         let settings = self.config.cadence;
         let now = now_ms();
         let (window, rate) = settings.window(&history, now);
-        let fresh_until = self.cache.peek_meta(&key).await.map(|m| m.clock.fresh_until_ms);
+        let fresh_until = meta.map(|m| m.clock.fresh_until_ms);
         let horizon = self.config.due_horizon.as_millis() as u64;
         CadenceState {
             mode: settings.mode.as_str().to_string(),

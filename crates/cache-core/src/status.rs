@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::body::Precompressed;
 use crate::clock::{iso8601, now_ms};
 use crate::contract::{CarriedState, GatewayState, HeldState, KeyState, LastError, StatusMetrics, StatusResponse};
-use crate::entry::Freshness;
+use crate::entry::{EntryMeta, Freshness};
 use crate::keys;
 use crate::metrics::CategoryMetrics;
 use crate::store::StoreError;
@@ -50,8 +50,11 @@ impl App {
 
 async fn assemble(app: &App) -> Bytes {
     let gateways = futures_util::future::join_all(app.registry.all().iter().map(|g| async move {
-        let mut state = state_of(app, g.id.clone(), keys::gateway(&g.id)).await;
-        state.cadence = Some(app.cadence_state(g).await);
+        let key = keys::gateway(&g.id);
+        let meta = app.cache.peek_meta(&key).await;
+        let cadence = app.cadence_state(g, meta.as_ref()).await;
+        let mut state = state_of(app, g.id.clone(), &key, meta).await;
+        state.cadence = Some(cadence);
         state
     }))
     .await;
@@ -71,14 +74,13 @@ async fn assemble(app: &App) -> Bytes {
     Bytes::from(serde_json::to_vec(&status).expect("serializable"))
 }
 
-/// One key's state, from its header (a few hundred bytes, not the catalog) and its
-/// last recorded failure.
-async fn state_of(app: &App, id: String, key: String) -> GatewayState {
-    let entry = app.cache.peek_meta(&key).await;
-    let failure: Option<FetchFailure> = app.cache.last_failure(&key).await;
+/// One key's state, from its header `entry` (a few hundred bytes, not the catalog)
+/// and its last recorded failure.
+async fn state_of(app: &App, id: String, key: &str, entry: Option<EntryMeta>) -> GatewayState {
+    let failure: Option<FetchFailure> = app.cache.last_failure(key).await;
     let now = now_ms();
     let held = match entry.as_ref().is_some_and(|m| m.held()) {
-        true => app.cache.evidence(&key).await.map(|e| HeldState {
+        true => app.cache.evidence(key).await.map(|e| HeldState {
             reason: e.why,
             candidate_models: e.candidate,
             observations: e.seen,
@@ -127,7 +129,8 @@ async fn state_of(app: &App, id: String, key: String) -> GatewayState {
 /// The merged view's state: which gateways have no entry of their own, and which of
 /// those it carried over (one bit each in its header, in the configured order).
 async fn merged_state(app: &App, gateways: &[GatewayState]) -> GatewayState {
-    let mut merged = state_of(app, "all".into(), app.all_key().to_string()).await;
+    let meta = app.cache.peek_meta(app.all_key()).await;
+    let mut merged = state_of(app, "all".into(), app.all_key(), meta.clone()).await;
     merged.missing_gateways = Some(
         gateways
             .iter()
@@ -136,7 +139,7 @@ async fn merged_state(app: &App, gateways: &[GatewayState]) -> GatewayState {
             .collect(),
     );
     let now = now_ms();
-    let carried = match app.cache.peek_meta(app.all_key()).await {
+    let carried = match meta {
         Some(meta) => app
             .carried_of(&meta)
             .into_iter()

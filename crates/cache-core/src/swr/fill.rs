@@ -300,15 +300,12 @@ impl Cache {
                 // (browsers and the CDN keep their 304s), and nothing follows a write.
                 Ok(())
                     if let Some(entry) = self
-                        .retime_if_unchanged(key, &payload, previous, payload.ttl(source.ttl()), stamp)
+                        .retime_if_unchanged(key, &payload, previous, source.ttl(), stamp)
                         .await =>
                 {
                     Ok(entry)
                 }
-                Ok(()) => match self
-                    .write(key, payload.ttl(source.ttl()), payload, stamp, source.category())
-                    .await
-                {
+                Ok(()) => match self.write(key, source.ttl(), payload, stamp, source.category()).await {
                     Written::Stored(entry) => {
                         if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
                             spawner.spawn(follow_up);
@@ -402,13 +399,13 @@ impl Cache {
             || prev.collapsed != payload.collapsed
             || prev.sources != payload.sources
             || prev.carried != payload.carried
-            || prev.etag != crate::entry::etag_for(&payload.json)
+            || prev.etag != payload.etag
         {
             return None;
         }
         let head = Head {
             flags: 0,
-            clock: ttl.clock(stamp, payload.fresh_for),
+            clock: payload.clock(ttl, stamp),
             inputs: payload.inputs.clone(),
         };
         self.retime(key, prev.clock.fetched_at_ms, head).await
@@ -434,10 +431,10 @@ impl Cache {
     /// Build the entry (compression off the async threads) and store it unless a
     /// fetch that started later is stored already.
     async fn write(&self, key: &str, ttl: TtlPolicy, payload: Payload, stamp: u64, category: &'static str) -> Written {
-        let clock = ttl.clock(stamp, payload.fresh_for);
+        let clock = payload.clock(ttl, stamp);
         let (sources, carried, collapsed) = (payload.sources, payload.carried, payload.collapsed);
         let entry = tokio::task::spawn_blocking(move || {
-            Entry::build(payload.json, payload.item_count, clock, STORED_ENCODINGS)
+            Entry::build_tagged(payload.json, payload.etag, payload.item_count, clock, STORED_ENCODINGS)
                 .with_sources(sources, carried)
                 .with_collapsed(collapsed)
                 .with_inputs(payload.inputs)

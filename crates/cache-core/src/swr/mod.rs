@@ -60,6 +60,9 @@ use local::LocalTier;
 #[derive(Clone, Debug)]
 pub(crate) struct Payload {
     pub json: Bytes,
+    /// The content's strong ETag, hashed once: the cadence's look, the unchanged
+    /// check and the stored entry all use it.
+    pub etag: String,
     pub item_count: u32,
     /// A shorter fresh window than the source's TTL (an incomplete merged view,
     /// so that it heals soon instead of in hours).
@@ -78,17 +81,20 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
-    /// The TTL policy this value is stored with: `ttl`, with its fresh window
-    /// replaced by `fresh_window` when the value earned one.
-    pub(crate) fn ttl(&self, ttl: TtlPolicy) -> TtlPolicy {
-        match self.fresh_window {
+    /// The clock this value is stored with when fetched at `stamp`: the source's
+    /// `ttl`, its fresh window replaced by `fresh_window` when the value earned one,
+    /// and cut by `fresh_for`.
+    pub(crate) fn clock(&self, ttl: TtlPolicy, stamp: u64) -> crate::entry::Clock {
+        let ttl = match self.fresh_window {
             Some(fresh) => TtlPolicy { fresh, ..ttl },
             None => ttl,
-        }
+        };
+        ttl.clock(stamp, self.fresh_for)
     }
 
     pub(crate) fn new(json: Bytes, item_count: u32) -> Self {
         Payload {
+            etag: crate::entry::etag_for(&json),
             json,
             item_count,
             fresh_for: None,
