@@ -1,56 +1,14 @@
 // The models page's script. The document already holds the first screen of rows
-// (rendered by the page route, crates/cache-core/src/page.rs); this adds the rest on
-// demand from /api/models: further pages as you scroll, the server's search (debounced,
-// the request in flight cancelled), and the gateway filter. Without it, the document's
-// links and form do the same through the page route.
+// (rendered by the page route, crates/cache-core/src/page.rs); this adds the rest as the
+// server renders them, by the same code (/models?fragment=rows): further pages as you
+// scroll, the server's search (debounced, the request in flight cancelled), and the
+// gateway filter. It only fetches, inserts and keeps its place. Without it, the
+// document's links and form do the same through the page route.
 "use strict";
 (() => {
-  const PAGE = 100;
   const $ = (id) => document.getElementById(id);
   const body = document.body;
   const apiBase = window.gatewayzApiBase; // public/api-base.js
-
-  // Catalog strings are data: a field of another type renders as nothing.
-  const str = (v) => (typeof v === "string" ? v : typeof v === "number" ? String(v) : "");
-  const esc = (s) => str(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-  const num = (v) => {
-    const n = typeof v === "string" || typeof v === "number" ? Number(v) : NaN;
-    return Number.isFinite(n) ? n : null;
-  };
-  const perMillion = (p) => {
-    const n = num(p);
-    if (n == null || n < 0) return "—";
-    const v = n * 1e6;
-    return "$" + (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toPrecision(2));
-  };
-  const context = (c) => { const n = num(c); return n > 0 ? Math.floor(n).toLocaleString("en-US") : "—"; };
-  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-
-  // The cheapest gateway's price (by prompt) from gateway_pricing, else the record's own.
-  function cheapest(m) {
-    let best = null;
-    const prices = isObject(m.gateway_pricing) ? m.gateway_pricing : {};
-    for (const [gw, p] of Object.entries(prices)) {
-      const n = isObject(p) ? num(p.prompt) : null;
-      if (n == null) continue;
-      if (!best || n < best.n) best = { gw, p, n };
-    }
-    return best ?? (isObject(m.pricing) ? { gw: str(m.source_gateway), p: m.pricing } : null);
-  }
-
-  function row(m) {
-    if (!isObject(m)) return "";
-    const gateways = (Array.isArray(m.source_gateways) ? m.source_gateways : [m.source_gateway]).map(str).filter(Boolean);
-    const price = cheapest(m);
-    const via = price && gateways.length > 1 ? ` title="cheapest: ${esc(price.gw)}" data-gateway="${esc(price.gw)}"` : "";
-    const name = str(m.name) || str(m.id);
-    return `<tr data-testid="model-row"><td><div>${esc(name)}</div><div class="id">${esc(m.id)}</div></td>` +
-      `<td>${esc(m.provider_slug)}</td>` +
-      `<td>${gateways.map((g) => `<span class="tag">${esc(g)}</span>`).join("")}</td>` +
-      `<td class="num">${context(m.context_length)}</td>` +
-      `<td class="num" data-testid="prompt-price"${via}>${perMillion(price?.p?.prompt)}</td>` +
-      `<td class="num" data-testid="completion-price">${perMillion(price?.p?.completion)}</td></tr>`;
-  }
 
   // What is on screen: the document's rows to start with.
   const state = {
@@ -79,30 +37,38 @@
     $("status").className = error ? "error" : "";
   }
 
-  // One page of the current view from the JSON API; a newer request cancels it.
+  // The current view's rows from `offset` on, rendered by the server; a newer
+  // request cancels it. The answer is a <tbody> whose data says the counts.
   async function load(offset, replace) {
     state.loading?.abort();
     const ctl = new AbortController();
     state.loading = ctl;
-    const q = new URLSearchParams({ gateway: state.gateway || "all", limit: String(PAGE), offset: String(offset) });
+    const q = new URLSearchParams({ offset: String(offset), fragment: "rows" });
+    if (state.gateway) q.set("gateway", state.gateway);
     if (state.search) q.set("search", state.search);
     let grew = false;
     try {
-      const res = await fetch(`${apiBase}/api/models?${q}`, { headers: { Accept: "application/json" }, signal: ctl.signal });
-      const data = await res.json().catch(() => ({}));
-      if (!res.ok) throw new Error(`Models unavailable (${res.status}): ${str(data.message) || res.statusText}`);
-      const rows = Array.isArray(data.data) ? data.data : [];
-      const html = rows.map(row).join("");
-      if (replace) $("rows").innerHTML = html; else $("rows").insertAdjacentHTML("beforeend", html);
-      state.next = offset + rows.length;
+      const res = await fetch(`${apiBase}/models?${q}`, { signal: ctl.signal });
+      if (!res.ok) {
+        const error = await res.json().catch(() => ({}));
+        const message = typeof error.message === "string" ? error.message : res.statusText;
+        throw new Error(`Models unavailable (${res.status}): ${message}`);
+      }
+      const template = document.createElement("template");
+      template.innerHTML = await res.text();
+      const slice = template.content.firstElementChild;
+      if (slice?.tagName !== "TBODY") throw new Error("Models unavailable: an unexpected answer.");
+      const rows = [...slice.rows];
+      if (replace) $("rows").replaceChildren(...rows); else $("rows").append(...rows);
+      state.next = Number(slice.dataset.next) || offset + rows.length;
       grew = rows.length > 0;
-      state.matching = Number(data.total) || 0;
-      if (!state.gateway && !state.search) state.total = state.matching;
+      state.matching = Number(slice.dataset.matching) || 0;
+      state.total = Number(slice.dataset.total) || state.total;
       showCount();
       setStatus(state.matching ? "" : "No model matches.");
       if (res.headers.get("X-Cache-Age") != null) showAge(Date.now() - Number(res.headers.get("X-Cache-Age")) * 1000);
     } catch (e) {
-      if (e.name !== "AbortError") setStatus(e.message || "Could not reach the models API.", true);
+      if (e.name !== "AbortError") setStatus(e.message || "Could not reach the models page.", true);
     } finally {
       if (state.loading === ctl) {
         state.loading = null;

@@ -164,3 +164,110 @@ async fn hostile_catalog_strings_are_text() {
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert_eq!(row_ids(&html), ["x/<script>alert(1)</script>", "y"]);
 }
+
+/// The inside of the first `<tbody ...>` of `html`.
+fn tbody(html: &str) -> &str {
+    let start = html.find("<tbody").unwrap();
+    let start = start + html[start..].find('>').unwrap() + 1;
+    &html[start..start + html[start..].find("</tbody>").unwrap()]
+}
+
+/// `/models?fragment=rows`: the rows the page's script inserts, made by the document's
+/// own renderer (byte for byte the rows of the no-JavaScript page), pre-compressed,
+/// with its own ETag, its counts on the `<tbody>`, and JSON errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rows_fragment_is_the_documents_rows() {
+    let env = Env::new().await;
+    let page = env.spawn(PAGE, &[]);
+    let c = raw_client();
+    let next = html_of(c.get(page.url("/models?offset=100")).send().await.unwrap()).await;
+    let fetched = env.sample.total_requests();
+
+    let r = c
+        .get(page.url("/models?offset=100&fragment=rows"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-encoding"), Some("br"));
+    let etag = header(&r, "etag").unwrap().to_string();
+    let rows = html_of(r).await;
+    assert!(
+        rows.starts_with("<tbody data-matching=\"3579\" data-total=\"3579\" data-next=\"200\">")
+            && rows.ends_with("</tbody>"),
+        "{}",
+        &rows[..rows.len().min(200)]
+    );
+    let marked = tbody(&next).replacen(" elementtiming=\"first-row\"", "", 1);
+    assert_eq!(
+        tbody(&rows),
+        marked,
+        "the same rows as the document's (its first row marked for Element Timing)"
+    );
+    assert_eq!(row_ids(&rows).len(), 100);
+    let again = c
+        .get(page.url("/models?offset=100&fragment=rows"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let doc = c.get(page.url("/models?offset=100")).send().await.unwrap();
+    assert_ne!(header(&doc, "etag").unwrap(), etag, "a fragment is not the document");
+
+    // The views the page's filter and search ask for.
+    let groq = html_of(
+        c.get(page.url("/models?gateway=groq&fragment=rows&offset=0"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        groq.starts_with("<tbody data-matching=\"11\" data-total=\"3579\" data-next=\"11\">"),
+        "{groq}"
+    );
+    assert_eq!(row_ids(&groq).len(), 11);
+    let found = html_of(
+        c.get(page.url("/models?search=llama&fragment=rows"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let doc = html_of(c.get(page.url("/models?search=llama")).send().await.unwrap()).await;
+    assert!(!row_ids(&found).is_empty());
+    assert_eq!(
+        tbody(&found),
+        tbody(&doc).replacen(" elementtiming=\"first-row\"", "", 1)
+    );
+    let past = html_of(
+        c.get(page.url("/models?offset=999999&fragment=rows"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        past,
+        "<tbody data-matching=\"3579\" data-total=\"3579\" data-next=\"3579\"></tbody>"
+    );
+
+    for bad in [
+        "search=a&fragment=rows",
+        "fragment=cols",
+        "fragment=rows&gateway=nope",
+        "fragment=rows&offset=x",
+    ] {
+        let r = c.get(page.url(&format!("/models?{bad}"))).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body = json_of(r).await;
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{bad}: {body}");
+    }
+    assert_eq!(
+        env.sample.total_requests(),
+        fetched,
+        "fragments never reach the upstream"
+    );
+}

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod lenient;
+
 pub use crate::metrics::CategoryMetrics;
 
 /// Every price in every response is in this unit (normalised from each gateway's).
@@ -110,56 +112,85 @@ pub struct ModelsResponse {
     pub search: Option<String>,
 }
 
+// The one definition of a model's fields. Normalisation reads the upstream's record
+// through it (`Model::read`, then `Model::overlay`), the models page renders its rows
+// from it (`crate::page`), and search finds models by `Model::SEARCHED`. Reading is
+// lenient (`lenient`): a field of another type than its own reads as absent (a number
+// where text belongs, as its text; a numeric string where a count belongs, as the
+// number), so one odd field never makes a model unreadable.
 /// One model. The fields marked "as the catalog API sent it" are passed through
 /// (prices aside); the service guarantees the others. Unknown fields are kept.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct Model {
+    #[serde(default, deserialize_with = "lenient::text_or_empty")]
     pub id: String,
     /// The id when the gateway gave no name.
+    #[serde(default, deserialize_with = "lenient::text_or_empty")]
     pub name: String,
     /// USD per token. `null` when the gateway gave no price at all (not free);
     /// a partial price keeps its nulls. In the merged view, the price of the
     /// record that won the merge: see `gateway_pricing` for every gateway's.
+    #[serde(default, deserialize_with = "lenient::object")]
     pub pricing: Option<Pricing>,
     /// Each gateway that lists this model with a price, with its own price (USD per
     /// token). Gateways that list it without a price are in `source_gateways` only.
+    #[serde(default, deserialize_with = "lenient::objects")]
     pub gateway_pricing: BTreeMap<String, Pricing>,
     /// The gateway the record (and `pricing`) came from.
+    #[serde(default, deserialize_with = "lenient::text_or_empty")]
     pub source_gateway: String,
     /// Every gateway that lists the model (merged view: the union).
+    #[serde(default, deserialize_with = "lenient::texts_or_empty")]
     pub source_gateways: Vec<String>,
     /// Lowercased; from the record, else the id's `vendor/` prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub provider_slug: Option<String>,
+    #[serde(default, deserialize_with = "lenient::texts_or_empty")]
     pub provider_slugs: Vec<String>,
     /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub description: Option<String>,
     /// As the catalog API sent it (tokens).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::count"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub context_length: Option<u64>,
     /// As the catalog API sent it (unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::integer"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub created: Option<i64>,
     /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub canonical_slug: Option<String>,
     /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::object"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub architecture: Option<Architecture>,
     /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::texts"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub supported_parameters: Option<Vec<String>>,
     /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub model_logo_url: Option<String>,
 }
@@ -169,22 +200,22 @@ pub struct Model {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct Pricing {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub completion: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub request: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub web_search: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub internal_reasoning: Option<String>,
 }
@@ -193,15 +224,90 @@ pub struct Pricing {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
 pub struct Architecture {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub modality: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::texts"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub input_modalities: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::texts"
+    )]
     #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub output_modalities: Option<Vec<String>>,
+}
+
+impl Model {
+    /// The fields a search looks in, in the order their text is indexed.
+    pub(crate) const SEARCHED: [&'static str; 4] = ["id", "name", "description", "provider_slug"];
+
+    /// Read any JSON value as a model, leniently (a value that is not an object is
+    /// an empty model).
+    pub(crate) fn read(record: &serde_json::Value) -> Model {
+        match record.is_object() {
+            true => Model::deserialize(record).unwrap_or_default(),
+            // A derived struct reads an array too, by position: not a model.
+            false => Model::default(),
+        }
+    }
+
+    /// Read one model's JSON text, leniently (text that is not an object is an
+    /// empty model).
+    pub(crate) fn read_json(json: &str) -> Model {
+        match json.trim_start().starts_with('{') {
+            true => serde_json::from_str(json).unwrap_or_default(),
+            false => Model::default(),
+        }
+    }
+
+    /// Write the typed fields into `record` (the upstream's object), keeping the
+    /// fields the contract does not type, and those of `pricing` and `architecture`.
+    /// A typed field the record held that has no value of its type becomes `null`;
+    /// `provider_slug`, optional but never null, is then absent.
+    pub(crate) fn overlay(&self, record: &mut serde_json::Map<String, serde_json::Value>) {
+        lenient::overlay(record, self, &|field| match field {
+            "pricing" => Some(lenient::fields_of::<Pricing>()),
+            "architecture" => Some(lenient::fields_of::<Architecture>()),
+            _ => None,
+        });
+        if self.provider_slug.is_none() {
+            record.remove("provider_slug");
+        }
+    }
+}
+
+impl Pricing {
+    /// Every price, for a change applied to each.
+    pub(crate) fn prices_mut(&mut self) -> [&mut Option<String>; 6] {
+        [
+            &mut self.prompt,
+            &mut self.completion,
+            &mut self.request,
+            &mut self.image,
+            &mut self.web_search,
+            &mut self.internal_reasoning,
+        ]
+    }
+
+    /// Whether at least one price is given.
+    pub(crate) fn has_any(&self) -> bool {
+        [
+            &self.prompt,
+            &self.completion,
+            &self.request,
+            &self.image,
+            &self.web_search,
+            &self.internal_reasoning,
+        ]
+        .iter()
+        .any(|p| p.is_some())
+    }
 }
 
 // ---- warm runs: stored under `warm:last_run`, answered by the warm routes --------

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::contract::Page;
+use crate::contract::{Model, Page};
 
 /// Shorter terms match nearly everything and are refused.
 pub(crate) const MIN_TERM_CHARS: usize = 2;
@@ -54,19 +54,36 @@ const PAGE_MEMBERS: &[&str] = &[
     "search",
 ];
 
-/// The fields a model is found by. Lenient: a field of another type (a number, an
-/// object, from an entry written before normalisation typed them) is skipped, never
-/// a reason to leave the whole model out of the index.
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(default, borrow)]
-    id: Searchable<'a>,
-    #[serde(default, borrow)]
-    name: Searchable<'a>,
-    #[serde(default, borrow)]
-    description: Searchable<'a>,
-    #[serde(default, borrow)]
-    provider_slug: Searchable<'a>,
+/// The text a model is found by: the fields [`Model::SEARCHED`] names, in its order.
+/// Lenient: a field of another type (a number, an object, from an entry written
+/// before normalisation typed them) is skipped, never a reason to leave the whole
+/// model out of the index.
+struct Searched<'a>([Searchable<'a>; 4]);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Searched<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Searched<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a model object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut found: [Searchable<'de>; 4] = Default::default();
+                while let Some(Searchable(key)) = map.next_key::<Searchable<'de>>()? {
+                    match Model::SEARCHED.iter().position(|f| key.as_deref() == Some(*f)) {
+                        Some(i) => found[i] = map.next_value()?,
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Searched(found))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A string (borrowed when it has no escapes), the text of a number, or nothing.
@@ -139,11 +156,8 @@ impl SearchIndex {
             let start = s.as_ptr() as usize - base;
             spans.push((start as u32, (start + s.len()) as u32));
             line_starts.push(haystack.len() as u32);
-            if let Ok(f) = serde_json::from_str::<Fields>(s) {
-                for v in [&f.id.0, &f.name.0, &f.description.0, &f.provider_slug.0]
-                    .into_iter()
-                    .flatten()
-                {
+            if let Ok(Searched(fields)) = serde_json::from_str::<Searched>(s) {
+                for v in fields.iter().filter_map(|f| f.0.as_ref()) {
                     haystack.extend(v.to_lowercase().bytes().map(|b| if b == b'\n' { b' ' } else { b }));
                     haystack.push(b' ');
                 }

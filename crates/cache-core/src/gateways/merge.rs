@@ -90,7 +90,10 @@ impl Facts {
             return m.clone();
         }
         let mut m = Map::new();
-        if let (Some(gw), true) = (self.source_gateway.as_str(), super::normalize::has_price(&self.pricing)) {
+        if let (Some(gw), true) = (
+            self.source_gateway.as_str(),
+            crate::contract::Pricing::deserialize(&self.pricing).is_ok_and(|p| p.has_any()),
+        ) {
             m.insert(gw.to_string(), self.pricing.clone());
         }
         m

@@ -19,144 +19,52 @@
 use serde_json::{Map, Value};
 
 use super::registry::Gateway;
-
-/// Price fields converted to per-token.
-const PRICE_FIELDS: &[&str] = &[
-    "prompt",
-    "completion",
-    "request",
-    "image",
-    "web_search",
-    "internal_reasoning",
-];
-
-/// Whether `pricing` (normalised) holds at least one price.
-pub(crate) fn has_price(pricing: &Value) -> bool {
-    PRICE_FIELDS
-        .iter()
-        .any(|f| pricing.get(*f).is_some_and(|v| !v.is_null()))
-}
+use crate::contract::Model;
 
 /// Normalise one model; `None` when it has no usable id.
 pub(crate) fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
-    let id = m
-        .get("id")
-        .and_then(text)
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())?;
     m.retain(|k, _| !k.starts_with("raw_"));
-    m.insert("id".into(), Value::String(id.clone()));
-
-    let name = m.get("name").and_then(text).filter(|s| !s.trim().is_empty());
-    m.insert("name".into(), Value::String(name.unwrap_or_else(|| id.clone())));
-    for field in ["description", "canonical_slug", "model_logo_url"] {
-        coerce(&mut m, field, |v| text(v).map(Value::String));
+    let record = Value::Object(m);
+    let mut model = Model::read(&record);
+    let Value::Object(mut m) = record else {
+        unreachable!("made as an object")
+    };
+    model.id = model.id.trim().to_string();
+    if model.id.is_empty() {
+        return None;
     }
-    coerce(&mut m, "context_length", |v| {
-        integer(v).filter(|n| *n >= 0).map(Value::from)
-    });
-    coerce(&mut m, "created", |v| integer(v).map(Value::from));
-    coerce(&mut m, "supported_parameters", strings);
-    coerce(&mut m, "architecture", |v| {
-        let Value::Object(a) = v else { return None };
-        let mut a = a.clone();
-        coerce(&mut a, "modality", |v| text(v).map(Value::String));
-        coerce(&mut a, "input_modalities", strings);
-        coerce(&mut a, "output_modalities", strings);
-        Some(Value::Object(a))
-    });
-
-    if let Some(Value::Object(pricing)) = m.get_mut("pricing") {
+    if model.name.trim().is_empty() {
+        model.name = model.id.clone();
+    }
+    // Prices in USD per token; no price at all is `null`, never an object of nulls
+    // (which older frontends showed as "Free"); a partial price keeps its nulls.
+    if let Some(pricing) = &mut model.pricing {
         let exp = gw.price_unit.exponent();
-        for field in PRICE_FIELDS {
-            if let Some(v) = pricing.get_mut(*field) {
-                *v = match v {
-                    Value::String(s) => per_token(s, exp).map(Value::String).unwrap_or(Value::Null),
-                    Value::Number(n) => per_token(&n.to_string(), exp).map(Value::String).unwrap_or(Value::Null),
-                    _ => Value::Null,
-                };
-            }
+        for price in pricing.prices_mut() {
+            *price = price.take().and_then(|p| per_token(&p, exp));
         }
     }
-    // No price at all is `null`, never an object of nulls (which older frontends
-    // showed as "Free"); a partial price stays as it is.
-    if !m.get("pricing").is_some_and(has_price) {
-        m.insert("pricing".into(), Value::Null);
-    }
-    let mut own = Map::new();
-    if let Some(p @ Value::Object(_)) = m.get("pricing") {
-        own.insert(gw.id.clone(), p.clone());
-    }
-    m.insert("gateway_pricing".into(), Value::Object(own));
-
-    let provider = m
-        .get("provider_slug")
-        .and_then(text)
+    model.pricing = model.pricing.filter(|p| p.has_any());
+    model.provider_slug = model
+        .provider_slug
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty())
         .or_else(|| {
-            id.split_once('/')
-                .map(|(vendor, _)| vendor.to_ascii_lowercase())
-                .filter(|v| !v.is_empty())
+            let (vendor, _) = model.id.split_once('/')?;
+            Some(vendor.to_ascii_lowercase()).filter(|v| !v.is_empty())
         });
-    match &provider {
-        Some(p) => {
-            m.insert("provider_slug".into(), Value::String(p.clone()));
-            m.insert("provider_slugs".into(), Value::Array(vec![Value::String(p.clone())]));
-        }
-        None => {
-            // Optional in the contract: absent rather than whatever the record held.
-            m.remove("provider_slug");
-            m.insert("provider_slugs".into(), Value::Array(vec![]));
-        }
-    }
-    m.insert("source_gateway".into(), Value::String(gw.id.clone()));
-    m.insert(
-        "source_gateways".into(),
-        Value::Array(vec![Value::String(gw.id.clone())]),
-    );
+    model.provider_slugs = model.provider_slug.iter().cloned().collect();
+    model.source_gateway = gw.id.clone();
+    model.source_gateways = vec![gw.id.clone()];
+    model.overlay(&mut m);
+    // The record's own price (its unknown fields and nulls kept) under this
+    // gateway's id: the merge unions these.
+    let own = match m.entry("pricing").or_insert(Value::Null) {
+        p @ Value::Object(_) => Map::from_iter([(gw.id.clone(), p.clone())]),
+        _ => Map::new(),
+    };
+    m.insert("gateway_pricing".into(), Value::Object(own));
     Some(m)
-}
-
-/// Replace `field` (when present) with what `typed` makes of it, or `null`.
-fn coerce(m: &mut Map<String, Value>, field: &str, typed: impl Fn(&Value) -> Option<Value>) {
-    if let Some(v) = m.get_mut(field)
-        && !v.is_null()
-    {
-        *v = typed(v).unwrap_or(Value::Null);
-    }
-}
-
-/// A string field's value: a string, or the text of a number (lossless).
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// An integer field's value: an integer, a float with no fraction, or a string
-/// holding one (`"8192"`).
-fn integer(v: &Value) -> Option<i64> {
-    let from_f64 = |f: f64| (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64);
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(from_f64)),
-        Value::String(s) => {
-            let s = s.trim();
-            s.parse::<i64>()
-                .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(from_f64))
-        }
-        _ => None,
-    }
-}
-
-/// A list of strings: the strings (and numbers, as text) of an array; other
-/// elements are dropped. Not an array: `None`.
-fn strings(v: &Value) -> Option<Value> {
-    let Value::Array(items) = v else { return None };
-    Some(Value::Array(items.iter().filter_map(text).map(Value::String).collect()))
 }
 
 /// A decimal string divided by 10^`exp`, exactly. Accepts `12`, `-0.5`, `1.5e-3`,

@@ -4,19 +4,21 @@
 //! asked for, so nothing here depends on the path.
 //!
 //! `?gateway=`, `?search=` and `?offset=` render other pages of rows: what the
-//! page's links and form ask for when JavaScript is off.
+//! page's links and form ask for when JavaScript is off. With `&fragment=rows` the
+//! answer is those rows only, as a `<tbody>` fragment (what the page's script inserts);
+//! its errors are JSON (`{"error","message"}`), as the API's.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::models::{Served, answer_headers, count, not_modified_response, ok_response, upstream_error};
 use super::negotiate::{choose_encoding, choose_encoding_per_request, not_modified};
-use super::{RequestContext, is_get_or_head, method_not_allowed, query};
+use super::{RequestContext, is_get_or_head, json_error, method_not_allowed, query};
 use crate::answers as search;
 use crate::app::App;
 use crate::body::Body;
 use crate::entry::Entry;
 use crate::gateways::registry::is_valid_id;
-use crate::page::{ROWS, View};
+use crate::page::{ROWS, Slice, View};
 use crate::swr::Lookup;
 
 /// The pages' Content-Security-Policy: scripts are files of this origin (no inline
@@ -34,6 +36,8 @@ struct Ask {
     gateway: String,
     search: Option<String>,
     offset: usize,
+    /// `fragment=rows`: the rows only.
+    fragment: bool,
 }
 
 pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
@@ -41,8 +45,10 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
+    let wants_fragment = query::parse(req.uri.query(), &["fragment"]).is_ok_and(|q| q.contains_key("fragment"));
     let ask = match parse(req, app) {
         Ok(a) => a,
+        Err(message) if wants_fragment => return json_error(StatusCode::BAD_REQUEST, "bad_query", &message, None),
         Err(message) => return error_page(StatusCode::BAD_REQUEST, &message, None),
     };
     let lookup = match ask.gateway.as_str() {
@@ -56,6 +62,9 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
         Ok(l) => l,
         Err(e) => {
             let json = upstream_error(if ask.gateway.is_empty() { "all" } else { &ask.gateway }, &e);
+            if ask.fragment {
+                return json;
+            }
             let retry = json.headers().get(header::RETRY_AFTER).cloned();
             return error_page(
                 json.status(),
@@ -92,6 +101,10 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     };
     let bytes = match made {
         Ok(b) => b,
+        Err(e) if ask.fragment => {
+            let message = format!("cached catalog unreadable: {e}");
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message, None);
+        }
         Err(e) => {
             return error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,11 +120,16 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
 
 /// `/models` itself: the merged view's first screen, the same for every visitor.
 fn default_view(ask: &Ask) -> bool {
-    ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0
+    ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0 && !ask.fragment
 }
 
 fn parse(req: &http::request::Parts, app: &App) -> Result<Ask, String> {
-    let q = query::parse(req.uri.query(), &["gateway", "search", "offset"]).map_err(|e| e.0)?;
+    let q = query::parse(req.uri.query(), &["gateway", "search", "offset", "fragment"]).map_err(|e| e.0)?;
+    let fragment = match q.get("fragment").map(String::as_str) {
+        None => false,
+        Some("rows") => true,
+        Some(_) => return Err("fragment must be \"rows\"".into()),
+    };
     let gateway = match q.get("gateway").map(|g| g.trim().to_ascii_lowercase()) {
         None => String::new(),
         Some(g) if g.is_empty() || g == "all" => String::new(),
@@ -135,6 +153,7 @@ fn parse(req: &http::request::Parts, app: &App) -> Result<Ask, String> {
         gateway,
         search,
         offset,
+        fragment,
     })
 }
 
@@ -148,6 +167,7 @@ fn page_etag(entry: &Entry, ask: &Ask) -> String {
     h.update(&[0]);
     h.update(ask.search.as_deref().unwrap_or("").as_bytes());
     h.update(&(ask.offset as u64).to_le_bytes());
+    h.update(&[ask.fragment as u8]);
     format!("\"h-{:032x}\"", h.digest128())
 }
 
@@ -178,7 +198,7 @@ async fn prepare(
             .map_or(index.len(), |m| m.item_count as usize),
     };
     let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
-    let (gateway, search, offset) = (ask.gateway.clone(), ask.search.clone(), ask.offset);
+    let (gateway, search, offset, fragment) = (ask.gateway.clone(), ask.search.clone(), ask.offset, ask.fragment);
     let clock = lookup.entry.meta.clock;
     Ok(move || {
         let matching = hits.as_ref().map_or(index.len(), |h| h.len());
@@ -188,6 +208,14 @@ async fn prepare(
             Some(h) => h[start..end].to_vec(),
             None => (start as u32..end as u32).collect(),
         };
+        if fragment {
+            let slice = Slice {
+                matching,
+                all_total,
+                next: end,
+            };
+            return Ok(crate::page::rows(&slice, &index, &models));
+        }
         let view = View {
             gateway: &gateway,
             search: search.as_deref(),
@@ -211,13 +239,7 @@ fn page_headers(r: &mut http::response::Builder) {
 
 /// A page that says what went wrong, never cached.
 fn error_page(status: StatusCode, message: &str, retry_after: Option<HeaderValue>) -> Response<Body> {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Models · Gatewayz</title>\
-         <link rel=\"stylesheet\" href=\"/models.css\"></head><body><main><h1>Models</h1>\
-         <p id=\"status\" class=\"error\">{}</p><p><a href=\"/models\">All models</a> · <a href=\"/status\">Status</a></p>\
-         </main></body></html>\n",
-        crate::page::escape(message)
-    );
+    let html = crate::page::error(message);
     let mut r = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, HTML)
