@@ -16,6 +16,7 @@
 //! gateways, and those changing more than daily), and the share of reads that served
 //! an out-of-date catalog.
 
+use cache_core::RequestContext;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,13 +136,19 @@ async fn run(policy: &str, extra: &[(&str, &str)], traces: &[Trace], fixtures: &
         ("FETCH_SOFT_TIMEOUT_MS", "60000"),
     ];
     vars.extend_from_slice(extra);
-    let config = cache_core::Config::from_pairs(&vars).unwrap();
+    let config = cache_core::config::Config::from_pairs(&vars).unwrap();
     let app = cache_core::App::new(config).unwrap();
     let tasks = TaskSpawner::new();
     let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
     let t0 = simulation::now_ms();
     let learned = policy == "learned";
-    assert!(app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap().success);
+    assert!(
+        RequestContext::new(app.clone(), spawner.clone())
+            .warm(None, Trigger::Manual)
+            .await
+            .unwrap()
+            .success
+    );
     sample.reset_counts();
 
     // Every event of the week, in time order: changes, reads, crons.
@@ -174,13 +181,17 @@ async fn run(policy: &str, extra: &[(&str, &str)], traces: &[Trace], fixtures: &
                 pending[i].push((version[i], at));
             }
             Event::Cron => {
-                app.warm_scoped(None, learned, Trigger::Cron, spawner.clone())
+                RequestContext::new(app.clone(), spawner.clone())
+                    .warm_scoped(None, learned, Trigger::Cron)
                     .await
                     .unwrap();
                 tasks.idle().await;
             }
             Event::Read => {
-                let lookup = app.read_all(spawner.clone()).await.unwrap();
+                let lookup = RequestContext::new(app.clone(), spawner.clone())
+                    .read_all()
+                    .await
+                    .unwrap();
                 let served = served_versions(&lookup.entry.identity().unwrap());
                 tasks.idle().await;
                 f.reads += 1;

@@ -152,7 +152,10 @@ async fn dev_server(sample: &sample_catalog::Handle) -> String {
     let config = support::config(&[("GATEWAYZ_API_URL", base.as_str()), ("LOCAL_CACHE_TTL_MS", "1000")]);
     let app = cache_core::App::new(config).unwrap();
     let tasks = TaskSpawner::new();
-    app.warm(None, Trigger::Manual, Arc::new(tasks.clone())).await.unwrap();
+    cache_core::RequestContext::new(app.clone(), Arc::new(tasks.clone()))
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
     format!("http://{}", support::dev_server(app, tasks).await)
 }
 

@@ -22,6 +22,7 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+use cache_core::RequestContext;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -249,6 +250,9 @@ impl Stack {
     fn spawner(&self) -> Arc<dyn Spawner> {
         Arc::new(self.tasks.clone())
     }
+    fn ctx(&self) -> RequestContext {
+        RequestContext::new(self.app.clone(), self.spawner())
+    }
     fn function(&self, bin: &str, extra: &[(&str, &str)]) -> FunctionProcess {
         let (url, base) = (self.redis.url(), self.sample.base_url());
         let mut env: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("GATEWAYZ_API_URL", &base)];
@@ -264,7 +268,7 @@ const BROWSER: &[(&str, &str)] = &[("accept-encoding", "gzip, deflate, br"), ("a
 async fn hotpath_and_floor(run_floor: bool) {
     println!("\n== hotpath: GET /api/models on the release `models` function, warm cache ==");
     let s = Stack::new(&[]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let etag = {
         let r = reqwest::Client::new()
@@ -344,7 +348,7 @@ async fn hotpath_and_floor(run_floor: bool) {
 async fn page_section() {
     println!("\n== page: GET /models on the release `page` function vs a 50-model JSON page, warm cache ==");
     let s = Stack::new(&[]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let models = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let page = s.function(env!("CARGO_BIN_EXE_page"), &[("RUST_LOG", "warn")]);
     for conns in [16, 64] {
@@ -379,7 +383,10 @@ async fn inproc() {
     let tasks = TaskSpawner::new();
     let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
     let gw = app.gateway("groq").unwrap().clone();
-    app.read_gateway(&gw, sp.clone()).await.unwrap();
+    RequestContext::new(app.clone(), sp.clone())
+        .read_gateway(&gw)
+        .await
+        .unwrap();
     let n = 200_000u64;
     for (label, stale) in [("HIT (fresh key)", false), ("STALE (revalidation throttled)", true)] {
         if stale {
@@ -393,14 +400,22 @@ async fn inproc() {
                 ("METRICS_FLUSH_INTERVAL_MS", "1000"),
             ]))
             .unwrap();
-            c2.read_gateway(&gw, sp.clone()).await.unwrap();
+            RequestContext::new(c2.clone(), sp.clone())
+                .read_gateway(&gw)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(1100)).await;
             sample.set_fault("groq", sample_catalog::Fault::ServerError);
-            c2.read_gateway(&gw, sp.clone()).await.unwrap();
+            RequestContext::new(c2.clone(), sp.clone())
+                .read_gateway(&gw)
+                .await
+                .unwrap();
             tasks.idle().await;
-            measure(label, n, || c2.read_gateway(&gw, sp.clone()), &tasks).await;
+            let ctx = RequestContext::new(c2.clone(), sp.clone());
+            measure(label, n, || ctx.read_gateway(&gw), &tasks).await;
         } else {
-            measure(label, n, || app.read_gateway(&gw, sp.clone()), &tasks).await;
+            let ctx = RequestContext::new(app.clone(), sp.clone());
+            measure(label, n, || ctx.read_gateway(&gw), &tasks).await;
         }
     }
 }
@@ -438,7 +453,7 @@ async fn warm_section() {
         s.sample.set_latency(id, Duration::from_millis(ms));
     }
     let t = Instant::now();
-    let record = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let record = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let total = t.elapsed();
     assert!(record.success, "{record:?}");
     println!(
@@ -531,7 +546,7 @@ async fn scale() {
 async fn cold() {
     println!("\n== cold start: process start to first 200 on /api/models, warm Redis ==");
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let bin = env!("CARGO_BIN_EXE_models");
     let mut samples = Vec::new();
     for _ in 0..15 {
@@ -593,7 +608,7 @@ async fn rest() {
         }
     }
     let before = used_memory(&s.redis);
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let mut stored = 0usize;
     for (id, _) in sample_catalog::FIXTURES {
         stored += s.app.peek(&keys::gateway(id)).await.unwrap().encoded_len();
@@ -618,11 +633,11 @@ async fn rest() {
 async fn unchanged() {
     println!("\n== unchanged: Redis bytes written by a warm, nothing changed vs everything changed ==");
     let s = Stack::new(&[]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     s.tasks.idle().await;
 
     let before = net_input(&s.redis);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     s.tasks.idle().await;
     let unchanged = net_input(&s.redis) - before;
     assert!(run.success);
@@ -635,7 +650,7 @@ async fn unchanged() {
         s.sample.set_catalog(id, models);
     }
     let before = net_input(&s.redis);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     s.tasks.idle().await;
     let changed = net_input(&s.redis) - before;
     assert!(run.success);
@@ -650,7 +665,7 @@ async fn unchanged() {
 async fn hardening() {
     println!("\n== hardening: costly queries on the release `models` and warm functions ==");
     let s = Stack::new(&[]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let list = http_load(f.port, "/api/models?gateway=all", BROWSER, 64).await;
     println!("{}", list.line("cached list: all (br) @64"));
@@ -719,7 +734,7 @@ async fn hostile() {
     println!("\n== hostile: 12 connections of hostile URLs for 15 s, ~20,000 models, release `models` ==");
     let s = Stack::new(&[]).await;
     s.sample.scale("featherless", 18_000);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let n = run.merged_models.unwrap_or(0) as u64;
     let mut f = s.function(env!("CARGO_BIN_EXE_models"), &[("RUST_LOG", "warn")]);
     let client = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
@@ -999,7 +1014,7 @@ async fn budget() {
     println!("\n== budget: the answers layer at ~20,000 models, release functions ==");
     let s = Stack::new(&[]).await;
     s.sample.scale("featherless", 18_000);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let n = run.merged_models.unwrap_or(0);
     println!("merged view: {n} models");
 
@@ -1065,7 +1080,7 @@ async fn budget() {
         pct(&during, 0.5),
         pct(&during, 1.0)
     );
-    let warm = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let warm = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     s.tasks.idle().await;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // the function's in-process tier looks again
     let after_refresh = latencies(f.port, all, "gzip", 3).await;

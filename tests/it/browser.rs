@@ -34,7 +34,10 @@ async fn dev_server_with(sample: &sample_catalog::Handle, warm: bool, extra: &[(
     let app = cache_core::App::new(support::config(&vars)).unwrap();
     let tasks = TaskSpawner::new();
     if warm {
-        app.warm(None, Trigger::Manual, Arc::new(tasks.clone())).await.unwrap();
+        cache_core::RequestContext::new(app.clone(), Arc::new(tasks.clone()))
+            .warm(None, Trigger::Manual)
+            .await
+            .unwrap();
     }
     format!("http://{}", support::dev_server(app, tasks).await)
 }

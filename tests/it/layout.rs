@@ -91,7 +91,10 @@ fn the_warm_lock_outlives_the_warm_routes_but_not_by_much() {
     // warm must never lose its lock: maxDuration < lock TTL <= maxDuration + 60 s.
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("vercel.json")).unwrap()).unwrap();
-    let ttl = cache_core::Config::from_pairs(&[]).unwrap().warm_lock_ttl.as_secs();
+    let ttl = cache_core::config::Config::from_pairs(&[])
+        .unwrap()
+        .warm_lock_ttl
+        .as_secs();
     for route in ["api/cache/warm-models.rs", "api/cron/warm-cache.rs"] {
         let max = v["functions"][route]["maxDuration"].as_u64().unwrap();
         assert!(

@@ -4,6 +4,7 @@
 //! (`cargo test --test it reliability:: -- --nocapture`).
 
 use crate::support;
+use cache_core::RequestContext;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,8 +51,8 @@ async fn redis_dies_under_load_and_the_process_recovers() {
     let tasks = TaskSpawner::new();
     // Every gateway seeded: a failed one would be throttled, and its reads 503s
     // before the outage even starts.
-    let seeded = app(&redis.url(), &sample, &[])
-        .warm(None, Trigger::Manual, spawner(&tasks))
+    let seeded = RequestContext::new(app(&redis.url(), &sample, &[]), spawner(&tasks))
+        .warm(None, Trigger::Manual)
         .await
         .unwrap();
     assert!(
@@ -199,7 +200,10 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
             ("GATEWAY_TIMEOUT_FAST_MS", "1000"),
         ],
     );
-    let first = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    let first = RequestContext::new(c.clone(), spawner(&tasks))
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
     let merged = first.merged_models.unwrap();
     let faults = [
         (Fault::Hang, "timed out"),
@@ -221,7 +225,10 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
     ];
     for (fault, expected) in &faults {
         sample.set_fault("together", fault.clone());
-        let run = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+        let run = RequestContext::new(c.clone(), spawner(&tasks))
+            .warm(None, Trigger::Manual)
+            .await
+            .unwrap();
         let d = run.details.iter().find(|d| d.gateway == "together").unwrap();
         assert_eq!(d.status, Outcome::Error, "{fault:?}");
         assert!(
@@ -237,8 +244,8 @@ async fn every_upstream_fault_keeps_good_data_and_is_visible() {
         );
         let error = c.last_failure(&keys::gateway("together")).await.unwrap().error;
         assert!(error.contains(expected), "{fault:?}: status shows the failure");
-        let served = c
-            .read_gateway(c.gateway("together").unwrap(), spawner(&tasks))
+        let served = RequestContext::new(c.clone(), spawner(&tasks))
+            .read_gateway(c.gateway("together").unwrap())
             .await
             .unwrap();
         assert_eq!(served.entry.meta.item_count, 94);
@@ -260,7 +267,10 @@ async fn a_warm_during_a_stampede_of_stale_reads_fetches_after_the_revalidation(
         &sample,
         &[("GATEWAYS", "groq"), ("MODELS_FRESH_TTL_SECONDS", "1")],
     );
-    c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    RequestContext::new(c.clone(), spawner(&tasks))
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sample.set_latency("groq", Duration::from_millis(200));
     sample.reset_counts();
@@ -268,11 +278,14 @@ async fn a_warm_during_a_stampede_of_stale_reads_fetches_after_the_revalidation(
     let mut reads = Vec::new();
     for _ in 0..100 {
         let (c, gw, sp) = (c.clone(), gw.clone(), spawner(&tasks));
-        reads.push(tokio::spawn(
-            async move { c.read_gateway(&gw, sp).await.unwrap().status },
-        ));
+        reads.push(tokio::spawn(async move {
+            RequestContext::new(c, sp).read_gateway(&gw).await.unwrap().status
+        }));
     }
-    let warm = c.warm(None, Trigger::Cron, spawner(&tasks)).await.unwrap();
+    let warm = RequestContext::new(c.clone(), spawner(&tasks))
+        .warm(None, Trigger::Cron)
+        .await
+        .unwrap();
     assert!(warm.success);
     for r in reads {
         assert_eq!(r.await.unwrap(), CacheStatus::Stale);
@@ -482,15 +495,28 @@ async fn warm_and_serve_on_a_redis_cluster() {
     let sample = sample_catalog::start_local().await;
     let tasks = TaskSpawner::new();
     let c = app(&cluster.url(), &sample, &[]);
-    let run = c.warm(None, Trigger::Cron, spawner(&tasks)).await.unwrap();
+    let run = RequestContext::new(c.clone(), spawner(&tasks))
+        .warm(None, Trigger::Cron)
+        .await
+        .unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(c.last_run().await.unwrap(), run);
     let other = app(&cluster.url(), &sample, &[]);
     assert!(
-        other.warm(None, Trigger::Manual, spawner(&tasks)).await.is_ok(),
+        RequestContext::new(other.clone(), spawner(&tasks))
+            .warm(None, Trigger::Manual)
+            .await
+            .is_ok(),
         "lock released on the cluster"
     );
-    assert_eq!(c.read_all(spawner(&tasks)).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(
+        RequestContext::new(c.clone(), spawner(&tasks))
+            .read_all()
+            .await
+            .unwrap()
+            .status,
+        CacheStatus::Hit
+    );
     let spread = cluster.keys_per_node();
     assert!(
         spread.iter().filter(|n| **n > 0).count() >= 2,
@@ -512,7 +538,7 @@ async fn a_redis_stall_during_a_warm_is_reported_and_leaves_no_lock_behind() {
     sample.set_latency("cerebras", Duration::from_millis(300));
     let warm = {
         let (c, sp) = (c.clone(), spawner(&tasks));
-        tokio::spawn(async move { c.warm(None, Trigger::Manual, sp).await })
+        tokio::spawn(async move { RequestContext::new(c, sp).warm(None, Trigger::Manual).await })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(redis.command(&[b"CLIENT", b"PAUSE", b"1500", b"ALL"]), b"+OK\r\n");
@@ -532,6 +558,9 @@ async fn a_redis_stall_during_a_warm_is_reported_and_leaves_no_lock_behind() {
     sample.reset_knobs();
     // The store's circuit breaker stays open 1 s after the last failed call.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let again = c.warm(None, Trigger::Manual, spawner(&tasks)).await.unwrap();
+    let again = RequestContext::new(c.clone(), spawner(&tasks))
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
     assert!(again.success, "{again:?}");
 }

@@ -17,9 +17,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use vercel_runtime::{AppState, Error, Request, Response, ResponseBody};
 
+use crate::app::RequestContext;
 use crate::body::Body;
 use crate::global::{global_app, init_tracing};
-use crate::handlers::{self, RequestContext, Route};
+use crate::handlers::{self, Route};
 use crate::spawn::WaitUntil;
 use crate::telemetry::in_invocation;
 

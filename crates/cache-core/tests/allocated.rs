@@ -6,10 +6,12 @@
 
 use std::sync::Arc;
 
+use cache_core::App;
+use cache_core::RequestContext;
+use cache_core::config::Config;
 use cache_core::contract::Trigger;
-use cache_core::handlers::{RequestContext, Route, handle};
+use cache_core::handlers::{Route, handle};
 use cache_core::spawn::{Spawner, TaskSpawner};
-use cache_core::{App, Config};
 use cap::Cap;
 
 #[global_allocator]
@@ -47,7 +49,13 @@ async fn allocated_bytes_stay_within_the_budget_whatever_the_urls() {
     let app = App::new(config).unwrap();
     let tasks = TaskSpawner::new();
     let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
-    assert!(app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap().success);
+    assert!(
+        RequestContext::new(app.clone(), spawner.clone())
+            .warm(None, Trigger::Manual)
+            .await
+            .unwrap()
+            .success
+    );
     // Every view's index (pinned: bounded by the views, not the URLs) and the
     // runtime's own buffers exist before the baseline.
     for view in ["all", "groq", "together", "cerebras"] {

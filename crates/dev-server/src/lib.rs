@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cache_core::App;
-use cache_core::body::Body;
-use cache_core::handlers::{self, RequestContext, Route};
+use cache_core::Body;
+use cache_core::RequestContext;
+use cache_core::handlers::{self, Route};
 use cache_core::spawn::TaskSpawner;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;

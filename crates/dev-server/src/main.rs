@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cache_core::Config;
+use cache_core::config::Config;
 use cache_core::spawn::TaskSpawner;
 
 #[tokio::main]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dev_server::{Limits, Options};
 
 async fn server(limits: Limits) -> std::net::SocketAddr {
-    let config = cache_core::Config::from_pairs(&[("GATEWAYZ_API_URL", "http://127.0.0.1:9")]).unwrap();
+    let config = cache_core::config::Config::from_pairs(&[("GATEWAYZ_API_URL", "http://127.0.0.1:9")]).unwrap();
     let app = cache_core::App::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

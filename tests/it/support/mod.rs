@@ -36,7 +36,7 @@ pub async fn dev_server_with(
 }
 
 /// Config with test-friendly defaults plus `overrides`.
-pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
+pub fn config(overrides: &[(&str, &str)]) -> cache_core::config::Config {
     let mut map: HashMap<&str, String> = HashMap::new();
     map.insert("TTL_JITTER_PERCENT", "0".into());
     map.insert("LOCAL_CACHE_TTL_MS", "0".into());
@@ -47,5 +47,5 @@ pub fn config(overrides: &[(&str, &str)]) -> cache_core::Config {
     for (k, v) in overrides {
         map.insert(k, v.to_string());
     }
-    cache_core::Config::from_map(&map).unwrap()
+    cache_core::config::Config::from_map(&map).unwrap()
 }

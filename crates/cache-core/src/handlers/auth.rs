@@ -65,7 +65,7 @@ mod tests {
     }
 
     fn secret() -> Secret {
-        crate::Config::from_pairs(&[("CRON_SECRET", "s3cret-s3cret-s3cret")])
+        crate::config::Config::from_pairs(&[("CRON_SECRET", "s3cret-s3cret-s3cret")])
             .unwrap()
             .cron_secret
             .unwrap()

@@ -10,12 +10,12 @@ use serde_json::json;
 
 use super::auth::check_bearer;
 use super::{RequestContext, json_error, method_not_allowed, run_status, warm_error};
+use crate::app::warm::Trigger;
 use crate::body::Body;
 use crate::clock::{iso8601, now_ms};
-use crate::warm::Trigger;
 
 pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
-    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
+    let app = &ctx.app;
     if req.method != Method::GET {
         return method_not_allowed("GET");
     }
@@ -46,8 +46,8 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     // With a learned cadence the cron refreshes the gateways that are due; `fixed`
     // refreshes every one, as before.
     let due_only = app.config.cadence.mode == crate::cadence::Mode::Learned;
-    let result = app.warm_scoped(None, due_only, Trigger::Cron, spawner).await;
-    crate::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
+    let result = ctx.warm_scoped(None, due_only, Trigger::Cron).await;
+    crate::app::warm::report_failures(super::Route::CronWarmCache.path(), Some("warm-cache"), &result);
     match result {
         Ok(record) => {
             let message = format!(

@@ -17,15 +17,12 @@ use crate::body::Body;
 pub use page::CSP as PAGE_CSP;
 mod warm;
 
-use std::sync::Arc;
-
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::app::App;
-use crate::spawn::Spawner;
-use crate::warm::{RunRecord, WarmError};
+use crate::app::RequestContext;
+use crate::app::warm::{RunRecord, WarmError};
 
 /// The routes, one per Vercel function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,29 +55,6 @@ impl Route {
             Route::WarmModels => "/api/cache/warm-models",
             Route::CronWarmCache => "/api/cron/warm-cache",
             Route::Page => "/api/page",
-        }
-    }
-}
-
-/// What a request is served with: the process's app, where its background work goes
-/// (`wait_until` on Vercel), and what the server knows beyond the request's headers.
-#[derive(Clone)]
-pub struct RequestContext {
-    pub app: Arc<App>,
-    pub spawner: Arc<dyn Spawner>,
-    /// The dev server saw this request come directly from loopback and allows the
-    /// local cron. Only the dev server sets it: a function binary listens on loopback
-    /// even when deployed (the platform's proxy connects from there), so for it
-    /// "loopback" proves nothing.
-    pub local_loopback: bool,
-}
-
-impl RequestContext {
-    pub fn new(app: Arc<App>, spawner: Arc<dyn Spawner>) -> Self {
-        RequestContext {
-            app,
-            spawner,
-            local_loopback: false,
         }
     }
 }

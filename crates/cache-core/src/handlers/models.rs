@@ -31,7 +31,7 @@ const CDN_MAX_AGE_SECS: u64 = 300;
 pub(super) const CDN_WINDOW_SECS: u64 = 900;
 
 pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
-    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
+    let app = &ctx.app;
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
@@ -75,13 +75,13 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
 
     // The view: `all`, or the gateway's own id (an alias names the same view).
     let (view, lookup) = if name == "all" {
-        ("all".to_string(), app.read_all(spawner).await)
+        ("all".to_string(), ctx.read_all().await)
     } else {
         let Some(gw) = is_valid_id(&name).then(|| app.registry.resolve(&name)).flatten() else {
             return unknown_gateway(app, q.get("gateway").map(String::as_str).unwrap_or(""));
         };
         let gw = gw.clone();
-        (gw.id.clone(), app.read_gateway(&gw, spawner).await)
+        (gw.id.clone(), ctx.read_gateway(&gw).await)
     };
     let lookup = match lookup {
         Ok(l) => l,

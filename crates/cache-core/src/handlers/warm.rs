@@ -8,20 +8,19 @@ use serde_json::json;
 use super::auth::check_bearer;
 use super::{RequestContext, json_error, json_response, method_not_allowed, query};
 use crate::app::App;
+use crate::app::warm::Trigger;
 use crate::body::Body;
-use crate::spawn::Spawner;
-use crate::warm::Trigger;
 
 pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
-    let (app, spawner) = (&ctx.app, ctx.spawner.clone());
     match req.method {
-        Method::POST => warm(req, app, spawner).await,
-        Method::GET | Method::HEAD => status(req, app).await,
+        Method::POST => warm(req, ctx).await,
+        Method::GET | Method::HEAD => status(req, &ctx.app).await,
         _ => method_not_allowed("GET, HEAD, POST"),
     }
 }
 
-async fn warm(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawner>) -> Response<Body> {
+async fn warm(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+    let app = &ctx.app;
     let Some(secret) = &app.config.warming_secret else {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -78,8 +77,8 @@ async fn warm(req: &http::request::Parts, app: &Arc<App>, spawner: Arc<dyn Spawn
         Some("1") | Some("true") => true,
         Some(_) => return json_error(StatusCode::BAD_REQUEST, "bad_query", "due must be 1 or 0", None),
     };
-    let result = app.warm_scoped(gateways, due_only, Trigger::Manual, spawner).await;
-    crate::warm::report_failures(super::Route::WarmModels.path(), None, &result);
+    let result = ctx.warm_scoped(gateways, due_only, Trigger::Manual).await;
+    crate::app::warm::report_failures(super::Route::WarmModels.path(), None, &result);
     match result {
         Ok(record) => super::json_answer(&req.headers, super::run_status(&record), &record),
         Err(e) => super::warm_error(&e),
@@ -109,7 +108,7 @@ async fn reset(app: &Arc<App>, what: &str) -> Response<Body> {
 
 /// How long an assembled status may be kept by a CDN (`s-maxage`); the catalog
 /// reuses it in process for as long.
-const STATUS_CDN_SECS: u64 = crate::status::STATUS_TTL.as_secs();
+const STATUS_CDN_SECS: u64 = crate::app::status::STATUS_TTL.as_secs();
 
 /// Warming status: no auth, no secrets (see [`App::status`]); gzipped when accepted.
 async fn status(req: &http::request::Parts, app: &Arc<App>) -> Response<Body> {

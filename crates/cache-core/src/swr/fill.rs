@@ -290,7 +290,7 @@ impl Cache {
         let deadline = source.deadline();
         // The data is "as of" the instant the request went upstream.
         let stamp = now_ms();
-        let fetched = tokio::time::timeout(deadline, source.clone().fetch(purpose, spawner.clone())).await;
+        let fetched = tokio::time::timeout(deadline, source.clone().fetch(purpose)).await;
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
             Ok(Err(e)) => Err(CacheError::Source(e)),
@@ -307,7 +307,7 @@ impl Cache {
                 }
                 Ok(()) => match self.write(key, source.ttl(), payload, stamp, source.category()).await {
                     Written::Stored(entry) => {
-                        if let Some(follow_up) = source.clone().after_write(purpose, spawner.clone()) {
+                        if let Some(follow_up) = source.clone().after_write(purpose) {
                             spawner.spawn(follow_up);
                         }
                         Ok(entry)

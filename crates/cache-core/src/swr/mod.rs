@@ -152,9 +152,10 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// Upper bound on one fetch; the cache enforces it too.
     fn deadline(&self) -> Duration;
 
-    /// Fetch a fresh value, for `purpose`. `spawner` lets composite sources (the
-    /// merged catalog) read other keys through the cache.
-    fn fetch(self: Arc<Self>, purpose: Purpose, spawner: Arc<dyn Spawner>) -> BoxFuture<Result<Payload, SourceError>>;
+    /// Fetch a fresh value, for `purpose`. A source is made per request and carries
+    /// its scope: a composite one (the merged catalog) reads other keys through the
+    /// cache in it.
+    fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>>;
 
     /// Judge a value before it overwrites `previous` (docs/design.md, failure 5). The
     /// default rejects an empty payload.
@@ -175,7 +176,7 @@ pub(crate) trait Source: Send + Sync + 'static {
 
     /// Work to run after a value fetched for `purpose` was stored: the merged
     /// catalog follows gateway updates through this.
-    fn after_write(self: Arc<Self>, _purpose: Purpose, _spawner: Arc<dyn Spawner>) -> Option<BoxFuture<()>> {
+    fn after_write(self: Arc<Self>, _purpose: Purpose) -> Option<BoxFuture<()>> {
         None
     }
 }

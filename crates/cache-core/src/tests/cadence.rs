@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Stack;
+use crate::app::warm::{Outcome, Trigger};
 use crate::keys;
-use crate::warm::{Outcome, Trigger};
 
 /// Scaled time: a default window of 60 s, windows from 1 s to 600 s.
 const SCALED: &[(&str, &str)] = &[
@@ -45,7 +45,7 @@ async fn window_ms(s: &Stack, app: &crate::App, gateway: &str) -> u64 {
 async fn watch(s: &Stack, warms: u32) {
     for v in 0..warms {
         s.sample.set_catalog("groq", groq_version(v));
-        assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+        assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -87,7 +87,7 @@ async fn a_catalog_that_changes_at_every_listing_is_refreshed_sooner_a_quiet_one
         assert!(groq["change_rate_per_day"].as_f64().unwrap() > cerebras["change_rate_per_day"].as_f64().unwrap());
     }
     s.sample.set_catalog("groq", groq_version(99));
-    b.refresh_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.ctx_of(&b).refresh_gateway(&s.gw("groq")).await.unwrap();
     let from_b = window_ms(&s, &b, "groq").await;
     assert!(from_b < 60_000 / 4, "b learned from a's observations: {from_b} ms");
 }
@@ -99,15 +99,14 @@ async fn a_cron_right_after_refreshes_only_the_due_ones_and_names_the_others() {
     s.sample.reset_counts();
     s.sample.set_catalog("groq", groq_version(100));
     // groq's window (a second or so) ends within the 5 s horizon; cerebras's does not.
-    let run = s.app.warm_scoped(None, true, Trigger::Cron, s.spawner()).await.unwrap();
+    let run = s.ctx().warm_scoped(None, true, Trigger::Cron).await.unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!((run.gateways_success, run.gateways_not_due), (1, 1), "{run:?}");
     assert_eq!(run.details[0].status, Outcome::Success);
     assert_eq!(run.details[1].status, Outcome::NotDue);
     assert!(run.details[1].next_due_at.is_some(), "{run:?}");
     assert_eq!((s.sample.requests("groq"), s.sample.requests("cerebras")), (1, 0));
-    let all: Value =
-        serde_json::from_slice(&s.app.read_all(s.spawner()).await.unwrap().entry.identity().unwrap()).unwrap();
+    let all: Value = serde_json::from_slice(&s.ctx().read_all().await.unwrap().entry.identity().unwrap()).unwrap();
     assert!(
         all["data"]
             .as_array()
@@ -117,7 +116,7 @@ async fn a_cron_right_after_refreshes_only_the_due_ones_and_names_the_others() {
         "the merged view was rebuilt with the change"
     );
     // A manual warm still refreshes every gateway.
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert_eq!((s.sample.requests("groq"), s.sample.requests("cerebras")), (2, 1));
 }
 
@@ -132,11 +131,7 @@ async fn fixed_gives_every_gateway_the_default_window_and_the_cron_refreshes_all
         assert_eq!(window_ms(&s, &s.app, g).await, 60_000, "{g}: the default window");
     }
     s.sample.reset_counts();
-    let run = s
-        .app
-        .warm_scoped(None, false, Trigger::Cron, s.spawner())
-        .await
-        .unwrap();
+    let run = s.ctx().warm_scoped(None, false, Trigger::Cron).await.unwrap();
     assert_eq!((run.gateways_success, run.gateways_not_due), (2, 0));
     assert_eq!((s.sample.requests("groq"), s.sample.requests("cerebras")), (1, 1));
     let st: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();

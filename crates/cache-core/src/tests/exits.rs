@@ -12,6 +12,7 @@
 //! 6. the fail-safe ends at `FAILSAFE_MAX_SECONDS` for reads;
 //! 7. ids a listing repeats are collapsed, and the warm says how many.
 
+use crate::RequestContext;
 use std::time::Duration;
 
 use sample_catalog::Fault;
@@ -19,8 +20,8 @@ use serde_json::{Value, json};
 use test_support::redis::RedisServer;
 
 use super::{Stack, listed_by};
+use crate::app::warm::{Outcome, Trigger};
 use crate::keys;
-use crate::warm::{Outcome, Trigger};
 
 fn fixture(id: &str) -> Vec<Value> {
     serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == id).unwrap().1).unwrap()
@@ -51,13 +52,13 @@ fn gateway_status<'a>(status: &'a Value, id: &str) -> &'a Value {
 async fn a_spike_is_held_visibly_and_the_next_correct_answer_clears_it() {
     let s = Stack::new(&[("GATEWAYS", "groq,together")]).await;
     let b = s.instance(&[("GATEWAYS", "groq,together")]);
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
 
     let mut spike = fixture("openrouter");
     spike.extend(fixture("together"));
     assert_eq!(spike.len(), 413);
     s.sample.set_catalog("groq", spike);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(!run.success, "{run:?}");
     let groq = &run.details[0];
     assert_eq!((groq.status, groq.count), (Outcome::Error, 11), "{groq:?}");
@@ -69,10 +70,10 @@ async fn a_spike_is_held_visibly_and_the_next_correct_answer_clears_it() {
     );
 
     // Any instance serves groq's 11, marked held; `all` lists groq for its own 11 only.
-    let read = b.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let read = s.ctx_of(&b).read_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(read.entry.meta.item_count, 11);
     assert_eq!(read.fail_safe_reasons(), ["guard"]);
-    let all = body_of(&b.read_all(s.spawner()).await.unwrap()).await;
+    let all = body_of(&s.ctx_of(&b).read_all().await.unwrap()).await;
     assert_eq!(listed_by(all["data"].as_array().unwrap(), "groq"), 11);
     let st = status(&b).await;
     let g = gateway_status(&st, "groq");
@@ -83,9 +84,9 @@ async fn a_spike_is_held_visibly_and_the_next_correct_answer_clears_it() {
 
     // The upstream answers right again: the truth, at once, on the next warm.
     s.sample.set_catalog("groq", fixture("groq"));
-    let run = b.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx_of(&b).warm(None, Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
-    let read = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let read = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(read.entry.meta.item_count, 11);
     assert!(read.fail_safe_reasons().is_empty(), "the mark is gone");
     assert!(
@@ -110,10 +111,10 @@ async fn a_real_cut_becomes_the_truth_once_the_upstream_confirms_it() {
     ];
     let s = Stack::new(&vars).await;
     let b = s.instance(&vars);
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     s.sample.set_catalog("openrouter", fixture("openrouter")[..20].to_vec());
 
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(
         run.details[0]
             .error
@@ -126,7 +127,7 @@ async fn a_real_cut_becomes_the_truth_once_the_upstream_confirms_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Reads on both instances: one fetch per key at a time, whoever reads.
         for app in [&s.app, &b] {
-            let r = app.read_gateway(&s.gw("openrouter"), s.spawner()).await.unwrap();
+            let r = s.ctx_of(app).read_gateway(&s.gw("openrouter")).await.unwrap();
             if seen.last() != Some(&r.entry.meta.item_count) {
                 seen.push(r.entry.meta.item_count);
             }
@@ -168,15 +169,15 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
     let mut vars = SHORT_LIVES.to_vec();
     vars.push(("FETCH_SOFT_TIMEOUT_MS", "200"));
     let s = Stack::new(&vars).await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     s.sample.set_fault("groq", Fault::NotFound);
     let warmed_at = std::time::Instant::now();
     let mut last_with_groq = None;
     let mut carried_ever = false;
     while warmed_at.elapsed() < Duration::from_secs(8) {
-        let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
         assert!(run.details[0].error.as_deref().unwrap().contains("404"), "{run:?}");
-        let all = s.app.read_all(s.spawner()).await.unwrap();
+        let all = s.ctx().read_all().await.unwrap();
         let body = body_of(&all).await;
         carried_ever |= body["carried_gateways"] != json!([]);
         if listed_by(body["data"].as_array().unwrap(), "groq") > 0 {
@@ -198,7 +199,7 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
         last < Duration::from_millis(6_000),
         "{last:?}: it leaves when its fail-safe ends"
     );
-    let err = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap_err();
+    let err = s.ctx().read_gateway(&s.gw("groq")).await.unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }
 
@@ -208,13 +209,13 @@ async fn a_gateway_gone_upstream_leaves_all_when_its_fail_safe_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() {
     let s = Stack::new(SHORT_LIVES).await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let fetched_at = s.app.cache.peek(&keys::gateway("together")).await.unwrap().meta.clock;
     s._redis.command(&[b"DEL", b"models:v4:together"]);
     s.sample.set_fault("together", Fault::ServerError);
 
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     let body = body_of(&all).await;
     assert_eq!(listed_by(body["data"].as_array().unwrap(), "together"), 94, "carried");
     assert_eq!(body["carried_gateways"], json!(["together"]));
@@ -238,8 +239,8 @@ async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() 
     let mut left_at = None;
     while left_at.is_none() && crate::clock::now_ms() < fetched_at.kept_until_ms + 3_000 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-        let body = body_of(&s.app.read_all(s.spawner()).await.unwrap()).await;
+        s.ctx().warm(None, Trigger::Manual).await.unwrap();
+        let body = body_of(&s.ctx().read_all().await.unwrap()).await;
         if listed_by(body["data"].as_array().unwrap(), "together") == 0 {
             assert_eq!(body["missing_gateways"], json!(["together"]));
             assert_eq!(body["carried_gateways"], json!([]));
@@ -302,7 +303,7 @@ async fn two_releases_share_a_store_and_a_deploy_loses_nothing() {
     let mut previous = previous_release_writes(&s._redis);
     s.sample.set_fault("featherless", Fault::ServerError);
 
-    let feather = s.app.read_gateway(&s.gw("featherless"), s.spawner()).await.unwrap();
+    let feather = s.ctx().read_gateway(&s.gw("featherless")).await.unwrap();
     assert_eq!(feather.entry.meta.item_count, 1_500);
     assert!(
         feather.fail_safe,
@@ -310,7 +311,7 @@ async fn two_releases_share_a_store_and_a_deploy_loses_nothing() {
         feather.status, feather.entry.meta
     );
     assert_eq!(feather.fail_safe_reasons(), ["expired", "previous-format"]);
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     let body = body_of(&all).await;
     let data = body["data"].as_array().unwrap();
     let old_all: Value = serde_json::from_slice(
@@ -333,9 +334,9 @@ async fn two_releases_share_a_store_and_a_deploy_loses_nothing() {
         previous = previous_release_writes(&s._redis);
         for app in [&s.app, &b] {
             for g in ["groq", "cerebras", "featherless"] {
-                app.read_gateway(&s.gw(g), s.spawner()).await.unwrap();
+                s.ctx_of(app).read_gateway(&s.gw(g)).await.unwrap();
             }
-            app.read_all(s.spawner()).await.unwrap();
+            s.ctx_of(app).read_all().await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -371,7 +372,7 @@ async fn a_listing_that_changes_with_the_same_total_is_fetched_again() {
     // The model that sat at index 500 (the first of page 2) moves onto page 1.
     let at_the_seam = id(&original[500]);
     s.sample.set_fault("featherless", Fault::Swapping { times: 1 });
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
     let models = s.models("featherless").await;
     let ids: std::collections::HashSet<String> = models.iter().map(id).collect();
@@ -381,7 +382,7 @@ async fn a_listing_that_changes_with_the_same_total_is_fetched_again() {
     assert!(ids.iter().any(|i| i.starts_with("appended/")), "the new one is");
 
     s.sample.set_fault("featherless", Fault::Swapping { times: u32::MAX });
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let error = run.details[0].error.as_deref().unwrap();
     assert!(error.contains("first page was not the same"), "{error}");
     assert_eq!(run.details[0].count as usize, original.len(), "the good data stays");
@@ -402,7 +403,10 @@ async fn a_store_without_script_stores_and_releases_its_locks() {
     let other = Stack::app_for(&sample, &redis, &[("GATEWAYS", "groq,cerebras")]);
     let tasks = crate::spawn::TaskSpawner::new();
     let spawner: std::sync::Arc<dyn crate::spawn::Spawner> = std::sync::Arc::new(tasks.clone());
-    let run = app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap();
+    let run = RequestContext::new(app.clone(), spawner.clone())
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(
         redis.command(&[b"EXISTS", b"lock:warm"]),
@@ -410,12 +414,16 @@ async fn a_store_without_script_stores_and_releases_its_locks() {
         "no lock left behind"
     );
     assert!(
-        app.warm(None, Trigger::Manual, spawner.clone()).await.unwrap().success,
+        RequestContext::new(app.clone(), spawner.clone())
+            .warm(None, Trigger::Manual)
+            .await
+            .unwrap()
+            .success,
         "no 409"
     );
     let started = std::time::Instant::now();
-    let r = other
-        .read_gateway(other.registry.resolve("groq").unwrap(), spawner.clone())
+    let r = RequestContext::new(other.clone(), spawner.clone())
+        .read_gateway(other.registry.resolve("groq").unwrap())
         .await
         .unwrap();
     assert_eq!((r.status, r.entry.meta.item_count), (crate::CacheStatus::Hit, 11));
@@ -436,7 +444,7 @@ async fn the_fail_safe_ends_at_failsafe_max_seconds_for_reads() {
         ("REVALIDATE_RETRY_SECONDS", "0"),
     ])
     .await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let kept_until = s
         .app
         .cache
@@ -448,12 +456,12 @@ async fn the_fail_safe_ends_at_failsafe_max_seconds_for_reads() {
         .kept_until_ms;
     s.sample.set_fault("groq", Fault::ServerError);
     tokio::time::sleep(Duration::from_millis(2_300)).await;
-    let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let r = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     assert!(r.fail_safe, "inside the fail-safe window");
     while crate::clock::now_ms() <= kept_until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let err = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap_err();
+    let err = s.ctx().read_gateway(&s.gw("groq")).await.unwrap_err();
     assert!(err.to_string().contains("HTTP 500"), "past it: {err}");
     assert_eq!(
         s._redis.command(&[b"EXISTS", b"models:v4:groq"]),
@@ -472,13 +480,13 @@ async fn ids_a_listing_repeats_are_collapsed_and_counted() {
     let mut twice = fixture("groq");
     twice.extend(fixture("groq"));
     s.sample.set_catalog("groq", twice);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(
         (run.details[0].count, run.details[0].collapsed_duplicates),
         (11, Some(11))
     );
-    let lookup = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let lookup = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     let body = body_of(&lookup).await;
     assert_eq!(
         (body["data"].as_array().unwrap().len(), body["total"].as_u64()),

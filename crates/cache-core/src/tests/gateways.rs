@@ -3,15 +3,16 @@
 //! loopback, with a real redis-server. Inside the crate: it reaches the fetcher,
 //! the cache and the store, which are not part of cache-core's public API.
 
+use crate::RequestContext;
 use std::time::{Duration, Instant};
 
 use sample_catalog::Fault;
 use serde_json::{Value, json};
 
 use super::{Stack, config};
+use crate::app::warm::{Outcome, Trigger, WarmError};
 use crate::gateways::FetchError;
 use crate::keys;
-use crate::warm::{Outcome, Trigger, WarmError};
 use crate::{App, CacheStatus};
 
 fn fixture_count(id: &str) -> usize {
@@ -272,7 +273,7 @@ async fn merge_rules_on_crafted_duplicates() {
     );
     s.sample
         .set_catalog("groq", vec![json!({"id":"llama-3-8b","name":"Llama 3 8B"})]);
-    let record = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let record = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(record.success, "{record:?}");
     let all = s.models("all").await;
     assert_eq!(all.len(), 2);
@@ -293,7 +294,7 @@ async fn merge_rules_on_crafted_duplicates() {
 #[tokio::test]
 async fn warm_every_built_in_gateway_and_serve_hits() {
     let s = Stack::new(&[]).await;
-    let record = s.app.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+    let record = s.ctx().warm(None, Trigger::Cron).await.unwrap();
     assert!(record.success);
     assert_eq!(record.gateways_success, crate::gateways::DEFAULT_GATEWAYS.len());
     assert_eq!(
@@ -307,13 +308,10 @@ async fn warm_every_built_in_gateway_and_serve_hits() {
     let stored = s.app.last_run().await.unwrap();
     assert_eq!(stored, record, "the run record is stored as reported");
     let before = s.sample.total_requests();
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     assert_eq!(all.status, CacheStatus::Hit);
     for gw in s.app.registry.all() {
-        assert_eq!(
-            s.app.read_gateway(gw, s.spawner()).await.unwrap().status,
-            CacheStatus::Hit
-        );
+        assert_eq!(s.ctx().read_gateway(gw).await.unwrap().status, CacheStatus::Hit);
     }
     assert_eq!(
         s.sample.total_requests(),
@@ -325,8 +323,8 @@ async fn warm_every_built_in_gateway_and_serve_hits() {
 #[tokio::test]
 async fn warm_refetches_even_when_cached() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert_eq!(
         s.sample.requests("groq"),
         2,
@@ -342,7 +340,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
         ("GATEWAY_TIMEOUT_SLOW_MS", "500"),
     ])
     .await;
-    let first = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let first = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(first.success);
     let merged_before = first.merged_models.unwrap();
 
@@ -350,7 +348,7 @@ async fn warm_with_one_failing_and_one_slow_gateway_keeps_last_known_good() {
     s.sample.set_latency("xai", Duration::from_secs(3));
     s.sample.set_fault("cerebras", Fault::Empty);
     let t = Instant::now();
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(
         t.elapsed() < Duration::from_secs(2),
         "bounded by deadlines, not by the slow gateway: {:?}",
@@ -384,10 +382,10 @@ async fn overlapping_warms_do_not_refetch() {
     let other = s.instance(&[("GATEWAYS", "groq,xai")]);
     let first = {
         let (c, sp) = (s.app.clone(), s.spawner());
-        tokio::spawn(async move { c.warm(None, Trigger::Cron, sp).await })
+        tokio::spawn(async move { RequestContext::new(c.clone(), sp).warm(None, Trigger::Cron).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = other.warm(None, Trigger::Manual, s.spawner()).await;
+    let second = s.ctx_of(&other).warm(None, Trigger::Manual).await;
     let Err(WarmError::AlreadyRunning {
         started_at_ms: Some(started),
     }) = second
@@ -398,7 +396,7 @@ async fn overlapping_warms_do_not_refetch() {
     assert!(first.await.unwrap().unwrap().success);
     assert_eq!(s.sample.requests("xai"), 1, "the second warm fetched nothing");
     assert!(
-        other.warm(None, Trigger::Manual, s.spawner()).await.is_ok(),
+        s.ctx_of(&other).warm(None, Trigger::Manual).await.is_ok(),
         "the lock is released after a run"
     );
 }
@@ -406,7 +404,7 @@ async fn overlapping_warms_do_not_refetch() {
 #[tokio::test]
 async fn merged_view_follows_a_gateway_revalidation() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras"), ("MODELS_FRESH_TTL_SECONDS", "1")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     // groq (11) and cerebras (9) share one model: 19 after dedup.
     assert_eq!(s.models("all").await.len(), 19);
     s.sample.set_catalog(
@@ -416,7 +414,7 @@ async fn merged_view_follows_a_gateway_revalidation() {
             .collect(),
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stale = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let stale = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(stale.status, CacheStatus::Stale);
     s.tasks.idle().await;
     let all = s.models("all").await;
@@ -437,7 +435,7 @@ async fn merged_view_follows_a_gateway_revalidation() {
 async fn cold_merged_read_fills_gateways_and_tolerates_a_dead_one() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras")]).await;
     s.sample.set_fault("together", Fault::ServerError);
-    let lookup = s.app.read_all(s.spawner()).await.unwrap();
+    let lookup = s.ctx().read_all().await.unwrap();
     assert_eq!(lookup.status, CacheStatus::Miss);
     let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     assert_eq!(v["gateways"], json!(["groq", "cerebras"]));
@@ -459,7 +457,7 @@ async fn a_catalog_short_of_its_total_is_rejected() {
             total: 1500
         }
     );
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(!run.success);
     assert_eq!(run.details[0].status, Outcome::Error);
     assert!(
@@ -473,7 +471,7 @@ async fn a_catalog_short_of_its_total_is_rejected() {
 #[tokio::test]
 async fn a_collapse_is_judged_against_the_last_accepted_catalog_and_held() {
     let s = Stack::new(&[("GATEWAYS", "featherless")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let all: Vec<Value> = serde_json::from_str(
         sample_catalog::FIXTURES
             .iter()
@@ -485,7 +483,7 @@ async fn a_collapse_is_judged_against_the_last_accepted_catalog_and_held() {
     let mut counts = Vec::new();
     for keep in [150, 14] {
         s.sample.set_catalog("featherless", all[..keep].to_vec());
-        s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+        s.ctx().warm(None, Trigger::Manual).await.unwrap();
         let stored = s.app.cache.peek(&keys::gateway("featherless")).await.unwrap();
         counts.push((stored.meta.item_count, stored.meta.held()));
     }
@@ -495,11 +493,11 @@ async fn a_collapse_is_judged_against_the_last_accepted_catalog_and_held() {
 #[tokio::test]
 async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
     let s = Stack::new(&[("GATEWAYS", "openrouter,featherless")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     for gw in ["openrouter", "featherless"] {
         s.sample.set_fault(gw, Fault::Empty);
     }
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert_eq!(run.gateways_failed, 2, "{run:?}");
     for gw in ["openrouter", "featherless"] {
         let kept = s.app.cache.peek(&keys::gateway(gw)).await.unwrap();
@@ -511,13 +509,13 @@ async fn an_empty_answer_from_a_large_gateway_keeps_its_catalog() {
 async fn a_gateway_filled_by_a_miss_reaches_the_merged_view() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras")]).await;
     s.sample.set_fault("groq", Fault::ServerError);
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert_eq!(run.gateways_failed, 1);
     assert_eq!(s.models("all").await.len(), 9, "cerebras alone");
     // groq recovers; a reader's miss fills it (not a warm, not a revalidation).
     s.sample.set_fault("groq", Fault::None);
     s._redis.command(&[b"DEL", b"retryafter:models:v4:groq"]);
-    let filled = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let filled = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(filled.status, CacheStatus::Miss);
     s.tasks.idle().await;
     assert_eq!(s.models("all").await.len(), 19, "the merged view now has groq too");
@@ -534,7 +532,7 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
     let s = Stack::new(&set).await;
     let b = s.instance(&set);
     s.sample.set_fault("cerebras", Fault::ServerError);
-    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     s.tasks.idle().await;
     // B's `all` read must be a miss that fetches cerebras (slowly) itself.
     let all_key = s.app.all_key().to_string();
@@ -547,17 +545,13 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
     s.sample.set_latency("cerebras", Duration::from_millis(800));
 
     let (b2, spawner) = (b.clone(), s.spawner());
-    let b_read = tokio::spawn(async move { b2.read_all(spawner).await });
+    let b_read = tokio::spawn(async move { RequestContext::new(b2, spawner).read_all().await });
     tokio::time::sleep(Duration::from_millis(200)).await; // B holds the merged key's lock
     let new_groq: Vec<Value> = (0..12)
         .map(|i| json!({"id": format!("brand-new-{i}"), "name": "Brand New"}))
         .collect();
     s.sample.set_catalog("groq", new_groq);
-    let run = s
-        .app
-        .warm(Some(vec![s.gw("groq")]), Trigger::Manual, s.spawner())
-        .await
-        .unwrap();
+    let run = s.ctx().warm(Some(vec![s.gw("groq")]), Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
     let b_saw = b_read.await.unwrap().unwrap();
     assert_eq!(b_saw.status, CacheStatus::Miss);
@@ -584,22 +578,22 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
 async fn deployments_with_different_gateway_sets_share_one_redis() {
     let s = Stack::new(&[]).await; // the built-in set
     let small = s.instance(&[("GATEWAYS", "groq,cerebras")]);
-    let big_run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let big_run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(big_run.success);
-    let small_run = small.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let small_run = s.ctx_of(&small).warm(None, Trigger::Manual).await.unwrap();
     assert!(
         small_run.success,
         "the smaller set's merge is no collapse of the bigger one: {small_run:?}"
     );
     assert_eq!(small_run.merged_models, Some(19));
     assert_ne!(small.all_key(), s.app.all_key());
-    let big_all = s.app.read_all(s.spawner()).await.unwrap();
+    let big_all = s.ctx().read_all().await.unwrap();
     assert_eq!(big_all.status, CacheStatus::Hit);
     assert_eq!(
         big_all.entry.meta.item_count, 3579,
         "the big deployment still serves its own view"
     );
-    let small_all = small.read_all(s.spawner()).await.unwrap();
+    let small_all = s.ctx_of(&small).read_all().await.unwrap();
     assert_eq!(small_all.entry.meta.item_count, 19);
 }
 
@@ -626,17 +620,17 @@ async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool
     )
     .await;
     assert_eq!(
-        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        s.ctx().read_gateway(&s.gw("groq")).await.unwrap().status,
         CacheStatus::Miss
     );
     s.tasks.idle().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap().status,
+        s.ctx().read_gateway(&s.gw("groq")).await.unwrap().status,
         CacheStatus::Stale
     );
     s.tasks.idle().await;
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     assert_eq!(all.entry.meta.item_count, 3579, "every gateway, not groq alone");
     assert_eq!(body_of(&all.entry)["missing_gateways"], json!([]));
 }
@@ -645,12 +639,12 @@ async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool
 /// cache by the next rebuild instead of vanishing from `all`.
 async fn a_rebuild_refetches_an_evicted_gateway(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,cerebras,together")]).await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
-    let before = s.app.read_all(s.spawner()).await.unwrap().entry.meta.item_count;
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    let before = s.ctx().read_all().await.unwrap().entry.meta.item_count;
     s.app.store().delete(&keys::gateway("together")).await.unwrap();
     s.app.cache.forget_local(&keys::gateway("together"));
     let calls = s.sample.requests("together");
-    let rebuilt = s.app.rebuild_all(s.spawner()).await.unwrap();
+    let rebuilt = s.ctx().rebuild_all().await.unwrap();
     assert_eq!(rebuilt.meta.item_count, before, "together is back in the merged view");
     assert_eq!(
         s.sample.requests("together"),
@@ -673,11 +667,11 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
         ],
     )
     .await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     s.sample.set_fault("groq", Fault::ServerError);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(2200)).await; // past fresh and stale
-        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        let r = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
         assert_eq!(
             (r.status, r.fail_safe),
             (CacheStatus::Stale, true),
@@ -685,7 +679,7 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
         );
         assert_eq!(r.entry.meta.item_count, 11);
         s.tasks.idle().await;
-        let run = s.app.warm(None, Trigger::Cron, s.spawner()).await.unwrap();
+        let run = s.ctx().warm(None, Trigger::Cron).await.unwrap();
         assert_eq!(run.gateways_failed, 1);
         let kept = s
             .app
@@ -695,7 +689,7 @@ async fn a_gateway_down_for_days_is_served_by_fail_safe(memory: bool) {
             .expect("the warm kept it");
         assert_eq!(kept.meta.item_count, 11);
     }
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     assert_eq!(all.entry.meta.item_count, 19, "groq's kept catalog is still merged");
     s.app.flush_metrics().await;
     let m = crate::metrics::Metrics::read(s.app.store(), "models").await.unwrap();
@@ -717,7 +711,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
         ],
     )
     .await;
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let first = s.app.cache.peek(&keys::gateway("groq")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3200)).await;
     s.sample.set_latency("groq", Duration::from_millis(1200));
@@ -728,7 +722,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
             .collect(),
     );
     let t = Instant::now();
-    let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let r = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     let waited = t.elapsed();
     assert!(r.fail_safe && r.status == CacheStatus::Stale);
     assert_eq!(r.entry.meta.etag, first.meta.etag, "the kept value");
@@ -737,7 +731,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
         "answered at the soft timeout: {waited:?}"
     );
     s.tasks.idle().await;
-    let after = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    let after = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(
         (after.status, after.entry.meta.item_count),
         (CacheStatus::Hit, 12),
@@ -750,7 +744,7 @@ async fn a_hanging_refetch_answers_at_the_soft_timeout_then_lands(memory: bool) 
 async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
     let s = stack(memory, &[("GATEWAYS", "groq,together")]).await;
     s.sample.set_fault("together", Fault::ServerError);
-    let all = s.app.read_all(s.spawner()).await.unwrap();
+    let all = s.ctx().read_all().await.unwrap();
     let body = body_of(&all.entry);
     assert_eq!(body["missing_gateways"], json!(["together"]));
     assert_eq!(body["gateways"], json!(["groq"]));
@@ -766,7 +760,7 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
             .unwrap()
             .into_parts()
             .0,
-        crate::handlers::RequestContext::new(s.app.clone(), s.spawner()),
+        crate::RequestContext::new(s.app.clone(), s.spawner()),
     )
     .await;
     let v: Value = serde_json::from_slice(&status.body().to_bytes()).unwrap();
@@ -781,7 +775,7 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
         let c = s.app.clone();
         async move { c.cache.peek(&key).await.unwrap().meta.clone() }
     };
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let (groq1, featherless1, all1) = (
         etag(keys::gateway("groq")).await,
         etag(keys::gateway("featherless")).await,
@@ -797,7 +791,7 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
             .unwrap()
     };
     let before = net_input();
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     if !memory {
         // Bodies were not sent again: a few hundred bytes per key, not the values.
         let mut values = 0;
@@ -830,7 +824,7 @@ async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memo
         serde_json::from_str(sample_catalog::FIXTURES.iter().find(|(g, _)| *g == "groq").unwrap().1).unwrap();
     changed[0]["description"] = json!("a new description");
     s.sample.set_catalog("groq", changed);
-    s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let (groq3, featherless3, all3) = (
         etag(keys::gateway("groq")).await,
         etag(keys::gateway("featherless")).await,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use test_support::redis::RedisServer;
 
-use crate::App;
 use crate::spawn::{Spawner, TaskSpawner};
+use crate::{App, RequestContext};
 
 /// An app on a real redis-server and the sample catalog API.
 pub(crate) struct Stack {
@@ -84,15 +84,25 @@ impl Stack {
         Arc::new(self.tasks.clone())
     }
 
+    /// A request's scope on this stack's app, its background work on `tasks`.
+    pub(crate) fn ctx(&self) -> RequestContext {
+        self.ctx_of(&self.app)
+    }
+
+    /// A request's scope on another instance's `app`, its background work on `tasks`.
+    pub(crate) fn ctx_of(&self, app: &Arc<App>) -> RequestContext {
+        RequestContext::new(app.clone(), self.spawner())
+    }
+
     pub(crate) fn gw(&self, id: &str) -> crate::gateways::Gateway {
         self.app.registry.resolve(id).unwrap().clone()
     }
 
     pub(crate) async fn models(&self, id: &str) -> Vec<Value> {
         let lookup = if id == "all" {
-            self.app.read_all(self.spawner()).await.unwrap()
+            self.ctx().read_all().await.unwrap()
         } else {
-            self.app.read_gateway(&self.gw(id), self.spawner()).await.unwrap()
+            self.ctx().read_gateway(&self.gw(id)).await.unwrap()
         };
         let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
         v["data"].as_array().unwrap().clone()
@@ -111,7 +121,7 @@ pub(crate) fn listed_by(all: &[Value], gateway: &str) -> usize {
 }
 
 /// Config with test-friendly defaults plus `overrides`.
-pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {
+pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::config::Config {
     let mut vars = vec![
         ("TTL_JITTER_PERCENT", "0"),
         ("LOCAL_CACHE_TTL_MS", "0"),
@@ -121,5 +131,5 @@ pub(crate) fn config(overrides: &[(&str, &str)]) -> crate::Config {
         ("REFRESH_CADENCE", "fixed"),
     ];
     vars.extend_from_slice(overrides);
-    crate::Config::from_pairs(&vars).unwrap()
+    crate::config::Config::from_pairs(&vars).unwrap()
 }

@@ -260,17 +260,17 @@ proptest! {
         let mut entries = Vec::new();
         for (gw, models) in gateways.iter().zip([a, b]) {
             let n_in = models.len();
-            let page = [crate::catalog::normalize_page(gw, models)];
-            let (parts, collapsed) = crate::catalog::distinct_records(&page);
+            let page = [crate::app::catalog::normalize_page(gw, models)];
+            let (parts, collapsed) = crate::app::catalog::distinct_records(&page);
             let n = parts.len();
             prop_assert_eq!(n + collapsed as usize, n_in, "every model with an id is kept, once");
-            let body = crate::catalog::catalog_json(&gw.id, &parts, n, &[]);
+            let body = crate::app::catalog::catalog_json(&gw.id, &parts, n, &[]);
             prop_assert_eq!(every_served_body_keeps_the_contract(&body)?, n);
             let entry = Entry::build(body, n as u32, crate::entry::Clock::default(), STORED_ENCODINGS);
-            entries.push((gw.id.clone(), crate::catalog::Input::Stored(Arc::new(entry))));
+            entries.push((gw.id.clone(), crate::app::catalog::Input::Stored(Arc::new(entry))));
         }
-        entries.push(("missing".into(), crate::catalog::Input::Absent { gone: false }));
-        let merged = crate::catalog::merge_inputs(&entries, None, crate::clock::now_ms());
+        entries.push(("missing".into(), crate::app::catalog::Input::Absent { gone: false }));
+        let merged = crate::app::catalog::merge_inputs(&entries, None, crate::clock::now_ms());
         every_served_body_keeps_the_contract(&merged.json)?;
     }
 }

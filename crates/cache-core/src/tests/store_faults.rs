@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use test_support::redis::RedisServer;
 
 use super::{Stack, config, listed_by};
+use crate::app::warm::{Outcome, Trigger, WarmError};
 use crate::entry::{Clock, Entry, STORED_ENCODINGS};
-use crate::warm::{Outcome, Trigger, WarmError};
 
 fn shrunk_groq(keep: usize) -> Vec<Value> {
     let all: Vec<Value> =
@@ -28,12 +28,12 @@ fn shrunk_groq(keep: usize) -> Vec<Value> {
 async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
     let s = Stack::new(&[("GATEWAYS", "groq,cerebras")]).await;
     let b = s.instance(&[("GATEWAYS", "groq,cerebras")]);
-    assert!(b.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx_of(&b).warm(None, Trigger::Manual).await.unwrap().success);
     assert_eq!(listed_by(&s.models("all").await, "groq"), 11);
 
     // A stores the changed groq; the rebuild that would follow never happens.
     s.sample.set_catalog("groq", shrunk_groq(6));
-    s.app.refresh_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.ctx().refresh_gateway(&s.gw("groq")).await.unwrap();
     assert_eq!(s.models("groq").await.len(), 6);
     assert_eq!(
         listed_by(&s.models("all").await, "groq"),
@@ -41,7 +41,7 @@ async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
         "the lost rebuild: `all` is behind"
     );
 
-    let run = b.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx_of(&b).warm(None, Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
     let all = s.models("all").await;
     assert_eq!(
@@ -51,7 +51,7 @@ async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
     );
     // And once it matches, an unchanged warm only moves its clock again.
     let before = b.cache.peek_meta_in_store(b.all_key()).await.unwrap();
-    b.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    s.ctx_of(&b).warm(None, Trigger::Manual).await.unwrap();
     let after = b.cache.peek_meta_in_store(b.all_key()).await.unwrap();
     assert_eq!(after.etag, before.etag);
     assert!(after.clock.fetched_at_ms > before.clock.fetched_at_ms);
@@ -63,20 +63,16 @@ async fn a_lost_rebuild_is_healed_by_the_next_warm_that_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_gateway_is_carried_over_not_dropped() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras")]).await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let before = s.models("all").await;
     assert_eq!(listed_by(&before, "together"), 94);
 
     s._redis.command(&[b"DEL", b"models:v4:together"]);
     s.sample.set_fault("together", Fault::ServerError);
     s.sample.set_catalog("groq", shrunk_groq(10));
-    let run = s
-        .app
-        .warm(Some(vec![s.gw("groq")]), Trigger::Manual, s.spawner())
-        .await
-        .unwrap();
+    let run = s.ctx().warm(Some(vec![s.gw("groq")]), Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
-    let lookup = s.app.read_all(s.spawner()).await.unwrap();
+    let lookup = s.ctx().read_all().await.unwrap();
     let body: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     let all = body["data"].as_array().unwrap();
     assert_eq!(listed_by(all, "together"), 94, "never less than we had");
@@ -100,14 +96,14 @@ async fn an_evicted_gateway_is_carried_over_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_flushall_an_instance_merges_what_it_still_holds() {
     let s = Stack::new(&[("GATEWAYS", "groq,together,cerebras"), ("LOCAL_CACHE_TTL_MS", "60000")]).await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let n = s.models("all").await.len();
     s._redis.command(&[b"FLUSHALL"]);
     s.sample.set_fault("groq", Fault::ServerError);
     s.sample.set_fault("together", Fault::ServerError);
     let run = s
-        .app
-        .warm(Some(vec![s.gw("cerebras")]), Trigger::Manual, s.spawner())
+        .ctx()
+        .warm(Some(vec![s.gw("cerebras")]), Trigger::Manual)
         .await
         .unwrap();
     assert_eq!(run.merged_models, Some(n as u32), "{run:?}");
@@ -120,7 +116,7 @@ async fn after_a_flushall_an_instance_merges_what_it_still_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_refuses_writes_costs_one_upstream_call_per_retry_window() {
     let s = Stack::new(&[("GATEWAYS", "groq"), ("MODELS_FRESH_TTL_SECONDS", "1")]).await;
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let replica = RedisServer::start_replica_of(&s._redis);
     let (base, url) = (s.sample.base_url(), replica.url());
     let on_replica = crate::App::new(config(&[
@@ -135,7 +131,7 @@ async fn a_replica_that_refuses_writes_costs_one_upstream_call_per_retry_window(
     s.sample.reset_counts();
     let started = Instant::now();
     for _ in 0..100 {
-        let r = on_replica.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        let r = s.ctx_of(&on_replica).read_gateway(&s.gw("groq")).await.unwrap();
         assert_eq!(r.entry.meta.item_count, 11, "reads keep answering");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -173,7 +169,7 @@ async fn twenty_reads_of_a_full_store_make_one_upstream_request(s: &Stack) {
         .command(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
     s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
     for _ in 0..20 {
-        let r = s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        let r = s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
         assert_eq!(r.entry.meta.item_count, 11);
     }
     s.tasks.idle().await;
@@ -194,7 +190,7 @@ async fn a_full_store_serves_what_it_fetched_from_the_process() {
     // The store takes writes again: the held copy is written back by the next read.
     s._redis.command(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     s.tasks.idle().await;
     assert_ne!(
         s._redis.command(&[b"EXISTS", b"models:v4:groq"]),
@@ -230,14 +226,14 @@ async fn a_warm_that_gave_up_on_its_lock_leaves_none_behind() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
     assert_eq!(s._redis.command(&[b"CLIENT", b"PAUSE", b"3000", b"WRITE"]), b"+OK\r\n");
     let paused = Instant::now();
-    let err = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap_err();
+    let err = s.ctx().warm(None, Trigger::Manual).await.unwrap_err();
     assert!(matches!(err, WarmError::StoreUnavailable(_)), "{err:?}");
     while paused.elapsed() < Duration::from_millis(3_200) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     let run = loop {
-        match s.app.warm(None, Trigger::Manual, s.spawner()).await {
+        match s.ctx().warm(None, Trigger::Manual).await {
             Ok(run) => break run,
             Err(e) => assert!(Instant::now() < deadline, "still refused after the pause: {e:?}"),
         }
@@ -273,7 +269,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
     s._redis
         .command(&[b"SET", b"models:v4:groq", &store_entry(6, now + 120_000)]);
     s.sample.set_catalog("groq", shrunk_groq(9));
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(run.details[0].count, 9);
     assert_eq!(
@@ -294,7 +290,7 @@ async fn a_stamp_from_the_future_is_not_trusted_and_a_refused_write_is_not_succe
             assert_eq!(redis, b"+OK\r\n");
         })
     };
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     writer.join().unwrap();
     assert!(!run.success, "a refused write is not a success: {run:?}");
     assert_eq!(run.details[0].status, Outcome::Error);
@@ -321,9 +317,9 @@ async fn a_listing_that_moves_while_paged_is_fetched_again_or_refused() {
     );
     assert!(ids.contains("inserted/model-1500"));
 
-    assert!(s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap().success);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     s.sample.set_fault("groq", Fault::Shifting { times: u32::MAX });
-    let run = s.app.warm(None, Trigger::Manual, s.spawner()).await.unwrap();
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert_eq!(run.details[0].status, Outcome::Error);
     assert!(
         run.details[0]
@@ -342,14 +338,14 @@ async fn a_listing_that_moves_while_paged_is_fetched_again_or_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_never_exceed_what_happened_after_a_write_pause() {
     let s = Stack::new(&[("GATEWAYS", "groq")]).await;
-    s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+    s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
     s.tasks.idle().await;
     s.app.reset_metrics().await.unwrap();
     assert_eq!(s._redis.command(&[b"CLIENT", b"PAUSE", b"2500", b"WRITE"]), b"+OK\r\n");
     let mut reads = 0i64;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3_500) {
-        s.app.read_gateway(&s.gw("groq"), s.spawner()).await.unwrap();
+        s.ctx().read_gateway(&s.gw("groq")).await.unwrap();
         reads += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::spawn::{BoxFuture, Spawner};
+use crate::spawn::BoxFuture;
 use crate::swr::{Payload, Purpose, Source, SourceError};
 use crate::ttl::TtlPolicy;
 use bytes::Bytes;
@@ -62,11 +62,7 @@ impl Source for ScriptedSource {
     fn deadline(&self) -> Duration {
         self.deadline
     }
-    fn fetch(
-        self: Arc<Self>,
-        _purpose: Purpose,
-        _spawner: Arc<dyn Spawner>,
-    ) -> BoxFuture<Result<Payload, SourceError>> {
+    fn fetch(self: Arc<Self>, _purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;

@@ -1,6 +1,7 @@
 //! The status the routes show: what is cached, how old, what failed, the last warm
-//! and the shared counters ([`StatusResponse`]), and the counters' reset. App
-//! operations, so the status route only translates HTTP.
+//! and the shared counters ([`StatusResponse`]), and the counters' reset. The
+//! operations are [`App::status`] and [`App::reset_metrics`]; the status route only
+//! translates HTTP.
 
 use bytes::Bytes;
 
@@ -18,34 +19,30 @@ use crate::swr::FetchFailure;
 /// Anyone may GET the status: without this, each request cost ~46 Redis commands.
 pub(crate) const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl App {
-    /// The status JSON, assembled at most once per `STATUS_TTL` (5 s) per instance
-    /// (reading entry headers, not catalogs), as is and gzipped: the status page asks
-    /// every 30 s, and anyone may ask. No secrets in it.
-    pub async fn status(&self) -> Precompressed {
-        let mut cached = self.status_cache.lock().await;
-        match cached.as_ref() {
-            Some((built, body)) if built.elapsed() < STATUS_TTL => body.clone(),
-            _ => {
-                let body = Precompressed::new(assemble(self).await);
-                *cached = Some((std::time::Instant::now(), body.clone()));
-                body
-            }
+/// The status JSON, assembled at most once per `STATUS_TTL` per instance.
+pub(super) async fn cached(app: &App) -> Precompressed {
+    let mut cached = app.status_cache.lock().await;
+    match cached.as_ref() {
+        Some((built, body)) if built.elapsed() < STATUS_TTL => body.clone(),
+        _ => {
+            let body = Precompressed::new(assemble(app).await);
+            *cached = Some((std::time::Instant::now(), body.clone()));
+            body
         }
     }
+}
 
-    /// Forget the assembled status (after a warm or a metrics reset: show it at once).
-    pub(crate) async fn forget_status(&self) {
-        *self.status_cache.lock().await = None;
-    }
+/// Forget the assembled status (after a warm or a metrics reset: show it at once).
+pub(super) async fn forget(app: &App) {
+    *app.status_cache.lock().await = None;
+}
 
-    /// Zero the shared counters (every instance's).
-    pub async fn reset_metrics(&self) -> Result<(), StoreError> {
-        self.store().delete(&keys::metrics("models")).await?;
-        tracing::info!("[Cache Metrics] Shared counters reset");
-        self.forget_status().await;
-        Ok(())
-    }
+/// Zero the shared counters (every instance's).
+pub(super) async fn reset_metrics(app: &App) -> Result<(), StoreError> {
+    app.store().delete(&keys::metrics("models")).await?;
+    tracing::info!("[Cache Metrics] Shared counters reset");
+    forget(app).await;
+    Ok(())
 }
 
 async fn assemble(app: &App) -> Bytes {

@@ -1,0 +1,258 @@
+//! One gateway's catalog from the catalog API: fetched page by page, each page
+//! normalised as it arrives, repeated ids collapsed, judged before it is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{SUSPECT_FACTOR, SUSPECT_MIN_MODELS, catalog_json};
+use crate::app::RequestContext;
+use crate::clock::now_ms;
+use crate::entry::EntryMeta;
+use crate::gateways::Gateway;
+use crate::gateways::normalize::normalize;
+use crate::keys;
+use crate::spawn::BoxFuture;
+use crate::swr::{Payload, Purpose, Source, SourceError, Verdict};
+use crate::ttl::TtlPolicy;
+
+/// One gateway's catalog from the catalog API.
+pub(super) struct GatewaySource {
+    ctx: RequestContext,
+    gateway: Gateway,
+}
+
+impl GatewaySource {
+    pub(super) fn new(ctx: &RequestContext, gateway: &Gateway) -> Arc<Self> {
+        Arc::new(GatewaySource {
+            ctx: ctx.clone(),
+            gateway: gateway.clone(),
+        })
+    }
+}
+
+impl Source for GatewaySource {
+    fn category(&self) -> &'static str {
+        "models"
+    }
+
+    fn ttl(&self) -> TtlPolicy {
+        self.ctx.app.ttl()
+    }
+
+    fn deadline(&self) -> Duration {
+        // The fetcher enforces the gateway deadline itself; this margin covers
+        // normalisation and serialization of a large catalog.
+        self.gateway.deadline + Duration::from_secs(2)
+    }
+
+    fn fetch(self: Arc<Self>, _purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
+        let span = tracing::info_span!(
+            "gateway.fetch",
+            gateway = %self.gateway.id,
+            models = tracing::field::Empty,
+            bytes = tracing::field::Empty
+        );
+        let record = span.clone();
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let started = std::time::Instant::now();
+                let looked_at = now_ms();
+                let gw = self.gateway.clone();
+                let pages = self
+                    .ctx
+                    .app
+                    .fetcher
+                    .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
+                    .await?;
+                let (parts, collapsed) = distinct_records(&pages);
+                let total = parts.len();
+                let mut payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
+                payload.collapsed = collapsed;
+                drop(parts);
+                drop(pages);
+                // A look at the upstream: changed since the last one or not. An empty
+                // answer (refused anyway) is no look at the catalog.
+                if payload.item_count > 0 {
+                    let key = keys::gateway(&self.gateway.id);
+                    payload.fresh_window = self.ctx.app.observe(&key, looked_at, &payload.etag).await;
+                }
+                tracing::info!(
+                    "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
+                    self.gateway.id,
+                    payload.item_count,
+                    match collapsed {
+                        0 => String::new(),
+                        n => format!(" ({n} repeated ids collapsed)"),
+                    },
+                    payload.json.len(),
+                    started.elapsed().as_millis()
+                );
+                record.record("models", payload.item_count);
+                record.record("bytes", payload.json.len());
+                Ok(payload)
+            },
+            span,
+        ))
+    }
+
+    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+        match judge_catalog(new, previous) {
+            Verdict::Reject(why) => Verdict::Reject(format!("{}: {why}", self.gateway.id)),
+            Verdict::Doubt(why) => Verdict::Doubt(format!("{}: {why}", self.gateway.id)),
+            Verdict::Accept => Verdict::Accept,
+        }
+    }
+
+    /// A gateway stored outside a warm (a miss, a revalidation) schedules a merged
+    /// rebuild; a warm rebuilds once at its end.
+    fn after_write(self: Arc<Self>, purpose: Purpose) -> Option<BoxFuture<()>> {
+        match purpose {
+            Purpose::Warm | Purpose::Rebuild => None,
+            Purpose::Read | Purpose::Revalidate => super::schedule_rebuild(&self.ctx),
+        }
+    }
+}
+
+/// Rejects empty catalogs; doubts one that collapsed under a tenth of the stored
+/// (last accepted) one, or grew over tenfold: the guard then wants the upstream to
+/// confirm it before it replaces what is stored.
+fn judge_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+    if new.item_count == 0 {
+        return Verdict::Reject("0 models".into());
+    }
+    let Some(prev) = previous else {
+        return Verdict::Accept;
+    };
+    let (was, now) = (prev.item_count, new.item_count);
+    if was >= SUSPECT_MIN_MODELS && now.saturating_mul(SUSPECT_FACTOR) < was {
+        Verdict::Doubt(format!("catalog collapsed to {now} models (from {was})"))
+    } else if now >= SUSPECT_MIN_MODELS && now > was.saturating_mul(SUSPECT_FACTOR) {
+        Verdict::Doubt(format!("catalog jumped to {now} models (from {was})"))
+    } else {
+        Verdict::Accept
+    }
+}
+
+/// One page of models, normalised and serialized: the objects back to back, and
+/// each one's id and end offset (so that a listing's repeated ids can be collapsed
+/// across pages without parsing again).
+pub(crate) struct NormalizedPage {
+    json: Vec<u8>,
+    records: Vec<(String, usize)>,
+}
+
+/// Normalise and serialize one page of models.
+pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> NormalizedPage {
+    let mut page = NormalizedPage {
+        json: Vec::with_capacity(models.len() * 900),
+        records: Vec::with_capacity(models.len()),
+    };
+    for m in models {
+        if let Some(m) = normalize(gw, m) {
+            let id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            serde_json::to_writer(&mut page.json, &m).expect("maps serialize");
+            page.records.push((id, page.json.len()));
+        }
+    }
+    page
+}
+
+/// The records of `pages`, each id once (the first listing wins), and how many
+/// repeated ones were collapsed.
+pub(crate) fn distinct_records(pages: &[NormalizedPage]) -> (Vec<&[u8]>, u32) {
+    let mut seen = std::collections::HashSet::with_capacity(pages.iter().map(|p| p.records.len()).sum());
+    let mut parts = Vec::with_capacity(seen.capacity());
+    let mut collapsed = 0u32;
+    for page in pages {
+        let mut start = 0;
+        for (id, end) in &page.records {
+            if seen.insert(id.as_str()) {
+                parts.push(&page.json[start..*end]);
+            } else {
+                collapsed += 1;
+            }
+            start = *end;
+        }
+    }
+    (parts, collapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn payload(n: u32) -> Payload {
+        Payload::new(Bytes::new(), n)
+    }
+
+    fn meta(n: u32) -> EntryMeta {
+        EntryMeta {
+            clock: crate::entry::Clock::default(),
+            flags: 0,
+            inputs: Vec::new(),
+            item_count: n,
+            collapsed: 0,
+            sources: 0,
+            carried: 0,
+            etag: String::new(),
+        }
+    }
+
+    fn doubted(v: Verdict) -> bool {
+        matches!(v, Verdict::Doubt(_))
+    }
+
+    #[test]
+    fn collapses_and_jumps_are_doubted_against_the_last_accepted_catalog() {
+        assert_eq!(judge_catalog(&payload(0), None), Verdict::Reject("0 models".into()));
+        assert_eq!(judge_catalog(&payload(1), None), Verdict::Accept);
+        assert!(doubted(judge_catalog(&payload(5), Some(&meta(300)))), "a collapse");
+        assert_eq!(judge_catalog(&payload(30), Some(&meta(300))), Verdict::Accept);
+        assert_eq!(
+            judge_catalog(&payload(2), Some(&meta(40))),
+            Verdict::Accept,
+            "small catalogs may shrink"
+        );
+        assert!(doubted(judge_catalog(&payload(413), Some(&meta(11)))), "a jump");
+        assert_eq!(
+            judge_catalog(&payload(40), Some(&meta(3))),
+            Verdict::Accept,
+            "small catalogs may grow"
+        );
+        assert_eq!(
+            judge_catalog(&payload(11), Some(&meta(11))),
+            Verdict::Accept,
+            "back to the truth after a spike: judged against what is stored, not a high-water mark"
+        );
+    }
+
+    #[test]
+    fn repeated_ids_are_collapsed_across_pages_first_listing_wins() {
+        let gw = crate::gateways::Registry::from_config(&crate::config::Config::from_pairs(&[]).unwrap())
+            .resolve("groq")
+            .unwrap()
+            .clone();
+        let model = |id: &str, name: &str| {
+            serde_json::from_value::<Map<String, Value>>(serde_json::json!({"id": id, "name": name})).unwrap()
+        };
+        let pages = [
+            normalize_page(&gw, vec![model("a", "first"), model("b", "b"), model("a", "again")]),
+            normalize_page(&gw, vec![model("c", "c"), model("b", "again")]),
+        ];
+        let (parts, collapsed) = distinct_records(&pages);
+        assert_eq!(collapsed, 2);
+        let body: Value = serde_json::from_slice(&catalog_json("groq", &parts, parts.len(), &[])).unwrap();
+        let names: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["first", "b", "c"]);
+        assert_eq!(body["total"], 3);
+    }
+}

@@ -1,0 +1,139 @@
+//! The models page as an operation: which models a page shows, its validator, and
+//! its HTML made once and kept in the answers layer. `crate::page` renders it; the
+//! page route only translates HTTP.
+
+use bytes::Bytes;
+
+use crate::app::{App, RequestContext};
+use crate::encoding::Encoding;
+use crate::entry::Entry;
+use crate::page::{ROWS, Slice, View};
+use crate::swr::{CacheError, Lookup};
+
+/// What a page request asks for (validated by the route).
+pub(crate) struct PageAsk {
+    /// `""` for the merged view, else a configured gateway's id.
+    pub gateway: String,
+    /// Lowercased, of a valid length.
+    pub search: Option<String>,
+    pub offset: usize,
+    /// `fragment=rows`: the rows only.
+    pub fragment: bool,
+}
+
+/// A page of a catalog read for a request: what its headers say, and its HTML on
+/// demand ([`PageView::body`]).
+pub(crate) struct PageView {
+    pub lookup: Lookup,
+    /// The page's validator.
+    pub etag: String,
+    ask: PageAsk,
+}
+
+/// The read behind a page.
+pub(super) async fn view(ctx: &RequestContext, ask: PageAsk) -> Result<PageView, CacheError> {
+    let lookup = match ctx.app.gateway(&ask.gateway).cloned() {
+        Some(gw) if !ask.gateway.is_empty() => ctx.read_gateway(&gw).await?,
+        _ => ctx.read_all().await?,
+    };
+    let etag = page_etag(&lookup.entry, &ask);
+    Ok(PageView { lookup, etag, ask })
+}
+
+impl PageView {
+    /// `/models` itself: the merged view's first screen, the same for every visitor.
+    pub(crate) fn is_shared(&self) -> bool {
+        let ask = &self.ask;
+        ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0 && !ask.fragment
+    }
+
+    /// The page's HTML in `encoding`: rendered and compressed off the async workers,
+    /// under the CPU permit, once per page ETag (identical requests wait for the one
+    /// render). The shared document is pinned in every encoding; other pages (URLs a
+    /// client picks) are kept like any answer, compressed fast in the one encoding
+    /// asked, as search answers are.
+    pub(crate) async fn body(&self, app: &App, encoding: Encoding) -> Result<Bytes, String> {
+        let render = prepare(app, &self.lookup, &self.ask).await?;
+        match self.is_shared() {
+            true => app
+                .answers
+                .document("all", &self.etag, render)
+                .await
+                .map(|page| page.encoded(encoding)),
+            false => app.answers.html(&self.etag, encoding, render).await,
+        }
+    }
+}
+
+/// The page's validator: the entry's content and clock (the page says "data as of"),
+/// and what was asked.
+fn page_etag(entry: &Entry, ask: &PageAsk) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(entry.meta.etag.as_bytes());
+    h.update(&entry.meta.clock.fetched_at_ms.to_le_bytes());
+    h.update(ask.gateway.as_bytes());
+    h.update(&[0]);
+    h.update(ask.search.as_deref().unwrap_or("").as_bytes());
+    h.update(&(ask.offset as u64).to_le_bytes());
+    h.update(&[ask.fragment as u8]);
+    format!("\"h-{:032x}\"", h.digest128())
+}
+
+/// What rendering `ask`'s page of `lookup`'s catalog needs, gathered here (the index
+/// and the matches, each made once), and the render itself, to run off the async
+/// workers.
+async fn prepare(
+    app: &App,
+    lookup: &Lookup,
+    ask: &PageAsk,
+) -> Result<impl FnOnce() -> Result<String, String> + Send + 'static, String> {
+    let view_name = if ask.gateway.is_empty() {
+        "all"
+    } else {
+        ask.gateway.as_str()
+    };
+    let index = app.answers.index(view_name, &lookup.entry).await?;
+    let hits = match &ask.search {
+        Some(term) => Some(app.answers.hits(&index, &lookup.entry.meta.etag, term).await?),
+        None => None,
+    };
+    let all_total = match ask.gateway.is_empty() {
+        true => index.len(),
+        false => app
+            .cache
+            .peek_meta(app.all_key())
+            .await
+            .map_or(index.len(), |m| m.item_count as usize),
+    };
+    let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
+    let (gateway, search, offset, fragment) = (ask.gateway.clone(), ask.search.clone(), ask.offset, ask.fragment);
+    let clock = lookup.entry.meta.clock;
+    Ok(move || {
+        let matching = hits.as_ref().map_or(index.len(), |h| h.len());
+        let start = offset.min(matching);
+        let end = start.saturating_add(ROWS).min(matching);
+        let models: Vec<u32> = match &hits {
+            Some(h) => h[start..end].to_vec(),
+            None => (start as u32..end as u32).collect(),
+        };
+        if fragment {
+            let slice = Slice {
+                matching,
+                all_total,
+                next: end,
+            };
+            return Ok(crate::page::rows(&slice, &index, &models));
+        }
+        let view = View {
+            gateway: &gateway,
+            search: search.as_deref(),
+            offset,
+            matching,
+            all_total,
+            gateways: &gateways,
+            fetched_at_ms: clock.fetched_at_ms,
+            fresh_until_ms: clock.fresh_until_ms,
+        };
+        Ok(crate::page::render(&view, &index, &models))
+    })
+}
