@@ -63,12 +63,11 @@ impl Cache {
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
         purpose: Purpose,
     ) -> Result<Arc<Entry>, CacheError> {
         debug_assert!(purpose.refetches());
         let seen = self.load(key, source.category()).await.map(|e| e.meta.clone());
-        self.fill(key, source, spawner, seen, purpose).await
+        self.fill(key, source, seen, purpose).await
     }
 
     /// The one fetch of a miss in this process, coordinated with other instances.
@@ -76,21 +75,19 @@ impl Cache {
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
         seen: Option<EntryMeta>,
     ) -> Result<Arc<Entry>, CacheError> {
         // A key that just failed is not fetched again by every reader (retry storm).
         if let Some(throttled) = self.throttled(key).await {
             return Err(throttled);
         }
-        self.fill(key, source, spawner, seen, Purpose::Read).await
+        self.fill(key, source, seen, Purpose::Read).await
     }
 
     async fn fill(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
         seen: Option<EntryMeta>,
         purpose: Purpose,
     ) -> Result<Arc<Entry>, CacheError> {
@@ -102,7 +99,7 @@ impl Cache {
         let give_up = Instant::now() + patience;
         let failure_before = self.last_failure(key).await;
         loop {
-            match self.lock(key, lock_ttl, &spawner).await {
+            match self.lock(key, lock_ttl, &source.spawner()).await {
                 Locked::Ours(guard) => {
                     // Another instance may have written between our read and our lock.
                     if purpose == Purpose::Read
@@ -111,12 +108,12 @@ impl Cache {
                         guard.release().await;
                         return Ok(e);
                     }
-                    let res = self.fetch_and_store(key, source, spawner, seen.as_ref(), purpose).await;
+                    let res = self.fetch_and_store(key, source, seen.as_ref(), purpose).await;
                     guard.release().await;
                     return res;
                 }
                 Locked::NoStore => {
-                    return self.fetch_and_store(key, source, spawner, seen.as_ref(), purpose).await;
+                    return self.fetch_and_store(key, source, seen.as_ref(), purpose).await;
                 }
                 Locked::Theirs => {}
             }
@@ -201,7 +198,7 @@ impl Cache {
 
     // ---- revalidation ----------------------------------------------------------
 
-    pub(super) async fn revalidate(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, spawner: Arc<dyn Spawner>) {
+    pub(super) async fn revalidate(self: &Arc<Self>, key: &str, source: Arc<dyn Source>) {
         let category = source.category();
         // A recent failure blocks new attempts for a while, across instances.
         if self.throttled(key).await.is_some() {
@@ -209,7 +206,7 @@ impl Cache {
             tracing::debug!("[Cache SWR] Revalidation of {key} throttled after a recent failure");
             return;
         }
-        let guard = match self.lock(key, source.deadline() + LOCK_MARGIN, &spawner).await {
+        let guard = match self.lock(key, source.deadline() + LOCK_MARGIN, &source.spawner()).await {
             Locked::Ours(g) => Some(g),
             Locked::Theirs => {
                 self.metrics.record(category, Event::RevalidationSkippedByLock);
@@ -233,7 +230,7 @@ impl Cache {
         let started = Instant::now();
         let previous = current.map(|e| e.meta.clone());
         let res = self
-            .fetch_and_store(key, source, spawner, previous.as_ref(), Purpose::Revalidate)
+            .fetch_and_store(key, source, previous.as_ref(), Purpose::Revalidate)
             .await;
         if let Some(g) = guard {
             g.release().await;
@@ -272,18 +269,16 @@ impl Cache {
         self: &'a Arc<Self>,
         key: &'a str,
         source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
         previous: Option<&'a EntryMeta>,
         purpose: Purpose,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<Entry>, CacheError>> + Send + 'a>> {
-        Box::pin(self.fetch_and_store_inner(key, source, spawner, previous, purpose))
+        Box::pin(self.fetch_and_store_inner(key, source, previous, purpose))
     }
 
     async fn fetch_and_store_inner(
         self: &Arc<Self>,
         key: &str,
         source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
         previous: Option<&EntryMeta>,
         purpose: Purpose,
     ) -> Result<Arc<Entry>, CacheError> {
@@ -308,7 +303,7 @@ impl Cache {
                 Ok(()) => match self.write(key, source.ttl(), payload, stamp, source.category()).await {
                     Written::Stored(entry) => {
                         if let Some(follow_up) = source.clone().after_write(purpose) {
-                            spawner.spawn(follow_up);
+                            source.spawner().spawn(follow_up);
                         }
                         Ok(entry)
                     }

@@ -152,9 +152,13 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// Upper bound on one fetch; the cache enforces it too.
     fn deadline(&self) -> Duration;
 
-    /// Fetch a fresh value, for `purpose`. A source is made per request and carries
-    /// its scope: a composite one (the merged catalog) reads other keys through the
-    /// cache in it.
+    /// Where the work a read leaves behind runs (a revalidation, the rest of a miss
+    /// every reader left, a write-back): a source is made per request and carries the
+    /// request's spawner, so the cache's operations take none beside it.
+    fn spawner(&self) -> Arc<dyn Spawner>;
+
+    /// Fetch a fresh value, for `purpose`. A composite source (the merged catalog)
+    /// reads other keys through the cache, in the same request's scope.
     fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>>;
 
     /// Judge a value before it overwrites `previous` (docs/design.md, failure 5). The
@@ -430,25 +434,15 @@ impl Cache {
     }
 
     /// The SWR read. Only a miss waits on the upstream.
-    pub(crate) async fn read(
-        self: &Arc<Self>,
-        key: &str,
-        source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
-    ) -> Result<Lookup, CacheError> {
+    pub(crate) async fn read(self: &Arc<Self>, key: &str, source: Arc<dyn Source>) -> Result<Lookup, CacheError> {
         let span = tracing::info_span!("cache.read", cache.key = key, cache.state = tracing::field::Empty);
-        let result = self.read_inner(key, source, spawner).instrument(span.clone()).await;
+        let result = self.read_inner(key, source).instrument(span.clone()).await;
         span.record("cache.state", result.as_ref().map_or("ERROR", |l| l.status.as_str()));
         result
     }
 
-    async fn read_inner(
-        self: &Arc<Self>,
-        key: &str,
-        source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
-    ) -> Result<Lookup, CacheError> {
-        let category = source.category();
+    async fn read_inner(self: &Arc<Self>, key: &str, source: Arc<dyn Source>) -> Result<Lookup, CacheError> {
+        let (category, spawner) = (source.category(), source.spawner());
         let now = now_ms();
         // Fail-safe ends at `kept_until`: the key's extra minute is the status page's.
         let current = self.load(key, category).await.filter(|e| e.meta.clock.is_kept(now));
@@ -467,17 +461,17 @@ impl Cache {
                     "[Cache SWR] Returning stale data for {key} (age {} s)",
                     entry.meta.age_ms(now) / 1000
                 );
-                self.spawn_revalidation(key, source, spawner.clone());
+                self.spawn_revalidation(key, source);
                 Ok(Lookup {
                     entry,
                     status: CacheStatus::Stale,
                     fail_safe: false,
                 })
             }
-            Some(kept) => Ok(self.refetch_kept(key, kept, source, spawner.clone()).await),
+            Some(kept) => Ok(self.refetch_kept(key, kept, source).await),
             None => {
                 self.metrics.record(category, Event::Miss);
-                let res = self.miss(key, source, spawner.clone(), None).await;
+                let res = self.miss(key, source, None).await;
                 if res.is_err() {
                     self.metrics.record(category, Event::Error);
                 }
@@ -501,16 +495,10 @@ impl Cache {
     /// Past the stale window but kept: fetch like a miss, and if that fails, times out,
     /// is throttled, or takes longer than the soft timeout, answer with the kept value
     /// marked fail-safe (the fetch goes on in the background).
-    async fn refetch_kept(
-        self: &Arc<Self>,
-        key: &str,
-        kept: Arc<Entry>,
-        source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
-    ) -> Lookup {
+    async fn refetch_kept(self: &Arc<Self>, key: &str, kept: Arc<Entry>, source: Arc<dyn Source>) -> Lookup {
         let category = source.category();
         self.metrics.record(category, Event::Miss);
-        let flight = self.miss(key, source, spawner, Some(kept.meta.clone()));
+        let flight = self.miss(key, source, Some(kept.meta.clone()));
         let why = match tokio::time::timeout(self.settings.soft_timeout, flight).await {
             Ok(Ok(entry)) => {
                 return Lookup {
@@ -663,22 +651,17 @@ impl Cache {
 
     /// One fetch per key in this process: concurrent misses share it. The fetch is
     /// driven to the end through the spawner even if every reader stops waiting.
-    fn miss(
-        self: &Arc<Self>,
-        key: &str,
-        source: Arc<dyn Source>,
-        spawner: Arc<dyn Spawner>,
-        seen: Option<EntryMeta>,
-    ) -> MissFlight {
+    fn miss(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, seen: Option<EntryMeta>) -> MissFlight {
         let mut misses = self.misses.lock();
         if let Some((_, flight)) = misses.get(key) {
             return flight.clone();
         }
         let id = self.next_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (cache, owned_key, task_spawner) = (self.clone(), key.to_string(), spawner.clone());
+        let spawner = source.spawner();
+        let (cache, owned_key) = (self.clone(), key.to_string());
         let fetch: BoxFuture<Result<Arc<Entry>, CacheError>> = Box::pin(
             async move {
-                let result = cache.miss_once(&owned_key, source, task_spawner, seen).await;
+                let result = cache.miss_once(&owned_key, source, seen).await;
                 // Done: the next miss of this key starts a new flight (a finished one must
                 // not answer it with an old result).
                 let mut misses = cache.misses.lock();
@@ -703,7 +686,8 @@ impl Cache {
 
     // ---- revalidation ----------------------------------------------------------
 
-    fn spawn_revalidation(self: &Arc<Self>, key: &str, source: Arc<dyn Source>, spawner: Arc<dyn Spawner>) {
+    fn spawn_revalidation(self: &Arc<Self>, key: &str, source: Arc<dyn Source>) {
+        let spawner = source.spawner();
         {
             let mut revalidating = self.revalidating.lock();
             if !revalidating.insert(key.to_string()) {
@@ -712,7 +696,6 @@ impl Cache {
         }
         let cache = self.clone();
         let key = key.to_string();
-        let task_spawner = spawner.clone();
         spawner.spawn(boxed(async move {
             // Release the in-process mark however the task ends.
             struct Mark(Arc<Cache>, String);
@@ -723,7 +706,7 @@ impl Cache {
             }
             let _mark = Mark(cache.clone(), key.clone());
             let span = tracing::info_span!("cache.revalidate", cache.key = %key);
-            cache.revalidate(&key, source, task_spawner).instrument(span).await;
+            cache.revalidate(&key, source).instrument(span).await;
         }));
     }
 }

@@ -13,7 +13,7 @@ use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::gateways::normalize::normalize;
 use crate::keys;
-use crate::spawn::BoxFuture;
+use crate::spawn::{BoxFuture, Spawner};
 use crate::swr::{Payload, Purpose, Source, SourceError, Verdict};
 use crate::ttl::TtlPolicy;
 
@@ -39,6 +39,10 @@ impl Source for GatewaySource {
 
     fn ttl(&self) -> TtlPolicy {
         self.ctx.app.ttl()
+    }
+
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        self.ctx.spawner.clone()
     }
 
     fn deadline(&self) -> Duration {

@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::entry::{Entry, EntryMeta, InputClock};
 use crate::gateways::merge::merge_bodies;
 use crate::keys;
-use crate::spawn::BoxFuture;
+use crate::spawn::{BoxFuture, Spawner};
 use crate::swr::{Payload, Purpose, Source, SourceError, Verdict};
 use crate::ttl::TtlPolicy;
 
@@ -58,6 +58,10 @@ impl Source for MergedSource {
 
     fn ttl(&self) -> TtlPolicy {
         self.ctx.app.ttl()
+    }
+
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        self.ctx.spawner.clone()
     }
 
     fn deadline(&self) -> Duration {

@@ -56,16 +56,13 @@ const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
 /// The SWR read of one gateway's catalog.
 pub(super) async fn read_gateway(ctx: &RequestContext, gateway: &Gateway) -> Result<Lookup, CacheError> {
     let source = GatewaySource::new(ctx, gateway);
-    ctx.app
-        .cache
-        .read(&keys::gateway(&gateway.id), source, ctx.spawner.clone())
-        .await
+    ctx.app.cache.read(&keys::gateway(&gateway.id), source).await
 }
 
 /// The SWR read of the merged catalog.
 pub(super) async fn read_all(ctx: &RequestContext) -> Result<Lookup, CacheError> {
     let source = MergedSource::new(ctx);
-    ctx.app.cache.read(&ctx.app.all_key, source, ctx.spawner.clone()).await
+    ctx.app.cache.read(&ctx.app.all_key, source).await
 }
 
 /// Refetch one gateway now (warming), keeping the old value on failure. The warm
@@ -74,7 +71,7 @@ pub(super) async fn refresh_gateway(ctx: &RequestContext, gateway: &Gateway) -> 
     let source = GatewaySource::new(ctx, gateway);
     ctx.app
         .cache
-        .refresh(&keys::gateway(&gateway.id), source, ctx.spawner.clone(), Purpose::Warm)
+        .refresh(&keys::gateway(&gateway.id), source, Purpose::Warm)
         .await
 }
 
@@ -84,10 +81,7 @@ pub(super) async fn refresh_gateway(ctx: &RequestContext, gateway: &Gateway) -> 
 pub(super) async fn rebuild_all(ctx: &RequestContext) -> Result<Arc<Entry>, CacheError> {
     let _one_at_a_time = ctx.app.rebuilding.lock().await;
     let source = MergedSource::new(ctx);
-    ctx.app
-        .cache
-        .refresh(&ctx.app.all_key, source, ctx.spawner.clone(), Purpose::Rebuild)
-        .await
+    ctx.app.cache.refresh(&ctx.app.all_key, source, Purpose::Rebuild).await
 }
 
 /// Rebuild the merged view soon. Requests within the coalescing window share one
@@ -105,9 +99,7 @@ fn schedule_rebuild(ctx: &RequestContext) -> Option<BoxFuture<()>> {
         // From here on, a new request schedules another rebuild after this one.
         app.rebuild_scheduled.store(false, Ordering::SeqCst);
         let source = MergedSource::new(&ctx);
-        let rebuilt = app
-            .cache
-            .refresh(&app.all_key, source, ctx.spawner.clone(), Purpose::Rebuild);
+        let rebuilt = app.cache.refresh(&app.all_key, source, Purpose::Rebuild);
         if let Err(e) = rebuilt.await {
             tracing::warn!("[Cache SWR] Rebuilding the merged catalog failed: {e}");
         }

@@ -86,46 +86,44 @@ fn spawner() -> (TaskSpawner, Arc<dyn Spawner>) {
 
 async fn fresh_to_stale_to_expired(b: Backend) {
     let cache = b.instance();
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::new(1_000, 1_000);
 
-    let first = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let first = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(first.status, CacheStatus::Miss);
     assert_eq!(src.calls(), 1);
 
-    let hit = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let hit = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(hit.status, CacheStatus::Hit);
     assert_eq!(call_of(&hit.entry), 1);
     assert_eq!(src.calls(), 1, "a fresh hit never calls the upstream");
 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let stale = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let stale = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(
         stale.status,
         CacheStatus::Stale,
         "past fresh, within stale: served stale"
     );
     assert_eq!(call_of(&stale.entry), 1, "the stale value itself is returned at once");
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(src.calls(), 2, "exactly one background revalidation");
 
-    let after = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let after = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(after.status, CacheStatus::Hit);
     assert_eq!(call_of(&after.entry), 2, "the revalidated value is served next");
 
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let expired = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let expired = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(expired.status, CacheStatus::Miss, "past the stale window: a miss");
     assert_eq!(call_of(&expired.entry), 3);
 }
 
 async fn concurrent_miss_fetches_once(b: Backend) {
     let cache = b.instance();
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(200));
     let reads = (0..200).map(|_| {
-        let (cache, src, sp) = (cache.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { cache.read("models:all", src, sp).await.unwrap() })
+        let (cache, src) = (cache.clone(), src.clone());
+        tokio::spawn(async move { cache.read("models:all", src).await.unwrap() })
     });
     let results = futures_util::future::join_all(reads).await;
     assert!(results.iter().all(|r| r.as_ref().unwrap().status == CacheStatus::Miss));
@@ -138,61 +136,58 @@ async fn concurrent_miss_fetches_once(b: Backend) {
 
 async fn concurrent_stale_revalidates_once(b: Backend) {
     let cache = b.instance();
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::with_delay(300, 60_000, Duration::from_millis(100));
-    cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    cache.read("models:groq", src.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     let reads = (0..200).map(|_| {
-        let (cache, src, sp) = (cache.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { cache.read("models:groq", src, sp).await.unwrap().status })
+        let (cache, src) = (cache.clone(), src.clone());
+        tokio::spawn(async move { cache.read("models:groq", src).await.unwrap().status })
     });
     let statuses = futures_util::future::join_all(reads).await;
     assert!(statuses.iter().all(|s| *s.as_ref().unwrap() == CacheStatus::Stale));
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(src.calls(), 2, "200 stale readers: one revalidation");
 }
 
 async fn two_instances_race_on_stale_key(b: Backend) {
     let a = b.instance();
     let other = b.instance();
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::with_delay(300, 60_000, Duration::from_millis(150));
-    a.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    a.read("models:groq", src.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     let mut joins = Vec::new();
     for i in 0..100 {
         let cache = if i % 2 == 0 { a.clone() } else { other.clone() };
-        let (src, sp) = (src.clone(), sp.clone());
+        let src = src.clone();
         joins.push(tokio::spawn(async move {
-            cache.read("models:groq", src, sp).await.unwrap().status
+            cache.read("models:groq", src).await.unwrap().status
         }));
     }
     for j in joins {
         assert_eq!(j.await.unwrap(), CacheStatus::Stale);
     }
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(
         src.calls(),
         2,
         "two instances racing on one stale key: one upstream call"
     );
-    let fresh = other.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let fresh = other.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(fresh.status, CacheStatus::Hit);
     assert_eq!(call_of(&fresh.entry), 2);
 }
 
 async fn failing_revalidation_keeps_stale_and_is_throttled(b: Backend) {
     let cache = b.instance();
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::new(300, 60_000);
-    cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    cache.read("models:groq", src.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     src.set(Behaviour::Fail("HTTP 500 from upstream"));
     for _ in 0..20 {
-        let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+        let r = cache.read("models:groq", src.clone()).await.unwrap();
         assert_eq!(r.status, CacheStatus::Stale);
         assert_eq!(call_of(&r.entry), 1, "the old value keeps being served");
-        tasks.idle().await;
+        src.tasks.idle().await;
     }
     assert_eq!(
         src.calls(),
@@ -205,15 +200,14 @@ async fn failing_revalidation_keeps_stale_and_is_throttled(b: Backend) {
 
 async fn rejected_empty_value_does_not_overwrite(b: Backend) {
     let cache = b.instance();
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::new(300, 60_000);
-    cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    cache.read("models:groq", src.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     src.set(Behaviour::Items(0));
-    cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
-    tasks.idle().await;
+    cache.read("models:groq", src.clone()).await.unwrap();
+    src.tasks.idle().await;
     assert_eq!(src.calls(), 2);
-    let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let r = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(
         r.entry.meta.item_count, 3,
         "the empty value was rejected; good data stays"
@@ -224,10 +218,9 @@ async fn rejected_empty_value_does_not_overwrite(b: Backend) {
 
 async fn failed_miss_returns_error_and_caches_nothing(b: Backend) {
     let cache = b.instance();
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     src.set(Behaviour::Fail("connection reset"));
-    let err = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
+    let err = cache.read("models:groq", src.clone()).await.unwrap_err();
     assert!(
         matches!(err, CacheError::Source(ref e) if e.to_string().contains("connection reset")),
         "{err:?}"
@@ -238,27 +231,25 @@ async fn failed_miss_returns_error_and_caches_nothing(b: Backend) {
         "nothing cached"
     );
     // A second read inside the retry window does not hammer the upstream either.
-    let again = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
+    let again = cache.read("models:groq", src.clone()).await.unwrap_err();
     assert!(matches!(again, CacheError::Throttled { .. }), "{again:?}");
     assert_eq!(src.calls(), 1);
 }
 
 async fn fetch_deadline_is_enforced(b: Backend) {
     let cache = b.instance();
-    let (_tasks, sp) = spawner();
     let mut src = Arc::into_inner(ScriptedSource::new(60_000, 60_000)).unwrap();
     src.deadline = Duration::from_millis(300);
     let src = Arc::new(src);
     src.set(Behaviour::Hang);
     let t = Instant::now();
-    let err = cache.read("models:groq", src.clone(), sp).await.unwrap_err();
+    let err = cache.read("models:groq", src.clone()).await.unwrap_err();
     assert!(matches!(err, CacheError::Timeout(_)), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
 async fn corrupt_value_is_a_miss_and_is_overwritten(b: Backend) {
     let cache = b.instance();
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     for junk in [
         &b"{\"data\":[]}"[..],
@@ -271,9 +262,9 @@ async fn corrupt_value_is_a_miss_and_is_overwritten(b: Backend) {
             .set("models:groq", Bytes::copy_from_slice(junk), Duration::from_secs(60))
             .await
             .unwrap();
-        let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+        let r = cache.read("models:groq", src.clone()).await.unwrap();
         assert_eq!(r.status, CacheStatus::Miss, "junk {junk:?} reads as a miss");
-        let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+        let r = cache.read("models:groq", src.clone()).await.unwrap();
         assert_eq!(
             r.status,
             CacheStatus::Hit,
@@ -285,7 +276,6 @@ async fn corrupt_value_is_a_miss_and_is_overwritten(b: Backend) {
 async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     let holder = b.instance();
     let waiter = b.instance();
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     // Another instance holds the fill lock, writes its value in 300 ms, then
     // releases (as a fill does: the value lands before the lock is freed).
@@ -293,7 +283,7 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
         holder.store(),
         &crate::keys::lock("models:groq"),
         Duration::from_secs(10),
-        &sp,
+        &spawner().1,
     )
     .await
     .unwrap()
@@ -322,7 +312,7 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
             guard.release().await;
         })
     };
-    let r = waiter.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let r = waiter.read("models:groq", src.clone()).await.unwrap();
     writer.await.unwrap();
     assert_eq!(r.status, CacheStatus::Miss);
     assert_eq!(call_of(&r.entry), 42, "the holder's value");
@@ -346,11 +336,10 @@ async fn key_prefix_isolates_deployments(b: Backend) {
         Store::from_config(&config(&[("REDIS_URL", &url), ("CACHE_KEY_PREFIX", "preview:")])).unwrap(),
         settings(),
     );
-    let (_t, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
-    a.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    a.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(
-        c.read("models:groq", src.clone(), sp.clone()).await.unwrap().status,
+        c.read("models:groq", src.clone()).await.unwrap().status,
         CacheStatus::Miss
     );
     if let Some(r) = &b._redis {
@@ -388,18 +377,17 @@ async fn a_release_never_frees_another_holders_lock(b: Backend) {
 /// A finishes last and must not replace B's newer value.
 async fn an_older_fetch_never_replaces_a_newer_one(b: Backend) {
     let (a, bb) = (b.instance(), b.instance());
-    let (_tasks, sp) = spawner();
     let old = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(600));
     let new = ScriptedSource::new(60_000, 60_000);
     new.set(Behaviour::Items(5));
     let slow = {
-        let (a, old, sp) = (a.clone(), old.clone(), sp.clone());
-        tokio::spawn(async move { a.read("models:groq", old, sp).await.unwrap() })
+        let (a, old) = (a.clone(), old.clone());
+        tokio::spawn(async move { a.read("models:groq", old).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     // A's lock is lost (expired, evicted): B fills the key with newer data.
     a.store().delete("lock:models:groq").await.unwrap();
-    let newer = bb.read("models:groq", new.clone(), sp.clone()).await.unwrap();
+    let newer = bb.read("models:groq", new.clone()).await.unwrap();
     assert_eq!(newer.entry.meta.item_count, 5);
     let a_got = slow.await.unwrap();
     assert_eq!(old.calls(), 1);
@@ -407,7 +395,7 @@ async fn an_older_fetch_never_replaces_a_newer_one(b: Backend) {
         a_got.entry.meta.item_count, 5,
         "A serves the newer stored value, not its own older one"
     );
-    let stored = b.instance().read("models:groq", old.clone(), sp.clone()).await.unwrap();
+    let stored = b.instance().read("models:groq", old.clone()).await.unwrap();
     assert_eq!(stored.entry.meta.item_count, 5, "the store keeps B's newer value");
 }
 
@@ -416,25 +404,24 @@ async fn an_older_fetch_never_replaces_a_newer_one(b: Backend) {
 /// was requested before whatever the warm is for.
 async fn a_refresh_fetches_itself_after_another_instances_fetch(b: Backend) {
     let (a, bb) = (b.instance(), b.instance());
-    let (tasks, sp) = spawner();
     let mut src = Arc::into_inner(ScriptedSource::with_delay(300, 60_000, Duration::from_millis(500))).unwrap();
     src.deadline = Duration::from_secs(5);
     let src = Arc::new(src);
-    a.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    a.read("models:groq", src.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
-        a.read("models:groq", src.clone(), sp.clone()).await.unwrap().status,
+        a.read("models:groq", src.clone()).await.unwrap().status,
         CacheStatus::Stale
     );
     tokio::time::sleep(Duration::from_millis(100)).await; // A's revalidation holds the lock
     src.set(Behaviour::Items(7)); // the upstream changes; then a warm runs
     let t = Instant::now();
     let warmed = bb
-        .refresh("models:groq", src.clone(), sp.clone(), crate::swr::Purpose::Warm)
+        .refresh("models:groq", src.clone(), crate::swr::Purpose::Warm)
         .await
         .unwrap();
     let took = t.elapsed();
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(src.calls(), 3, "miss, revalidation, and the warm's own fetch");
     assert_eq!(call_of(&warmed), 3, "the warm stored its own fetch");
     assert_eq!(warmed.meta.item_count, 7, "with the changed upstream");
@@ -448,16 +435,15 @@ async fn a_refresh_fetches_itself_after_another_instances_fetch(b: Backend) {
 /// sees the lock released with a failure recorded and answers throttled, at once.
 async fn a_waiter_takes_the_holders_failure_instead_of_fetching(b: Backend) {
     let (a, bb) = (b.instance(), b.instance());
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(400));
     src.set(Behaviour::Fail("upstream down"));
     let first = {
-        let (a, src, sp) = (a.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { a.read("models:groq", src, sp).await })
+        let (a, src) = (a.clone(), src.clone());
+        tokio::spawn(async move { a.read("models:groq", src).await })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = Instant::now();
-    let second = bb.read("models:groq", src.clone(), sp.clone()).await.unwrap_err();
+    let second = bb.read("models:groq", src.clone()).await.unwrap_err();
     let waited = t.elapsed();
     assert!(first.await.unwrap().is_err());
     assert_eq!(src.calls(), 1, "the waiter never called the failing upstream itself");
@@ -480,20 +466,19 @@ async fn a_waiter_takes_the_holders_failure_instead_of_fetching(b: Backend) {
 /// started. It is still the value the waiter was waiting for.
 async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
     let (holder, waiter) = (b.instance(), b.instance());
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
     let guard = crate::lock::try_acquire(
         holder.store(),
         &crate::keys::lock("models:groq"),
         Duration::from_secs(10),
-        &sp,
+        &spawner().1,
     )
     .await
     .unwrap()
     .unwrap();
     let read = {
-        let (waiter, src, sp) = (waiter.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { waiter.read("models:groq", src, sp).await.unwrap() })
+        let (waiter, src) = (waiter.clone(), src.clone());
+        tokio::spawn(async move { waiter.read("models:groq", src).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let now = crate::clock::now_ms();
@@ -521,9 +506,8 @@ async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
 
 /// Bytes flipped in a stored body, header and TTL intact: a miss, refetched.
 async fn a_corrupt_body_behind_a_valid_header_is_a_miss(b: Backend) {
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
-    b.instance().read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    b.instance().read("models:groq", src.clone()).await.unwrap();
     let store = b.store();
     let mut raw = store.get("models:groq").await.unwrap().unwrap().to_vec();
     let n = raw.len();
@@ -534,7 +518,7 @@ async fn a_corrupt_body_behind_a_valid_header_is_a_miss(b: Backend) {
         .set("models:groq", Bytes::from(raw), Duration::from_secs(60))
         .await
         .unwrap();
-    let r = b.instance().read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let r = b.instance().read("models:groq", src.clone()).await.unwrap();
     assert_eq!(r.status, CacheStatus::Miss, "corrupt body: a miss");
     assert_eq!(src.calls(), 2, "refetched at once, not at the end of the fresh window");
     assert_eq!(call_of(&r.entry), 2);
@@ -544,11 +528,10 @@ async fn a_corrupt_body_behind_a_valid_header_is_a_miss(b: Backend) {
 /// not one per reader loaded after the store lock (which would hide its absence).
 async fn concurrent_misses_in_one_process_share_one_entry(b: Backend) {
     let cache = b.instance();
-    let (_tasks, sp) = spawner();
     let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(200));
     let reads = (0..50).map(|_| {
-        let (cache, src, sp) = (cache.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { cache.read("models:groq", src, sp).await.unwrap() })
+        let (cache, src) = (cache.clone(), src.clone());
+        tokio::spawn(async move { cache.read("models:groq", src).await.unwrap() })
     });
     let results: Vec<_> = futures_util::future::join_all(reads)
         .await
@@ -565,15 +548,14 @@ async fn concurrent_misses_in_one_process_share_one_entry(b: Backend) {
 /// when that instance releases the lock (not after its deadline) and fetches itself.
 async fn a_refresh_waits_only_until_a_failing_holder_releases(b: Backend) {
     let (a, bb) = (b.instance(), b.instance());
-    let (tasks, sp) = spawner();
     let mut failing = Arc::into_inner(ScriptedSource::with_delay(300, 60_000, Duration::from_millis(500))).unwrap();
     failing.deadline = Duration::from_secs(5);
     let failing = Arc::new(failing);
-    a.read("models:groq", failing.clone(), sp.clone()).await.unwrap();
+    a.read("models:groq", failing.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     failing.set(Behaviour::Fail("upstream down"));
     assert_eq!(
-        a.read("models:groq", failing.clone(), sp.clone()).await.unwrap().status,
+        a.read("models:groq", failing.clone()).await.unwrap().status,
         CacheStatus::Stale
     );
     tokio::time::sleep(Duration::from_millis(100)).await; // A's failing revalidation holds the lock
@@ -581,11 +563,12 @@ async fn a_refresh_waits_only_until_a_failing_holder_releases(b: Backend) {
     good.set(Behaviour::Items(9));
     let t = Instant::now();
     let warmed = bb
-        .refresh("models:groq", good.clone(), sp.clone(), crate::swr::Purpose::Warm)
+        .refresh("models:groq", good.clone(), crate::swr::Purpose::Warm)
         .await
         .unwrap();
     let took = t.elapsed();
-    tasks.idle().await;
+    failing.tasks.idle().await;
+    good.tasks.idle().await;
     assert_eq!(failing.calls(), 2, "the miss and the failing revalidation");
     assert_eq!(
         (good.calls(), warmed.meta.item_count),
@@ -644,11 +627,10 @@ async fn redis_unreachable_at_start_degrades_then_recovers() {
     let port = test_support::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &url)])).unwrap(), settings());
-    let (_t, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
 
     let t = Instant::now();
-    let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    let r = cache.read("models:groq", src.clone()).await.unwrap();
     assert_eq!(r.status, CacheStatus::Miss, "no Redis: the read fetches directly");
     assert!(
         t.elapsed() < Duration::from_secs(5),
@@ -660,7 +642,7 @@ async fn redis_unreachable_at_start_degrades_then_recovers() {
     let _redis = RedisServer::start_on(port);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+        cache.read("models:groq", src.clone()).await.unwrap();
         if matches!(cache.store().get("models:groq").await, Ok(Some(_))) {
             break;
         }
@@ -668,7 +650,7 @@ async fn redis_unreachable_at_start_degrades_then_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        cache.read("models:groq", src.clone(), sp).await.unwrap().status,
+        cache.read("models:groq", src.clone()).await.unwrap().status,
         CacheStatus::Hit
     );
 }
@@ -679,15 +661,14 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
     let mut s = settings();
     s.local_ttl = Duration::from_millis(100);
     let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &redis.url())])).unwrap(), s);
-    let (_t, sp) = spawner();
     let src = ScriptedSource::new(60_000, 60_000);
-    cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+    cache.read("models:groq", src.clone()).await.unwrap();
 
     redis.kill();
     tokio::time::sleep(Duration::from_millis(150)).await;
     for _ in 0..5 {
         let t = Instant::now();
-        let r = cache.read("models:groq", src.clone(), sp.clone()).await.unwrap();
+        let r = cache.read("models:groq", src.clone()).await.unwrap();
         assert_eq!(r.status, CacheStatus::Hit, "served from the in-process copy");
         assert_eq!(call_of(&r.entry), 1);
         assert!(
@@ -698,7 +679,7 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
     }
     // A key never seen by this process: fetched directly, bounded.
     let t = Instant::now();
-    let r = cache.read("models:fal", src.clone(), sp.clone()).await.unwrap();
+    let r = cache.read("models:fal", src.clone()).await.unwrap();
     assert_eq!(r.status, CacheStatus::Miss);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
@@ -706,7 +687,7 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         cache.forget_local("models:fal");
-        cache.read("models:fal", src.clone(), sp.clone()).await.unwrap();
+        cache.read("models:fal", src.clone()).await.unwrap();
         if matches!(cache.store().get("models:fal").await, Ok(Some(_))) {
             break;
         }
@@ -720,11 +701,10 @@ async fn redis_killed_mid_test_serves_local_copy_then_recovers() {
 async fn single_flight_holds_without_a_store() {
     let url = format!("redis://127.0.0.1:{}", test_support::free_port());
     let cache = Cache::new(Store::from_config(&config(&[("REDIS_URL", &url)])).unwrap(), settings());
-    let (_t, sp) = spawner();
     let src = ScriptedSource::with_delay(60_000, 60_000, Duration::from_millis(300));
     let reads = (0..50).map(|_| {
-        let (cache, src, sp) = (cache.clone(), src.clone(), sp.clone());
-        tokio::spawn(async move { cache.read("models:groq", src, sp).await.unwrap().status })
+        let (cache, src) = (cache.clone(), src.clone());
+        tokio::spawn(async move { cache.read("models:groq", src).await.unwrap().status })
     });
     for r in futures_util::future::join_all(reads).await {
         assert_eq!(r.unwrap(), CacheStatus::Miss);
@@ -746,23 +726,22 @@ async fn late_revalidation_sees_the_other_instances_refresh() {
     let mut slow_local = settings();
     slow_local.local_ttl = Duration::from_secs(30);
     let b = Cache::new(store(), slow_local);
-    let (tasks, sp) = spawner();
     let src = ScriptedSource::new(300, 60_000);
-    a.read("models:groq", src.clone(), sp.clone()).await.unwrap();
-    b.read("models:groq", src.clone(), sp.clone()).await.unwrap(); // b keeps a local copy
+    a.read("models:groq", src.clone()).await.unwrap();
+    b.read("models:groq", src.clone()).await.unwrap(); // b keeps a local copy
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(
-        a.read("models:groq", src.clone(), sp.clone()).await.unwrap().status,
+        a.read("models:groq", src.clone()).await.unwrap().status,
         CacheStatus::Stale
     );
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(src.calls(), 2, "a revalidated");
     assert_eq!(
-        b.read("models:groq", src.clone(), sp.clone()).await.unwrap().status,
+        b.read("models:groq", src.clone()).await.unwrap().status,
         CacheStatus::Stale,
         "b's local copy is stale"
     );
-    tasks.idle().await;
+    src.tasks.idle().await;
     assert_eq!(
         src.calls(),
         2,
@@ -782,35 +761,18 @@ async fn counters_are_shared_across_instances_and_separate_per_outcome() {
     };
     let store = || Store::from_config(&config(&[("REDIS_URL", &redis.url())])).unwrap();
     let (a, b) = (Cache::new(store(), settings.clone()), Cache::new(store(), settings));
-    let tasks = TaskSpawner::new();
-    let sp: Arc<dyn Spawner> = Arc::new(tasks.clone());
     let src = ScriptedSource::new(300, 60_000);
     let key = "models:groq";
 
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Miss
-    );
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Hit
-    );
-    assert_eq!(
-        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Hit
-    );
+    assert_eq!(a.read(key, src.clone()).await.unwrap().status, CacheStatus::Miss);
+    assert_eq!(a.read(key, src.clone()).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(b.read(key, src.clone()).await.unwrap().status, CacheStatus::Hit);
     tokio::time::sleep(Duration::from_millis(350)).await;
     src.set(Behaviour::Fail("upstream down"));
-    assert_eq!(
-        b.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Stale
-    );
-    tasks.idle().await;
-    assert_eq!(
-        a.read(key, src.clone(), sp.clone()).await.unwrap().status,
-        CacheStatus::Stale
-    );
-    tasks.idle().await;
+    assert_eq!(b.read(key, src.clone()).await.unwrap().status, CacheStatus::Stale);
+    src.tasks.idle().await;
+    assert_eq!(a.read(key, src.clone()).await.unwrap().status, CacheStatus::Stale);
+    src.tasks.idle().await;
     a.metrics().flush(a.store()).await;
     b.metrics().flush(b.store()).await;
 

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::spawn::BoxFuture;
+use crate::spawn::{BoxFuture, Spawner, TaskSpawner};
 use crate::swr::{Payload, Purpose, Source, SourceError};
 use crate::ttl::TtlPolicy;
 use bytes::Bytes;
@@ -19,6 +19,9 @@ pub(crate) enum Behaviour {
 }
 
 pub(crate) struct ScriptedSource {
+    /// Where the reads of this source leave their background work (revalidations):
+    /// a test waits for them with `src.tasks.idle()`.
+    pub tasks: TaskSpawner,
     pub calls: AtomicUsize,
     pub behaviour: Mutex<Behaviour>,
     pub delay: Duration,
@@ -29,6 +32,7 @@ pub(crate) struct ScriptedSource {
 impl ScriptedSource {
     pub(crate) fn new(fresh_ms: u64, stale_ms: u64) -> Arc<Self> {
         Arc::new(ScriptedSource {
+            tasks: TaskSpawner::new(),
             calls: AtomicUsize::new(0),
             behaviour: Mutex::new(Behaviour::Items(3)),
             delay: Duration::ZERO,
@@ -61,6 +65,9 @@ impl Source for ScriptedSource {
     }
     fn deadline(&self) -> Duration {
         self.deadline
+    }
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        Arc::new(self.tasks.clone())
     }
     fn fetch(self: Arc<Self>, _purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
         Box::pin(async move {
