@@ -44,8 +44,9 @@ limit: number | null, has_more: boolean,
  */
 next_offset: number | null, };
 /**
- * One model. The fields marked "as the catalog API sent it" are passed through
- * (prices aside); the service guarantees the others. Unknown fields are kept.
+ * One model. The service guarantees the fields up to `provider_slugs`; those from
+ * `description` on are the catalog API's, passed through with their type (or null).
+ * Prices are normalised to USD per token. Unknown fields are kept.
  */
 export type Model = { id: string, 
 /**
@@ -74,35 +75,15 @@ source_gateways: Array<string>,
 /**
  * Lowercased; from the record, else the id's `vendor/` prefix.
  */
-provider_slug?: string, provider_slugs: Array<string>, 
+provider_slug?: string, provider_slugs: Array<string>, description?: string | null, 
 /**
- * As the catalog API sent it.
- */
-description?: string | null, 
-/**
- * As the catalog API sent it (tokens).
+ * Tokens.
  */
 context_length?: number | null, 
 /**
- * As the catalog API sent it (unix seconds).
+ * Unix seconds.
  */
-created?: number | null, 
-/**
- * As the catalog API sent it.
- */
-canonical_slug?: string | null, 
-/**
- * As the catalog API sent it.
- */
-architecture?: Architecture | null, 
-/**
- * As the catalog API sent it.
- */
-supported_parameters?: Array<string> | null, 
-/**
- * As the catalog API sent it.
- */
-model_logo_url?: string | null, };
+created?: number | null, canonical_slug?: string | null, architecture?: Architecture | null, supported_parameters?: Array<string> | null, model_logo_url?: string | null, };
 /**
  * Prices in USD per token, as decimal strings (exact: never a float round trip).
  * A field is null or absent when the gateway gave no such price.

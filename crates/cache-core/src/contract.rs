@@ -118,128 +118,88 @@ pub struct ModelsResponse {
 // lenient (`lenient`): a field of another type than its own reads as absent (a number
 // where text belongs, as its text; a numeric string where a count belongs, as the
 // number), so one odd field never makes a model unreadable.
-/// One model. The fields marked "as the catalog API sent it" are passed through
-/// (prices aside); the service guarantees the others. Unknown fields are kept.
+/// One model. The service guarantees the fields up to `provider_slugs`; those from
+/// `description` on are the catalog API's, passed through with their type (or null).
+/// Prices are normalised to USD per token. Unknown fields are kept.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[cfg_attr(feature = "contract", ts(optional_fields = nullable))]
+#[serde(default)]
 pub struct Model {
-    #[serde(default, deserialize_with = "lenient::text_or_empty")]
+    #[serde(deserialize_with = "lenient::text_or_empty")]
     pub id: String,
     /// The id when the gateway gave no name.
-    #[serde(default, deserialize_with = "lenient::text_or_empty")]
+    #[serde(deserialize_with = "lenient::text_or_empty")]
     pub name: String,
     /// USD per token. `null` when the gateway gave no price at all (not free);
     /// a partial price keeps its nulls. In the merged view, the price of the
     /// record that won the merge: see `gateway_pricing` for every gateway's.
-    #[serde(default, deserialize_with = "lenient::object")]
+    #[serialize_always]
+    #[serde(deserialize_with = "lenient::prices")]
+    #[cfg_attr(feature = "contract", ts(optional = false))]
     pub pricing: Option<Pricing>,
     /// Each gateway that lists this model with a price, with its own price (USD per
     /// token). Gateways that list it without a price are in `source_gateways` only.
-    #[serde(default, deserialize_with = "lenient::objects")]
+    #[serde(deserialize_with = "lenient::prices_by_gateway")]
     pub gateway_pricing: BTreeMap<String, Pricing>,
     /// The gateway the record (and `pricing`) came from.
-    #[serde(default, deserialize_with = "lenient::text_or_empty")]
+    #[serde(deserialize_with = "lenient::text_or_empty")]
     pub source_gateway: String,
     /// Every gateway that lists the model (merged view: the union).
-    #[serde(default, deserialize_with = "lenient::texts_or_empty")]
+    #[serde(deserialize_with = "lenient::texts_or_empty")]
     pub source_gateways: Vec<String>,
     /// Lowercased; from the record, else the id's `vendor/` prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
+    #[serde(deserialize_with = "lenient::text")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub provider_slug: Option<String>,
-    #[serde(default, deserialize_with = "lenient::texts_or_empty")]
+    #[serde(deserialize_with = "lenient::texts_or_empty")]
     pub provider_slugs: Vec<String>,
-    /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::text")]
     pub description: Option<String>,
-    /// As the catalog API sent it (tokens).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::count"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    /// Tokens.
+    #[serde(deserialize_with = "lenient::count")]
     pub context_length: Option<u64>,
-    /// As the catalog API sent it (unix seconds).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::integer"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    /// Unix seconds.
+    #[serde(deserialize_with = "lenient::integer")]
     pub created: Option<i64>,
-    /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::text")]
     pub canonical_slug: Option<String>,
-    /// As the catalog API sent it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::object"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::object")]
     pub architecture: Option<Architecture>,
-    /// As the catalog API sent it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::texts"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::texts")]
     pub supported_parameters: Option<Vec<String>>,
-    /// As the catalog API sent it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::text")]
     pub model_logo_url: Option<String>,
 }
 
 /// Prices in USD per token, as decimal strings (exact: never a float round trip).
 /// A field is null or absent when the gateway gave no such price.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[cfg_attr(feature = "contract", ts(optional_fields = nullable))]
 pub struct Pricing {
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub completion: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub request: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub web_search: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
     pub internal_reasoning: Option<String>,
 }
 
 /// As the catalog API sent it.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[cfg_attr(feature = "contract", ts(optional_fields = nullable))]
+#[serde(default)]
 pub struct Architecture {
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient::text")]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::text")]
     pub modality: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::texts"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::texts")]
     pub input_modalities: Option<Vec<String>>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::texts"
-    )]
-    #[cfg_attr(feature = "contract", ts(optional = nullable))]
+    #[serde(deserialize_with = "lenient::texts")]
     pub output_modalities: Option<Vec<String>>,
 }
 
@@ -283,6 +243,11 @@ impl Model {
 }
 
 impl Pricing {
+    /// Read any JSON value as prices, leniently (see `lenient`): not an object, none.
+    pub(crate) fn read(value: &serde_json::Value) -> Option<Pricing> {
+        lenient::read_prices(value.clone())
+    }
+
     /// Every price, for a change applied to each.
     pub(crate) fn prices_mut(&mut self) -> [&mut Option<String>; 6] {
         [

@@ -13,6 +13,8 @@ use serde::de::{DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, forward_to_deserialize_any};
 use serde_json::{Map, Value};
 
+use super::Pricing;
+
 fn into_text(v: Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s),
@@ -81,16 +83,27 @@ pub(super) fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Re
     })
 }
 
-/// A map of objects of a lenient type: members that are not objects are dropped;
-/// not an object, empty.
-pub(super) fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<BTreeMap<String, T>, D::Error> {
+/// Prices: an object whose members are text (a number as its text; a member of any
+/// other type dropped); not an object, absent.
+pub(super) fn prices<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Pricing>, D::Error> {
+    Ok(read_prices(Value::deserialize(d)?))
+}
+
+/// Prices by gateway: the members that read as prices; not an object, empty.
+pub(super) fn prices_by_gateway<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Pricing>, D::Error> {
     let Value::Object(m) = Value::deserialize(d)? else {
         return Ok(BTreeMap::new());
     };
-    Ok(m.into_iter()
-        .filter(|(_, v)| v.is_object())
-        .filter_map(|(k, v)| Some((k, T::deserialize(v).ok()?)))
-        .collect())
+    Ok(m.into_iter().filter_map(|(k, v)| Some((k, read_prices(v)?))).collect())
+}
+
+pub(super) fn read_prices(v: Value) -> Option<Pricing> {
+    let Value::Object(m) = v else { return None };
+    let texts: Map<String, Value> = m
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, Value::String(into_text(v)?))))
+        .collect();
+    Pricing::deserialize(Value::Object(texts)).ok()
 }
 
 /// Write `typed`'s fields into `record`: a field with a value replaces the record's,
@@ -159,7 +172,7 @@ pub(super) fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{Model, Pricing};
+    use crate::contract::Model;
 
     #[test]
     fn the_field_names_are_the_types_own() {

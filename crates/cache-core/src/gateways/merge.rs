@@ -92,7 +92,7 @@ impl Facts {
         let mut m = Map::new();
         if let (Some(gw), true) = (
             self.source_gateway.as_str(),
-            crate::contract::Pricing::deserialize(&self.pricing).is_ok_and(|p| p.has_any()),
+            crate::contract::Pricing::read(&self.pricing).is_some_and(|p| p.has_any()),
         ) {
             m.insert(gw.to_string(), self.pricing.clone());
         }

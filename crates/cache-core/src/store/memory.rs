@@ -86,42 +86,35 @@ impl MemoryStore {
 
     /// Same rule as the Redis script: refuse when the stored entry was fetched later
     /// (and its stamp is not past `trusted_until_ms`).
-    pub(crate) fn set_if_newer(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-        stamp_ms: u64,
-        trusted_until_ms: u64,
-    ) -> super::Write {
+    pub(crate) fn set_if_newer(&self, key: &str, write: super::Versioned) -> super::Write {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
         if let Some(stored) = inner.live(&key, now).and_then(|cur| crate::entry::stamp_of(cur))
-            && stored > stamp_ms
-            && stored <= trusted_until_ms
+            && stored > write.stamp_ms
+            && stored <= write.trusted_until_ms
         {
             return super::Write::Refused {
                 stored_stamp_ms: stored,
             };
         }
-        inner.insert(key, value, now + ttl);
+        inner.insert(key, write.value, now + write.ttl);
         super::Write::Stored
     }
 
     /// Same rule as the Redis script (`entry::rewrite_head`): rewrite the head in
     /// place if the stamp and the input count match.
-    pub(crate) fn rewrite_head(&self, key: &str, expected_stamp: u64, head: &[u8], ttl: Duration) -> bool {
+    pub(crate) fn rewrite_head(&self, key: &str, new: super::NewHead) -> bool {
         let key = self.key(key);
         let now = Instant::now();
         let mut inner = self.lock();
         let Some(value) = inner
             .live(&key, now)
-            .and_then(|cur| crate::entry::rewrite_head(cur, expected_stamp, head))
+            .and_then(|cur| crate::entry::rewrite_head(cur, new.stamp, &new.head))
         else {
             return false;
         };
-        inner.insert(key, Bytes::from(value), now + ttl);
+        inner.insert(key, Bytes::from(value), now + new.ttl);
         true
     }
 

@@ -47,6 +47,25 @@ impl StoreError {
     }
 }
 
+/// A value written only if no later fetch is stored: its fetch's start and how far
+/// ahead a stored stamp is still trusted (the store's clock plus a tolerance).
+pub(crate) struct Versioned {
+    pub value: Bytes,
+    pub ttl: Duration,
+    /// When the fetch that made it started (unix ms).
+    pub stamp_ms: u64,
+    /// A stored stamp past this is not trusted, and is overwritten.
+    pub trusted_until_ms: u64,
+}
+
+/// A stored entry's new head (`entry::Head::encode`), for the entry fetched at
+/// `stamp`, and the key's new expiry.
+pub(crate) struct NewHead {
+    pub head: Vec<u8>,
+    pub stamp: u64,
+    pub ttl: Duration,
+}
+
 /// What a compare-and-set write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Write {
@@ -123,40 +142,26 @@ impl Store {
         }
     }
 
-    /// Write an entry unless the stored one was fetched later than `stamp_ms` (its
-    /// fetch start): an older fetch that finishes last never replaces newer data. A
-    /// stored stamp past `trusted_until_ms` (the store's clock plus a tolerance) is
-    /// not trusted, and is overwritten. One key, one script: slot-safe on a Cluster.
-    #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
-    pub(crate) async fn set_if_newer(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-        stamp_ms: u64,
-        trusted_until_ms: u64,
-    ) -> Result<Write, StoreError> {
+    /// Write an entry unless the stored one was fetched later than `write.stamp_ms`
+    /// (its fetch start): an older fetch that finishes last never replaces newer data.
+    /// A stored stamp past `write.trusted_until_ms` is not trusted, and is overwritten. One key, one script: slot-safe on a Cluster.
+    #[tracing::instrument(name = "store.set", level = "info", skip(self, write), fields(db.system = self.backend_name(), bytes = write.value.len()))]
+    pub(crate) async fn set_if_newer(&self, key: &str, write: Versioned) -> Result<Write, StoreError> {
         match self {
-            Store::Memory(s) => Ok(s.set_if_newer(key, value, ttl, stamp_ms, trusted_until_ms)),
-            Store::Redis(s) => s.set_if_newer(key, value, ttl, stamp_ms, trusted_until_ms).await,
+            Store::Memory(s) => Ok(s.set_if_newer(key, write)),
+            Store::Redis(s) => s.set_if_newer(key, write).await,
         }
     }
 
     /// Rewrite the head (flags, clock, inputs: `entry::Head::encode`) of the entry
     /// under `key` in place, and its expiry, if it is still the entry fetched at
-    /// `expected_stamp` with as many inputs. The bodies are not sent again: an
+    /// `new.stamp` with as many inputs. The bodies are not sent again: an
     /// unchanged refetch costs a few dozen bytes. `Ok(false)` = the entry changed
     /// meanwhile (write it whole).
-    pub(crate) async fn rewrite_head(
-        &self,
-        key: &str,
-        expected_stamp: u64,
-        head: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    pub(crate) async fn rewrite_head(&self, key: &str, new: NewHead) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(s) => Ok(s.rewrite_head(key, expected_stamp, &head, ttl)),
-            Store::Redis(s) => s.rewrite_head(key, expected_stamp, head, ttl).await,
+            Store::Memory(s) => Ok(s.rewrite_head(key, new)),
+            Store::Redis(s) => s.rewrite_head(key, new).await,
         }
     }
 

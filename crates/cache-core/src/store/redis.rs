@@ -271,23 +271,16 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn set_if_newer(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-        stamp_ms: u64,
-        trusted_until_ms: u64,
-    ) -> Result<super::Write, StoreError> {
+    pub(crate) async fn set_if_newer(&self, key: &str, write: super::Versioned) -> Result<super::Write, StoreError> {
         let script = eval::<Vec<i64>>(
             self.pool.next(),
             ScriptName::SetIfNewer,
             vec![self.key(key).into()],
             vec![
-                Value::Bytes(value),
-                Value::from(stamp_ms.to_string()),
-                Value::from(ms(ttl).to_string()),
-                Value::from(trusted_until_ms.to_string()),
+                Value::Bytes(write.value),
+                Value::from(write.stamp_ms.to_string()),
+                Value::from(ms(write.ttl).to_string()),
+                Value::from(write.trusted_until_ms.to_string()),
             ],
         );
         let reply = self.guarded(script).await?;
@@ -300,21 +293,15 @@ impl RedisStore {
         })
     }
 
-    pub(crate) async fn rewrite_head(
-        &self,
-        key: &str,
-        expected_stamp: u64,
-        head: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
+    pub(crate) async fn rewrite_head(&self, key: &str, new: super::NewHead) -> Result<bool, StoreError> {
         let script = eval::<i64>(
             self.pool.next(),
             ScriptName::RewriteHead,
             vec![self.key(key).into()],
             vec![
-                Value::from(expected_stamp.to_string()),
-                Value::Bytes(Bytes::from(head)),
-                Value::from(ms(ttl).to_string()),
+                Value::from(new.stamp.to_string()),
+                Value::Bytes(Bytes::from(new.head)),
+                Value::from(ms(new.ttl).to_string()),
             ],
         );
         let rewritten: i64 = self.guarded(script).await?;

@@ -27,7 +27,7 @@ use crate::keys;
 use crate::lock::{self, LockGuard};
 use crate::metrics::Event;
 use crate::spawn::Spawner;
-use crate::store::{StoreError, Write};
+use crate::store::{NewHead, StoreError, Versioned, Write};
 use crate::ttl::TtlPolicy;
 
 /// A fill lock outlives the fetch it guards by this much.
@@ -410,7 +410,18 @@ impl Cache {
     /// no held mark, its inputs' clocks).
     async fn retime(&self, key: &str, expected_stamp: u64, head: Head) -> Option<Arc<Entry>> {
         let ttl = head.clock.key_ttl(now_ms());
-        match self.store.rewrite_head(key, expected_stamp, head.encode(), ttl).await {
+        match self
+            .store
+            .rewrite_head(
+                key,
+                NewHead {
+                    head: head.encode(),
+                    stamp: expected_stamp,
+                    ttl,
+                },
+            )
+            .await
+        {
             Ok(true) => {
                 tracing::info!("[Cache SWR] {key} unchanged: clock moved, bodies kept");
                 self.usable_in_store(key).await
@@ -448,7 +459,7 @@ impl Cache {
         };
         match self
             .store
-            .set_if_newer(key, entry.encode(), clock.key_ttl(now_ms()), stamp, trusted_until)
+            .set_if_newer(key, versioned(&entry, stamp, trusted_until))
             .await
         {
             Ok(Write::Stored) => {
@@ -481,16 +492,9 @@ impl Cache {
             Ok(store_now) => store_now.saturating_add(TRUSTED_AHEAD.as_millis() as u64),
             Err(_) => return,
         };
-        let clock = entry.meta.clock;
         match self
             .store
-            .set_if_newer(
-                key,
-                entry.encode(),
-                clock.key_ttl(now_ms()),
-                clock.fetched_at_ms,
-                trusted_until,
-            )
+            .set_if_newer(key, versioned(&entry, entry.meta.clock.fetched_at_ms, trusted_until))
             .await
         {
             Ok(Write::Stored) => {
@@ -611,3 +615,14 @@ enum Written {
 
 /// How far ahead of the store's clock a stored stamp is still trusted.
 const TRUSTED_AHEAD: Duration = Duration::from_secs(5);
+
+/// `entry` as a write that loses to a fetch started after `stamp_ms`, kept by the
+/// store for its clock's fail-safe.
+fn versioned(entry: &Entry, stamp_ms: u64, trusted_until_ms: u64) -> Versioned {
+    Versioned {
+        value: entry.encode(),
+        ttl: entry.meta.clock.key_ttl(now_ms()),
+        stamp_ms,
+        trusted_until_ms,
+    }
+}

@@ -157,11 +157,12 @@ impl Cache {
         let until = now_ms().saturating_add(self.settings.guard.spacing().as_millis() as u64);
         head.clock.fresh_until_ms = until.min(head.clock.stale_until_ms);
         let ttl = head.clock.key_ttl(now_ms());
-        if let Err(e) = self
-            .store
-            .rewrite_head(key, previous.clock.fetched_at_ms, head.encode(), ttl)
-            .await
-        {
+        let new = crate::store::NewHead {
+            head: head.encode(),
+            stamp: previous.clock.fetched_at_ms,
+            ttl,
+        };
+        if let Err(e) = self.store.rewrite_head(key, new).await {
             tracing::warn!("[Cache SWR] {key}: could not mark the held entry ({e})");
         }
         self.local.forget(key);

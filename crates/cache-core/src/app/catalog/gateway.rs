@@ -1,7 +1,6 @@
 //! One gateway's catalog from the catalog API: fetched page by page, each page
 //! normalised as it arrives, repeated ids collapsed, judged before it is stored.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -13,109 +12,70 @@ use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::gateways::normalize::normalize;
 use crate::keys;
-use crate::spawn::{BoxFuture, Spawner};
-use crate::swr::{Payload, Purpose, Source, SourceError, Verdict};
-use crate::ttl::TtlPolicy;
+use crate::spawn::BoxFuture;
+use crate::swr::{Payload, SourceError, Verdict};
 
-/// One gateway's catalog from the catalog API.
-pub(super) struct GatewaySource {
-    ctx: RequestContext,
-    gateway: Gateway,
+/// How long one fetch of `gateway` may take: the fetcher enforces the gateway's
+/// deadline itself; the margin covers normalisation and serialization of a large
+/// catalog.
+pub(super) fn deadline(gateway: &Gateway) -> Duration {
+    gateway.deadline + Duration::from_secs(2)
 }
 
-impl GatewaySource {
-    pub(super) fn new(ctx: &RequestContext, gateway: &Gateway) -> Arc<Self> {
-        Arc::new(GatewaySource {
-            ctx: ctx.clone(),
-            gateway: gateway.clone(),
-        })
-    }
+/// Fetch `gateway`'s catalog page by page, each page normalised as it arrives, repeated
+/// ids collapsed; a look at the upstream is observed for its cadence.
+pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<Payload, SourceError>> {
+    let span = tracing::info_span!(
+        "gateway.fetch",
+        gateway = %gateway.id,
+        models = tracing::field::Empty,
+        bytes = tracing::field::Empty
+    );
+    let record = span.clone();
+    Box::pin(tracing::Instrument::instrument(
+        async move {
+            let started = std::time::Instant::now();
+            let looked_at = now_ms();
+            let gw = gateway.clone();
+            let normalized = std::sync::Arc::new(move |models| normalize_page(&gw, models));
+            let pages = ctx.app.fetcher.fetch_pages(&gateway, normalized).await?;
+            let (parts, collapsed) = distinct_records(&pages);
+            let total = parts.len();
+            let mut payload = Payload::new(catalog_json(&gateway.id, &parts, total, &[]), total as u32);
+            payload.collapsed = collapsed;
+            drop(parts);
+            drop(pages);
+            // A look at the upstream: changed since the last one or not. An empty
+            // answer (refused anyway) is no look at the catalog.
+            if payload.item_count > 0 {
+                let key = keys::gateway(&gateway.id);
+                payload.fresh_window = ctx.app.observe(&key, looked_at, &payload.etag).await;
+            }
+            tracing::info!(
+                "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
+                gateway.id,
+                payload.item_count,
+                match collapsed {
+                    0 => String::new(),
+                    n => format!(" ({n} repeated ids collapsed)"),
+                },
+                payload.json.len(),
+                started.elapsed().as_millis()
+            );
+            record.record("models", payload.item_count);
+            record.record("bytes", payload.json.len());
+            Ok(payload)
+        },
+        span,
+    ))
 }
 
-impl Source for GatewaySource {
-    fn category(&self) -> &'static str {
-        "models"
-    }
-
-    fn ttl(&self) -> TtlPolicy {
-        self.ctx.app.ttl()
-    }
-
-    fn spawner(&self) -> Arc<dyn Spawner> {
-        self.ctx.spawner.clone()
-    }
-
-    fn deadline(&self) -> Duration {
-        // The fetcher enforces the gateway deadline itself; this margin covers
-        // normalisation and serialization of a large catalog.
-        self.gateway.deadline + Duration::from_secs(2)
-    }
-
-    fn fetch(self: Arc<Self>, _purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
-        let span = tracing::info_span!(
-            "gateway.fetch",
-            gateway = %self.gateway.id,
-            models = tracing::field::Empty,
-            bytes = tracing::field::Empty
-        );
-        let record = span.clone();
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                let started = std::time::Instant::now();
-                let looked_at = now_ms();
-                let gw = self.gateway.clone();
-                let pages = self
-                    .ctx
-                    .app
-                    .fetcher
-                    .fetch_pages(&self.gateway, Arc::new(move |models| normalize_page(&gw, models)))
-                    .await?;
-                let (parts, collapsed) = distinct_records(&pages);
-                let total = parts.len();
-                let mut payload = Payload::new(catalog_json(&self.gateway.id, &parts, total, &[]), total as u32);
-                payload.collapsed = collapsed;
-                drop(parts);
-                drop(pages);
-                // A look at the upstream: changed since the last one or not. An empty
-                // answer (refused anyway) is no look at the catalog.
-                if payload.item_count > 0 {
-                    let key = keys::gateway(&self.gateway.id);
-                    payload.fresh_window = self.ctx.app.observe(&key, looked_at, &payload.etag).await;
-                }
-                tracing::info!(
-                    "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
-                    self.gateway.id,
-                    payload.item_count,
-                    match collapsed {
-                        0 => String::new(),
-                        n => format!(" ({n} repeated ids collapsed)"),
-                    },
-                    payload.json.len(),
-                    started.elapsed().as_millis()
-                );
-                record.record("models", payload.item_count);
-                record.record("bytes", payload.json.len());
-                Ok(payload)
-            },
-            span,
-        ))
-    }
-
-    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
-        match judge_catalog(new, previous) {
-            Verdict::Reject(why) => Verdict::Reject(format!("{}: {why}", self.gateway.id)),
-            Verdict::Doubt(why) => Verdict::Doubt(format!("{}: {why}", self.gateway.id)),
-            Verdict::Accept => Verdict::Accept,
-        }
-    }
-
-    /// A gateway stored outside a warm (a miss, a revalidation) schedules a merged
-    /// rebuild; a warm rebuilds once at its end.
-    fn after_write(self: Arc<Self>, purpose: Purpose) -> Option<BoxFuture<()>> {
-        match purpose {
-            Purpose::Warm | Purpose::Rebuild => None,
-            Purpose::Read | Purpose::Revalidate => super::schedule_rebuild(&self.ctx),
-        }
+/// Judge a fetched catalog of `gateway` against what is stored.
+pub(super) fn validate(gateway: &Gateway, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+    match judge_catalog(new, previous) {
+        Verdict::Reject(why) => Verdict::Reject(format!("{}: {why}", gateway.id)),
+        Verdict::Doubt(why) => Verdict::Doubt(format!("{}: {why}", gateway.id)),
+        Verdict::Accept => Verdict::Accept,
     }
 }
 

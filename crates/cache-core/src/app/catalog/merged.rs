@@ -10,34 +10,14 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{INCOMPLETE_MERGE_FRESH, catalog_json};
-use crate::app::RequestContext;
+use crate::app::{App, RequestContext};
 use crate::cadence::Mode;
 use crate::clock::now_ms;
-use crate::entry::{Entry, EntryMeta, InputClock};
+use crate::entry::{Entry, InputClock};
 use crate::gateways::merge::merge_bodies;
 use crate::keys;
-use crate::spawn::{BoxFuture, Spawner};
-use crate::swr::{Payload, Purpose, Source, SourceError, Verdict};
-use crate::ttl::TtlPolicy;
-
-/// The merged catalog, built from a complete set: every configured gateway
-/// contributes its stored entry, whatever its state (fresh, stale, or kept past its
-/// stale window); a gateway with no entry is fetched through the cache, and if that
-/// fails, this instance's own copy is used, else its listings are carried over from
-/// the previous merged view ("never less than we had": an evicted key and a failing
-/// upstream must not drop 1,500 models). Only a gateway with no data anywhere is
-/// left out, named in `missing_gateways`; while any is missing or carried, the merged
-/// entry is fresh for `INCOMPLETE_MERGE_FRESH` only. A read of `all`
-/// ([`Purpose::Read`]) reads the gateways through SWR, so stale ones revalidate.
-pub(super) struct MergedSource {
-    ctx: RequestContext,
-}
-
-impl MergedSource {
-    pub(super) fn new(ctx: &RequestContext) -> Arc<Self> {
-        Arc::new(MergedSource { ctx: ctx.clone() })
-    }
-}
+use crate::spawn::BoxFuture;
+use crate::swr::{Payload, Purpose, SourceError, Verdict};
 
 /// Where a gateway's part of the merged view comes from.
 pub(crate) enum Input {
@@ -51,111 +31,101 @@ pub(crate) enum Input {
     Absent { gone: bool },
 }
 
-impl Source for MergedSource {
-    fn category(&self) -> &'static str {
-        "models"
-    }
+/// How long one merge may take: its gateways' reads, then the merge.
+pub(super) fn deadline(app: &App) -> Duration {
+    app.registry.max_deadline() + Duration::from_secs(5)
+}
 
-    fn ttl(&self) -> TtlPolicy {
-        self.ctx.app.ttl()
-    }
-
-    fn spawner(&self) -> Arc<dyn Spawner> {
-        self.ctx.spawner.clone()
-    }
-
-    fn deadline(&self) -> Duration {
-        self.ctx.app.registry.max_deadline() + Duration::from_secs(5)
-    }
-
-    fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
-        Box::pin(async move {
-            let (ctx, app) = (&self.ctx, &self.ctx.app);
-            let reads = app.registry.all().iter().map(|gw| {
-                async move {
-                    let key = keys::gateway(&gw.id);
-                    // Taken before reading: a read that finds the key gone forgets it.
-                    let held = app.cache.held(&key);
-                    // A read, and (with a learned cadence) a revalidation, read each
-                    // gateway through the cache: a gateway past its window revalidates
-                    // (and the merged view follows it). A warm or rebuild takes what is stored.
-                    let through_cache = match purpose {
-                        Purpose::Read => true,
-                        Purpose::Revalidate => app.config.cadence.mode == Mode::Learned,
-                        Purpose::Warm | Purpose::Rebuild => false,
-                    };
-                    let stored = match through_cache {
-                        true => None,
-                        false => app.cache.peek(&key).await,
-                    };
-                    let read = match stored {
-                        Some(e) => Ok(e),
-                        // Boxed: a fill inside a fill (this merge is one) nests two deep
-                        // state machines, too deep for a 2 MiB stack in a debug build.
-                        None => Box::pin(super::read_gateway(ctx, gw)).await.map(|l| l.entry),
-                    };
-                    let input = match (read, held) {
-                        // The previous release's entry: last-known-good, not "stored" here.
-                        (Ok(e), _) if e.meta.previous_format() => Input::Held(e),
-                        (Ok(e), _) => Input::Stored(e),
-                        (Err(e), _) if e.is_gone() => {
-                            tracing::warn!("[Cache SWR] {} is gone upstream (404): not merged, not carried", gw.id);
-                            Input::Absent { gone: true }
-                        }
-                        (Err(e), Some(h)) => {
-                            tracing::warn!(
-                                "[Cache SWR] Merging {} from this instance's copy: its entry is gone and {e}",
-                                gw.id
-                            );
-                            Input::Held(h)
-                        }
-                        (Err(e), None) => {
-                            tracing::warn!("[Cache SWR] No data of {} to merge: {e}", gw.id);
-                            Input::Absent { gone: false }
-                        }
-                    };
-                    (gw.id.clone(), input)
-                }
-            });
-            let inputs: Vec<(String, Input)> = futures_util::future::join_all(reads).await;
-            let absent = inputs.iter().any(|(_, i)| matches!(i, Input::Absent { gone: false }));
-            let previous = match absent {
-                true => match app.cache.peek(&app.all_key).await {
-                    Some(p) => Some(p),
-                    None => app.cache.held(&app.all_key),
-                },
-                false => None,
-            };
-            if previous.is_none() && inputs.iter().all(|(_, i)| matches!(i, Input::Absent { .. })) {
-                return Err(SourceError::Unavailable(
-                    "no gateway has cached data to merge".to_string(),
-                ));
+/// The merged catalog, built from a complete set: every configured gateway
+/// contributes its stored entry, whatever its state (fresh, stale, or kept past its
+/// stale window); a gateway with no entry is fetched through the cache, and if that
+/// fails, this instance's own copy is used, else its listings are carried over from
+/// the previous merged view ("never less than we had": an evicted key and a failing
+/// upstream must not drop 1,500 models). Only a gateway with no data anywhere is
+/// left out, named in `missing_gateways`; while any is missing or carried, the merged
+/// entry is fresh for `INCOMPLETE_MERGE_FRESH` only. A read of `all`
+/// ([`Purpose::Read`]) reads the gateways through SWR, so stale ones revalidate.
+pub(super) fn fetch(ctx: RequestContext, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
+    Box::pin(async move {
+        let (ctx, app) = (&ctx, &ctx.app);
+        let reads = app.registry.all().iter().map(|gw| {
+            async move {
+                let key = keys::gateway(&gw.id);
+                // Taken before reading: a read that finds the key gone forgets it.
+                let held = app.cache.held(&key);
+                // A read, and (with a learned cadence) a revalidation, read each
+                // gateway through the cache: a gateway past its window revalidates
+                // (and the merged view follows it). A warm or rebuild takes what is stored.
+                let through_cache = match purpose {
+                    Purpose::Read => true,
+                    Purpose::Revalidate => app.config.cadence.mode == Mode::Learned,
+                    Purpose::Warm | Purpose::Rebuild => false,
+                };
+                let stored = match through_cache {
+                    true => None,
+                    false => app.cache.peek(&key).await,
+                };
+                let read = match stored {
+                    Some(e) => Ok(e),
+                    // Boxed: a fill inside a fill (this merge is one) nests two deep
+                    // state machines, too deep for a 2 MiB stack in a debug build.
+                    None => Box::pin(super::read_gateway(ctx, gw)).await.map(|l| l.entry),
+                };
+                let input = match (read, held) {
+                    // The previous release's entry: last-known-good, not "stored" here.
+                    (Ok(e), _) if e.meta.previous_format() => Input::Held(e),
+                    (Ok(e), _) => Input::Stored(e),
+                    (Err(e), _) if e.is_gone() => {
+                        tracing::warn!("[Cache SWR] {} is gone upstream (404): not merged, not carried", gw.id);
+                        Input::Absent { gone: true }
+                    }
+                    (Err(e), Some(h)) => {
+                        tracing::warn!(
+                            "[Cache SWR] Merging {} from this instance's copy: its entry is gone and {e}",
+                            gw.id
+                        );
+                        Input::Held(h)
+                    }
+                    (Err(e), None) => {
+                        tracing::warn!("[Cache SWR] No data of {} to merge: {e}", gw.id);
+                        Input::Absent { gone: false }
+                    }
+                };
+                (gw.id.clone(), input)
             }
-            let follows = app.follows_inputs();
-            tokio::task::spawn_blocking(move || {
-                let mut payload = merge_inputs(&inputs, previous.as_deref(), now_ms());
-                payload.fresh_for = fresh_for_inputs(payload.fresh_for, &payload.inputs, follows, now_ms());
-                payload
-            })
-            .await
-            .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
-        })
-    }
-
-    /// The merged view is the merge of what is stored, each gateway guarded on its
-    /// own: guarding the merge again would be a second net with no exit. Only an
-    /// empty merge is refused.
-    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Verdict {
-        match new.item_count {
-            0 => Verdict::Reject("all: 0 models".into()),
-            _ => Verdict::Accept,
+        });
+        let inputs: Vec<(String, Input)> = futures_util::future::join_all(reads).await;
+        let absent = inputs.iter().any(|(_, i)| matches!(i, Input::Absent { gone: false }));
+        let previous = match absent {
+            true => match app.cache.peek(&app.all_key).await {
+                Some(p) => Some(p),
+                None => app.cache.held(&app.all_key),
+            },
+            false => None,
+        };
+        if previous.is_none() && inputs.iter().all(|(_, i)| matches!(i, Input::Absent { .. })) {
+            return Err(SourceError::Unavailable(
+                "no gateway has cached data to merge".to_string(),
+            ));
         }
-    }
+        let follows = app.follows_inputs();
+        tokio::task::spawn_blocking(move || {
+            let mut payload = merge_inputs(&inputs, previous.as_deref(), now_ms());
+            payload.fresh_for = fresh_for_inputs(payload.fresh_for, &payload.inputs, follows, now_ms());
+            payload
+        })
+        .await
+        .map_err(|e| SourceError::Unavailable(format!("merge failed: {e}")))
+    })
+}
 
-    /// A merge that could not be built says nothing about any upstream: never
-    /// throttle `all` reads for it.
-    fn throttles_failures(&self) -> bool {
-        false
+/// The merged view is the merge of what is stored, each gateway guarded on its own:
+/// guarding the merge again would be a second net with no exit. Only an empty merge
+/// is refused.
+pub(super) fn validate(new: &Payload) -> Verdict {
+    match new.item_count {
+        0 => Verdict::Reject("all: 0 models".into()),
+        _ => Verdict::Accept,
     }
 }
 

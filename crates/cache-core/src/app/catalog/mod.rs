@@ -26,12 +26,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 
-use gateway::GatewaySource;
 #[cfg(test)]
 pub(crate) use gateway::{distinct_records, normalize_page};
 #[cfg(test)]
 pub(crate) use merged::{Input, merge_inputs};
-use merged::{MergedSource, fresh_for_inputs, sources_fingerprint};
+use merged::{fresh_for_inputs, sources_fingerprint};
 
 use crate::app::{App, RequestContext};
 use crate::cadence::Mode;
@@ -40,8 +39,9 @@ use crate::contract::{Page, PricingUnit};
 use crate::entry::{Entry, EntryMeta, InputClock};
 use crate::gateways::Gateway;
 use crate::keys;
-use crate::spawn::{BoxFuture, boxed};
-use crate::swr::{CacheError, Lookup, Purpose};
+use crate::spawn::{BoxFuture, Spawner, boxed};
+use crate::swr::{CacheError, Lookup, Payload, Purpose, Source, SourceError, Verdict};
+use crate::ttl::TtlPolicy;
 
 /// A new catalog under 1/`SUSPECT_FACTOR` of the stored one (of at least
 /// `SUSPECT_MIN_MODELS`), or over `SUSPECT_FACTOR` times it (reaching at least
@@ -53,22 +53,96 @@ const SUSPECT_MIN_MODELS: u32 = 50;
 /// missing ones fetched again) soon, not after hours.
 const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
 
+/// The source of a catalog key, made per request (it carries the request's scope):
+/// one gateway's catalog (`gateway.rs`) or the merged view (`merged.rs`).
+struct CatalogSource {
+    ctx: RequestContext,
+    of: Catalog,
+}
+
+enum Catalog {
+    Gateway(Gateway),
+    Merged,
+}
+
+impl CatalogSource {
+    fn gateway(ctx: &RequestContext, gateway: &Gateway) -> Arc<Self> {
+        let of = Catalog::Gateway(gateway.clone());
+        Arc::new(CatalogSource { ctx: ctx.clone(), of })
+    }
+
+    fn merged(ctx: &RequestContext) -> Arc<Self> {
+        let of = Catalog::Merged;
+        Arc::new(CatalogSource { ctx: ctx.clone(), of })
+    }
+}
+
+impl Source for CatalogSource {
+    fn category(&self) -> &'static str {
+        "models"
+    }
+
+    fn ttl(&self) -> TtlPolicy {
+        self.ctx.app.ttl()
+    }
+
+    fn spawner(&self) -> Arc<dyn Spawner> {
+        self.ctx.spawner.clone()
+    }
+
+    fn deadline(&self) -> Duration {
+        match &self.of {
+            Catalog::Gateway(gateway) => gateway::deadline(gateway),
+            Catalog::Merged => merged::deadline(&self.ctx.app),
+        }
+    }
+
+    fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
+        match &self.of {
+            Catalog::Gateway(gateway) => gateway::fetch(self.ctx.clone(), gateway.clone()),
+            Catalog::Merged => merged::fetch(self.ctx.clone(), purpose),
+        }
+    }
+
+    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+        match &self.of {
+            Catalog::Gateway(gateway) => gateway::validate(gateway, new, previous),
+            Catalog::Merged => merged::validate(new),
+        }
+    }
+
+    /// A merge that could not be built says nothing about any upstream: never
+    /// throttle `all` reads for it.
+    fn throttles_failures(&self) -> bool {
+        matches!(self.of, Catalog::Gateway(_))
+    }
+
+    /// A gateway stored outside a warm (a miss, a revalidation) schedules a merged
+    /// rebuild; a warm rebuilds once at its end.
+    fn after_write(self: Arc<Self>, purpose: Purpose) -> Option<BoxFuture<()>> {
+        match (&self.of, purpose) {
+            (Catalog::Gateway(_), Purpose::Read | Purpose::Revalidate) => schedule_rebuild(&self.ctx),
+            _ => None,
+        }
+    }
+}
+
 /// The SWR read of one gateway's catalog.
 pub(super) async fn read_gateway(ctx: &RequestContext, gateway: &Gateway) -> Result<Lookup, CacheError> {
-    let source = GatewaySource::new(ctx, gateway);
+    let source = CatalogSource::gateway(ctx, gateway);
     ctx.app.cache.read(&keys::gateway(&gateway.id), source).await
 }
 
 /// The SWR read of the merged catalog.
 pub(super) async fn read_all(ctx: &RequestContext) -> Result<Lookup, CacheError> {
-    let source = MergedSource::new(ctx);
+    let source = CatalogSource::merged(ctx);
     ctx.app.cache.read(&ctx.app.all_key, source).await
 }
 
 /// Refetch one gateway now (warming), keeping the old value on failure. The warm
 /// rebuilds the merged view once at its end, so these writes schedule none.
 pub(super) async fn refresh_gateway(ctx: &RequestContext, gateway: &Gateway) -> Result<Arc<Entry>, CacheError> {
-    let source = GatewaySource::new(ctx, gateway);
+    let source = CatalogSource::gateway(ctx, gateway);
     ctx.app
         .cache
         .refresh(&keys::gateway(&gateway.id), source, Purpose::Warm)
@@ -80,7 +154,7 @@ pub(super) async fn refresh_gateway(ctx: &RequestContext, gateway: &Gateway) -> 
 /// and a rebuild never adopts another's result (it may predate our data).
 pub(super) async fn rebuild_all(ctx: &RequestContext) -> Result<Arc<Entry>, CacheError> {
     let _one_at_a_time = ctx.app.rebuilding.lock().await;
-    let source = MergedSource::new(ctx);
+    let source = CatalogSource::merged(ctx);
     ctx.app.cache.refresh(&ctx.app.all_key, source, Purpose::Rebuild).await
 }
 
@@ -98,7 +172,7 @@ fn schedule_rebuild(ctx: &RequestContext) -> Option<BoxFuture<()>> {
         let _one_at_a_time = app.rebuilding.lock().await;
         // From here on, a new request schedules another rebuild after this one.
         app.rebuild_scheduled.store(false, Ordering::SeqCst);
-        let source = MergedSource::new(&ctx);
+        let source = CatalogSource::merged(&ctx);
         let rebuilt = app.cache.refresh(&app.all_key, source, Purpose::Rebuild);
         if let Err(e) = rebuilt.await {
             tracing::warn!("[Cache SWR] Rebuilding the merged catalog failed: {e}");

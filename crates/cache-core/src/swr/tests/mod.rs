@@ -79,6 +79,31 @@ fn settings() -> SwrSettings {
     }
 }
 
+/// `cache`'s fill lock on `models:groq`, as another instance's fill holds it.
+async fn fill_lock(cache: &Cache) -> crate::lock::LockGuard {
+    let key = crate::keys::lock("models:groq");
+    let guard = crate::lock::try_acquire(cache.store(), &key, Duration::from_secs(10), &spawner().1).await;
+    guard.unwrap().expect("the lock is free")
+}
+
+/// What the holder of the fill lock stores: call 42's value, fetched `lag_ms` ago by
+/// our clock.
+async fn store_as_holder(holder: &Cache, lag_ms: u64) {
+    let now = crate::clock::now_ms();
+    let clock = crate::entry::Clock {
+        fetched_at_ms: now - lag_ms,
+        fresh_until_ms: now + 60_000,
+        stale_until_ms: now + 120_000,
+        kept_until_ms: now + 120_000,
+    };
+    let json = Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#);
+    let entry = crate::entry::Entry::build(json, 2, clock, crate::entry::STORED_ENCODINGS);
+    let stored = holder
+        .store()
+        .set("models:groq", entry.encode(), Duration::from_secs(120));
+    stored.await.unwrap();
+}
+
 fn spawner() -> (TaskSpawner, Arc<dyn Spawner>) {
     let s = TaskSpawner::new();
     (s.clone(), Arc::new(s))
@@ -279,36 +304,12 @@ async fn miss_waits_for_the_instance_holding_the_lock(b: Backend) {
     let src = ScriptedSource::new(60_000, 60_000);
     // Another instance holds the fill lock, writes its value in 300 ms, then
     // releases (as a fill does: the value lands before the lock is freed).
-    let guard = crate::lock::try_acquire(
-        holder.store(),
-        &crate::keys::lock("models:groq"),
-        Duration::from_secs(10),
-        &spawner().1,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let guard = fill_lock(&holder).await;
     let writer = {
         let holder = holder.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = crate::clock::now_ms();
-            let entry = crate::entry::Entry::build(
-                Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
-                2,
-                crate::entry::Clock {
-                    fetched_at_ms: now,
-                    fresh_until_ms: now + 60_000,
-                    stale_until_ms: now + 120_000,
-                    kept_until_ms: now + 120_000,
-                },
-                crate::entry::STORED_ENCODINGS,
-            );
-            holder
-                .store()
-                .set("models:groq", entry.encode(), Duration::from_secs(120))
-                .await
-                .unwrap();
+            store_as_holder(&holder, 0).await;
             guard.release().await;
         })
     };
@@ -467,37 +468,13 @@ async fn a_waiter_takes_the_holders_failure_instead_of_fetching(b: Backend) {
 async fn a_waiter_takes_a_value_stamped_by_a_lagging_clock(b: Backend) {
     let (holder, waiter) = (b.instance(), b.instance());
     let src = ScriptedSource::new(60_000, 60_000);
-    let guard = crate::lock::try_acquire(
-        holder.store(),
-        &crate::keys::lock("models:groq"),
-        Duration::from_secs(10),
-        &spawner().1,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let guard = fill_lock(&holder).await;
     let read = {
         let (waiter, src) = (waiter.clone(), src.clone());
         tokio::spawn(async move { waiter.read("models:groq", src).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let now = crate::clock::now_ms();
-    let lagging = crate::entry::Entry::build(
-        Bytes::from_static(br#"{"call":42,"data":[{},{}]}"#),
-        2,
-        crate::entry::Clock {
-            fetched_at_ms: now - 5_000,
-            fresh_until_ms: now + 60_000,
-            stale_until_ms: now + 120_000,
-            kept_until_ms: now + 120_000,
-        },
-        crate::entry::STORED_ENCODINGS,
-    );
-    holder
-        .store()
-        .set("models:groq", lagging.encode(), Duration::from_secs(120))
-        .await
-        .unwrap();
+    store_as_holder(&holder, 5_000).await; // its clock lags ours by 5 s
     guard.release().await;
     let got = read.await.unwrap();
     assert_eq!(call_of(&got.entry), 42, "the other instance's value");
