@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cache_core::contract::Trigger;
 use cache_core::spawn::TaskSpawner;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::browser::{Driver, bin};
 
 const LOADS: usize = 7;
@@ -61,24 +61,11 @@ setTimeout(() => {
 async fn measure(chromium: &str, chromedriver: &str, url: &str, throttled: bool) -> Load {
     let d = Driver::start(chromium, chromedriver).await;
     if throttled {
-        d.cmd(
-            reqwest::Method::POST,
-            "/chromium/network_conditions",
-            Some(json!({"network_conditions": {
-                "offline": false, "latency": 60, "download_throughput": 1_500_000, "upload_throughput": 750_000
-            }})),
-        )
-        .await;
+        d.throttle(60, 1_500_000, 750_000).await;
     }
     d.goto(url).await;
     d.wait_for("return document.readyState === 'complete' || null").await;
-    let v = d
-        .cmd(
-            reqwest::Method::POST,
-            "/execute/async",
-            Some(json!({ "script": MEASURE, "args": [] })),
-        )
-        .await;
+    let v = d.js_async(MEASURE).await;
     let (left, _) = d.quit();
     assert!(left.is_empty(), "Chromium left behind: {left:?}");
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);

@@ -281,12 +281,7 @@ async fn the_list_keeps_loading_while_its_end_stays_near() {
     // Tall enough for ~250 rows: the first page and the next both end inside the
     // marker's margin.
     let height = (row_px * 250.0) as u64;
-    d.cmd(
-        reqwest::Method::POST,
-        "/window/rect",
-        Some(json!({"width": 1280, "height": height})),
-    )
-    .await;
+    d.set_window_size(1280, height as u32).await;
     let inner = d.js("return window.innerHeight").await.as_f64().unwrap();
     assert!(
         inner > row_px * 200.0,
@@ -302,12 +297,7 @@ async fn the_list_keeps_loading_while_its_end_stays_near() {
     // A scroll in the same frame as the new rows (a fling on a slow phone): the marker
     // never leaves the observer's margin between two frames. A MutationObserver's
     // callback runs before the next frame, so scrolling there makes that race certain.
-    d.cmd(
-        reqwest::Method::POST,
-        "/window/rect",
-        Some(json!({"width": 1280, "height": 900})),
-    )
-    .await;
+    d.set_window_size(1280, 900).await;
     d.js(
         "window.flinger = new MutationObserver(() => window.scrollTo(0, document.body.scrollHeight)); \
           window.flinger.observe(document.getElementById('rows'), { childList: true }); \

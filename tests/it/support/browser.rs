@@ -5,12 +5,17 @@
 //! ChromeDriver process group as a fallback (ChromeDriver and the Chromium it
 //! started share the group), and removes the profile directory. A Chromium that
 //! outlived ChromeDriver used to stay behind, orphaned, after every CI run.
+//!
+//! The WebDriver client is `fantoccini`, over a plain HTTP connector (ChromeDriver
+//! listens on loopback: no TLS stack to build).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 pub fn bin(env: &str, default: &str) -> Option<String> {
@@ -20,12 +25,28 @@ pub fn bin(env: &str, default: &str) -> Option<String> {
 
 pub struct Driver {
     child: Child,
-    base: String,
+    client: Client,
+    /// ChromeDriver's address and the session, for the blocking teardown in `Drop`.
+    addr: String,
     session: String,
-    http: reqwest::Client,
     /// `--user-data-dir` of this browser: unique, so leaks can be found by it.
     pub profile: PathBuf,
     closed: bool,
+}
+
+/// Chromium's network emulation (a ChromeDriver extension command).
+#[derive(Debug)]
+struct NetworkConditions(Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/chromium/network_conditions", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "network_conditions": self.0 });
+        (http::Method::POST, Some(body.to_string()))
+    }
 }
 
 impl Driver {
@@ -43,15 +64,14 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
+        while std::net::TcpStream::connect(&addr).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = std::env::temp_dir().join(format!("gwz-chromium-{}-{}", std::process::id(), fastrand::u64(..)));
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
@@ -63,45 +83,35 @@ impl Driver {
                          format!("--user-data-dir={}", profile.display())],
                 "prefs": { "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 } }
             }
-        }}});
-        let v: Value = http.post(format!("{base}/session")).json_body(&caps).await;
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_string();
+        });
+        let Value::Object(caps) = caps else { unreachable!() };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://{addr}"))
+            .await
+            .expect("a WebDriver session");
+        let session = client.session_id().await.unwrap().expect("a session id");
         Driver {
             child,
-            base,
+            client,
+            addr,
             session,
-            http,
             profile,
             closed: false,
         }
     }
 
-    pub async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        let bytes = req.send().await.unwrap().bytes().await.unwrap();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        v["value"].clone()
-    }
-
     pub async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        self.client.goto(url).await.unwrap();
     }
 
     pub async fn js(&self, script: &str) -> Value {
-        self.cmd(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
-        .await
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Run `script` asynchronously: it ends by calling its last argument with the result.
+    pub async fn js_async(&self, script: &str) -> Value {
+        self.client.execute_async(script, vec![]).await.unwrap()
     }
 
     pub async fn wait_for(&self, script: &str) -> Value {
@@ -116,73 +126,45 @@ impl Driver {
         }
     }
 
-    /// WebDriver's id of the first element matching `css`.
-    async fn element(&self, css: &str) -> String {
-        let el = self
-            .cmd(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        el.as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| panic!("no element {css}: {el}"))
-            .to_string()
-    }
-
     pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        self.client.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
     }
 
     /// How many elements match `css` (WebDriver's own query: works with JavaScript off).
     pub async fn count(&self, css: &str) -> usize {
-        let v = self
-            .cmd(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v.as_array().map_or(0, Vec::len)
+        self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
     /// Click the first element matching `css`.
     pub async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.cmd(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
-            .await;
+        self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
     }
 
     /// The text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
-        let id = self.element(css).await;
-        self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
     }
 
     /// The current URL.
     pub async fn url(&self) -> String {
-        self.cmd(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
+    }
+
+    /// Emulate a network (Chromium's `network_conditions`: latency in ms, throughputs
+    /// in bytes per second).
+    pub async fn throttle(&self, latency_ms: u64, down: u64, up: u64) {
+        let conditions = json!({
+            "offline": false, "latency": latency_ms, "download_throughput": down, "upload_throughput": up
+        });
+        self.client.issue_cmd(NetworkConditions(conditions)).await.unwrap();
     }
 
     pub async fn screenshot(&self, path: &std::path::Path) {
-        let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
-        std::fs::write(path, base64_decode(b64.as_str().unwrap())).unwrap();
+        std::fs::write(path, self.client.screenshot().await.unwrap()).unwrap();
     }
 }
 
@@ -195,7 +177,7 @@ impl Driver {
         }
         self.closed = true;
         // DELETE /session/{id} with a plain blocking request: Drop cannot await.
-        let addr = self.base.trim_start_matches("http://").to_string();
+        let addr = self.addr.clone();
         if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
             let req = format!(
@@ -251,40 +233,4 @@ pub fn processes_using(profile: &std::path::Path) -> Vec<u32> {
         }
     }
     pids
-}
-
-trait JsonBody {
-    async fn json_body(self, v: &Value) -> Value;
-}
-
-impl JsonBody for reqwest::RequestBuilder {
-    async fn json_body(self, v: &Value) -> Value {
-        let r = self
-            .header("content-type", "application/json")
-            .body(v.to_string())
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-    }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
-    for chunk in clean.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, c)| acc | (val(*c) as u32) << (18 - 6 * i));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
 }
