@@ -344,7 +344,8 @@ async fn hotpath_and_floor(run_floor: bool) {
 
 /// The models page's hot path (the release `page` function, its pre-rendered first
 /// screen) beside a 50-model JSON page of the `models` function, in the same run; and
-/// a page any other URL asks for (no JavaScript: `?offset=`), made per request.
+/// a page any other URL asks for (no JavaScript: `?offset=`), made per request; and the
+/// rows fragment the page's script inserts as the list grows.
 async fn page_section() {
     println!("\n== page: GET /models on the release `page` function vs a 50-model JSON page, warm cache ==");
     let s = Stack::new(&[]).await;
@@ -355,11 +356,16 @@ async fn page_section() {
         let json = http_load(models.port, "/api/models?gateway=all&limit=50", BROWSER, conns).await;
         let html = http_load(page.port, "/models", BROWSER, conns).await;
         let next = http_load(page.port, "/models?offset=100", BROWSER, conns).await;
+        let rows = http_load(page.port, "/models?offset=100&fragment=rows", BROWSER, conns).await;
         println!("{}", json.line(&format!("JSON page of 50 (limit=50) @{conns}")));
         println!("{}", html.line(&format!("/models, first screen of 100 rows @{conns}")));
         println!(
             "{}",
             next.line(&format!("/models?offset=100, made per request @{conns}"))
+        );
+        println!(
+            "{}",
+            rows.line(&format!("rows fragment (offset=100), the script's @{conns}"))
         );
         println!(
             "{:<46} {:.2}x a 50-model JSON page (target >= 0.5x)",

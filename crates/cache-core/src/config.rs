@@ -127,7 +127,7 @@ pub struct Config {
     /// `REFRESH_CADENCE` (`learned` | `fixed`), `REFRESH_STALE_TARGET` (0.1),
     /// `MODELS_FRESH_MIN_SECONDS` (900) / `MODELS_FRESH_MAX_SECONDS` (86400): each
     /// gateway's fresh window from its own change history, or the fixed default for
-    /// all (see [`crate::cadence`]).
+    /// all (see `cadence.rs`).
     pub cadence: crate::cadence::CadenceSettings,
     /// `REFRESH_DUE_HORIZON_SECONDS`: the cron refreshes a gateway whose fresh window
     /// ends within this (default: the cron's interval, 3 h), so nothing goes stale
@@ -150,7 +150,7 @@ pub struct Config {
     pub answer_cache_max_bytes: usize,
     /// `GATEWAYZ_API_URL`: the catalog API base URL. Redacted in `Debug`/`Display`.
     pub upstream_base_url: SecretUrl,
-    /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in 21.
+    /// `GATEWAYS`: comma-separated gateway ids to warm; unset = the built-in gateways.
     pub gateways: Option<Vec<String>>,
     /// `GATEWAY_TIMEOUT_FAST_MS` / `GATEWAY_TIMEOUT_SLOW_MS`: per-gateway deadlines.
     pub fast_deadline: Duration,

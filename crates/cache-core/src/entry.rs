@@ -486,7 +486,7 @@ impl Entry {
     }
 
     /// Decode a value the previous release stored (format 3), marked
-    /// [`EntryMeta::previous_format`].
+    /// `EntryMeta::previous_format`.
     pub fn decode_previous_format(raw: Bytes) -> Result<Self, DecodeError> {
         Self::decode_as(raw, PREVIOUS_FORMAT_VERSION)
     }

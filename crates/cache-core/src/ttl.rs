@@ -15,7 +15,7 @@ use crate::entry::Clock;
 pub struct TtlPolicy {
     pub fresh: Duration,
     pub stale: Duration,
-    /// Fresh time is spread by up to ±this percent, so 21 gateways written in the same
+    /// Fresh time is spread by up to ±this percent, so the gateways written in the same
     /// second do not all go stale (and revalidate) in the same second.
     pub jitter_percent: u8,
     /// How long past the stale window an entry is kept for fail-safe serving.

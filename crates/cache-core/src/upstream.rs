@@ -68,7 +68,7 @@ impl FetchError {
         }
     }
 
-    /// How long the upstream asked us to wait, bounded by [`RETRY_AFTER_BOUNDS`]:
+    /// How long the upstream asked us to wait, bounded by `RETRY_AFTER_BOUNDS`:
     /// `Some` only for a rate limit.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

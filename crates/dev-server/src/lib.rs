@@ -49,7 +49,7 @@ pub struct Options {
     /// Run the cron route for a request from loopback when `CRON_SECRET` is unset
     /// (`--allow-local-cron`; `--demo` sets it). Off by default: behind a reverse
     /// proxy on the same host every client is loopback, so "loopback" alone must not
-    /// run 21 upstream fetches for anyone. A request with forwarding headers
+    /// run an upstream fetch per gateway for anyone. A request with forwarding headers
     /// (`Forwarded`, `X-Forwarded-For`, `Via`, ...) never counts as local.
     pub allow_local_cron: bool,
 }

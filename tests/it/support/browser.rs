@@ -40,7 +40,10 @@ struct NetworkConditions(Value);
 
 impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
     fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/chromium/network_conditions", session.unwrap_or_default()))
+        base.join(&format!(
+            "session/{}/chromium/network_conditions",
+            session.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
@@ -127,7 +130,13 @@ impl Driver {
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap().send_keys(text).await.unwrap();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
     }
 
     /// How many elements match `css` (WebDriver's own query: works with JavaScript off).
@@ -137,7 +146,13 @@ impl Driver {
 
     /// Click the first element matching `css`.
     pub async fn click(&self, css: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     /// The text of the first element matching `css`.

@@ -72,7 +72,7 @@ const fn spec(
 use DeadlineClass::{Fast, Slow};
 use PriceUnit::{PerBillion, PerMillion, PerToken};
 
-/// The 21 gateways warmed by default (`portkey` is deprecated and not warmed).
+/// The built-in gateways, warmed by default (`portkey` is deprecated and not warmed).
 pub(crate) const DEFAULT_GATEWAYS: &[GatewaySpec] = &[
     spec("openrouter", "OpenRouter", &[], Fast, PerToken, false),
     spec("featherless", "Featherless", &[], Slow, PerMillion, false),

@@ -9,7 +9,7 @@
 //! The merged view is stored pre-serialized like any entry, so serving it never
 //! merges or parses per request. It follows gateway updates: every stored gateway
 //! value (a miss, a revalidation, a refresh outside a warm) schedules one rebuild from
-//! what is cached, coalesced, so 21 gateways revalidating together rebuild it once or
+//! what is cached, coalesced, so every gateway revalidating together rebuilds it once or
 //! twice; a rebuild requested while one runs runs again after it.
 //!
 //! The merged key names the gateway set it was built from (`models:all` for the
