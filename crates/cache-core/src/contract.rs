@@ -112,8 +112,8 @@ pub struct ModelsResponse {
     pub search: Option<String>,
 }
 
-// The one definition of a model's fields. Normalisation reads the upstream's record
-// through it (`Model::read`, then `Model::overlay`), the models page renders its rows
+// The one definition of a model's fields. Normalisation moves the upstream's record
+// through it (`Model::take`, then `Model::overlay`), the models page renders its rows
 // from it (`crate::page`), and search finds models by `Model::SEARCHED`. Reading is
 // lenient (`lenient`): a field of another type than its own reads as absent (a number
 // where text belongs, as its text; a numeric string where a count belongs, as the
@@ -207,14 +207,20 @@ impl Model {
     /// The fields a search looks in, in the order their text is indexed.
     pub(crate) const SEARCHED: [&'static str; 4] = ["id", "name", "description", "provider_slug"];
 
-    /// Read any JSON value as a model, leniently (a value that is not an object is
-    /// an empty model).
-    pub(crate) fn read(record: &serde_json::Value) -> Model {
-        match record.is_object() {
-            true => Model::deserialize(record).unwrap_or_default(),
-            // A derived struct reads an array too, by position: not a model.
-            false => Model::default(),
+    /// Move the typed fields out of `record` (the upstream's object) into a model,
+    /// leniently, without copying them: what the contract does not type stays, and
+    /// where a typed field was, a null holds its place for [`Model::overlay`] (the
+    /// `pricing` and `architecture` objects stay whole, for their own unknown fields).
+    pub(crate) fn take(record: &mut serde_json::Map<String, serde_json::Value>) -> Model {
+        let mut typed = serde_json::Map::new();
+        for &field in lenient::fields_of::<Model>() {
+            if let Some(value) = record.get_mut(field) {
+                let nested = matches!(field, "pricing" | "architecture") && value.is_object();
+                let held = if nested { value.clone() } else { serde_json::Value::Null };
+                typed.insert(field.to_string(), std::mem::replace(value, held));
+            }
         }
+        Model::deserialize(serde_json::Value::Object(typed)).unwrap_or_default()
     }
 
     /// Read one model's JSON text, leniently (text that is not an object is an

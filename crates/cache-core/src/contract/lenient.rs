@@ -185,9 +185,17 @@ mod tests {
 
     #[test]
     fn any_value_reads_as_a_model() {
-        for v in [serde_json::json!(7), serde_json::json!(null), serde_json::json!([1])] {
-            assert_eq!(Model::read(&v).id, "");
+        for v in ["7", "null", "[1]", "\"x\""] {
+            assert_eq!(Model::read_json(v).id, "", "{v}");
         }
+        let mut record = serde_json::json!({"id": 5, "pricing": {"prompt": 1, "k": 2}, "extra": true});
+        let taken = Model::take(record.as_object_mut().unwrap());
+        assert_eq!(taken.id, "5");
+        assert_eq!(
+            record,
+            serde_json::json!({"id": null, "pricing": {"prompt": 1, "k": 2}, "extra": true}),
+            "typed fields moved out, their places held; nested objects and unknown fields stay"
+        );
         let m = Model::read_json(
             r#"{"id":5,"context_length":"12","gateway_pricing":{"a":{"prompt":1},"b":3},"pricing":"free"}"#,
         );

@@ -24,11 +24,7 @@ use crate::contract::Model;
 /// Normalise one model; `None` when it has no usable id.
 pub(crate) fn normalize(gw: &Gateway, mut m: Map<String, Value>) -> Option<Map<String, Value>> {
     m.retain(|k, _| !k.starts_with("raw_"));
-    let record = Value::Object(m);
-    let mut model = Model::read(&record);
-    let Value::Object(mut m) = record else {
-        unreachable!("made as an object")
-    };
+    let mut model = Model::take(&mut m);
     model.id = model.id.trim().to_string();
     if model.id.is_empty() {
         return None;
