@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use cache_core::contract::Trigger;
 use cache_core::simulation;
-use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::spawn::TaskSpawner;
 use serde_json::{Value, json};
 
 const HOUR: u64 = 3_600_000;
@@ -139,16 +139,10 @@ async fn run(policy: &str, extra: &[(&str, &str)], traces: &[Trace], fixtures: &
     let config = cache_core::config::Config::from_pairs(&vars).unwrap();
     let app = cache_core::App::new(config).unwrap();
     let tasks = TaskSpawner::new();
-    let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
     let t0 = simulation::now_ms();
     let learned = policy == "learned";
-    assert!(
-        RequestContext::new(app.clone(), spawner.clone())
-            .warm(None, Trigger::Manual)
-            .await
-            .unwrap()
-            .success
-    );
+    let ctx = RequestContext::new(app.clone(), Arc::new(tasks.clone()));
+    assert!(ctx.warm(None, Trigger::Manual).await.unwrap().success);
     sample.reset_counts();
 
     // Every event of the week, in time order: changes, reads, crons.
@@ -181,17 +175,11 @@ async fn run(policy: &str, extra: &[(&str, &str)], traces: &[Trace], fixtures: &
                 pending[i].push((version[i], at));
             }
             Event::Cron => {
-                RequestContext::new(app.clone(), spawner.clone())
-                    .warm_scoped(None, learned, Trigger::Cron)
-                    .await
-                    .unwrap();
+                ctx.warm_scoped(None, learned, Trigger::Cron).await.unwrap();
                 tasks.idle().await;
             }
             Event::Read => {
-                let lookup = RequestContext::new(app.clone(), spawner.clone())
-                    .read_all()
-                    .await
-                    .unwrap();
+                let lookup = ctx.read_all().await.unwrap();
                 let served = served_versions(&lookup.entry.identity().unwrap());
                 tasks.idle().await;
                 f.reads += 1;

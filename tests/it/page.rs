@@ -27,6 +27,14 @@ fn row_ids(html: &str) -> Vec<String> {
         .collect()
 }
 
+/// GET `url` accepting `accept`: a 200 in br.
+async fn get_br(c: &reqwest::Client, url: &str, accept: &str) -> reqwest::Response {
+    let r = c.get(url).header("accept-encoding", accept).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{url}");
+    assert_eq!(header(&r, "content-encoding"), Some("br"), "{url}");
+    r
+}
+
 async fn html_of(r: reqwest::Response) -> String {
     assert!(header(&r, "content-type").unwrap().starts_with("text/html"));
     let enc = header(&r, "content-encoding").map(str::to_string);
@@ -47,14 +55,7 @@ async fn the_first_screen_is_in_the_document_and_served_like_the_json() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
 
-    let r = c
-        .get(page.url("/models"))
-        .header("accept-encoding", "gzip, deflate, br")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "content-encoding"), Some("br"));
+    let r = get_br(&c, &page.url("/models"), "gzip, deflate, br").await;
     let etag = header(&r, "etag").unwrap().to_string();
     let cc = header(&r, "cache-control").unwrap().to_string();
     assert!(cc.contains("s-maxage=") && cc.contains("stale-if-error="), "{cc}");
@@ -183,14 +184,7 @@ async fn the_rows_fragment_is_the_documents_rows() {
     let next = html_of(c.get(page.url("/models?offset=100")).send().await.unwrap()).await;
     let fetched = env.sample.total_requests();
 
-    let r = c
-        .get(page.url("/models?offset=100&fragment=rows"))
-        .header("accept-encoding", "br")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "content-encoding"), Some("br"));
+    let r = get_br(&c, &page.url("/models?offset=100&fragment=rows"), "br").await;
     let etag = header(&r, "etag").unwrap().to_string();
     let rows = html_of(r).await;
     assert!(

@@ -11,7 +11,7 @@ use cache_core::RequestContext;
 use cache_core::config::Config;
 use cache_core::contract::Trigger;
 use cache_core::handlers::{Route, handle};
-use cache_core::spawn::{Spawner, TaskSpawner};
+use cache_core::spawn::TaskSpawner;
 use cap::Cap;
 
 #[global_allocator]
@@ -21,14 +21,20 @@ const BUDGET: usize = 4 << 20;
 /// Enough small answers to fill the budget several times at what they really cost.
 const URLS: usize = 24_000;
 
-async fn get(app: &Arc<App>, spawner: &Arc<dyn Spawner>, url: &str) -> usize {
+/// GET `url` (the models page's route for `/models...`, else the models JSON's).
+async fn get(ctx: &RequestContext, url: &str) -> usize {
+    let route = if url.starts_with("/models") {
+        Route::Page
+    } else {
+        Route::Models
+    };
     let (parts, ()) = http::Request::builder()
         .uri(url)
         .header("accept-encoding", "gzip")
         .body(())
         .unwrap()
         .into_parts();
-    let r = handle(Route::Models, parts, RequestContext::new(app.clone(), spawner.clone())).await;
+    let r = handle(route, parts, ctx.clone()).await;
     assert_eq!(r.status(), 200, "{url}");
     r.body().len()
 }
@@ -46,22 +52,16 @@ async fn allocated_bytes_stay_within_the_budget_whatever_the_urls() {
         ("TTL_JITTER_PERCENT", "0"),
     ])
     .unwrap();
-    let app = App::new(config).unwrap();
     let tasks = TaskSpawner::new();
-    let spawner: Arc<dyn Spawner> = Arc::new(tasks.clone());
-    assert!(
-        RequestContext::new(app.clone(), spawner.clone())
-            .warm(None, Trigger::Manual)
-            .await
-            .unwrap()
-            .success
-    );
+    let ctx = RequestContext::new(App::new(config).unwrap(), Arc::new(tasks.clone()));
+    assert!(ctx.warm(None, Trigger::Manual).await.unwrap().success);
     // Every view's index (pinned: bounded by the views, not the URLs) and the
     // runtime's own buffers exist before the baseline.
     for view in ["all", "groq", "together", "cerebras"] {
-        get(&app, &spawner, &format!("/api/models?gateway={view}&limit=5&offset=1")).await;
-        get(&app, &spawner, &format!("/api/models?gateway={view}&search=zz")).await;
+        get(&ctx, &format!("/api/models?gateway={view}&limit=5&offset=1")).await;
+        get(&ctx, &format!("/api/models?gateway={view}&search=zz")).await;
     }
+    get(&ctx, "/models").await; // the models page's document (pinned)
     tasks.idle().await;
     let baseline = ALLOCATED.allocated();
     let mut served = 0usize;
@@ -71,12 +71,15 @@ async fn allocated_bytes_stay_within_the_budget_whatever_the_urls() {
         let url = match k % 10 {
             // Distinct terms that match nothing: the smallest answers, where a
             // per-entry estimate is furthest from what an entry really costs.
-            0..=6 => format!("/api/models?gateway={view}&search=nomatch-{k}"),
+            0..=4 => format!("/api/models?gateway={view}&search=nomatch-{k}"),
+            // The models page's other pages and the rows fragments its script asks for.
+            5 => format!("/models?search=nomatch-{k}&fragment=rows"),
+            6 => format!("/models?offset={}", k % 3000),
             7 => format!("/api/models?gateway={view}&search=a{}", k % 97),
             8 => format!("/api/models?gateway={view}&limit=5&offset={}", k % 90),
             _ => format!("/api/models?gateway={view}&limit={}&offset={}", 1 + k % 100, k % 7),
         };
-        served += get(&app, &spawner, &url).await;
+        served += get(&ctx, &url).await;
         peak = peak.max(ALLOCATED.allocated().saturating_sub(baseline));
     }
     tasks.idle().await;

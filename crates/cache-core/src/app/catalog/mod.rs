@@ -2,8 +2,8 @@
 //! merged view, whatever the query string (docs/design.md, failure 11).
 //!
 //! ```text
-//!   models:<gateway>  ◄── GatewaySource: fetch pages → normalise → {"data":[...]}
-//!   models:all        ◄── MergedSource: gateway entries → dedup/merge → {"data":[...]}
+//!   models:<gateway>  ◄── CatalogSource (gateway.rs): fetch pages → normalise → {"data":[...]}
+//!   models:all        ◄── CatalogSource (merged.rs): gateway entries → dedup/merge → {"data":[...]}
 //! ```
 //!
 //! The merged view is stored pre-serialized like any entry, so serving it never
@@ -154,6 +154,11 @@ pub(super) async fn refresh_gateway(ctx: &RequestContext, gateway: &Gateway) -> 
 /// and a rebuild never adopts another's result (it may predate our data).
 pub(super) async fn rebuild_all(ctx: &RequestContext) -> Result<Arc<Entry>, CacheError> {
     let _one_at_a_time = ctx.app.rebuilding.lock().await;
+    rebuild_holding_the_turn(ctx).await
+}
+
+/// The rebuild itself, by whoever holds `App::rebuilding`.
+async fn rebuild_holding_the_turn(ctx: &RequestContext) -> Result<Arc<Entry>, CacheError> {
     let source = CatalogSource::merged(ctx);
     ctx.app.cache.refresh(&ctx.app.all_key, source, Purpose::Rebuild).await
 }
@@ -172,9 +177,7 @@ fn schedule_rebuild(ctx: &RequestContext) -> Option<BoxFuture<()>> {
         let _one_at_a_time = app.rebuilding.lock().await;
         // From here on, a new request schedules another rebuild after this one.
         app.rebuild_scheduled.store(false, Ordering::SeqCst);
-        let source = CatalogSource::merged(&ctx);
-        let rebuilt = app.cache.refresh(&app.all_key, source, Purpose::Rebuild);
-        if let Err(e) = rebuilt.await {
+        if let Err(e) = rebuild_holding_the_turn(&ctx).await {
             tracing::warn!("[Cache SWR] Rebuilding the merged catalog failed: {e}");
         }
     }))
