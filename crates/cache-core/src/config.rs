@@ -124,10 +124,10 @@ pub struct Config {
     /// within about ten minutes.
     pub guard_confirm_fetches: u32,
     pub guard_confirm_span: Duration,
-    /// `REFRESH_CADENCE` (`learned` | `fixed`), `REFRESH_STALE_TARGET` (0.1),
+    /// `REFRESH_CADENCE` (`learned` | `fixed`), `REFRESH_BUDGET` (`1x`),
     /// `MODELS_FRESH_MIN_SECONDS` (900) / `MODELS_FRESH_MAX_SECONDS` (86400): each
-    /// gateway's fresh window from its own change history, or the fixed default for
-    /// all (see `cadence.rs`).
+    /// gateway's fresh window planned from the change histories within the budget, or
+    /// the fixed default for all (see `cadence`).
     pub cadence: crate::cadence::CadenceSettings,
     /// `REFRESH_DUE_HORIZON_SECONDS`: the cron refreshes a gateway whose fresh window
     /// ends within this (default: the cron's interval, 3 h), so nothing goes stale
@@ -304,7 +304,7 @@ fn ranged(
     Ok(n)
 }
 
-/// `REFRESH_CADENCE`, `REFRESH_STALE_TARGET`, `MODELS_FRESH_MIN_SECONDS` and
+/// `REFRESH_CADENCE`, `REFRESH_BUDGET`, `MODELS_FRESH_MIN_SECONDS` and
 /// `MODELS_FRESH_MAX_SECONDS`, around the default window `fresh` (seconds).
 fn cadence_settings(
     get: &dyn Fn(&str) -> Option<String>,
@@ -330,22 +330,28 @@ fn cadence_settings(
     Ok(CadenceSettings {
         mode,
         default_window: Duration::from_secs(fresh),
-        stale_target: fraction(get("REFRESH_STALE_TARGET"), "REFRESH_STALE_TARGET", 0.1)?,
+        budget: budget(get("REFRESH_BUDGET"))?,
         min_window: window("MODELS_FRESH_MIN_SECONDS", 900)?,
         max_window: window("MODELS_FRESH_MAX_SECONDS", DAY)?,
     })
 }
 
-/// `value` as a number strictly between 0 and 1 (`default` when unset), or an error
-/// naming `var`.
-fn fraction(value: Option<String>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
-    let Some(v) = value else { return Ok(default) };
-    match v.parse::<f64>() {
-        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+/// `REFRESH_BUDGET`: upstream requests per day (`500`), or a multiple of what `fixed`
+/// spends on the same gateways (`0.5x`; unset: `1x`).
+fn budget(value: Option<String>) -> Result<crate::cadence::Budget, ConfigError> {
+    use crate::cadence::Budget;
+    let Some(v) = value else { return Ok(Budget::OfFixed(1.0)) };
+    let t = v.trim();
+    let (number, relative) = match t.strip_suffix(['x', 'X']) {
+        Some(n) => (n.trim(), true),
+        None => (t, false),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 1e9 => Ok(if relative { Budget::OfFixed(n) } else { Budget::PerDay(n) }),
         _ => Err(ConfigError {
-            var,
+            var: "REFRESH_BUDGET",
             message: format!(
-                "expected a number between 0 and 1 (exclusive), got {:?}",
+                "expected upstream requests per day (a positive number) or a multiple of fixed's (like 0.5x), got {:?}",
                 crate::upstream::truncate(v, 40)
             ),
         }),

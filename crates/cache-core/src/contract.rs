@@ -393,6 +393,8 @@ pub struct StatusResponse {
     pub gateways: Vec<GatewayState>,
     /// The merged view (`gateway` is `all`).
     pub merged: GatewayState,
+    /// The cadence's plan: its spend against the budget.
+    pub cadence_plan: CadencePlanState,
     pub metrics: StatusMetrics,
     /// When this status was assembled (ISO 8601).
     pub timestamp: String,
@@ -469,10 +471,35 @@ pub struct CadenceState {
     /// Observations kept (one per stored fetch), and how many saw a change.
     pub observations: u32,
     pub changes: u32,
-    /// The fresh window the next fetch gets.
+    /// The fresh window the next fetch gets: its share of the budget.
     pub fresh_for_seconds: u64,
+    /// Listings a day at that window (its share of `REFRESH_BUDGET`), and the upstream
+    /// requests one listing takes (its pages).
+    pub planned_listings_per_day: f64,
+    pub requests_per_listing: u32,
+    /// The mean time from an upstream change to the listing that sees it: half the
+    /// window.
+    pub expected_lag_seconds: u64,
     /// When a cron run will find it due (ISO 8601); null with no entry.
     pub next_due_at: Option<String>,
+}
+
+/// The cadence's plan across the configured gateways: the upstream requests a day
+/// it spends against `REFRESH_BUDGET` (see docs/design.md, "Each gateway refreshed
+/// as often as it changes").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct CadencePlanState {
+    /// `learned` or `fixed` (`REFRESH_CADENCE`).
+    pub mode: String,
+    /// `REFRESH_BUDGET`, in upstream requests a day.
+    pub budget_requests_per_day: f64,
+    /// What the planned windows spend: never more than the budget, unless even every
+    /// window at `MODELS_FRESH_MAX_SECONDS` costs more (`fixed`: what fixed spends).
+    pub planned_requests_per_day: f64,
+    /// The mean time from an upstream change to the listing that sees it, over every
+    /// change (busy gateways weigh more).
+    pub expected_lag_seconds: u64,
 }
 
 /// The collapse guard's evidence about a key (see docs/design.md, "Every safety net
@@ -560,6 +587,9 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         decl::<Page>(&cfg),
         decl::<StatusResponse>(&cfg),
         decl::<GatewayState>(&cfg),
+        decl::<HeldState>(&cfg),
+        decl::<CadenceState>(&cfg),
+        decl::<CadencePlanState>(&cfg),
         decl::<KeyState>(&cfg),
         decl::<LastError>(&cfg),
         decl::<StatusMetrics>(&cfg),

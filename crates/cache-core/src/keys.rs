@@ -7,7 +7,8 @@
 //! | `models:v4:all` | the merged view of the built-in gateway set | merged rebuild | same |
 //! | `models:v4:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
 //! | `guard:<key>` | the collapse guard's evidence about `<key>`: the doubted catalog's size, how often and since when the upstream answered it (JSON) | fill protocol | [`GUARD_EVIDENCE_TTL`] (1 day) |
-//! | `cadence:<key>` | a gateway's change history: the last look (when, its ETag) and up to 128 recent observations (changed or not, the interval), JSON | every stored fetch of the gateway | [`CADENCE_TTL`] (30 days) |
+//! | `cadence:v2:<key>` | a gateway's change history: a list of up to 128 compact records, one per stored fetch (when by the store's clock, the interval, changed or not, the listing's requests, the content's tag: `cadence::history`) | every stored fetch of the gateway (`RPUSH` + `LTRIM`) | [`CADENCE_TTL`] (30 days) |
+//! | `cadence:<key>` | the previous release's change history (JSON): read as evidence, never written | the previous release | its own |
 //! | `models:<gateway>`, `models:all[:<hash>]` | the previous release's entries (format 3): read as last-known-good, never written | the previous release | its own |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
 //! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
@@ -67,6 +68,11 @@ pub fn previous_format(key: &str) -> Option<String> {
 
 /// The change history of the gateway stored under `key` (see `crate::cadence`).
 pub fn cadence(key: &str) -> String {
+    format!("cadence:v2:{key}")
+}
+
+/// Where the previous release kept the change history of `key` (one JSON document).
+pub fn previous_cadence(key: &str) -> String {
     format!("cadence:{key}")
 }
 

@@ -60,6 +60,9 @@ pub struct App {
     /// Everything made per request shape, within `ANSWER_CACHE_MAX_BYTES` (see
     /// [`crate::answers`]).
     pub(crate) answers: crate::answers::Answers,
+    /// The cadence's plan, as this instance last read the histories (see
+    /// [`schedule`]): reread after a minute, updated by this instance's own looks.
+    pub(crate) cadence_plan: parking_lot::Mutex<Option<Arc<schedule::CadencePlan>>>,
 }
 
 impl App {
@@ -82,6 +85,7 @@ impl App {
             rebuilding: AsyncMutex::new(()),
             status_cache: AsyncMutex::new(None),
             answers: crate::answers::Answers::new(answer_budget),
+            cadence_plan: parking_lot::Mutex::new(None),
         })
     }
 

@@ -1,47 +1,163 @@
-//! When each gateway is refreshed: its change history (one observation per stored
-//! fetch, in the store so every instance learns from all of them), the fresh window
-//! it earns ([`crate::cadence`]), which gateways a cron run finds due, and what the
-//! status shows of it. App operations, beside warming and the catalog.
+//! When each gateway is refreshed: its change history (one record per stored fetch,
+//! appended in the store so every instance learns from all of them), the plan that
+//! spends the upstream budget where the changes are ([`crate::cadence`]), which
+//! gateways a cron run finds due, and what the status shows of it.
+//!
+//! **One plan, shared.** Every instance computes the plan from the same stored
+//! histories: each gateway's rate is estimated as of its own latest record (so it
+//! depends on nothing but what is stored), and the plan from the rates and costs. An
+//! instance reads the histories once a minute ([`PLAN_REREAD`]), not per request, and
+//! folds its own looks in as it records them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::app::App;
-use crate::cadence::{History, Mode};
+use crate::cadence::{Demand, History, Mode, Record, Share, history::MAX_RECORDS};
 use crate::clock::{iso8601, now_ms};
-use crate::contract::CadenceState;
+use crate::contract::{CadencePlanState, CadenceState};
 use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::keys;
 
+/// How long an instance plans from the histories it read, beside its own looks.
+pub(crate) const PLAN_REREAD: Duration = Duration::from_secs(60);
+
+/// The plan for the configured gateways (registry order), from their histories.
+#[derive(Debug)]
+pub(crate) struct CadencePlan {
+    /// When this instance read the histories (its own clock).
+    read_at_ms: u64,
+    histories: Vec<History>,
+    /// Each gateway's change rate (per second), as of its own latest record.
+    rates: Vec<f64>,
+    shares: Vec<Share>,
+    budget_per_day: f64,
+}
+
+impl CadencePlan {
+    fn new(app: &App, histories: Vec<History>, read_at_ms: u64) -> Self {
+        let settings = &app.config.cadence;
+        let rates = histories.iter().map(|h| settings.rate(h, h.latest_ms())).collect();
+        Self::with_rates(app, histories, rates, read_at_ms)
+    }
+
+    fn with_rates(app: &App, histories: Vec<History>, rates: Vec<f64>, read_at_ms: u64) -> Self {
+        let settings = &app.config.cadence;
+        let demands: Vec<Demand> = histories
+            .iter()
+            .zip(&rates)
+            .map(|(h, &rate)| Demand { rate, cost: h.cost() })
+            .collect();
+        CadencePlan {
+            read_at_ms,
+            budget_per_day: settings.budget_per_day(demands.iter().map(|d| d.cost)),
+            shares: settings.shares(&demands),
+            histories,
+            rates,
+        }
+    }
+
+    /// This plan with `history` as gateway `n`'s.
+    fn with_history(&self, app: &App, n: usize, history: History) -> Self {
+        let mut histories = self.histories.clone();
+        let mut rates = self.rates.clone();
+        rates[n] = app.config.cadence.rate(&history, history.latest_ms());
+        histories[n] = history;
+        Self::with_rates(app, histories, rates, self.read_at_ms)
+    }
+
+    /// The windows, registry order.
+    #[cfg(test)]
+    pub(crate) fn windows(&self) -> Vec<Duration> {
+        self.shares.iter().map(|s| s.window).collect()
+    }
+
+    /// The requests a day the plan spends, and its budget.
+    pub(crate) fn spend(&self) -> (f64, f64) {
+        (self.shares.iter().map(|s| s.requests_per_day).sum(), self.budget_per_day)
+    }
+}
+
 impl App {
-    /// Record that a fetch of `key` that started at `at_ms` found content `etag`, and
-    /// say which fresh window the gateway earns now (`None` in `fixed` mode: the
-    /// default, exactly as before). Runs inside the fetch, which holds the key's
-    /// lock: no other instance records the same look, and a look older than the last
-    /// recorded one counts nothing. A history the store cannot give or take costs the
-    /// observation, never the fetch.
-    pub(crate) async fn observe(&self, key: &str, at_ms: u64, etag: &str) -> Option<Duration> {
-        let mut history = self.history(key).await.unwrap_or_default();
-        if history.observe(at_ms, etag) || history.observations.is_empty() {
-            let json = serde_json::to_vec(&history).expect("serializable");
+    /// The plan, from the histories this instance read within [`PLAN_REREAD`] (read
+    /// now otherwise).
+    pub(crate) async fn cadence_plan(&self) -> Arc<CadencePlan> {
+        let now = now_ms();
+        if let Some(plan) = self.cadence_plan.lock().as_ref()
+            && now.saturating_sub(plan.read_at_ms) < PLAN_REREAD.as_millis() as u64
+        {
+            return plan.clone();
+        }
+        let histories = futures_util::future::join_all(
+            self.registry
+                .all()
+                .iter()
+                .map(|g| async move { self.history(&keys::gateway(&g.id)).await }),
+        )
+        .await;
+        let plan = Arc::new(CadencePlan::new(self, histories, now));
+        *self.cadence_plan.lock() = Some(plan.clone());
+        plan
+    }
+
+    /// Forget the plan: the next use reads every history again.
+    #[cfg(test)]
+    pub(crate) fn forget_cadence_plan(&self) {
+        *self.cadence_plan.lock() = None;
+    }
+
+    /// Record that a fetch of `gateway` found content `etag` in a listing of
+    /// `requests` upstream requests, and say which fresh window it earns now (`None`
+    /// in `fixed` mode: the default). Called once the answer is judged fit to store
+    /// (a held or rejected answer is no observation), inside the fetch, which holds
+    /// the key's lock: no other instance records the same look. The look is dated by
+    /// the store's clock, so a skewed instance cannot misdate it; a look not after the
+    /// last recorded one counts nothing. A history the store cannot give or take
+    /// costs the observation, never the fetch.
+    pub(crate) async fn observe(&self, gateway: &Gateway, etag: &str, requests: u32) -> Option<Duration> {
+        let key = keys::gateway(&gateway.id);
+        let plan = self.cadence_plan().await;
+        let n = self.registry.all().iter().position(|g| g.id == gateway.id)?;
+        let at = self.store().time_ms().await.unwrap_or_else(|_| now_ms());
+        // This gateway's history as stored now (another instance may have added to it).
+        let mut history = match self.store().list(&keys::cadence(&key)).await {
+            Ok(list) => History {
+                records: History::read(&list, None).records,
+                previous_release: plan.histories[n].previous_release.clone(),
+            },
+            Err(_) => plan.histories[n].clone(),
+        };
+        if let Some(record) = Record::after(history.last(), at, etag, requests) {
             if let Err(e) = self
                 .store()
-                .set(&keys::cadence(key), Bytes::from(json), keys::CADENCE_TTL)
+                .append_capped(&keys::cadence(&key), record.encode(), MAX_RECORDS, keys::CADENCE_TTL)
                 .await
             {
                 tracing::debug!("[Cache Fetch] {key}: change history not stored ({e})");
             }
+            history.push(record);
         }
-        let settings = self.config.cadence;
-        (settings.mode == Mode::Learned).then(|| settings.window(&history, at_ms).0)
+        let window = {
+            let mut cached = self.cadence_plan.lock();
+            // Fold the look into the newest plan this instance has (another look may
+            // have replaced `plan` meanwhile).
+            let base = cached.clone().unwrap_or(plan);
+            let updated = Arc::new(base.with_history(self, n, history));
+            let window = updated.shares[n].window;
+            *cached = Some(updated);
+            window
+        };
+        (self.config.cadence.mode == Mode::Learned).then_some(window)
     }
 
-    /// The change history of `key`, if any is stored.
-    pub(crate) async fn history(&self, key: &str) -> Option<History> {
-        let raw = self.store().get(&keys::cadence(key)).await.ok()??;
-        serde_json::from_slice(&raw).ok()
+    /// The change history of `key`: this release's records and the previous release's
+    /// observations.
+    pub(crate) async fn history(&self, key: &str) -> History {
+        let (ours, theirs) = (keys::cadence(key), keys::previous_cadence(key));
+        let (list, previous) = futures_util::join!(self.store().list(&ours), self.store().get(&theirs));
+        let previous = previous.ok().flatten();
+        History::read(&list.unwrap_or_default(), previous.as_deref())
     }
 
     /// The gateways of `gateways` whose fresh window ends within the due horizon (or
@@ -68,22 +184,47 @@ impl App {
         (due, later)
     }
 
-    /// What the status shows of `gateway`'s cadence; `meta` is its entry's header.
-    pub(crate) async fn cadence_state(&self, gateway: &Gateway, meta: Option<&EntryMeta>) -> CadenceState {
-        let key = keys::gateway(&gateway.id);
-        let history = self.history(&key).await.unwrap_or_default();
-        let settings = self.config.cadence;
+    /// What the status shows of `gateway`'s cadence, from `plan`; `meta` is its
+    /// entry's header.
+    pub(crate) fn cadence_state(&self, plan: &CadencePlan, gateway: &Gateway, meta: Option<&EntryMeta>) -> Option<CadenceState> {
+        let n = self.registry.all().iter().position(|g| g.id == gateway.id)?;
+        let (history, share) = (&plan.histories[n], &plan.shares[n]);
+        let observations = history.observations();
         let now = now_ms();
-        let (window, rate) = settings.window(&history, now);
         let fresh_until = meta.map(|m| m.clock.fresh_until_ms);
         let horizon = self.config.due_horizon.as_millis() as u64;
-        CadenceState {
-            mode: settings.mode.as_str().to_string(),
-            change_rate_per_day: (rate * 86_400.0 * 1000.0).round() / 1000.0,
-            observations: history.observations.len() as u32,
-            changes: history.changes() as u32,
-            fresh_for_seconds: window.as_secs(),
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Some(CadenceState {
+            mode: self.config.cadence.mode.as_str().to_string(),
+            change_rate_per_day: round(plan.rates[n] * 86_400.0),
+            observations: observations.len() as u32,
+            changes: observations.iter().filter(|o| o.changed).count() as u32,
+            fresh_for_seconds: share.window.as_secs(),
+            planned_listings_per_day: round(share.listings_per_day),
+            requests_per_listing: history.cost() as u32,
+            expected_lag_seconds: share.expected_lag.as_secs(),
             next_due_at: fresh_until.map(|f| iso8601(f.saturating_sub(horizon).max(now))),
+        })
+    }
+
+    /// What the status shows of the plan as a whole.
+    pub(crate) fn cadence_plan_state(&self, plan: &CadencePlan) -> CadencePlanState {
+        let (spent, budget) = plan.spend();
+        let rate: f64 = plan.rates.iter().sum();
+        // The mean lag of a change, whichever gateway it is on: rate-weighted.
+        let lag = plan
+            .rates
+            .iter()
+            .zip(&plan.shares)
+            .map(|(r, s)| r * s.expected_lag.as_secs_f64())
+            .sum::<f64>()
+            / rate.max(f64::MIN_POSITIVE);
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        CadencePlanState {
+            mode: self.config.cadence.mode.as_str().to_string(),
+            budget_requests_per_day: round(budget),
+            planned_requests_per_day: round(spent),
+            expected_lag_seconds: lag.round() as u64,
         }
     }
 }

@@ -46,12 +46,14 @@ pub(super) async fn reset_metrics(app: &App) -> Result<(), StoreError> {
 }
 
 async fn assemble(app: &App) -> Bytes {
+    let plan = app.cadence_plan().await;
+    let plan = &plan;
     let gateways = futures_util::future::join_all(app.registry.all().iter().map(|g| async move {
         let key = keys::gateway(&g.id);
         let meta = app.cache.peek_meta(&key).await;
-        let cadence = app.cadence_state(g, meta.as_ref()).await;
+        let cadence = app.cadence_state(plan, g, meta.as_ref());
         let mut state = state_of(app, g.id.clone(), &key, meta).await;
-        state.cadence = Some(cadence);
+        state.cadence = cadence;
         state
     }))
     .await;
@@ -65,6 +67,7 @@ async fn assemble(app: &App) -> Bytes {
         last_run: app.last_run().await,
         gateways,
         merged,
+        cadence_plan: app.cadence_plan_state(plan),
         metrics: metrics(app).await,
         timestamp: iso8601(now_ms()),
     };

@@ -4,7 +4,7 @@
 //! operations and never spans an `.await`, so a blocking lock is cheaper and cannot
 //! be held across a suspension point (the mini-redis reasoning).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,6 +22,7 @@ pub(crate) struct MemoryStore {
 struct Inner {
     values: HashMap<String, (Bytes, Instant)>,
     hashes: HashMap<String, HashMap<String, i64>>,
+    lists: HashMap<String, (VecDeque<Bytes>, Instant)>,
     writes_since_sweep: usize,
 }
 
@@ -41,6 +42,7 @@ impl Inner {
         if self.writes_since_sweep >= 256 {
             let now = Instant::now();
             self.values.retain(|_, (_, exp)| *exp > now);
+            self.lists.retain(|_, (_, exp)| *exp > now);
             self.writes_since_sweep = 0;
         }
     }
@@ -163,6 +165,33 @@ impl MemoryStore {
         let mut inner = self.lock();
         inner.values.remove(&key);
         inner.hashes.remove(&key);
+        inner.lists.remove(&key);
+    }
+
+    /// Same as the Redis store's: append, keep the last `keep`, expire in `ttl`.
+    pub(crate) fn append_capped(&self, key: &str, record: Bytes, keep: usize, ttl: Duration) {
+        let key = self.key(key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let slot = inner.lists.entry(key).or_insert_with(|| (VecDeque::new(), now));
+        if slot.1 <= now {
+            slot.0.clear();
+        }
+        slot.0.push_back(record);
+        while slot.0.len() > keep {
+            slot.0.pop_front();
+        }
+        slot.1 = now + ttl;
+        inner.writes_since_sweep += 1;
+    }
+
+    pub(crate) fn list(&self, key: &str) -> Vec<Bytes> {
+        let key = self.key(key);
+        let now = Instant::now();
+        match self.lock().lists.get(&key) {
+            Some((items, exp)) if *exp > now => items.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     pub(crate) fn incr_fields(&self, key: &str, deltas: &[(&str, i64)]) {

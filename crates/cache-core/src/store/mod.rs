@@ -230,6 +230,27 @@ impl Store {
         }
     }
 
+    /// Append `record` to the list under `key`, keep its last `keep` records, and make
+    /// it expire in `ttl` (`RPUSH` + `LTRIM` + `PEXPIRE`): what one record costs the
+    /// store, whatever the list's length.
+    pub(crate) async fn append_capped(&self, key: &str, record: Bytes, keep: usize, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.append_capped(key, record, keep, ttl);
+                Ok(())
+            }
+            Store::Redis(s) => s.append_capped(key, record, keep, ttl).await,
+        }
+    }
+
+    /// The list under `key`, oldest first (empty when absent).
+    pub(crate) async fn list(&self, key: &str) -> Result<Vec<Bytes>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.list(key)),
+            Store::Redis(s) => s.list(key).await,
+        }
+    }
+
     /// `HGETALL key` as integers (non-integer fields are skipped).
     pub(crate) async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         match self {

@@ -376,6 +376,24 @@ impl RedisStore {
         Ok(())
     }
 
+    /// `RPUSH`, `LTRIM` to the last `keep`, `PEXPIRE`: pipelined, no script (a store
+    /// without `SCRIPT`/`EVAL` takes it), one round trip.
+    pub(crate) async fn append_capped(&self, key: &str, record: Bytes, keep: usize, ttl: Duration) -> Result<(), StoreError> {
+        self.breaker.check()?;
+        let key = self.key(key);
+        let pipeline = self.pool.next().pipeline();
+        let _: () = pipeline.rpush(&key, record).await.map_err(map_err)?;
+        let _: () = pipeline.ltrim(&key, -(keep as i64), -1).await.map_err(map_err)?;
+        let _: () = pipeline.pexpire(&key, ms(ttl), None).await.map_err(map_err)?;
+        let _: Vec<Value> = self.guarded(pipeline.all()).await?;
+        Ok(())
+    }
+
+    /// `LRANGE key 0 -1`.
+    pub(crate) async fn list(&self, key: &str) -> Result<Vec<Bytes>, StoreError> {
+        self.guarded(self.pool.lrange(self.key(key), 0, -1)).await
+    }
+
     pub(crate) async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         let raw: HashMap<String, String> = self.guarded(self.pool.hgetall(self.key(key))).await?;
         Ok(raw

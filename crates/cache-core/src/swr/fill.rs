@@ -289,40 +289,16 @@ impl Cache {
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
             Ok(Err(e)) => Err(CacheError::Source(e)),
-            Ok(Ok(payload)) => match self.judge(key, &*source, &payload, previous).await {
+            Ok(Ok(mut payload)) => match self.judge(key, &*source, &payload, previous).await {
                 Err(e) => Err(e),
-                // The same content as stored: move its clock, keep its bodies and ETag
-                // (browsers and the CDN keep their 304s), and nothing follows a write.
-                Ok(())
-                    if let Some(entry) = self
-                        .retime_if_unchanged(key, &payload, previous, source.ttl(), stamp)
-                        .await =>
-                {
-                    Ok(entry)
+                Ok(()) => {
+                    // Fit to store: the source observes it (only now: a held or
+                    // rejected answer is no observation) and says the window it earns.
+                    if let Some(window) = source.accepted(&payload).await {
+                        payload.fresh_window = Some(window);
+                    }
+                    self.store_judged(key, &source, payload, previous, purpose, stamp).await
                 }
-                Ok(()) => match self.write(key, source.ttl(), payload, stamp, source.category()).await {
-                    Written::Stored(entry) => {
-                        if let Some(follow_up) = source.clone().after_write(purpose) {
-                            source.spawner().spawn(follow_up);
-                        }
-                        Ok(entry)
-                    }
-                    Written::Newer { stored_stamp_ms, .. } if purpose.refetches() => Err(CacheError::Superseded {
-                        stored_stamp_ms,
-                        ours_ms: stamp,
-                    }),
-                    Written::Newer { newer, .. } => Ok(newer),
-                    // Served, and held in process: later reads answer from it (no
-                    // throttle needed) and write it back once the store takes writes.
-                    Written::Failed(entry, e) if purpose == Purpose::Read => {
-                        tracing::warn!(
-                            "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
-                        );
-                        self.record_failure(key, &CacheError::NotStored(e), false).await;
-                        Ok(entry)
-                    }
-                    Written::Failed(_, e) => Err(CacheError::NotStored(e)),
-                },
             },
         };
         if let Err(e) = &outcome
@@ -331,6 +307,48 @@ impl Cache {
             self.record_failure(key, e, source.throttles_failures()).await;
         }
         outcome
+    }
+
+    /// Store a judged `payload` fetched at `stamp`: retime what is stored if it is the
+    /// same content, write it otherwise, and answer what the store did by `purpose`.
+    async fn store_judged(
+        self: &Arc<Self>,
+        key: &str,
+        source: &Arc<dyn Source>,
+        payload: Payload,
+        previous: Option<&EntryMeta>,
+        purpose: Purpose,
+        stamp: u64,
+    ) -> Result<Arc<Entry>, CacheError> {
+        // The same content as stored: move its clock, keep its bodies and ETag
+        // (browsers and the CDN keep their 304s), and nothing follows a write.
+        if let Some(entry) = self
+            .retime_if_unchanged(key, &payload, previous, source.ttl(), stamp)
+            .await
+        {
+            return Ok(entry);
+        }
+        match self.write(key, source.ttl(), payload, stamp, source.category()).await {
+            Written::Stored(entry) => {
+                if let Some(follow_up) = source.clone().after_write(purpose) {
+                    source.spawner().spawn(follow_up);
+                }
+                Ok(entry)
+            }
+            Written::Newer { stored_stamp_ms, .. } if purpose.refetches() => Err(CacheError::Superseded {
+                stored_stamp_ms,
+                ours_ms: stamp,
+            }),
+            Written::Newer { newer, .. } => Ok(newer),
+            // Served, and held in process: later reads answer from it (no throttle
+            // needed) and write it back once the store takes writes.
+            Written::Failed(entry, e) if purpose == Purpose::Read => {
+                tracing::warn!("[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process");
+                self.record_failure(key, &CacheError::NotStored(e), false).await;
+                Ok(entry)
+            }
+            Written::Failed(_, e) => Err(CacheError::NotStored(e)),
+        }
     }
 
     /// Whether `payload` may replace `previous`: validation, and for a suspect answer

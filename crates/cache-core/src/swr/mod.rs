@@ -56,6 +56,9 @@ use crate::ttl::TtlPolicy;
 use crate::upstream::FetchError;
 use local::LocalTier;
 
+/// A future that borrows from its caller.
+pub(crate) type ScopedFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// What a source fetched: the JSON to store and how many items it holds.
 #[derive(Clone, Debug)]
 pub(crate) struct Payload {
@@ -78,6 +81,8 @@ pub(crate) struct Payload {
     pub inputs: Vec<InputClock>,
     /// Ids the upstream listed more than once, collapsed to one each.
     pub collapsed: u32,
+    /// Upstream requests the value took (a listing's pages; 0 for a derived value).
+    pub requests: u32,
 }
 
 impl Payload {
@@ -103,6 +108,7 @@ impl Payload {
             carried: 0,
             inputs: Vec::new(),
             collapsed: 0,
+            requests: 0,
         }
     }
 }
@@ -169,6 +175,14 @@ pub(crate) trait Source: Send + Sync + 'static {
         } else {
             Verdict::Accept
         }
+    }
+
+    /// A fetched value was judged fit to store (accepted, or a doubt the guard
+    /// confirmed): what the source learns from it before it is stored, and the fresh
+    /// window it earns instead of the TTL's (a gateway's cadence records the look).
+    /// A held or rejected value never gets here: it is no observation.
+    fn accepted<'a>(&'a self, _payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
+        Box::pin(async { None })
     }
 
     /// Whether a failed fetch throttles the key across instances. An upstream that

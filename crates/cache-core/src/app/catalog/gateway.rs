@@ -7,11 +7,9 @@ use serde_json::{Map, Value};
 
 use super::{SUSPECT_FACTOR, SUSPECT_MIN_MODELS, catalog_json};
 use crate::app::RequestContext;
-use crate::clock::now_ms;
 use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::gateways::normalize::normalize;
-use crate::keys;
 use crate::spawn::BoxFuture;
 use crate::swr::{Payload, SourceError, Verdict};
 
@@ -23,7 +21,7 @@ pub(super) fn deadline(gateway: &Gateway) -> Duration {
 }
 
 /// Fetch `gateway`'s catalog page by page, each page normalised as it arrives, repeated
-/// ids collapsed; a look at the upstream is observed for its cadence.
+/// ids collapsed.
 pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<Payload, SourceError>> {
     let span = tracing::info_span!(
         "gateway.fetch",
@@ -35,22 +33,19 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
     Box::pin(tracing::Instrument::instrument(
         async move {
             let started = std::time::Instant::now();
-            let looked_at = now_ms();
             let gw = gateway.clone();
             let normalized = std::sync::Arc::new(move |models| normalize_page(&gw, models));
             let pages = ctx.app.fetcher.fetch_pages(&gateway, normalized).await?;
+            // Upstream requests of this listing: its pages, and the first page asked
+            // again at the end of a listing of several.
+            let requests = pages.len() as u32 + u32::from(pages.len() > 1);
             let (parts, collapsed) = distinct_records(&pages);
             let total = parts.len();
             let mut payload = Payload::new(catalog_json(&gateway.id, &parts, total, &[]), total as u32);
             payload.collapsed = collapsed;
+            payload.requests = requests;
             drop(parts);
             drop(pages);
-            // A look at the upstream: changed since the last one or not. An empty
-            // answer (refused anyway) is no look at the catalog.
-            if payload.item_count > 0 {
-                let key = keys::gateway(&gateway.id);
-                payload.fresh_window = ctx.app.observe(&key, looked_at, &payload.etag).await;
-            }
             tracing::info!(
                 "[Cache Fetch] Fetched {}: {} models{}, {} bytes in {} ms",
                 gateway.id,
@@ -68,6 +63,12 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
         },
         span,
     ))
+}
+
+/// A catalog of `gateway` fit to store: a look at the upstream for its cadence
+/// (changed since the last one or not), and the window it earns.
+pub(super) async fn observe(ctx: &RequestContext, gateway: &Gateway, payload: &Payload) -> Option<Duration> {
+    ctx.app.observe(gateway, &payload.etag, payload.requests.max(1)).await
 }
 
 /// Judge a fetched catalog of `gateway` against what is stored.

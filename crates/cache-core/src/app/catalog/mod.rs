@@ -40,7 +40,7 @@ use crate::entry::{Entry, EntryMeta, InputClock};
 use crate::gateways::Gateway;
 use crate::keys;
 use crate::spawn::{BoxFuture, Spawner, boxed};
-use crate::swr::{CacheError, Lookup, Payload, Purpose, Source, SourceError, Verdict};
+use crate::swr::{CacheError, Lookup, Payload, Purpose, ScopedFuture, Source, SourceError, Verdict};
 use crate::ttl::TtlPolicy;
 
 /// A new catalog under 1/`SUSPECT_FACTOR` of the stored one (of at least
@@ -108,6 +108,15 @@ impl Source for CatalogSource {
         match &self.of {
             Catalog::Gateway(gateway) => gateway::validate(gateway, new, previous),
             Catalog::Merged => merged::validate(new),
+        }
+    }
+
+    /// A gateway's look at the upstream, once judged fit to store, is an observation
+    /// for its cadence; the merged view learns nothing (it follows its inputs).
+    fn accepted<'a>(&'a self, payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
+        match &self.of {
+            Catalog::Gateway(gateway) => Box::pin(gateway::observe(&self.ctx, gateway, payload)),
+            Catalog::Merged => Box::pin(async { None }),
         }
     }
 

@@ -1,11 +1,18 @@
-//! A gateway's refresh cadence, learned from its own history.
+//! A gateway's refresh cadence: how often each catalog changes, learned from its own
+//! history, and how often it is listed, planned within one upstream budget.
 //!
-//! Every fetch of a gateway is an observation: the catalog changed since the last
-//! look or it did not, and how long ago that look was. That is all anyone knows:
-//! not *when* it changed, nor how often in between (irregular, censored checks).
-//! Modelling changes as a Poisson process of rate λ, the chance that an interval of
-//! length `t` saw at least one change is `1 - e^(-λt)`; the log-likelihood of the
-//! observations is
+//! **The objective.** Spend `REFRESH_BUDGET` upstream requests a day (by default what
+//! `fixed` spends) where the changes are, so that the mean time from an upstream
+//! change to the page serving it is least ([`plan`]: the square-root rule). The fixed
+//! window is one feasible point of that problem, so the plan is never worse at the
+//! same cost.
+//!
+//! **The evidence.** Every stored fetch of a gateway is an observation ([`history`]):
+//! the catalog changed since the last look or it did not, and how long ago that look
+//! was. That is all anyone knows: not *when* it changed, nor how often in between
+//! (irregular, censored checks). Modelling changes as a Poisson process of rate λ, the
+//! chance that an interval of length `t` saw at least one change is `1 - e^(-λt)`; the
+//! log-likelihood of the observations is
 //!
 //! ```text
 //!   Σ_changed  w_i · ln(1 - e^(-λ t_i))  -  λ · Σ_unchanged  w_j · t_j
@@ -16,38 +23,44 @@
 //! evidence, where the naive "changes ÷ time" underestimates busy pages badly (it
 //! counts at most one change per interval). Two additions:
 //!
-//! - **A prior**: `ln λ` is Normal around `ln λ₀`, the rate that gives the configured
-//!   default window (`MODELS_FRESH_TTL_SECONDS`), with a spread of [`PRIOR_SPREAD`]
-//!   (a factor of e). With no evidence the estimate *is* the default; a few looks
-//!   move it part of the way; days of looks rule. On the log scale the prior pulls
-//!   in proportion to how far the estimate is, never like hours of invented
-//!   watching (a Gamma prior does that, and drags a busy catalog's rate down).
+//! - **A prior**: `ln λ` is Normal around `ln λ₀`, the rate at which the default
+//!   window (`MODELS_FRESH_TTL_SECONDS`) sees a change with probability
+//!   [`PRIOR_CHANGE_CHANCE`], with a spread of [`PRIOR_SPREAD`] (a factor of e). With
+//!   no evidence every gateway has the same rate, so the plan gives each the default
+//!   window; a few looks move it part of the way; days of looks rule. On the log scale
+//!   the prior pulls in proportion to how far the estimate is, never like hours of
+//!   invented watching (a Gamma prior does that, and drags a busy catalog's rate down).
 //! - **Forgetting**: each observation weighs `0.5^(age / HALF_LIFE)`, and at most
-//!   [`MAX_OBSERVATIONS`] are kept: behaviour from weeks ago does not rule today.
+//!   [`history::MAX_RECORDS`] are kept: behaviour from weeks ago does not rule today.
 //!
 //! The maximum is found by bisection on the derivative in `u = ln λ`, which falls
 //! monotonically (every term does: `x / (e^x - 1)` falls in `x = λt`), so it exists
 //! and is unique for any evidence, including none, all changed, or none changed.
 //!
-//! The window is then the time within which the catalog changes with probability at
-//! most `p` (`REFRESH_STALE_TARGET`): `-ln(1 - p) / λ`, clamped to
-//! `[MODELS_FRESH_MIN_SECONDS, MODELS_FRESH_MAX_SECONDS]`.
+//! The windows then follow from the rates and each listing's cost, within the budget
+//! and `[MODELS_FRESH_MIN_SECONDS, MODELS_FRESH_MAX_SECONDS]` ([`plan::plan`]).
+
+pub(crate) mod history;
+pub(crate) mod plan;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub(crate) use history::{History, Observation, Record};
+pub(crate) use plan::{Demand, Share};
 
-/// Observations kept per gateway (the oldest go first).
-pub(crate) const MAX_OBSERVATIONS: usize = 128;
 /// An observation's weight halves every week.
 pub(crate) const HALF_LIFE: Duration = Duration::from_secs(7 * 86_400);
 /// The prior's standard deviation of `ln λ`.
 pub(crate) const PRIOR_SPREAD: f64 = 1.0;
+/// The prior's centre: the rate at which the default window sees a change with this
+/// chance (once in about 9.5 default windows: 38 h at the 4 h default).
+pub(crate) const PRIOR_CHANGE_CHANCE: f64 = 0.1;
 
 /// `REFRESH_CADENCE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// Each gateway's fresh window from its own history (the default).
+    /// Each gateway's window planned from the change rates within the budget (the
+    /// default).
     Learned,
     /// Every gateway gets `MODELS_FRESH_TTL_SECONDS`, and the cron refreshes all of them.
     Fixed,
@@ -62,69 +75,27 @@ impl Mode {
     }
 }
 
+/// `REFRESH_BUDGET`: upstream requests per day across the configured gateways.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// This many requests per day.
+    PerDay(f64),
+    /// This multiple of what `fixed` spends on the same gateways (`1` is the default).
+    OfFixed(f64),
+}
+
 /// The cadence settings (from [`crate::config::Config`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CadenceSettings {
     pub mode: Mode,
-    /// `MODELS_FRESH_TTL_SECONDS`: the prior, and every window in `fixed` mode.
+    /// `MODELS_FRESH_TTL_SECONDS`: the prior, the default budget, and every window in
+    /// `fixed` mode.
     pub default_window: Duration,
-    /// `REFRESH_STALE_TARGET`: the chance of a change within the window.
-    pub stale_target: f64,
+    /// `REFRESH_BUDGET`.
+    pub budget: Budget,
     /// `MODELS_FRESH_MIN_SECONDS` / `MODELS_FRESH_MAX_SECONDS`.
     pub min_window: Duration,
     pub max_window: Duration,
-}
-
-/// One look at the upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Observation {
-    /// When (unix ms).
-    pub at_ms: u64,
-    /// Since the previous look (ms).
-    pub interval_ms: u64,
-    pub changed: bool,
-}
-
-/// What is stored per gateway (`cadence:<key>`, JSON): the last look and the
-/// recent observations.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct History {
-    /// The last look: when, and the content's ETag then.
-    pub last_ms: u64,
-    pub last_etag: String,
-    pub observations: Vec<Observation>,
-}
-
-impl History {
-    /// Add a look at `at_ms` that found `etag`. The first look is no observation (no
-    /// interval); a look not after the last one (a slower fetch that started
-    /// earlier, or a second instance's view of the same fetch) counts nothing.
-    pub(crate) fn observe(&mut self, at_ms: u64, etag: &str) -> bool {
-        if self.last_ms == 0 {
-            self.last_ms = at_ms;
-            self.last_etag = etag.to_string();
-            return false;
-        }
-        if at_ms <= self.last_ms {
-            return false;
-        }
-        self.observations.push(Observation {
-            at_ms,
-            interval_ms: at_ms - self.last_ms,
-            changed: etag != self.last_etag,
-        });
-        if self.observations.len() > MAX_OBSERVATIONS {
-            let extra = self.observations.len() - MAX_OBSERVATIONS;
-            self.observations.drain(..extra);
-        }
-        self.last_ms = at_ms;
-        self.last_etag = etag.to_string();
-        true
-    }
-
-    pub(crate) fn changes(&self) -> usize {
-        self.observations.iter().filter(|o| o.changed).count()
-    }
 }
 
 /// The change rate (per second) that best explains `observations` at `now_ms`,
@@ -169,36 +140,55 @@ pub(crate) fn estimate_rate(observations: &[Observation], prior_rate: f64, now_m
 }
 
 impl CadenceSettings {
-    /// The rate whose window is the default one: the prior's mode.
+    /// The rate at the prior's centre.
     pub(crate) fn prior_rate(&self) -> f64 {
-        -(1.0 - self.stale_target).ln() / self.default_window.as_secs_f64().max(1e-3)
+        -(1.0 - PRIOR_CHANGE_CHANCE).ln() / self.default_window.as_secs_f64().max(1e-3)
     }
 
-    /// The change rate (per second) `history` shows at `now_ms`.
-    pub(crate) fn rate(&self, history: &History, now_ms: u64) -> f64 {
-        estimate_rate(&history.observations, self.prior_rate(), now_ms)
+    /// The change rate (per second) `history` shows as of `as_of_ms`.
+    pub(crate) fn rate(&self, history: &History, as_of_ms: u64) -> f64 {
+        estimate_rate(&history.observations(), self.prior_rate(), as_of_ms)
     }
 
-    /// The fresh window for a change rate (per second), clamped to the bounds, which
-    /// always admit the default window (a default under the floor lowers the floor:
-    /// with no evidence a gateway gets exactly the default).
-    pub(crate) fn window_for(&self, rate: f64) -> Duration {
-        let secs = -(1.0 - self.stale_target).ln() / rate.max(1e-12);
-        let (lo, hi) = (
+    /// The bounds of a window, which always admit the default one (a default under the
+    /// floor lowers the floor: with no evidence a gateway gets exactly the default).
+    pub(crate) fn bounds(&self) -> (Duration, Duration) {
+        (
             self.min_window.min(self.default_window),
             self.max_window.max(self.default_window),
-        );
-        Duration::try_from_secs_f64(secs).unwrap_or(hi).clamp(lo, hi)
+        )
     }
 
-    /// The fresh window `history` earns at `now_ms` (the default in `fixed` mode),
-    /// and the rate it was computed from.
-    pub(crate) fn window(&self, history: &History, now_ms: u64) -> (Duration, f64) {
+    /// Requests per day the plan may spend on gateways whose listings cost `costs`.
+    pub(crate) fn budget_per_day(&self, costs: impl Iterator<Item = f64>) -> f64 {
+        let fixed = costs.sum::<f64>() * 86_400.0 / self.default_window.as_secs_f64().max(1e-3);
+        match self.budget {
+            Budget::PerDay(n) => n,
+            Budget::OfFixed(f) => f * fixed,
+        }
+    }
+
+    /// Each gateway's share for `demands` (the default window for all in `fixed` mode).
+    pub(crate) fn shares(&self, demands: &[Demand]) -> Vec<Share> {
         match self.mode {
-            Mode::Fixed => (self.default_window, self.prior_rate()),
+            Mode::Fixed => {
+                let w = self.default_window;
+                demands
+                    .iter()
+                    .map(|d| {
+                        let listings_per_day = 86_400.0 / w.as_secs_f64().max(1e-3);
+                        Share {
+                            window: w,
+                            listings_per_day,
+                            requests_per_day: listings_per_day * d.cost,
+                            expected_lag: w / 2,
+                        }
+                    })
+                    .collect()
+            }
             Mode::Learned => {
-                let rate = self.rate(history, now_ms);
-                (self.window_for(rate), rate)
+                let (lo, hi) = self.bounds();
+                plan::plan(demands, self.budget_per_day(demands.iter().map(|d| d.cost)), lo, hi)
             }
         }
     }
@@ -214,7 +204,7 @@ mod tests {
         CadenceSettings {
             mode: Mode::Learned,
             default_window: Duration::from_secs(4 * 3600),
-            stale_target: 0.1,
+            budget: Budget::OfFixed(1.0),
             min_window: Duration::from_secs(900),
             max_window: Duration::from_secs(86_400),
         }
@@ -269,24 +259,26 @@ mod tests {
     fn the_prior_holds_with_little_evidence() {
         let s = settings();
         assert!((estimate_rate(&[], s.prior_rate(), 0) / s.prior_rate() - 1.0).abs() < 1e-6);
-        let (w, _) = s.window(&History::default(), 0);
-        assert!(
-            (w.as_secs_f64() / 14_400.0 - 1.0).abs() < 0.01,
-            "no evidence: the default window, {w:?}"
-        );
-        // One change in one 3-hour look barely moves it.
+        // No evidence: every gateway the default window.
+        let shares = s.shares(&[Demand {
+            rate: s.rate(&History::default(), 0),
+            cost: 1.0,
+        }; 3]);
+        for sh in &shares {
+            assert!((sh.window.as_secs_f64() / 14_400.0 - 1.0).abs() < 1e-3, "{sh:?}");
+        }
+        // One change in one 3-hour look barely moves the rate.
         let one = [Observation {
             at_ms: 3 * HOUR_MS,
             interval_ms: 3 * HOUR_MS,
             changed: true,
         }];
-        let rate = estimate_rate(&one, s.prior_rate(), 3 * HOUR_MS);
-        let w = s.window_for(rate).as_secs_f64();
-        assert!((3_600.0..14_400.0).contains(&w), "shorter, not collapsed: {w}");
+        let ratio = estimate_rate(&one, s.prior_rate(), 3 * HOUR_MS) / s.prior_rate();
+        assert!((1.0..8.0).contains(&ratio), "higher, not wild: {ratio}");
     }
 
     #[test]
-    fn windows_are_clamped_and_every_edge_has_an_answer() {
+    fn every_edge_has_an_answer_and_fixed_is_the_default() {
         let s = settings();
         let all_changed: Vec<Observation> = (1..=100)
             .map(|i| Observation {
@@ -295,37 +287,21 @@ mod tests {
                 changed: true,
             })
             .collect();
-        let none_changed: Vec<Observation> = all_changed
-            .iter()
-            .map(|o| Observation {
-                changed: false,
-                interval_ms: 6 * HOUR_MS,
-                ..*o
-            })
-            .collect();
         let now = 100 * 60_000;
         let busy = estimate_rate(&all_changed, s.prior_rate(), now);
-        assert!(busy.is_finite() && busy > 0.0);
-        assert_eq!(s.window_for(busy), Duration::from_secs(900), "clamped to the minimum");
-        let quiet = estimate_rate(&none_changed, s.prior_rate(), now);
-        assert!(quiet.is_finite() && quiet > 0.0);
-        assert_eq!(
-            s.window_for(quiet),
-            Duration::from_secs(86_400),
-            "clamped to the maximum"
-        );
-        assert_eq!(s.window_for(0.0), Duration::from_secs(86_400));
-        assert_eq!(s.window_for(f64::INFINITY), Duration::from_secs(900));
+        assert!(busy.is_finite() && busy > s.prior_rate());
+        let none: Vec<Observation> = all_changed.iter().map(|o| Observation { changed: false, ..*o }).collect();
+        let quiet = estimate_rate(&none, s.prior_rate(), now);
+        assert!(quiet.is_finite() && quiet > 0.0 && quiet < s.prior_rate());
         let fixed = CadenceSettings { mode: Mode::Fixed, ..s };
-        let h = History {
-            observations: all_changed,
-            ..History::default()
-        };
-        assert_eq!(
-            fixed.window(&h, now).0,
-            Duration::from_secs(14_400),
-            "fixed: the default"
-        );
+        let shares = fixed.shares(&[Demand { rate: busy, cost: 1.0 }, Demand { rate: quiet, cost: 5.0 }]);
+        assert!(shares.iter().all(|sh| sh.window == Duration::from_secs(14_400)));
+        assert_eq!(shares[1].requests_per_day, 30.0);
+        assert_eq!(s.budget_per_day([1.0, 5.0].into_iter()), 36.0);
+        let half = CadenceSettings { budget: Budget::OfFixed(0.5), ..s };
+        assert_eq!(half.budget_per_day([1.0, 5.0].into_iter()), 18.0);
+        let set = CadenceSettings { budget: Budget::PerDay(7.0), ..s };
+        assert_eq!(set.budget_per_day([1.0, 5.0].into_iter()), 7.0);
     }
 
     #[test]
@@ -346,22 +322,7 @@ mod tests {
             changed: false,
         }));
         let now = quiet_from + 28 * 6 * HOUR_MS;
-        let w = s.window_for(estimate_rate(&obs, s.prior_rate(), now));
-        assert!(w >= Duration::from_secs(4 * 3600), "the busy month is forgotten: {w:?}");
-    }
-
-    #[test]
-    fn a_look_counts_once_and_only_after_the_last() {
-        let mut h = History::default();
-        assert!(!h.observe(1_000, "a"), "the first look has no interval");
-        assert!(h.observe(2_000, "a"));
-        assert!(!h.observe(2_000, "b"), "the same instant again: not counted twice");
-        assert!(!h.observe(1_500, "b"), "an older look: not counted");
-        assert!(h.observe(3_000, "b"));
-        assert_eq!((h.observations.len(), h.changes()), (2, 1));
-        for i in 0..(MAX_OBSERVATIONS as u64 * 2) {
-            h.observe(4_000 + i, "c");
-        }
-        assert_eq!(h.observations.len(), MAX_OBSERVATIONS, "bounded");
+        let rate = estimate_rate(&obs, s.prior_rate(), now);
+        assert!(rate <= s.prior_rate(), "the busy month is forgotten: {rate} vs {}", s.prior_rate());
     }
 }
