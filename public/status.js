@@ -53,8 +53,9 @@ function cadenceNote(g) {
   const c = g.cadence;
   if (!c) return "";
   const rate = c.change_rate_per_day >= 1 ? `~${Math.round(c.change_rate_per_day)}/day` : `~${Math.max(1, Math.round(c.change_rate_per_day * 7))}/week`;
-  const what = c.mode === "fixed" ? `refreshed every ${every(c.fresh_for_seconds)}` : `changes ${rate} · refreshed every ${every(c.fresh_for_seconds)}`;
-  const why = `${c.mode} cadence: ${c.changes} of the last ${c.observations} looks found a change`;
+  const plan = `${(c.planned_listings_per_day ?? 0).toFixed(1)} listings/day × ${c.requests_per_listing ?? 1} requests · lag ~${every(c.expected_lag_seconds ?? 0)}`;
+  const what = c.mode === "fixed" ? `refreshed every ${every(c.fresh_for_seconds)} · ${plan}` : `changes ${rate} · refreshed every ${every(c.fresh_for_seconds)} · ${plan}`;
+  const why = `${c.mode} cadence: ${c.changes} of the last ${c.observations} looks found a change; its share of the budget: ${plan}`;
   return `<div class="muted small" data-testid="cadence" title="${esc(why)}">${esc(what)}</div>`;
 }
 
@@ -63,6 +64,12 @@ function guardNote(g) {
   if (!g.held) return "";
   const h = g.held;
   return `<div class="muted" data-testid="guard-note">${esc(h.reason)}: ${num(h.observations)} of ${num(h.needed_observations)} answers agree; the truth no earlier than ${esc(new Date(h.confirm_after).toLocaleTimeString())}</div>`;
+}
+
+// The cadence's plan against its budget: "412 of 420 requests/day · mean lag ~1 h".
+function planNote(p) {
+  if (!p) return "";
+  return `<dt>Upstream plan</dt><dd data-testid="cadence-plan">${num(Math.round(p.planned_requests_per_day))} of ${num(Math.round(p.budget_requests_per_day))} requests/day (${esc(p.mode)}) · mean lag ~${every(p.expected_lag_seconds)}</dd>`;
 }
 
 function gatewayRow(g) {
@@ -116,7 +123,8 @@ function render(s) {
     `<dt>State</dt><dd>${stateLabel(m)}</dd><dt>Models</dt><dd data-testid="merged-models">${num(m.models)}</dd>` +
     `<dt>Age</dt><dd>${m.age_seconds == null ? "—" : ago(m.age_seconds)}</dd>` +
     `<dt>Missing</dt><dd data-testid="merged-missing">${missing.length ? missing.map(esc).join(", ") : "none"}</dd>` +
-    `<dt>Carried</dt><dd data-testid="merged-carried">${(m.carried ?? []).length ? m.carried.map((c) => `${esc(c.gateway)} (${ago(c.age_seconds)} old, until ${esc(new Date(c.until).toLocaleString())})`).join(", ") : "none"}</dd>`;
+    `<dt>Carried</dt><dd data-testid="merged-carried">${(m.carried ?? []).length ? m.carried.map((c) => `${esc(c.gateway)} (${ago(c.age_seconds)} old, until ${esc(new Date(c.until).toLocaleString())})`).join(", ") : "none"}</dd>` +
+    planNote(s.cadence_plan);
 
   const c = s.metrics?.models ?? {};
   const reads = (c.fresh_hits ?? 0) + (c.stale_hits ?? 0) + (c.misses ?? 0) + (c.errors ?? 0);

@@ -142,7 +142,11 @@ last_run: RunRecord | null, gateways: Array<GatewayState>,
 /**
  * The merged view (`gateway` is `all`).
  */
-merged: GatewayState, metrics: StatusMetrics, 
+merged: GatewayState, 
+/**
+ * The cadence's plan: its spend against the budget.
+ */
+cadence_plan: CadencePlanState, metrics: StatusMetrics, 
 /**
  * When this status was assembled (ISO 8601).
  */
@@ -186,6 +190,87 @@ carried?: Array<CarriedState>,
  * Gateways only: how often it is refreshed, and why.
  */
 cadence?: CadenceState, };
+/**
+ * The collapse guard's evidence about a key (see docs/design.md, "Every safety net
+ * has an exit").
+ */
+export type HeldState = { 
+/**
+ * Why the upstream's answer is suspect.
+ */
+reason: string, 
+/**
+ * Models in the suspect answer.
+ */
+candidate_models: number, 
+/**
+ * Fetches that returned it so far, and how many must.
+ */
+observations: number, needed_observations: number, 
+/**
+ * When it was first seen (ISO 8601); it becomes the truth no earlier than
+ * `confirm_after`, once `needed_observations` agree.
+ */
+first_seen_at: string, confirm_after: string, };
+/**
+ * How often a gateway is refreshed, learned from its own history (see
+ * docs/design.md, "Each gateway refreshed as often as it changes").
+ */
+export type CadenceState = { 
+/**
+ * `learned` or `fixed` (`REFRESH_CADENCE`).
+ */
+mode: string, 
+/**
+ * The estimated change rate (the prior's, with no evidence).
+ */
+change_rate_per_day: number, 
+/**
+ * Observations kept (one per stored fetch), and how many saw a change.
+ */
+observations: number, changes: number, 
+/**
+ * The fresh window the next fetch gets: its share of the budget.
+ */
+fresh_for_seconds: number, 
+/**
+ * Listings a day at that window (its share of `REFRESH_BUDGET`), and the upstream
+ * requests one listing takes (its pages).
+ */
+planned_listings_per_day: number, requests_per_listing: number, 
+/**
+ * The mean time from an upstream change to the listing that sees it: half the
+ * window.
+ */
+expected_lag_seconds: number, 
+/**
+ * When a cron run will find it due (ISO 8601); null with no entry.
+ */
+next_due_at: string | null, };
+/**
+ * The cadence's plan across the configured gateways: the upstream requests a day
+ * it spends against `REFRESH_BUDGET` (see docs/design.md, "Each gateway refreshed
+ * as often as it changes").
+ */
+export type CadencePlanState = { 
+/**
+ * `learned` or `fixed` (`REFRESH_CADENCE`).
+ */
+mode: string, 
+/**
+ * `REFRESH_BUDGET`, in upstream requests a day.
+ */
+budget_requests_per_day: number, 
+/**
+ * What the planned windows spend: never more than the budget, unless even every
+ * window at `MODELS_FRESH_MAX_SECONDS` costs more (`fixed`: what fixed spends).
+ */
+planned_requests_per_day: number, 
+/**
+ * The mean time from an upstream change to the listing that sees it, over every
+ * change (busy gateways weigh more).
+ */
+expected_lag_seconds: number, };
 /**
  * Freshness of a cached key.
  */
