@@ -118,26 +118,32 @@ fn traces() -> Vec<Trace> {
     out
 }
 
-/// `gateway`'s fixture catalog at `version`: a sentinel model says which.
+/// `gateway`'s fixture catalog at `version`: a sentinel model's id says which.
 fn catalog(fixtures: &HashMap<&str, Vec<Value>>, gateway: &str, version: usize) -> Vec<Value> {
-    let mut models = vec![json!({"id": format!("sim/{gateway}"), "name": format!("v{version}")})];
+    let mut models = vec![json!({"id": format!("sim/{gateway}/v{version}"), "name": "sim"})];
     models.extend(fixtures[gateway].iter().cloned());
     models
 }
 
-/// The version of each gateway the served `all` holds.
+/// The version of each gateway the served `all` holds: its sentinel ids, found by a
+/// scan (a year of reads cannot afford parsing every merged body).
 fn served_versions(body: &[u8]) -> HashMap<String, usize> {
-    let v: Value = serde_json::from_slice(body).unwrap();
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| {
-            let g = m["id"].as_str()?.strip_prefix("sim/")?;
-            let n = m["name"].as_str()?.strip_prefix('v')?.parse().ok()?;
-            Some((g.to_string(), n))
-        })
-        .collect()
+    let needle = b"\"sim/";
+    let mut out = HashMap::new();
+    let mut at = 0;
+    while let Some(i) = body[at..].windows(needle.len()).position(|w| w == needle) {
+        let start = at + i + needle.len();
+        let end = start + body[start..].iter().position(|&b| b == b'"').unwrap_or(0);
+        at = end.max(start);
+        let Ok(id) = std::str::from_utf8(&body[start..end]) else { continue };
+        if let Some((g, v)) = id.rsplit_once("/v")
+            && let Ok(v) = v.parse::<usize>()
+        {
+            let e = out.entry(g.to_string()).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+    out
 }
 
 #[derive(Default)]

@@ -26,8 +26,8 @@
 //! - **A prior**: `ln λ` is Normal around `ln λ₀`, the rate at which the default
 //!   window (`MODELS_FRESH_TTL_SECONDS`) sees a change with probability
 //!   [`PRIOR_CHANGE_CHANCE`], with a spread of [`PRIOR_SPREAD`] (a factor of e). With
-//!   no evidence every gateway has the same rate, so the plan gives each the default
-//!   window; a few looks move it part of the way; days of looks rule. On the log scale
+//!   no evidence every gateway has the same rate, so the plan gives each what `fixed`
+//!   does; a few looks move it part of the way; days of looks rule. On the log scale
 //!   the prior pulls in proportion to how far the estimate is, never like hours of
 //!   invented watching (a Gamma prior does that, and drags a busy catalog's rate down).
 //! - **Forgetting**: each observation weighs `0.5^(age / HALF_LIFE)`, and at most
@@ -55,6 +55,11 @@ pub(crate) const PRIOR_SPREAD: f64 = 1.0;
 /// The prior's centre: the rate at which the default window sees a change with this
 /// chance (once in about 9.5 default windows: 38 h at the 4 h default).
 pub(crate) const PRIOR_CHANGE_CHANCE: f64 = 0.1;
+
+/// The cron's interval (`vercel.json`: `0 */3 * * *`). In `fixed` mode the cron lists
+/// every gateway at each run, so `fixed` lists a gateway every
+/// `min(MODELS_FRESH_TTL_SECONDS, CRON_INTERVAL)`: what the default budget matches.
+pub(crate) const CRON_INTERVAL: Duration = Duration::from_secs(3 * 3600);
 
 /// `REFRESH_CADENCE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,9 +164,12 @@ impl CadenceSettings {
         )
     }
 
-    /// Requests per day the plan may spend on gateways whose listings cost `costs`.
+    /// Requests per day the plan may spend on gateways whose listings cost `costs`:
+    /// `REFRESH_BUDGET`, relative to what `fixed` spends on them (each listed every
+    /// `min(MODELS_FRESH_TTL_SECONDS, CRON_INTERVAL)`).
     pub(crate) fn budget_per_day(&self, costs: impl Iterator<Item = f64>) -> f64 {
-        let fixed = costs.sum::<f64>() * 86_400.0 / self.default_window.as_secs_f64().max(1e-3);
+        let interval = self.default_window.min(CRON_INTERVAL).as_secs_f64().max(1e-3);
+        let fixed = costs.sum::<f64>() * 86_400.0 / interval;
         match self.budget {
             Budget::PerDay(n) => n,
             Budget::OfFixed(f) => f * fixed,
@@ -176,7 +184,8 @@ impl CadenceSettings {
                 demands
                     .iter()
                     .map(|d| {
-                        let listings_per_day = 86_400.0 / w.as_secs_f64().max(1e-3);
+                        // The cron lists every gateway at each run.
+                        let listings_per_day = 86_400.0 / w.min(CRON_INTERVAL).as_secs_f64().max(1e-3);
                         Share {
                             window: w,
                             listings_per_day,
@@ -259,13 +268,14 @@ mod tests {
     fn the_prior_holds_with_little_evidence() {
         let s = settings();
         assert!((estimate_rate(&[], s.prior_rate(), 0) / s.prior_rate() - 1.0).abs() < 1e-6);
-        // No evidence: every gateway the default window.
+        // No evidence: every gateway what `fixed` gives it (the cron's 3 h, under the
+        // 4 h default window).
         let shares = s.shares(&[Demand {
             rate: s.rate(&History::default(), 0),
             cost: 1.0,
         }; 3]);
         for sh in &shares {
-            assert!((sh.window.as_secs_f64() / 14_400.0 - 1.0).abs() < 1e-3, "{sh:?}");
+            assert!((sh.window.as_secs_f64() / 10_800.0 - 1.0).abs() < 1e-3, "{sh:?}");
         }
         // One change in one 3-hour look barely moves the rate.
         let one = [Observation {
@@ -296,10 +306,11 @@ mod tests {
         let fixed = CadenceSettings { mode: Mode::Fixed, ..s };
         let shares = fixed.shares(&[Demand { rate: busy, cost: 1.0 }, Demand { rate: quiet, cost: 5.0 }]);
         assert!(shares.iter().all(|sh| sh.window == Duration::from_secs(14_400)));
-        assert_eq!(shares[1].requests_per_day, 30.0);
-        assert_eq!(s.budget_per_day([1.0, 5.0].into_iter()), 36.0);
+        // The cron lists every gateway every 3 h: 8 listings a day, not 6.
+        assert_eq!(shares[1].requests_per_day, 40.0);
+        assert_eq!(s.budget_per_day([1.0, 5.0].into_iter()), 48.0);
         let half = CadenceSettings { budget: Budget::OfFixed(0.5), ..s };
-        assert_eq!(half.budget_per_day([1.0, 5.0].into_iter()), 18.0);
+        assert_eq!(half.budget_per_day([1.0, 5.0].into_iter()), 24.0);
         let set = CadenceSettings { budget: Budget::PerDay(7.0), ..s };
         assert_eq!(set.budget_per_day([1.0, 5.0].into_iter()), 7.0);
     }
