@@ -12,7 +12,7 @@
 //! before it jumps again.
 //!
 //! ```text
-//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT]
+//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT] [--models N]
 //! ```
 //!
 //! Without `--trace`, one simulated week: 20 gateways whose catalogs change as Poisson
@@ -135,7 +135,9 @@ fn served_versions(body: &[u8]) -> HashMap<String, usize> {
         let start = at + i + needle.len();
         let end = start + body[start..].iter().position(|&b| b == b'"').unwrap_or(0);
         at = end.max(start);
-        let Ok(id) = std::str::from_utf8(&body[start..end]) else { continue };
+        let Ok(id) = std::str::from_utf8(&body[start..end]) else {
+            continue;
+        };
         if let Some((g, v)) = id.rsplit_once("/v")
             && let Ok(v) = v.parse::<usize>()
         {
@@ -272,6 +274,10 @@ struct Args {
     trace: Option<String>,
     budget: Option<f64>,
     json: Option<String>,
+    /// `--models N`: each fixture catalog cut to its first N models (a year of merges
+    /// of every full catalog takes hours; the policies' requests and lags do not depend
+    /// on the catalogs' size, their bytes do).
+    models: Option<usize>,
 }
 
 fn args() -> Args {
@@ -279,13 +285,19 @@ fn args() -> Args {
         trace: None,
         budget: None,
         json: None,
+        models: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--trace" => a.trace = it.next(),
-            "--budget" => a.budget = it.next().map(|f| f.parse().expect("--budget F: a number (0.5 is half)")),
+            "--budget" => {
+                a.budget = it
+                    .next()
+                    .map(|f| f.parse().expect("--budget F: a number (0.5 is half)"))
+            }
             "--json" => a.json = it.next(),
+            "--models" => a.models = it.next().map(|n| n.parse().expect("--models N: a count")),
             _ => {}
         }
     }
@@ -301,13 +313,20 @@ async fn main() {
     };
     let fixtures: HashMap<&str, Vec<Value>> = sample_catalog::FIXTURES
         .iter()
-        .map(|(g, json)| (*g, serde_json::from_str(json).unwrap()))
+        .map(|(g, json)| {
+            let mut models: Vec<Value> = serde_json::from_str(json).unwrap();
+            models.truncate(args.models.unwrap_or(usize::MAX));
+            (*g, models)
+        })
         .collect();
     let total_changes: usize = traces.iter().map(|t| t.changes.len()).sum();
     let days = span as f64 / DAY as f64;
     println!(
-        "{}: {days:.1} days, {} gateways, {total_changes} upstream changes ({} on gateways changing more than daily), a read of `all` every {} min, the cron every {} h",
+        "{}{}: {days:.1} days, {} gateways, {total_changes} upstream changes ({} on gateways changing more than daily), a read of `all` every {} min, the cron every {} h",
         args.trace.as_deref().unwrap_or("the default trace"),
+        args.models
+            .map(|n| format!(" (catalogs cut to {n} models)"))
+            .unwrap_or_default(),
         traces.len(),
         traces
             .iter()
@@ -319,7 +338,10 @@ async fn main() {
     );
     let mut runs = vec![
         ("fixed".to_string(), run("fixed", &[], &traces, span, &fixtures).await),
-        ("learned".to_string(), run("learned", &[], &traces, span, &fixtures).await),
+        (
+            "learned".to_string(),
+            run("learned", &[], &traces, span, &fixtures).await,
+        ),
     ];
     if let Some(f) = args.budget {
         let budget = format!("{f}x");

@@ -341,14 +341,20 @@ fn cadence_settings(
 /// spends on the same gateways (`0.5x`; unset: `1x`).
 fn budget(value: Option<String>) -> Result<crate::cadence::Budget, ConfigError> {
     use crate::cadence::Budget;
-    let Some(v) = value else { return Ok(Budget::OfFixed(1.0)) };
+    let Some(v) = value else {
+        return Ok(Budget::OfFixed(1.0));
+    };
     let t = v.trim();
     let (number, relative) = match t.strip_suffix(['x', 'X']) {
         Some(n) => (n.trim(), true),
         None => (t, false),
     };
     match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 && n <= 1e9 => Ok(if relative { Budget::OfFixed(n) } else { Budget::PerDay(n) }),
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 1e9 => Ok(if relative {
+            Budget::OfFixed(n)
+        } else {
+            Budget::PerDay(n)
+        }),
         _ => Err(ConfigError {
             var: "REFRESH_BUDGET",
             message: format!(

@@ -75,7 +75,10 @@ impl CadencePlan {
 
     /// The requests a day the plan spends, and its budget.
     pub(crate) fn spend(&self) -> (f64, f64) {
-        (self.shares.iter().map(|s| s.requests_per_day).sum(), self.budget_per_day)
+        (
+            self.shares.iter().map(|s| s.requests_per_day).sum(),
+            self.budget_per_day,
+        )
     }
 }
 
@@ -186,7 +189,12 @@ impl App {
 
     /// What the status shows of `gateway`'s cadence, from `plan`; `meta` is its
     /// entry's header.
-    pub(crate) fn cadence_state(&self, plan: &CadencePlan, gateway: &Gateway, meta: Option<&EntryMeta>) -> Option<CadenceState> {
+    pub(crate) fn cadence_state(
+        &self,
+        plan: &CadencePlan,
+        gateway: &Gateway,
+        meta: Option<&EntryMeta>,
+    ) -> Option<CadenceState> {
         let n = self.registry.all().iter().position(|g| g.id == gateway.id)?;
         let (history, share) = (&plan.histories[n], &plan.shares[n]);
         let observations = history.observations();

@@ -228,7 +228,10 @@ mod tests {
     #[test]
     fn a_look_counts_once_and_only_after_the_last() {
         let first = Record::after(None, 1_000, ETAG_A, 1).unwrap();
-        assert!(Record::after(Some(&first), 1_000, ETAG_B, 1).is_none(), "the same instant");
+        assert!(
+            Record::after(Some(&first), 1_000, ETAG_B, 1).is_none(),
+            "the same instant"
+        );
         assert!(Record::after(Some(&first), 900, ETAG_B, 1).is_none(), "an older look");
         let same = Record::after(Some(&first), 2_000, ETAG_A, 1).unwrap();
         assert!(!same.changed);
@@ -246,10 +249,17 @@ mod tests {
         let legacy = br#"{"last_ms":3000,"last_etag":"x","observations":[
             {"at_ms":2000,"interval_ms":1000,"changed":true},
             {"at_ms":3000,"interval_ms":1000,"changed":false}]}"#;
-        let ours = [Record::after(None, 4_000, ETAG_A, 1).unwrap().encode(), Bytes::from_static(b"junk")];
+        let ours = [
+            Record::after(None, 4_000, ETAG_A, 1).unwrap().encode(),
+            Bytes::from_static(b"junk"),
+        ];
         let h = History::read(&ours, Some(legacy));
         assert_eq!(h.records.len(), 1, "junk skipped");
-        assert_eq!(h.observations().len(), 2, "the baseline observes nothing; both legacy ones count");
+        assert_eq!(
+            h.observations().len(),
+            2,
+            "the baseline observes nothing; both legacy ones count"
+        );
         assert_eq!(h.latest_ms(), 4_000);
         assert_eq!(History::read(&[], Some(b"not json")).observations(), vec![]);
     }

@@ -270,10 +270,12 @@ mod tests {
         assert!((estimate_rate(&[], s.prior_rate(), 0) / s.prior_rate() - 1.0).abs() < 1e-6);
         // No evidence: every gateway what `fixed` gives it (the cron's 3 h, under the
         // 4 h default window).
-        let shares = s.shares(&[Demand {
-            rate: s.rate(&History::default(), 0),
-            cost: 1.0,
-        }; 3]);
+        let shares = s.shares(
+            &[Demand {
+                rate: s.rate(&History::default(), 0),
+                cost: 1.0,
+            }; 3],
+        );
         for sh in &shares {
             assert!((sh.window.as_secs_f64() / 10_800.0 - 1.0).abs() < 1e-3, "{sh:?}");
         }
@@ -300,7 +302,10 @@ mod tests {
         let now = 100 * 60_000;
         let busy = estimate_rate(&all_changed, s.prior_rate(), now);
         assert!(busy.is_finite() && busy > s.prior_rate());
-        let none: Vec<Observation> = all_changed.iter().map(|o| Observation { changed: false, ..*o }).collect();
+        let none: Vec<Observation> = all_changed
+            .iter()
+            .map(|o| Observation { changed: false, ..*o })
+            .collect();
         let quiet = estimate_rate(&none, s.prior_rate(), now);
         assert!(quiet.is_finite() && quiet > 0.0 && quiet < s.prior_rate());
         let fixed = CadenceSettings { mode: Mode::Fixed, ..s };
@@ -309,9 +314,15 @@ mod tests {
         // The cron lists every gateway every 3 h: 8 listings a day, not 6.
         assert_eq!(shares[1].requests_per_day, 40.0);
         assert_eq!(s.budget_per_day([1.0, 5.0].into_iter()), 48.0);
-        let half = CadenceSettings { budget: Budget::OfFixed(0.5), ..s };
+        let half = CadenceSettings {
+            budget: Budget::OfFixed(0.5),
+            ..s
+        };
         assert_eq!(half.budget_per_day([1.0, 5.0].into_iter()), 24.0);
-        let set = CadenceSettings { budget: Budget::PerDay(7.0), ..s };
+        let set = CadenceSettings {
+            budget: Budget::PerDay(7.0),
+            ..s
+        };
         assert_eq!(set.budget_per_day([1.0, 5.0].into_iter()), 7.0);
     }
 
@@ -334,6 +345,10 @@ mod tests {
         }));
         let now = quiet_from + 28 * 6 * HOUR_MS;
         let rate = estimate_rate(&obs, s.prior_rate(), now);
-        assert!(rate <= s.prior_rate(), "the busy month is forgotten: {rate} vs {}", s.prior_rate());
+        assert!(
+            rate <= s.prior_rate(),
+            "the busy month is forgotten: {rate} vs {}",
+            s.prior_rate()
+        );
     }
 }

@@ -233,7 +233,13 @@ impl Store {
     /// Append `record` to the list under `key`, keep its last `keep` records, and make
     /// it expire in `ttl` (`RPUSH` + `LTRIM` + `PEXPIRE`): what one record costs the
     /// store, whatever the list's length.
-    pub(crate) async fn append_capped(&self, key: &str, record: Bytes, keep: usize, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn append_capped(
+        &self,
+        key: &str,
+        record: Bytes,
+        keep: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(s) => {
                 s.append_capped(key, record, keep, ttl);

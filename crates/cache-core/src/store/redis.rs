@@ -378,7 +378,13 @@ impl RedisStore {
 
     /// `RPUSH`, `LTRIM` to the last `keep`, `PEXPIRE`: pipelined, no script (a store
     /// without `SCRIPT`/`EVAL` takes it), one round trip.
-    pub(crate) async fn append_capped(&self, key: &str, record: Bytes, keep: usize, ttl: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn append_capped(
+        &self,
+        key: &str,
+        record: Bytes,
+        keep: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         self.breaker.check()?;
         let key = self.key(key);
         let pipeline = self.pool.next().pipeline();

@@ -343,7 +343,9 @@ impl Cache {
             // Served, and held in process: later reads answer from it (no throttle
             // needed) and write it back once the store takes writes.
             Written::Failed(entry, e) if purpose == Purpose::Read => {
-                tracing::warn!("[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process");
+                tracing::warn!(
+                    "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
+                );
                 self.record_failure(key, &CacheError::NotStored(e), false).await;
                 Ok(entry)
             }

@@ -66,7 +66,10 @@ async fn a_catalog_that_changes_at_every_listing_is_refreshed_sooner_a_quiet_one
     assert!(groq < 60_000, "a busy catalog gets a shorter window: {groq} ms");
     assert!(cerebras > 60_000, "a quiet one a longer one: {cerebras} ms");
     let (spend, budget) = s.app.cadence_plan().await.spend();
-    assert!(spend <= budget * (1.0 + 1e-9) && budget == 2.0 * 1440.0, "within the budget: {spend:.1} of {budget} a day");
+    assert!(
+        spend <= budget * (1.0 + 1e-9) && budget == 2.0 * 1440.0,
+        "within the budget: {spend:.1} of {budget} a day"
+    );
 
     // The status says so, and a second instance sees the same windows.
     let b = s.instance(&with(&[]));
@@ -85,7 +88,9 @@ async fn a_catalog_that_changes_at_every_listing_is_refreshed_sooner_a_quiet_one
             (Some(7), Some(0))
         );
         assert!(groq["fresh_for_seconds"].as_u64().unwrap() < cerebras["fresh_for_seconds"].as_u64().unwrap());
-        assert!(groq["planned_listings_per_day"].as_f64().unwrap() > cerebras["planned_listings_per_day"].as_f64().unwrap());
+        assert!(
+            groq["planned_listings_per_day"].as_f64().unwrap() > cerebras["planned_listings_per_day"].as_f64().unwrap()
+        );
         assert!(groq["expected_lag_seconds"].as_u64().unwrap() < cerebras["expected_lag_seconds"].as_u64().unwrap());
         let plan = &st["cadence_plan"];
         assert_eq!(plan["budget_requests_per_day"], 2880.0, "{plan}");
@@ -149,7 +154,9 @@ async fn fixed_gives_every_gateway_the_default_window_and_the_cron_refreshes_all
 /// `n` models of `gateway`, the first one's description saying `version`.
 fn models(gateway: &str, n: usize, version: u32) -> Vec<Value> {
     (0..n)
-        .map(|i| json!({"id": format!("{gateway}/m{i}"), "name": format!("m{i}"), "description": format!("v{version}")}))
+        .map(
+            |i| json!({"id": format!("{gateway}/m{i}"), "name": format!("m{i}"), "description": format!("v{version}")}),
+        )
         .collect()
 }
 
@@ -189,7 +196,10 @@ async fn the_plan_never_exceeds_the_budget_from_an_empty_history_to_a_full_one()
     };
     let empty = s.app.cadence_plan().await;
     let spent = check(&empty, "no history");
-    assert!((spent / empty.spend().1 - 1.0).abs() < 1e-3, "the whole budget is planned: {spent}");
+    assert!(
+        (spent / empty.spend().1 - 1.0).abs() < 1e-3,
+        "the whole budget is planned: {spent}"
+    );
     for v in 0..130u32 {
         s.sample.set_catalog("groq", models("groq", 11, v));
         if v % 5 == 0 {
@@ -203,7 +213,11 @@ async fn the_plan_never_exceeds_the_budget_from_an_empty_history_to_a_full_one()
     assert_eq!(String::from_utf8_lossy(&list).trim(), ":128", "a full history");
     // The first day's budget came from the prior; the costs learned since moved it.
     let full = s.app.cadence_plan().await;
-    assert!(full.spend().1 > empty.spend().1, "budget at measured costs: {:?}", full.spend());
+    assert!(
+        full.spend().1 > empty.spend().1,
+        "budget at measured costs: {:?}",
+        full.spend()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,8 +244,14 @@ async fn a_larger_listing_gets_a_longer_window_than_a_same_rate_small_one() {
         assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (groq, cerebras) = (window_ms(&s, &s.app, "groq").await, window_ms(&s, &s.app, "cerebras").await);
-    assert!(groq > cerebras, "the costly listing waits longer: groq {groq} ms, cerebras {cerebras} ms");
+    let (groq, cerebras) = (
+        window_ms(&s, &s.app, "groq").await,
+        window_ms(&s, &s.app, "cerebras").await,
+    );
+    assert!(
+        groq > cerebras,
+        "the costly listing waits longer: groq {groq} ms, cerebras {cerebras} ms"
+    );
     let st: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
     assert_eq!(st["gateways"][0]["cadence"]["requests_per_listing"], 4);
     assert_eq!(st["gateways"][1]["cadence"]["requests_per_listing"], 1);
@@ -272,7 +292,9 @@ async fn an_observation_costs_the_store_the_same_few_bytes_at_any_history_length
     let before = bytes_sent_to(&s);
     assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     let changed = bytes_sent_to(&s) - before;
-    println!("bytes sent to Redis by a warm of {gateways}: unchanged {short} (2 looks each), {full} (128 looks each); changed {changed}");
+    println!(
+        "bytes sent to Redis by a warm of {gateways}: unchanged {short} (2 looks each), {full} (128 looks each); changed {changed}"
+    );
     assert!(full <= short + 64, "O(1) per observation: {short} then {full} bytes");
     assert!(
         full as f64 <= 0.05 * changed as f64,
@@ -289,8 +311,7 @@ async fn the_previous_releases_history_is_read() {
         .map(|i| json!({"at_ms": now - (40 - i) * 1000, "interval_ms": 1000, "changed": true}))
         .collect();
     let doc = json!({"last_ms": now - 1000, "last_etag": "\"m-x\"", "observations": observations}).to_string();
-    s._redis
-        .command(&[b"SET", b"cadence:models:v4:groq", doc.as_bytes()]);
+    s._redis.command(&[b"SET", b"cadence:models:v4:groq", doc.as_bytes()]);
     let st: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
     let (groq, cerebras) = (&st["gateways"][0]["cadence"], &st["gateways"][1]["cadence"]);
     assert_eq!(groq["observations"], 40, "{groq}");
@@ -303,5 +324,8 @@ async fn the_previous_releases_history_is_read() {
     assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
     s.app.forget_cadence_plan();
     let st: Value = serde_json::from_slice(&s.app.status().await.identity).unwrap();
-    assert_eq!(st["gateways"][0]["cadence"]["observations"], 40, "the first look of ours is a baseline");
+    assert_eq!(
+        st["gateways"][0]["cadence"]["observations"], 40,
+        "the first look of ours is a baseline"
+    );
 }
