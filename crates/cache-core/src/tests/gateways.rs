@@ -295,7 +295,7 @@ async fn merge_rules_on_crafted_duplicates() {
 async fn warm_every_built_in_gateway_and_serve_hits() {
     let s = Stack::new(&[]).await;
     let record = s.ctx().warm(None, Trigger::Cron).await.unwrap();
-    assert!(record.success);
+    assert!(record.success, "{record:?}");
     assert_eq!(record.gateways_success, crate::gateways::DEFAULT_GATEWAYS.len());
     assert_eq!(
         record.total_models as usize,
