@@ -63,6 +63,9 @@ pub struct App {
     /// The cadence's plan, as this instance last read the histories (see
     /// [`schedule`]): reread after a minute, updated by this instance's own looks.
     pub(crate) cadence_plan: parking_lot::Mutex<Option<Arc<schedule::CadencePlan>>>,
+    /// Held while this instance reads the histories, so that a warm's concurrent
+    /// looks read them once, not once per gateway (a tokio Mutex: held across reads).
+    pub(crate) cadence_plan_reading: AsyncMutex<()>,
 }
 
 impl App {
@@ -86,6 +89,7 @@ impl App {
             status_cache: AsyncMutex::new(None),
             answers: crate::answers::Answers::new(answer_budget),
             cadence_plan: parking_lot::Mutex::new(None),
+            cadence_plan_reading: AsyncMutex::new(()),
         })
     }
 

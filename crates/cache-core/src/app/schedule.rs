@@ -86,12 +86,22 @@ impl App {
     /// The plan, from the histories this instance read within [`PLAN_REREAD`] (read
     /// now otherwise).
     pub(crate) async fn cadence_plan(&self) -> Arc<CadencePlan> {
-        let now = now_ms();
-        if let Some(plan) = self.cadence_plan.lock().as_ref()
-            && now.saturating_sub(plan.read_at_ms) < PLAN_REREAD.as_millis() as u64
-        {
-            return plan.clone();
+        let current = || {
+            let now = now_ms();
+            self.cadence_plan
+                .lock()
+                .as_ref()
+                .filter(|plan| now.saturating_sub(plan.read_at_ms) < PLAN_REREAD.as_millis() as u64)
+                .cloned()
+        };
+        if let Some(plan) = current() {
+            return plan;
         }
+        let _one_reader = self.cadence_plan_reading.lock().await;
+        if let Some(plan) = current() {
+            return plan;
+        }
+        let now = now_ms();
         let histories = futures_util::future::join_all(
             self.registry
                 .all()
