@@ -12,7 +12,7 @@
 //! before it jumps again.
 //!
 //! ```text
-//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT] [--models N]
+//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT] [--models N] [--set VAR=VALUE]
 //! ```
 //!
 //! Without `--trace`, one simulated week: 20 gateways whose catalogs change as Poisson
@@ -278,6 +278,9 @@ struct Args {
     /// of every full catalog takes hours; the policies' requests and lags do not depend
     /// on the catalogs' size, their bytes do).
     models: Option<usize>,
+    /// `--set VAR=VALUE` (repeatable): more configuration for the learned runs (for
+    /// example `REFRESH_DUE_HORIZON_SECONDS=10800`, to see what one knob costs).
+    set: Vec<(String, String)>,
 }
 
 fn args() -> Args {
@@ -286,6 +289,7 @@ fn args() -> Args {
         budget: None,
         json: None,
         models: None,
+        set: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -298,6 +302,11 @@ fn args() -> Args {
             }
             "--json" => a.json = it.next(),
             "--models" => a.models = it.next().map(|n| n.parse().expect("--models N: a count")),
+            "--set" => {
+                let pair = it.next().expect("--set VAR=VALUE");
+                let (k, v) = pair.split_once('=').expect("--set VAR=VALUE");
+                a.set.push((k.to_string(), v.to_string()));
+            }
             _ => {}
         }
     }

@@ -168,11 +168,13 @@ fn is_get_or_head(m: &Method) -> bool {
 // ---- a warm run as an HTTP answer (the warm and cron routes) -------------------
 
 /// Status code for a finished run: 200 everything was fetched and stored (gateways,
-/// merged view, run record), 207 some of it failed, 502 every gateway failed.
+/// merged view, run record), 207 some of it failed, 502 every gateway failed. A
+/// due-only run's not-due gateways are fresh, not failed: with any of them, a run
+/// whose due gateways all failed is 207, not 502.
 fn run_status(record: &RunRecord) -> StatusCode {
     if record.success {
         StatusCode::OK
-    } else if record.gateways_success > 0 {
+    } else if record.gateways_success + record.gateways_not_due > 0 {
         StatusCode::MULTI_STATUS
     } else {
         StatusCode::BAD_GATEWAY
