@@ -405,6 +405,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refresh_budget_reads_requests_or_a_multiple_and_names_a_bad_value() {
+        use crate::cadence::Budget;
+        let budget = |v: &str| Config::from_pairs(&[("REFRESH_BUDGET", v)]).map(|c| c.cadence.budget);
+        assert_eq!(Config::from_pairs(&[]).unwrap().cadence.budget, Budget::OfFixed(1.0));
+        assert_eq!(budget("500").unwrap(), Budget::PerDay(500.0));
+        assert_eq!(budget(" 0.5x ").unwrap(), Budget::OfFixed(0.5));
+        assert_eq!(budget("2X").unwrap(), Budget::OfFixed(2.0));
+        for bad in ["x", "0", "-3", "NaN", "inf", "1e12", "half", "0.5xx"] {
+            let e = budget(bad).unwrap_err();
+            assert_eq!(e.var, "REFRESH_BUDGET", "{bad:?}");
+            assert!(e.message.contains("requests per day"), "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn defaults_match_the_design_card() {
         let c = Config::from_pairs(&[]).unwrap();
         assert_eq!(c.models_ttl.fresh, Duration::from_secs(4 * 3600));

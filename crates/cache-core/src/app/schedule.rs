@@ -28,7 +28,8 @@ pub(crate) const PLAN_REREAD: Duration = Duration::from_secs(60);
 pub(crate) struct CadencePlan {
     /// When this instance read the histories (its own clock).
     read_at_ms: u64,
-    histories: Vec<History>,
+    /// Shared, so that folding in one look copies no other gateway's records.
+    histories: Vec<Arc<History>>,
     /// Each gateway's change rate (per second), as of its own latest record.
     rates: Vec<f64>,
     shares: Vec<Share>,
@@ -39,10 +40,10 @@ impl CadencePlan {
     fn new(app: &App, histories: Vec<History>, read_at_ms: u64) -> Self {
         let settings = &app.config.cadence;
         let rates = histories.iter().map(|h| settings.rate(h, h.latest_ms())).collect();
-        Self::with_rates(app, histories, rates, read_at_ms)
+        Self::with_rates(app, histories.into_iter().map(Arc::new).collect(), rates, read_at_ms)
     }
 
-    fn with_rates(app: &App, histories: Vec<History>, rates: Vec<f64>, read_at_ms: u64) -> Self {
+    fn with_rates(app: &App, histories: Vec<Arc<History>>, rates: Vec<f64>, read_at_ms: u64) -> Self {
         let settings = &app.config.cadence;
         let demands: Vec<Demand> = histories
             .iter()
@@ -63,7 +64,7 @@ impl CadencePlan {
         let mut histories = self.histories.clone();
         let mut rates = self.rates.clone();
         rates[n] = app.config.cadence.rate(&history, history.latest_ms());
-        histories[n] = history;
+        histories[n] = Arc::new(history);
         Self::with_rates(app, histories, rates, self.read_at_ms)
     }
 
@@ -139,7 +140,7 @@ impl App {
                 records: History::read(&list, None).records,
                 previous_release: plan.histories[n].previous_release.clone(),
             },
-            Err(_) => plan.histories[n].clone(),
+            Err(_) => History::clone(&plan.histories[n]),
         };
         if let Some(record) = Record::after(history.last(), at, etag, requests) {
             if let Err(e) = self

@@ -65,12 +65,6 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
     ))
 }
 
-/// A catalog of `gateway` fit to store: a look at the upstream for its cadence
-/// (changed since the last one or not), and the window it earns.
-pub(super) async fn observe(ctx: &RequestContext, gateway: &Gateway, payload: &Payload) -> Option<Duration> {
-    ctx.app.observe(gateway, &payload.etag, payload.requests.max(1)).await
-}
-
 /// Judge a fetched catalog of `gateway` against what is stored.
 pub(super) fn validate(gateway: &Gateway, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
     match judge_catalog(new, previous) {

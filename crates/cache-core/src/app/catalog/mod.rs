@@ -115,7 +115,9 @@ impl Source for CatalogSource {
     /// for its cadence; the merged view learns nothing (it follows its inputs).
     fn accepted<'a>(&'a self, payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
         match &self.of {
-            Catalog::Gateway(gateway) => Box::pin(gateway::observe(&self.ctx, gateway, payload)),
+            Catalog::Gateway(gateway) => {
+                Box::pin(self.ctx.app.observe(gateway, &payload.etag, payload.requests.max(1)))
+            }
             Catalog::Merged => Box::pin(async { None }),
         }
     }
