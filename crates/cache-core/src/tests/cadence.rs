@@ -261,7 +261,14 @@ async fn a_larger_listing_gets_a_longer_window_than_a_same_rate_small_one() {
 async fn an_observation_costs_the_store_the_same_few_bytes_at_any_history_length() {
     // Real catalogs: the largest and the busiest of the fixtures, and two small ones.
     let gateways = "featherless,openrouter,together,groq";
-    let s = Stack::new(&with(&[("GATEWAYS", gateways)])).await;
+    // Real catalogs take their time in a debug build on a busy machine: deadlines
+    // that are not this test's subject.
+    let s = Stack::new(&with(&[
+        ("GATEWAYS", gateways),
+        ("GATEWAY_TIMEOUT_FAST_MS", "20000"),
+        ("GATEWAY_TIMEOUT_SLOW_MS", "20000"),
+    ]))
+    .await;
     unchanged_warm(&s).await;
     let short = unchanged_warm(&s).await;
     // Fill every history to 128 records (as 127 looks an hour apart would), keeping
