@@ -12,7 +12,7 @@
 //! before it jumps again.
 //!
 //! ```text
-//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT] [--models N] [--set VAR=VALUE]
+//! cargo bench --bench cadence -- [--trace FILE] [--budget F] [--json OUT] [--models N] [--set VAR=VALUE] [--explain]
 //! ```
 //!
 //! Without `--trace`, one simulated week: 20 gateways whose catalogs change as Poisson
@@ -157,6 +157,9 @@ struct Figures {
     reads: u64,
     stale_reads: u64,
     seconds: f64,
+    /// Per gateway at the end: true and learned changes a day, the planned window, the
+    /// listings a day it really got (`--explain`).
+    explained: Vec<String>,
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -266,6 +269,21 @@ async fn run(
     f.delays_ms.sort_unstable();
     f.busy_delays_ms.sort_unstable();
     f.seconds = started.elapsed().as_secs_f64();
+    let status: Value = serde_json::from_slice(&app.status().await.identity).unwrap();
+    let days = span as f64 / DAY as f64;
+    for (t, g) in traces.iter().zip(status["gateways"].as_array().unwrap()) {
+        let c = &g["cadence"];
+        let per_listing = c["requests_per_listing"].as_f64().unwrap_or(1.0).max(1.0);
+        f.explained.push(format!(
+            "| {} | {:.2} | {:.2} | {:.2} h | {:.1} | {:.1} |",
+            t.gateway,
+            t.per_day,
+            c["change_rate_per_day"].as_f64().unwrap_or(0.0),
+            c["fresh_for_seconds"].as_f64().unwrap_or(0.0) / 3600.0,
+            c["planned_listings_per_day"].as_f64().unwrap_or(0.0),
+            sample.requests(t.gateway) as f64 / per_listing / days,
+        ));
+    }
     f
 }
 
@@ -278,6 +296,8 @@ struct Args {
     /// of every full catalog takes hours; the policies' requests and lags do not depend
     /// on the catalogs' size, their bytes do).
     models: Option<usize>,
+    /// `--explain`: each gateway's true and learned rate, window and listings.
+    explain: bool,
     /// `--set VAR=VALUE` (repeatable): more configuration for the learned runs (for
     /// example `REFRESH_DUE_HORIZON_SECONDS=10800`, to see what one knob costs).
     set: Vec<(String, String)>,
@@ -289,6 +309,7 @@ fn args() -> Args {
         budget: None,
         json: None,
         models: None,
+        explain: false,
         set: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -302,6 +323,7 @@ fn args() -> Args {
             }
             "--json" => a.json = it.next(),
             "--models" => a.models = it.next().map(|n| n.parse().expect("--models N: a count")),
+            "--explain" => a.explain = true,
             "--set" => {
                 let pair = it.next().expect("--set VAR=VALUE");
                 let (k, v) = pair.split_once('=').expect("--set VAR=VALUE");
@@ -409,6 +431,15 @@ async fn main() {
     println!(
         "targets: at the default budget, requests <= 1.0x fixed, mean lag <= 0.6x, p95 <= 1x; at half of it, requests <= 0.55x, mean lag <= 1.15x"
     );
+    if args.explain {
+        for (n, f) in &runs {
+            println!(
+                "\n{}: | gateway | true changes/day | learned | window | planned listings/day | listings/day |",
+                name(n)
+            );
+            f.explained.iter().for_each(|l| println!("{l}"));
+        }
+    }
     if let Some(out) = &args.json {
         let figures: serde_json::Map<String, Value> = runs
             .iter()

@@ -77,8 +77,6 @@ async fn logs_carry_the_seed_prefixes_and_never_a_secret() {
             .status(),
         207
     );
-    // The cron is due-only: right after the manual warm only xai (no entry) is due, and
-    // it fails; the others are fresh (not due), so the run is partial, not a 502.
     assert_eq!(
         c.get(cron.url("/api/cron/warm-cache"))
             .bearer_auth(CRON_SECRET)

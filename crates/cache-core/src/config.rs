@@ -129,10 +129,9 @@ pub struct Config {
     /// gateway's fresh window planned from the change histories within the budget, or
     /// the fixed default for all (see `cadence`).
     pub cadence: crate::cadence::CadenceSettings,
-    /// `REFRESH_DUE_HORIZON_SECONDS`: a due-only cron refreshes a gateway whose fresh
-    /// window ends within this (default 0: the ones whose window has ended). Reads
-    /// refresh a gateway when its window ends; a cron that refreshed earlier would
-    /// list it more often than the budget's plan.
+    /// `REFRESH_DUE_HORIZON_SECONDS`: the cron refreshes a gateway whose fresh window
+    /// ends within this (default: the cron's interval, 3 h), so nothing goes stale
+    /// between two runs for want of a refresh.
     pub due_horizon: Duration,
     /// `REBUILD_COALESCE_MS`: gateway revalidations within this share one rebuild of the
     /// merged view (250 ms).
@@ -244,7 +243,7 @@ impl Config {
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
             fail_safe_max: Duration::from_secs(fail_safe),
             cadence: cadence_settings(&get, fresh)?,
-            due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 0, 0..=30 * DAY)?),
+            due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 3 * 3600, 0..=30 * DAY)?),
             rebuild_coalesce: Duration::from_millis(num("REBUILD_COALESCE_MS", 250, 0..=60_000)?),
             guard_confirm_fetches: num("GUARD_CONFIRM_FETCHES", 3, 1..=100)? as u32,
             guard_confirm_span: Duration::from_secs(num("GUARD_CONFIRM_SECONDS", 600, 0..=7 * DAY)?),

@@ -197,3 +197,36 @@ fn warm_error(e: &WarmError) -> Response<Body> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Trigger;
+
+    #[test]
+    fn a_due_only_run_whose_due_gateways_failed_is_partial_while_others_are_fresh() {
+        let record = |success, failed, not_due| RunRecord {
+            success: false,
+            trigger: Trigger::Cron,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_ms: 0,
+            total_models: 0,
+            merged_models: None,
+            gateways_success: success,
+            gateways_failed: failed,
+            gateways_not_due: not_due,
+            details: Vec::new(),
+        };
+        assert_eq!(run_status(&record(0, 1, 20)), StatusCode::MULTI_STATUS);
+        assert_eq!(run_status(&record(3, 1, 0)), StatusCode::MULTI_STATUS);
+        assert_eq!(run_status(&record(0, 21, 0)), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            run_status(&RunRecord {
+                success: true,
+                ..record(21, 0, 0)
+            }),
+            StatusCode::OK
+        );
+    }
+}
