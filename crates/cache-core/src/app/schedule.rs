@@ -34,16 +34,26 @@ pub(crate) struct CadencePlan {
     rates: Vec<f64>,
     shares: Vec<Share>,
     budget_per_day: f64,
+    /// The window each gateway's stored entry was given (`None`: no entry, or past
+    /// its window), read with the histories and updated by this instance's looks.
+    in_force: Vec<Option<Duration>>,
 }
 
 impl CadencePlan {
-    fn new(app: &App, histories: Vec<History>, read_at_ms: u64) -> Self {
+    fn new(app: &App, histories: Vec<History>, in_force: Vec<Option<Duration>>, read_at_ms: u64) -> Self {
         let settings = &app.config.cadence;
         let rates = histories.iter().map(|h| settings.rate(h, h.latest_ms())).collect();
-        Self::with_rates(app, histories.into_iter().map(Arc::new).collect(), rates, read_at_ms)
+        let histories = histories.into_iter().map(Arc::new).collect();
+        Self::with_rates(app, histories, rates, in_force, read_at_ms)
     }
 
-    fn with_rates(app: &App, histories: Vec<Arc<History>>, rates: Vec<f64>, read_at_ms: u64) -> Self {
+    fn with_rates(
+        app: &App,
+        histories: Vec<Arc<History>>,
+        rates: Vec<f64>,
+        in_force: Vec<Option<Duration>>,
+        read_at_ms: u64,
+    ) -> Self {
         let settings = &app.config.cadence;
         let demands: Vec<Demand> = histories
             .iter()
@@ -56,6 +66,7 @@ impl CadencePlan {
             shares: settings.shares(&demands),
             histories,
             rates,
+            in_force,
         }
     }
 
@@ -65,7 +76,27 @@ impl CadencePlan {
         let mut rates = self.rates.clone();
         rates[n] = app.config.cadence.rate(&history, history.latest_ms());
         histories[n] = Arc::new(history);
-        Self::with_rates(app, histories, rates, self.read_at_ms)
+        Self::with_rates(app, histories, rates, self.in_force.clone(), self.read_at_ms)
+    }
+
+    /// The window gateway `n` may be given now: its share of the plan, lengthened if
+    /// the windows the others hold already spend more than the rest of the budget (a
+    /// window given runs to its end, so the budget holds for the windows in force, not
+    /// only for the plan, while the plan moves budget between gateways).
+    fn window_now(&self, app: &App, n: usize) -> Duration {
+        let (_, hi) = app.config.cadence.bounds();
+        let cost = |i: usize| self.histories[i].cost();
+        let others: f64 = (0..self.shares.len())
+            .filter(|&i| i != n)
+            .filter_map(|i| self.in_force[i].map(|w| cost(i) * 86_400.0 / w.as_secs_f64().max(1e-3)))
+            .sum();
+        let left = self.budget_per_day - others;
+        let planned = self.shares[n].window;
+        if left <= 0.0 {
+            return hi.max(planned);
+        }
+        let affordable = Duration::try_from_secs_f64(cost(n) * 86_400.0 / left).unwrap_or(hi);
+        planned.max(affordable.min(hi))
     }
 
     /// The windows, registry order.
@@ -110,7 +141,14 @@ impl App {
                 .map(|g| async move { self.history(&keys::gateway(&g.id)).await }),
         )
         .await;
-        let plan = Arc::new(CadencePlan::new(self, histories, now));
+        let in_force = futures_util::future::join_all(self.registry.all().iter().map(|g| async move {
+            let meta = self.cache.peek_meta_in_store(&keys::gateway(&g.id)).await?;
+            let clock = meta.clock;
+            (clock.fresh_until_ms > now)
+                .then(|| Duration::from_millis(clock.fresh_until_ms.saturating_sub(clock.fetched_at_ms)))
+        }))
+        .await;
+        let plan = Arc::new(CadencePlan::new(self, histories, in_force, now));
         *self.cadence_plan.lock() = Some(plan.clone());
         plan
     }
@@ -157,9 +195,10 @@ impl App {
             // Fold the look into the newest plan this instance has (another look may
             // have replaced `plan` meanwhile).
             let base = cached.clone().unwrap_or(plan);
-            let updated = Arc::new(base.with_history(self, n, history));
-            let window = updated.shares[n].window;
-            *cached = Some(updated);
+            let mut updated = base.with_history(self, n, history);
+            let window = updated.window_now(self, n);
+            updated.in_force[n] = Some(window);
+            *cached = Some(Arc::new(updated));
             window
         };
         (self.config.cadence.mode == Mode::Learned).then_some(window)
