@@ -24,7 +24,7 @@ use crate::keys;
 pub(crate) const PLAN_REREAD: Duration = Duration::from_secs(60);
 
 /// The plan for the configured gateways (registry order), from their histories.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct CadencePlan {
     /// When this instance read the histories (its own clock).
     read_at_ms: u64,
@@ -34,9 +34,11 @@ pub(crate) struct CadencePlan {
     rates: Vec<f64>,
     shares: Vec<Share>,
     budget_per_day: f64,
-    /// The window each gateway's stored entry was given (`None`: no entry, or past
-    /// its window), read with the histories and updated by this instance's looks.
+    /// The window each gateway's stored entry was given (`None`: no entry, past its
+    /// window, or not read yet), read by the first look after the histories and
+    /// updated by this instance's looks.
     in_force: Vec<Option<Duration>>,
+    in_force_read: bool,
 }
 
 impl CadencePlan {
@@ -67,6 +69,7 @@ impl CadencePlan {
             histories,
             rates,
             in_force,
+            in_force_read: false,
         }
     }
 
@@ -76,7 +79,9 @@ impl CadencePlan {
         let mut rates = self.rates.clone();
         rates[n] = app.config.cadence.rate(&history, history.latest_ms());
         histories[n] = Arc::new(history);
-        Self::with_rates(app, histories, rates, self.in_force.clone(), self.read_at_ms)
+        let mut plan = Self::with_rates(app, histories, rates, self.in_force.clone(), self.read_at_ms);
+        plan.in_force_read = self.in_force_read;
+        plan
     }
 
     /// The window gateway `n` may be given now: its share of the plan, lengthened if
@@ -141,14 +146,10 @@ impl App {
                 .map(|g| async move { self.history(&keys::gateway(&g.id)).await }),
         )
         .await;
-        let in_force = futures_util::future::join_all(self.registry.all().iter().map(|g| async move {
-            let meta = self.cache.peek_meta_in_store(&keys::gateway(&g.id)).await?;
-            let clock = meta.clock;
-            (clock.fresh_until_ms > now)
-                .then(|| Duration::from_millis(clock.fresh_until_ms.saturating_sub(clock.fetched_at_ms)))
-        }))
-        .await;
-        let plan = Arc::new(CadencePlan::new(self, histories, in_force, now));
+        // The windows in force are read by the first look that needs them, not here:
+        // the status, which reads the plan too, stays a few commands.
+        let unknown = vec![None; histories.len()];
+        let plan = Arc::new(CadencePlan::new(self, histories, unknown, now));
         *self.cadence_plan.lock() = Some(plan.clone());
         plan
     }
@@ -190,6 +191,9 @@ impl App {
             }
             history.push(record);
         }
+        if !plan.in_force_read {
+            self.read_windows_in_force().await;
+        }
         let window = {
             let mut cached = self.cadence_plan.lock();
             // Fold the look into the newest plan this instance has (another look may
@@ -202,6 +206,32 @@ impl App {
             window
         };
         (self.config.cadence.mode == Mode::Learned).then_some(window)
+    }
+
+    /// Fold into the plan the window each configured gateway's stored entry holds
+    /// (`None`: no entry, or past its window): once per reading of the histories, by
+    /// one reader (a warm's concurrent looks would otherwise each read them all).
+    async fn read_windows_in_force(&self) {
+        let _one_reader = self.cadence_plan_reading.lock().await;
+        if self.cadence_plan.lock().as_ref().is_none_or(|p| p.in_force_read) {
+            return;
+        }
+        let now = now_ms();
+        let stored = futures_util::future::join_all(self.registry.all().iter().map(|g| async move {
+            let clock = self.cache.peek_meta_in_store(&keys::gateway(&g.id)).await?.clock;
+            (clock.fresh_until_ms > now)
+                .then(|| Duration::from_millis(clock.fresh_until_ms.saturating_sub(clock.fetched_at_ms)))
+        }))
+        .await;
+        let mut cached = self.cadence_plan.lock();
+        if let Some(plan) = cached.as_ref().filter(|p| !p.in_force_read) {
+            let mut updated = CadencePlan::clone(plan);
+            for (held, read) in updated.in_force.iter_mut().zip(stored) {
+                *held = held.or(read);
+            }
+            updated.in_force_read = true;
+            *cached = Some(Arc::new(updated));
+        }
     }
 
     /// The change history of `key`: this release's records and the previous release's

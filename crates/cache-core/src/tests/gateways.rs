@@ -579,7 +579,7 @@ async fn deployments_with_different_gateway_sets_share_one_redis() {
     let s = Stack::new(&[]).await; // the built-in set
     let small = s.instance(&[("GATEWAYS", "groq,cerebras")]);
     let big_run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
-    assert!(big_run.success);
+    assert!(big_run.success, "{big_run:?}");
     let small_run = s.ctx_of(&small).warm(None, Trigger::Manual).await.unwrap();
     assert!(
         small_run.success,
