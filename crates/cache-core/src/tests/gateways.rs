@@ -291,9 +291,16 @@ async fn merge_rules_on_crafted_duplicates() {
 
 // ---- warming -------------------------------------------------------------------
 
+/// Deadlines a debug build meets for every built-in catalog (featherless's 1,500
+/// models) on a busy 2-core machine, for tests whose subject is not deadlines.
+const ROOMY_DEADLINES: [(&str, &str); 2] = [
+    ("GATEWAY_TIMEOUT_FAST_MS", "20000"),
+    ("GATEWAY_TIMEOUT_SLOW_MS", "20000"),
+];
+
 #[tokio::test]
 async fn warm_every_built_in_gateway_and_serve_hits() {
-    let s = Stack::new(&[]).await;
+    let s = Stack::new(&ROOMY_DEADLINES).await;
     let record = s.ctx().warm(None, Trigger::Cron).await.unwrap();
     assert!(record.success, "{record:?}");
     assert_eq!(record.gateways_success, crate::gateways::DEFAULT_GATEWAYS.len());
@@ -576,7 +583,7 @@ async fn a_rebuild_never_adopts_a_concurrent_merge_of_older_gateway_data() {
 
 #[tokio::test]
 async fn deployments_with_different_gateway_sets_share_one_redis() {
-    let s = Stack::new(&[]).await; // the built-in set
+    let s = Stack::new(&ROOMY_DEADLINES).await; // the built-in set
     let small = s.instance(&[("GATEWAYS", "groq,cerebras")]);
     let big_run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     assert!(big_run.success, "{big_run:?}");
@@ -616,7 +623,12 @@ fn body_of(entry: &crate::entry::Entry) -> Value {
 async fn a_single_gateways_revalidation_keeps_the_merged_view_whole(memory: bool) {
     let s = stack(
         memory,
-        &[("MODELS_FRESH_TTL_SECONDS", "1"), ("LOCAL_CACHE_TTL_MS", "0")],
+        &[
+            ("MODELS_FRESH_TTL_SECONDS", "1"),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+            ROOMY_DEADLINES[0],
+            ROOMY_DEADLINES[1],
+        ],
     )
     .await;
     assert_eq!(
@@ -770,7 +782,16 @@ async fn a_gateway_that_never_succeeded_is_named_missing(memory: bool) {
 /// An unchanged refetch keeps the ETag (and bodies); a changed gateway gets a new
 /// one; a warm in which nothing changed does not rebuild the merged view.
 async fn an_unchanged_warm_keeps_etags_and_a_changed_gateway_gets_a_new_one(memory: bool) {
-    let s = stack(memory, &[("GATEWAYS", "groq,featherless"), ("LOCAL_CACHE_TTL_MS", "0")]).await;
+    let s = stack(
+        memory,
+        &[
+            ("GATEWAYS", "groq,featherless"),
+            ("LOCAL_CACHE_TTL_MS", "0"),
+            ROOMY_DEADLINES[0],
+            ROOMY_DEADLINES[1],
+        ],
+    )
+    .await;
     let etag = |key: String| {
         let c = s.app.clone();
         async move { c.cache.peek(&key).await.unwrap().meta.clone() }
