@@ -93,6 +93,11 @@ impl fmt::Display for SecretUrl {
     }
 }
 
+/// Most gateways one deployment may configure (`GATEWAYS`): the merged view's header
+/// marks its carried inputs in a 64-bit mask, one bit per configured gateway, so a
+/// 65th would have no clock of its own and could be carried for ever (issue 38).
+pub(crate) const MAX_GATEWAYS: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `REDIS_URL`; unset = embedded in-memory store. Redacted in `Debug`/`Display`.
@@ -129,9 +134,10 @@ pub struct Config {
     /// gateway's fresh window planned from the change histories within the budget, or
     /// the fixed default for all (see `cadence`).
     pub cadence: crate::cadence::CadenceSettings,
-    /// `REFRESH_DUE_HORIZON_SECONDS`: the cron refreshes a gateway whose fresh window
-    /// ends within this (default: the cron's interval, 3 h), so nothing goes stale
-    /// between two runs for want of a refresh.
+    /// `REFRESH_DUE_HORIZON_SECONDS`: a due-only run refreshes a gateway whose fresh
+    /// window ends within this (default 0: the ones past their window). A longer horizon
+    /// refreshes early, before any read asks: with the cron's 3 h it listed every
+    /// gateway whose window is under 6 h at every run, 1.25x the budget.
     pub due_horizon: Duration,
     /// `REBUILD_COALESCE_MS`: gateway revalidations within this share one rebuild of the
     /// merged view (250 ms).
@@ -224,6 +230,19 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .collect::<Vec<_>>()
         });
+        if let Some(ids) = &gateways {
+            let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+            let max = MAX_GATEWAYS;
+            if distinct.len() > max {
+                return Err(ConfigError {
+                    var: "GATEWAYS",
+                    message: format!(
+                        "names {} gateways; at most {max}: the merged view keeps one clock per gateway, and a gateway past that would have none",
+                        distinct.len()
+                    ),
+                });
+            }
+        }
 
         let gateway_tokens = vars
             .keys()
@@ -243,7 +262,7 @@ impl Config {
             local_cache_ttl: Duration::from_millis(num("LOCAL_CACHE_TTL_MS", 1000, 0..=3_600_000)?),
             fail_safe_max: Duration::from_secs(fail_safe),
             cadence: cadence_settings(&get, fresh)?,
-            due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 3 * 3600, 0..=30 * DAY)?),
+            due_horizon: Duration::from_secs(num("REFRESH_DUE_HORIZON_SECONDS", 0, 0..=30 * DAY)?),
             rebuild_coalesce: Duration::from_millis(num("REBUILD_COALESCE_MS", 250, 0..=60_000)?),
             guard_confirm_fetches: num("GUARD_CONFIRM_FETCHES", 3, 1..=100)? as u32,
             guard_confirm_span: Duration::from_secs(num("GUARD_CONFIRM_SECONDS", 600, 0..=7 * DAY)?),
@@ -402,6 +421,18 @@ pub const TOKEN_VAR_PREFIX: &str = "GATEWAYZ_TOKEN_";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_gateways_than_the_merged_view_has_clocks_for_is_a_clear_error() {
+        let ids = |n: usize| (0..n).map(|i| format!("gw{i}")).collect::<Vec<_>>().join(",");
+        assert!(Config::from_pairs(&[("GATEWAYS", &ids(64))]).is_ok());
+        let e = Config::from_pairs(&[("GATEWAYS", &ids(66))]).unwrap_err();
+        assert_eq!(e.var, "GATEWAYS");
+        assert!(e.message.contains("names 66 gateways; at most 64"), "{}", e.message);
+        // Repeats count once.
+        let twice = format!("{},{}", ids(64), ids(64));
+        assert!(Config::from_pairs(&[("GATEWAYS", &twice)]).is_ok());
+    }
 
     #[test]
     fn refresh_budget_reads_requests_or_a_multiple_and_names_a_bad_value() {

@@ -7,6 +7,7 @@
 //! | `models:v4:all` | the merged view of the built-in gateway set | merged rebuild | same |
 //! | `models:v4:all:<hash>` | the merged view of another gateway set (`GATEWAYS`) | merged rebuild | same |
 //! | `guard:<key>` | the collapse guard's evidence about `<key>`: the doubted catalog's size, how often and since when the upstream answered it (JSON) | fill protocol | [`GUARD_EVIDENCE_TTL`] (1 day) |
+//! | `guard:peak:<key>` | the largest catalog accepted for a gateway within the guard's memory (`<models> <at_ms>`): doubt is judged against it as well as the stored entry, so a ratchet is a collapse and an eviction mid-doubt keeps the judgement | fill protocol, when an accepted catalog is larger | [`GUARD_MEMORY`] (1 day from that catalog: the exit) |
 //! | `cadence:v2:<key>` | a gateway's change history: a list of up to 128 compact records, one per stored fetch (when by the store's clock, the interval, changed or not, the listing's requests, the content's tag: `cadence::history`) | every stored fetch of the gateway (`RPUSH` + `LTRIM`) | [`CADENCE_TTL`] (30 days) |
 //! | `cadence:<key>` | the previous release's change history (JSON): read as evidence, never written | the previous release | its own |
 //! | `models:<gateway>`, `models:all[:<hash>]` | the previous release's entries (format 3): read as last-known-good, never written | the previous release | its own |
@@ -34,6 +35,11 @@ use std::time::Duration;
 /// How long a failure stays recorded: long enough to explain an outage on the
 /// status page.
 pub const LAST_ERROR_TTL: Duration = Duration::from_secs(86_400);
+
+/// How long the collapse guard remembers the largest catalog accepted for a key (from
+/// the moment it was accepted): after that the reference is the stored entry again,
+/// so a catalog that really shrank in steps is judged afresh.
+pub const GUARD_MEMORY: Duration = Duration::from_secs(86_400);
 
 /// How long the collapse guard's evidence about a key is kept after its last
 /// observation: a doubt nobody confirms within a day starts again from nothing.
@@ -79,6 +85,11 @@ pub fn previous_cadence(key: &str) -> String {
 /// The collapse guard's evidence about `key`.
 pub fn guard(key: &str) -> String {
     format!("guard:{key}")
+}
+
+/// The collapse guard's memory of `key`'s largest accepted catalog.
+pub fn guard_peak(key: &str) -> String {
+    format!("guard:peak:{key}")
 }
 
 /// The merged view of a gateway set other than the built-in one.

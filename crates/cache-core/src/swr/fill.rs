@@ -289,22 +289,42 @@ impl Cache {
         let outcome = match fetched {
             Err(_) => Err(CacheError::Timeout(deadline)),
             Ok(Err(e)) => Err(CacheError::Source(e)),
-            Ok(Ok(mut payload)) => match self.judge(key, &*source, &payload, previous).await {
-                Err(e) => Err(e),
-                Ok(()) => {
-                    // Fit to store: the source observes it (only now: a held or
-                    // rejected answer is no observation) and says the window it earns.
-                    if let Some(window) = source.accepted(&payload).await {
-                        payload.fresh_window = Some(window);
+            Ok(Ok(mut payload)) => {
+                let peak = match source.guarded() {
+                    true => self.peak(key).await,
+                    false => None,
+                };
+                // Boxed, as the steps below: a fill inside a fill (a merge reading a
+                // gateway) nests these state machines, and a debug build's 2 MiB stack
+                // overflowed once the guard's memory was added here.
+                match Box::pin(self.judge(key, &*source, &payload, previous, peak)).await {
+                    Err(e) => Err(e),
+                    Ok(peak) => {
+                        // Fit to store: the source observes it (only now: a held or
+                        // rejected answer is no observation) and says the window it earns.
+                        if let Some(window) = source.accepted(&payload).await {
+                            payload.fresh_window = Some(window);
+                        }
+                        let count = payload.item_count;
+                        let stored = Box::pin(self.store_judged(key, &source, payload, previous, purpose, stamp)).await;
+                        if stored.is_ok() && source.guarded() {
+                            self.remember_accepted(key, count, peak).await;
+                        }
+                        stored
                     }
-                    self.store_judged(key, &source, payload, previous, purpose, stamp).await
                 }
-            },
+            }
         };
         if let Err(e) = &outcome
             && !matches!(e, CacheError::Superseded { .. })
         {
-            self.record_failure(key, e, source.throttles_failures()).await;
+            // A held answer throttles reads no longer than the held catalog may be
+            // served: past that, a read must reach the upstream (the guard's time exit).
+            let until = match e {
+                CacheError::Held { .. } => previous.map(|p| p.clock.kept_until_ms),
+                _ => None,
+            };
+            self.record_failure(key, e, source.throttles_failures(), until).await;
         }
         outcome
     }
@@ -346,34 +366,37 @@ impl Cache {
                 tracing::warn!(
                     "[Cache SWR] Store write of {key} failed ({e}); serving the fetched value, held in process"
                 );
-                self.record_failure(key, &CacheError::NotStored(e), false).await;
+                self.record_failure(key, &CacheError::NotStored(e), false, None).await;
                 Ok(entry)
             }
             Written::Failed(_, e) => Err(CacheError::NotStored(e)),
         }
     }
 
-    /// Whether `payload` may replace `previous`: validation, and for a suspect answer
-    /// the guard's evidence ([`super::guard`]). An answer that agrees with a held
-    /// entry clears the evidence (the write or retime clears the mark).
+    /// Whether `payload` may replace `previous`: validation (against `previous` and
+    /// the guard's `peak`), and for a suspect answer the guard's evidence
+    /// ([`super::guard`]). An answer that agrees with a held entry clears the evidence
+    /// (the write or retime clears the mark). `Ok`: the peak still in force (none
+    /// once a doubt is confirmed: the confirmed catalog is the new reference).
     async fn judge(
         &self,
         key: &str,
         source: &dyn Source,
         payload: &Payload,
         previous: Option<&EntryMeta>,
-    ) -> Result<(), CacheError> {
-        match (source.validate(payload, previous), previous) {
-            (Verdict::Reject(why), _) => Err(CacheError::Rejected(why)),
-            (Verdict::Doubt(why), Some(prev)) => match self.weigh(key, payload, prev, why).await {
-                Weighed::Confirmed => Ok(()),
+        peak: Option<u32>,
+    ) -> Result<Option<u32>, CacheError> {
+        match source.validate(payload, previous, peak) {
+            Verdict::Reject(why) => Err(CacheError::Rejected(why)),
+            Verdict::Doubt(why) => match self.weigh(key, payload, previous, peak, why).await {
+                Weighed::Confirmed => Ok(None),
                 Weighed::Held(e) => Err(e),
             },
-            (Verdict::Accept | Verdict::Doubt(_), prev) => {
-                if prev.is_some_and(EntryMeta::held) {
+            Verdict::Accept => {
+                if previous.is_some_and(EntryMeta::held) {
                     self.clear_evidence(key).await;
                 }
-                Ok(())
+                Ok(peak)
             }
         }
     }
@@ -569,12 +592,18 @@ impl Cache {
     /// Record a failed fetch (for the status page and for the instances waiting on
     /// it) and open the key's retry window. When the store refuses these writes too,
     /// both are kept in process: the throttle must hold on this instance at least.
-    async fn record_failure(&self, key: &str, error: &CacheError, throttle: bool) {
+    /// `until_ms`: the throttle ends by then at the latest (none at all if it is past).
+    async fn record_failure(&self, key: &str, error: &CacheError, throttle: bool, until_ms: Option<u64>) {
         // A rate-limited upstream names its own window; any other failure gets
         // `REVALIDATE_RETRY_SECONDS`.
         let window = throttle
             .then(|| error.retry_window(self.settings.revalidate_retry))
-            .flatten();
+            .flatten()
+            .map(|w| match until_ms {
+                Some(until) => w.min(Duration::from_millis(until.saturating_sub(now_ms()))),
+                None => w,
+            })
+            .filter(|w| !w.is_zero());
         let failure = FetchFailure {
             error: crate::upstream::bounded(&error.to_string()),
             at_ms: now_ms(),

@@ -6,9 +6,15 @@
 //! be refused for as long as the key lives (days), and a glitch accepted once would
 //! be the reference every later, correct answer is judged against. So:
 //!
-//! - the reference is the **last accepted** catalog (the stored entry), never an
-//!   all-time high: a spike that got in is undone by the next correct answer, which
-//!   is a collapse of the spike and is doubted only as long as below;
+//! - the reference is the **last accepted** catalog (the stored entry) and the
+//!   **largest accepted within a day** (`guard:peak:<key>`), never an all-time high:
+//!   steps of a fifth each (1,500 → 300 → 60) are a collapse at the second, and an
+//!   answer after the held entry was evicted is judged as it would have been; a
+//!   return to the peak is a recovery, not a jump. A spike is held, never accepted,
+//!   so it is no peak; a doubt settled (confirmed, or the held catalog's time up)
+//!   forgets the peak, and the memory ends a day after its catalog was accepted (its
+//!   exit). A spike that got in is undone by the next correct answer, which is a
+//!   collapse of the spike and is doubted only as long as below;
 //! - a suspect answer is **evidence**, kept in the store (`guard:<key>`, shared by
 //!   every instance): its size, how many fetches returned it, since when. The
 //!   upstream answering the same size (within [`SAME_SIZE_PERCENT`]) on
@@ -25,8 +31,9 @@
 //!
 //! The held entry's stale window and fail-safe never move while it is held: if the
 //! upstream keeps answering inconsistent sizes, the held catalog goes stale, then
-//! fail-safe, then leaves at `kept_until` like any last-known-good value. A bound in
-//! evidence, and one in time.
+//! fail-safe, and at `kept_until` the upstream's answer is taken (it is all there
+//! is: holding on would answer 503 while the upstream answers 200). A bound in
+//! evidence, and one in time. Times are the store's (`TIME`), as entries' are.
 
 use std::time::Duration;
 
@@ -73,6 +80,10 @@ pub(crate) struct Evidence {
     pub seen: u32,
     pub first_ms: u64,
     pub last_ms: u64,
+    /// Until when the held catalog may be served (its `kept_until`, unix ms), kept here
+    /// so that the time exit holds after the entry itself is evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until_ms: Option<u64>,
 }
 
 /// What weighing a suspect answer decided.
@@ -90,36 +101,68 @@ fn same_size(a: u32, b: u32) -> bool {
 impl Cache {
     /// Add this fetch to the evidence about `key` (the fetch holds the key's lock, so
     /// no other instance weighs the same key at once), and say whether it is in.
-    pub(super) async fn weigh(&self, key: &str, payload: &Payload, previous: &EntryMeta, why: String) -> Weighed {
+    /// `previous` is the stored entry (none: evicted, judged against the `peak` alone,
+    /// with nothing to hold: the key then has no data of its own until the evidence
+    /// is in, and the merged view carries what it had).
+    pub(super) async fn weigh(
+        &self,
+        key: &str,
+        payload: &Payload,
+        previous: Option<&EntryMeta>,
+        peak: Option<u32>,
+        why: String,
+    ) -> Weighed {
         let settings = self.settings.guard;
-        let now = now_ms();
-        let mut evidence = match self.evidence(key).await {
+        let held_size = previous.map(|p| p.item_count).or(peak).unwrap_or(0);
+        // The store's clock, as entries are stamped: an instance whose clock runs ahead
+        // must not make the evidence look spread over the span it needs.
+        let now = self.store.time_ms().await.unwrap_or_else(|_| now_ms());
+        // The time exit: the held catalog may no longer be served (past its fail-safe),
+        // so the upstream's answer is all there is. Holding on would answer 503 while
+        // the upstream answers 200.
+        let known = self.evidence(key).await;
+        let held_until = previous
+            .map(|p| p.clock.kept_until_ms)
+            .or(known.as_ref().and_then(|e| e.held_until_ms));
+        if held_until.is_some_and(|until| until <= now) {
+            tracing::warn!(
+                "[Cache SWR] {key}: {why}; the held catalog's fail-safe has ended: taking the upstream's answer"
+            );
+            self.forget_judgement(key).await;
+            return Weighed::Confirmed;
+        }
+        let mut evidence = match known {
             Some(e) if same_size(e.candidate, payload.item_count) => Evidence {
                 why: why.clone(),
                 candidate: payload.item_count,
-                held: previous.item_count,
+                held: held_size,
                 seen: e.seen.saturating_add(1),
                 first_ms: e.first_ms,
                 last_ms: now,
+                held_until_ms: held_until,
             },
             _ => Evidence {
                 why: why.clone(),
                 candidate: payload.item_count,
-                held: previous.item_count,
+                held: held_size,
                 seen: 1,
                 first_ms: now,
                 last_ms: now,
+                held_until_ms: held_until,
             },
         };
         evidence.why = crate::upstream::bounded(&evidence.why);
         let span_ms = settings.span.as_millis() as u64;
-        if evidence.seen >= settings.fetches && evidence.last_ms.saturating_sub(evidence.first_ms) >= span_ms {
+        // One fetch needed: the first suspect answer is the truth at once, whatever the
+        // span (a single fetch spans nothing).
+        let spanned = settings.fetches <= 1 || evidence.last_ms.saturating_sub(evidence.first_ms) >= span_ms;
+        if evidence.seen >= settings.fetches && spanned {
             tracing::warn!(
                 "[Cache SWR] {key}: {why}; the upstream answered it on {} fetches over {} s: taking it as the truth",
                 evidence.seen,
                 evidence.last_ms.saturating_sub(evidence.first_ms) / 1000
             );
-            self.clear_evidence(key).await;
+            self.forget_judgement(key).await;
             return Weighed::Confirmed;
         }
         let json = serde_json::to_vec(&evidence).expect("serializable");
@@ -130,13 +173,22 @@ impl Cache {
         {
             tracing::warn!("[Cache SWR] {key}: the guard's evidence was not stored ({e})");
         }
-        self.mark_held(key, previous).await;
-        tracing::warn!(
-            "[Cache SWR] {key}: {why}; holding the last accepted catalog ({} models), seen {}/{}",
-            previous.item_count,
-            evidence.seen,
-            settings.fetches
-        );
+        match previous {
+            Some(previous) => {
+                self.mark_held(key, previous).await;
+                tracing::warn!(
+                    "[Cache SWR] {key}: {why}; holding the last accepted catalog ({} models), seen {}/{}",
+                    previous.item_count,
+                    evidence.seen,
+                    settings.fetches
+                );
+            }
+            None => tracing::warn!(
+                "[Cache SWR] {key}: {why}; its entry is gone, so nothing is stored until the upstream confirms it, seen {}/{}",
+                evidence.seen,
+                settings.fetches
+            ),
+        }
         Weighed::Held(CacheError::Held {
             why,
             seen: evidence.seen,
@@ -172,6 +224,36 @@ impl Cache {
     pub(crate) async fn evidence(&self, key: &str) -> Option<Evidence> {
         let raw = self.store.get(&keys::guard(key)).await.ok()??;
         serde_json::from_slice(&raw).ok()
+    }
+
+    /// The largest catalog accepted for `key` within the guard's memory.
+    pub(crate) async fn peak(&self, key: &str) -> Option<u32> {
+        let raw = self.store.get(&keys::guard_peak(key)).await.ok()??;
+        std::str::from_utf8(&raw).ok()?.split(' ').next()?.parse().ok()
+    }
+
+    /// `count` models were accepted and stored for `key`, whose peak was `peak`: a
+    /// larger catalog becomes the peak, remembered for [`keys::GUARD_MEMORY`] from
+    /// now (an equal or smaller one writes nothing: an unchanged warm costs no write).
+    pub(super) async fn remember_accepted(&self, key: &str, count: u32, peak: Option<u32>) {
+        if peak.is_some_and(|p| count <= p) {
+            return;
+        }
+        let at = self.store.time_ms().await.unwrap_or_else(|_| now_ms());
+        let value = Bytes::from(format!("{count} {at}"));
+        if let Err(e) = self.store.set(&keys::guard_peak(key), value, keys::GUARD_MEMORY).await {
+            tracing::debug!("[Cache SWR] {key}: the guard's memory was not stored ({e})");
+        }
+    }
+
+    /// A doubt is settled for the upstream (confirmed, or the held catalog's time is
+    /// up): the evidence and the memory go, and the answer stored next is the new
+    /// reference.
+    async fn forget_judgement(&self, key: &str) {
+        self.clear_evidence(key).await;
+        if let Err(e) = self.store.delete(&keys::guard_peak(key)).await {
+            tracing::debug!("[Cache SWR] {key}: the guard's memory was not cleared ({e})");
+        }
     }
 
     /// Forget the evidence about `key`: the upstream agrees with what is stored.

@@ -167,9 +167,11 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// reads other keys through the cache, in the same request's scope.
     fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>>;
 
-    /// Judge a value before it overwrites `previous` (docs/design.md, failure 5). The
-    /// default rejects an empty payload.
-    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>) -> Verdict {
+    /// Judge a value before it overwrites `previous` (docs/design.md, failure 5);
+    /// `peak` is the largest catalog accepted for the key within the guard's memory
+    /// (a day), kept only for a [`Source::guarded`] source. The default rejects an
+    /// empty payload.
+    fn validate(&self, new: &Payload, _previous: Option<&EntryMeta>, _peak: Option<u32>) -> Verdict {
         if new.item_count == 0 {
             Verdict::Reject("fetched value is empty".into())
         } else {
@@ -183,6 +185,14 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// A held or rejected value never gets here: it is no observation.
     fn accepted<'a>(&'a self, _payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
         Box::pin(async { None })
+    }
+
+    /// Whether the collapse guard remembers this key's largest accepted catalog
+    /// (`guard:peak:<key>`) and judges answers against it too, so that a catalog
+    /// walked down in steps, or answered small after its entry was evicted, is
+    /// doubted like a collapse.
+    fn guarded(&self) -> bool {
+        false
     }
 
     /// Whether a failed fetch throttles the key across instances. An upstream that

@@ -349,3 +349,37 @@ async fn the_previous_releases_history_is_read() {
         "the first look of ours is a baseline"
     );
 }
+
+/// Issue 38, finding 6: other gateways' writes rebuild the merged view often enough to
+/// keep it fresh (here a rebuild every 300 ms, the merged view's floor is 2 s), so it
+/// never goes stale; cerebras, read only through `all`, must still be refreshed when
+/// its window (2 s) ends, not wait for the cron.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_read_only_through_all_is_refreshed_whatever_else_is_read() {
+    let s = Stack::new(&[
+        ("REFRESH_CADENCE", "learned"),
+        ("GATEWAYS", "groq,cerebras"),
+        ("MODELS_FRESH_TTL_SECONDS", "2"),
+        ("MODELS_FRESH_MIN_SECONDS", "2"),
+        ("MODELS_FRESH_MAX_SECONDS", "2"),
+        ("TTL_JITTER_PERCENT", "0"),
+        ("REBUILD_COALESCE_MS", "0"),
+    ])
+    .await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let after_warm = s.sample.requests("cerebras");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(7) {
+        // What another gateway's write does: rebuild the merged view.
+        s.ctx().rebuild_all().await.unwrap();
+        for _ in 0..3 {
+            s.ctx().read_all().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    s.tasks.idle().await;
+    let listed = s.sample.requests("cerebras") - after_warm;
+    println!("cerebras, read only through `all`, was listed {listed} times in 7 s (window 2 s)");
+    assert!(listed >= 2, "refreshed when its window ends: {listed}");
+    assert!(listed <= 4, "and not more often: {listed}");
+}

@@ -258,6 +258,12 @@ async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() 
 /// The previous release's entries (format 3, written by that release's code: the
 /// fixtures), with their clocks moved to now, as that release keeps them fresh.
 fn previous_release_writes(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    previous_release_writes_kept(redis, 86_400_000)
+}
+
+/// [`previous_release_writes`], kept `kept_ms` from now (fresh for a third of it,
+/// stale until two thirds).
+fn previous_release_writes_kept(redis: &RedisServer, kept_ms: u64) -> Vec<(String, Vec<u8>)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tests/fixtures/format3");
     let now = crate::clock::now_ms();
     let mut written = Vec::new();
@@ -268,11 +274,19 @@ fn previous_release_writes(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
         "models_all_a5063fc1",
     ] {
         let mut raw = std::fs::read(format!("{dir}/{name}.bin")).unwrap();
-        let clock = crate::entry::Clock {
-            fetched_at_ms: now,
-            fresh_until_ms: now + 3_600_000,
-            stale_until_ms: now + 7_200_000,
-            kept_until_ms: now + 86_400_000,
+        let clock = match kept_ms {
+            86_400_000 => crate::entry::Clock {
+                fetched_at_ms: now,
+                fresh_until_ms: now + 3_600_000,
+                stale_until_ms: now + 7_200_000,
+                kept_until_ms: now + 86_400_000,
+            },
+            kept => crate::entry::Clock {
+                fetched_at_ms: now,
+                fresh_until_ms: now + kept / 3,
+                stale_until_ms: now + kept * 2 / 3,
+                kept_until_ms: now + kept,
+            },
         };
         raw[crate::entry::CLOCK_OFFSET..crate::entry::CLOCK_OFFSET + crate::entry::CLOCK_LEN]
             .copy_from_slice(&clock.encode());
@@ -491,5 +505,208 @@ async fn ids_a_listing_repeats_are_collapsed_and_counted() {
     assert_eq!(
         (body["data"].as_array().unwrap().len(), body["total"].as_u64()),
         (11, Some(11))
+    );
+}
+
+/// Issue 38, finding 9: the upstream's answer stays suspect (a cut to 20 of 319 that
+/// never gathers its evidence in time) until the held catalog's fail-safe ends. From
+/// then the held catalog may not be served, so the upstream's answer is taken: reads
+/// answer its 20 models, not 503 while the upstream answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_takes_the_upstream_once_the_held_catalog_may_not_be_served() {
+    let vars = [
+        ("GATEWAYS", "openrouter"),
+        ("MODELS_FRESH_TTL_SECONDS", "1"),
+        ("MODELS_STALE_TTL_SECONDS", "1"),
+        ("FAILSAFE_MAX_SECONDS", "1"),
+        ("GUARD_CONFIRM_FETCHES", "3"),
+        ("GUARD_CONFIRM_SECONDS", "600"),
+        ("REVALIDATE_RETRY_SECONDS", "10"),
+    ];
+    let s = Stack::new(&vars).await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let kept_until = s
+        .app
+        .cache
+        .peek(&keys::gateway("openrouter"))
+        .await
+        .unwrap()
+        .meta
+        .clock
+        .kept_until_ms;
+    s.sample.set_catalog("openrouter", fixture("openrouter")[..20].to_vec());
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(!run.success, "held while the held catalog may be served: {run:?}");
+    let read = s.ctx().read_gateway(&s.gw("openrouter")).await.unwrap();
+    assert_eq!(
+        (read.entry.meta.item_count, read.fail_safe_reasons()),
+        (319, vec!["guard"])
+    );
+
+    while crate::clock::now_ms() <= kept_until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let read = s.ctx().read_gateway(&s.gw("openrouter")).await;
+    let read = read.expect("the upstream's answer, not an error");
+    assert_eq!(read.entry.meta.item_count, 20);
+    assert!(read.fail_safe_reasons().is_empty(), "{:?}", read.fail_safe_reasons());
+    assert!(
+        s.app.cache.evidence(&keys::gateway("openrouter")).await.is_none(),
+        "the evidence is gone with it"
+    );
+    s.tasks.idle().await;
+    let all = body_of(&s.ctx().read_all().await.unwrap()).await;
+    assert_eq!(
+        listed_by(all["data"].as_array().unwrap(), "openrouter"),
+        20,
+        "and `all` lists them"
+    );
+}
+
+/// Issue 38, small: `GUARD_CONFIRM_FETCHES=1` takes the first suspect answer at once,
+/// with the default span (a single fetch spans nothing), as `guard.rs` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_confirming_fetch_takes_the_first_suspect_answer_at_once() {
+    let s = Stack::new(&[("GATEWAYS", "openrouter"), ("GUARD_CONFIRM_FETCHES", "1")]).await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    s.sample.set_catalog("openrouter", fixture("openrouter")[..20].to_vec());
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(run.success, "{run:?}");
+    let read = s.ctx().read_gateway(&s.gw("openrouter")).await.unwrap();
+    assert_eq!(read.entry.meta.item_count, 20);
+    assert!(read.fail_safe_reasons().is_empty());
+}
+
+/// Issue 38, finding 12: a gateway the upstream says is gone (404) whose entry is
+/// evicted is neither carried over from the previous merged view nor merged from this
+/// instance's copy, the way an evicted gateway whose upstream merely fails is: `all`
+/// drops it at once, names it missing, and carries nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_gateway_is_never_carried_even_once_evicted() {
+    let s = Stack::new(&[("GATEWAYS", "groq,together")]).await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let before = body_of(&s.ctx().read_all().await.unwrap()).await;
+    assert_eq!(listed_by(before["data"].as_array().unwrap(), "groq"), 11);
+    s._redis.command(&[b"DEL", b"models:v4:groq"]);
+    s.sample.set_fault("groq", Fault::NotFound);
+
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(run.details[0].error.as_deref().unwrap().contains("404"), "{run:?}");
+    let all = s.ctx().read_all().await.unwrap();
+    let body = body_of(&all).await;
+    assert_eq!(
+        listed_by(body["data"].as_array().unwrap(), "groq"),
+        0,
+        "{}",
+        body["gateways"]
+    );
+    assert_eq!(body["carried_gateways"], json!([]));
+    assert_eq!(body["missing_gateways"], json!(["groq"]));
+    assert_eq!(listed_by(body["data"].as_array().unwrap(), "together"), 94);
+}
+
+/// Issue 38, finding 2: a ratchet. Each warm answers a fifth of the last (319 → 64 →
+/// 13): the first step is within the guard's tenfold, the second is judged against
+/// the largest catalog accepted within the day too, and held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_walked_down_in_steps_is_a_collapse() {
+    let s = Stack::new(&[("GATEWAYS", "openrouter")]).await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let models = fixture("openrouter");
+    s.sample.set_catalog("openrouter", models[..64].to_vec());
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(run.success, "a fifth is no collapse: {run:?}");
+    s.sample.set_catalog("openrouter", models[..13].to_vec());
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(!run.success, "{run:?}");
+    let error = run.details[0].error.as_deref().unwrap();
+    assert!(
+        error.contains("collapsed to 13 models (from 319, the largest accepted within a day)"),
+        "{error}"
+    );
+    let read = s.ctx().read_gateway(&s.gw("openrouter")).await.unwrap();
+    assert_eq!(
+        (read.entry.meta.item_count, read.fail_safe_reasons()),
+        (64, vec!["guard"])
+    );
+}
+
+/// Issue 38, finding 3: openrouter (319) is held while the upstream answers 3, and
+/// its entry is evicted (`DEL`, as `allkeys-lru` would). The judgement survives the
+/// eviction: another instance's read does not store the 3 as the truth, `all` keeps
+/// openrouter's listings (carried, marked), and when the upstream recovers to 319 the
+/// warm takes it at once (a recovery to the peak, not a jump).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_judgement_survives_an_eviction_of_the_held_entry() {
+    let vars = [("GATEWAYS", "openrouter,groq"), ("REVALIDATE_RETRY_SECONDS", "0")];
+    let s = Stack::new(&vars).await;
+    let b = s.instance(&vars);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let before = body_of(&s.ctx().read_all().await.unwrap()).await;
+    let listed = listed_by(before["data"].as_array().unwrap(), "openrouter");
+    s.sample.set_catalog("openrouter", fixture("openrouter")[..3].to_vec());
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(!run.success, "held: {run:?}");
+    s._redis.command(&[b"DEL", b"models:v4:openrouter"]);
+
+    let err = s.ctx_of(&b).read_gateway(&s.gw("openrouter")).await.unwrap_err();
+    assert!(err.to_string().contains("collapsed to 3 models (from 319"), "{err}");
+    assert!(
+        s.app.cache.peek(&keys::gateway("openrouter")).await.is_none(),
+        "the 3 are not stored as the truth"
+    );
+    // The next rebuild of `all` (any gateway's write would ask for one) carries it.
+    s.ctx_of(&b).rebuild_all().await.unwrap();
+    let all = s.ctx_of(&b).read_all().await.unwrap();
+    let body = body_of(&all).await;
+    assert_eq!(listed_by(body["data"].as_array().unwrap(), "openrouter"), listed);
+    assert_eq!(body["carried_gateways"], json!(["openrouter"]), "marked");
+
+    s.sample.set_catalog("openrouter", fixture("openrouter"));
+    let run = s.ctx_of(&b).warm(None, Trigger::Manual).await.unwrap();
+    assert!(run.success, "a recovery, not a jump: {run:?}");
+    let read = s.ctx().read_gateway(&s.gw("openrouter")).await.unwrap();
+    assert_eq!(read.entry.meta.item_count, 319);
+    assert!(read.fail_safe_reasons().is_empty());
+}
+
+/// Issue 38, finding 4: the previous release's entries are kept 9 s and featherless's
+/// upstream fails. `all` merges featherless from the previous release's entry while
+/// it may be served; each warm must rebuild `all` (a held input is not "nothing
+/// stored"), not re-stamp it, so featherless leaves `all` once that entry's
+/// `kept_until` passes. Before: a plain HIT with every featherless listing, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_release_data_leaves_all_when_it_may_no_longer_be_served() {
+    let vars = [
+        ("GATEWAYS", "groq,cerebras,featherless"),
+        ("REVALIDATE_RETRY_SECONDS", "0"),
+        ("FETCH_SOFT_TIMEOUT_MS", "300"),
+    ];
+    let s = Stack::new(&vars).await;
+    let kept_until = crate::clock::now_ms() + 9_000;
+    previous_release_writes_kept(&s._redis, 9_000);
+    s.sample.set_fault("featherless", Fault::ServerError);
+    let mut listed_after = Vec::new();
+    let mut listed_before = 0;
+    while crate::clock::now_ms() < kept_until + 4_000 {
+        s.ctx().warm(None, Trigger::Manual).await.unwrap();
+        let all = s.ctx().read_all().await.unwrap();
+        let body = body_of(&all).await;
+        let n = listed_by(body["data"].as_array().unwrap(), "featherless");
+        // A busy machine may notice a little late: a second's grace.
+        if crate::clock::now_ms() > kept_until + 1_000 {
+            listed_after.push(n);
+        } else {
+            listed_before = listed_before.max(n);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        listed_before > 1_000,
+        "served from the previous release's entry while it may be"
+    );
+    assert!(
+        listed_after.iter().all(|&n| n == 0),
+        "gone once it may not be served: {listed_after:?}"
     );
 }

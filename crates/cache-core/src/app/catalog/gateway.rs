@@ -66,28 +66,40 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
 }
 
 /// Judge a fetched catalog of `gateway` against what is stored.
-pub(super) fn validate(gateway: &Gateway, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
-    match judge_catalog(new, previous) {
+pub(super) fn validate(gateway: &Gateway, new: &Payload, previous: Option<&EntryMeta>, peak: Option<u32>) -> Verdict {
+    match judge_catalog(new.item_count, previous.map(|p| p.item_count), peak) {
         Verdict::Reject(why) => Verdict::Reject(format!("{}: {why}", gateway.id)),
         Verdict::Doubt(why) => Verdict::Doubt(format!("{}: {why}", gateway.id)),
         Verdict::Accept => Verdict::Accept,
     }
 }
 
-/// Rejects empty catalogs; doubts one that collapsed under a tenth of the stored
-/// (last accepted) one, or grew over tenfold: the guard then wants the upstream to
-/// confirm it before it replaces what is stored.
-fn judge_catalog(new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
-    if new.item_count == 0 {
+/// Rejects empty catalogs; doubts one of `now` models that collapsed under a tenth of
+/// the stored (last accepted) one, `was`, or of the largest accepted within the
+/// guard's memory, `peak` (so that steps of 20 % each, 1,500 → 300 → 60, are a
+/// collapse at the second, and an answer after the entry was evicted is still
+/// judged); and one that grew over tenfold from `was` beyond anything in that memory
+/// (a return to the peak is a recovery, not a spike). The guard then wants the
+/// upstream to confirm it before it replaces what is stored.
+fn judge_catalog(now: u32, was: Option<u32>, peak: Option<u32>) -> Verdict {
+    if now == 0 {
         return Verdict::Reject("0 models".into());
     }
-    let Some(prev) = previous else {
+    let reference = was.max(peak);
+    if let Some(reference) = reference
+        && reference >= SUSPECT_MIN_MODELS
+        && now.saturating_mul(SUSPECT_FACTOR) < reference
+    {
+        return Verdict::Doubt(match (was, peak) {
+            (Some(was), _) if was == reference => format!("catalog collapsed to {now} models (from {was})"),
+            _ => format!("catalog collapsed to {now} models (from {reference}, the largest accepted within a day)"),
+        });
+    }
+    let Some(was) = was else {
         return Verdict::Accept;
     };
-    let (was, now) = (prev.item_count, new.item_count);
-    if was >= SUSPECT_MIN_MODELS && now.saturating_mul(SUSPECT_FACTOR) < was {
-        Verdict::Doubt(format!("catalog collapsed to {now} models (from {was})"))
-    } else if now >= SUSPECT_MIN_MODELS && now > was.saturating_mul(SUSPECT_FACTOR) {
+    let beyond_peak = peak.is_none_or(|p| now > p.saturating_add(p / 20));
+    if now >= SUSPECT_MIN_MODELS && now > was.saturating_mul(SUSPECT_FACTOR) && beyond_peak {
         Verdict::Doubt(format!("catalog jumped to {now} models (from {was})"))
     } else {
         Verdict::Accept
@@ -140,26 +152,7 @@ pub(crate) fn distinct_records(pages: &[NormalizedPage]) -> (Vec<&[u8]>, u32) {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-
-    fn payload(n: u32) -> Payload {
-        Payload::new(Bytes::new(), n)
-    }
-
-    fn meta(n: u32) -> EntryMeta {
-        EntryMeta {
-            clock: crate::entry::Clock::default(),
-            flags: 0,
-            inputs: Vec::new(),
-            item_count: n,
-            collapsed: 0,
-            sources: 0,
-            carried: 0,
-            etag: String::new(),
-        }
-    }
 
     fn doubted(v: Verdict) -> bool {
         matches!(v, Verdict::Doubt(_))
@@ -167,26 +160,43 @@ mod tests {
 
     #[test]
     fn collapses_and_jumps_are_doubted_against_the_last_accepted_catalog() {
-        assert_eq!(judge_catalog(&payload(0), None), Verdict::Reject("0 models".into()));
-        assert_eq!(judge_catalog(&payload(1), None), Verdict::Accept);
-        assert!(doubted(judge_catalog(&payload(5), Some(&meta(300)))), "a collapse");
-        assert_eq!(judge_catalog(&payload(30), Some(&meta(300))), Verdict::Accept);
+        assert_eq!(judge_catalog(0, None, None), Verdict::Reject("0 models".into()));
+        assert_eq!(judge_catalog(1, None, None), Verdict::Accept);
+        assert!(doubted(judge_catalog(5, Some(300), None)), "a collapse");
+        assert_eq!(judge_catalog(30, Some(300), None), Verdict::Accept);
         assert_eq!(
-            judge_catalog(&payload(2), Some(&meta(40))),
+            judge_catalog(2, Some(40), None),
             Verdict::Accept,
             "small catalogs may shrink"
         );
-        assert!(doubted(judge_catalog(&payload(413), Some(&meta(11)))), "a jump");
+        assert!(doubted(judge_catalog(413, Some(11), None)), "a jump");
         assert_eq!(
-            judge_catalog(&payload(40), Some(&meta(3))),
+            judge_catalog(40, Some(3), None),
             Verdict::Accept,
             "small catalogs may grow"
         );
         assert_eq!(
-            judge_catalog(&payload(11), Some(&meta(11))),
+            judge_catalog(11, Some(11), Some(11)),
             Verdict::Accept,
-            "back to the truth after a spike: judged against what is stored, not a high-water mark"
+            "back to the truth after a held spike: the spike was never accepted, so it is no peak"
         );
+    }
+
+    #[test]
+    fn the_largest_catalog_accepted_within_a_day_is_a_reference_too() {
+        // A ratchet: 1,500 → 300 is accepted (a fifth), 300 → 60 is a collapse of the peak.
+        assert_eq!(judge_catalog(300, Some(1500), Some(1500)), Verdict::Accept);
+        let v = judge_catalog(60, Some(300), Some(1500));
+        assert!(
+            matches!(&v, Verdict::Doubt(why) if why.contains("from 1500, the largest accepted within a day")),
+            "{v:?}"
+        );
+        // The entry evicted: the peak still judges.
+        assert!(doubted(judge_catalog(3, None, Some(319))), "evicted mid-doubt");
+        assert_eq!(judge_catalog(319, None, Some(319)), Verdict::Accept);
+        // A recovery to the peak is no spike; beyond it, it is.
+        assert_eq!(judge_catalog(319, Some(3), Some(319)), Verdict::Accept, "recovered");
+        assert!(doubted(judge_catalog(4000, Some(3), Some(319))), "beyond the peak");
     }
 
     #[test]

@@ -53,13 +53,16 @@ pub(super) fn fetch(ctx: RequestContext, purpose: Purpose) -> BoxFuture<Result<P
                 let key = keys::gateway(&gw.id);
                 // Taken before reading: a read that finds the key gone forgets it.
                 let held = app.cache.held(&key);
-                // A read, and (with a learned cadence) a revalidation, read each
-                // gateway through the cache: a gateway past its window revalidates
-                // (and the merged view follows it). A warm or rebuild takes what is stored.
+                // A read, and (with a learned cadence) a revalidation or a rebuild,
+                // read each gateway through the cache: a gateway past its window
+                // revalidates (and the merged view follows it). The rebuild too: when
+                // other gateways are read directly, their rebuilds keep the merged view
+                // fresh, and a gateway read only through it would wait for the cron
+                // (issue 38, finding 6). A warm takes what it just stored.
                 let through_cache = match purpose {
                     Purpose::Read => true,
-                    Purpose::Revalidate => app.config.cadence.mode == Mode::Learned,
-                    Purpose::Warm | Purpose::Rebuild => false,
+                    Purpose::Revalidate | Purpose::Rebuild => app.config.cadence.mode == Mode::Learned,
+                    Purpose::Warm => false,
                 };
                 let stored = match through_cache {
                     true => None,
@@ -175,12 +178,18 @@ pub(crate) fn merge_inputs(inputs: &[(String, Input)], previous: Option<&Entry>,
     );
     payload.carried = parts.carried_mask;
     payload.inputs = parts.clocks;
+    if let Some(until) = parts.held_until {
+        // A held input leaves when it may no longer be served: rebuilt by then.
+        let left = Duration::from_millis(until.saturating_sub(now_ms).max(1));
+        payload.fresh_for = Some(payload.fresh_for.map_or(left, |f| f.min(left)));
+    }
     if incomplete {
         // Rebuilt soon, and no later than the first carried listing's fail-safe ends.
         let carried_left = parts
             .carried_until
             .map(|until| Duration::from_millis(until.saturating_sub(now_ms).max(1)));
-        payload.fresh_for = Some(carried_left.map_or(INCOMPLETE_MERGE_FRESH, |l| l.min(INCOMPLETE_MERGE_FRESH)));
+        let soon = carried_left.map_or(INCOMPLETE_MERGE_FRESH, |l| l.min(INCOMPLETE_MERGE_FRESH));
+        payload.fresh_for = Some(payload.fresh_for.map_or(soon, |f| f.min(soon)));
     }
     payload
 }
@@ -210,6 +219,9 @@ struct MergeParts {
     clocks: Vec<InputClock>,
     /// When the first carried listing's fail-safe ends.
     carried_until: Option<u64>,
+    /// When the first held input (this instance's copy, the previous release's entry)
+    /// may no longer be served.
+    held_until: Option<u64>,
 }
 
 impl MergeParts {
@@ -227,6 +239,7 @@ impl MergeParts {
             stored_etags: Vec::with_capacity(inputs.len()),
             clocks: Vec::with_capacity(inputs.len()),
             carried_until: None,
+            held_until: None,
         };
         for (n, (id, input)) in inputs.iter().enumerate() {
             let mut clock = InputClock::default();
@@ -240,9 +253,20 @@ impl MergeParts {
                         Some(e.meta.etag.clone()),
                     )
                 }
+                // Not "stored": its own fingerprint, so that a warm rebuilds the merged
+                // view instead of re-stamping it (issue 38), and the merged view is fresh
+                // no longer than this copy may be served.
                 Input::Held(e) => {
                     clock = InputClock::of(&e.meta.clock);
-                    (e.identity_uncached().map_err(|e| e.to_string()), None)
+                    parts.held_until = Some(
+                        parts
+                            .held_until
+                            .map_or(clock.kept_until_ms, |u| u.min(clock.kept_until_ms)),
+                    );
+                    (
+                        e.identity_uncached().map_err(|e| e.to_string()),
+                        Some(format!("held:{}", e.meta.etag)),
+                    )
                 }
                 Input::Absent { .. } => match (carried_bodies.remove(id.as_str()), carry_clocks.get(id.as_str())) {
                     (Some(body), Some(carried)) => {

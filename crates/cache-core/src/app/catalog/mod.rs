@@ -104,11 +104,17 @@ impl Source for CatalogSource {
         }
     }
 
-    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>) -> Verdict {
+    fn validate(&self, new: &Payload, previous: Option<&EntryMeta>, peak: Option<u32>) -> Verdict {
         match &self.of {
-            Catalog::Gateway(gateway) => gateway::validate(gateway, new, previous),
+            Catalog::Gateway(gateway) => gateway::validate(gateway, new, previous, peak),
             Catalog::Merged => merged::validate(new),
         }
+    }
+
+    /// A gateway's catalog is guarded with a memory; the merged view is the merge of
+    /// guarded gateways.
+    fn guarded(&self) -> bool {
+        matches!(self.of, Catalog::Gateway(_))
     }
 
     /// A gateway's look at the upstream, once judged fit to store, is an observation
