@@ -91,6 +91,10 @@ pub enum Fault {
     Swapping { times: u32 },
     /// 404 with a JSON error: the catalog API says the gateway does not exist.
     NotFound,
+    /// Replicas at two versions: pages from `from_offset` on come from a version with
+    /// the model at index `withdrawn` taken out and another appended (the same
+    /// `total`); earlier pages from the catalog as set.
+    Replicas { from_offset: usize, withdrawn: usize },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -529,6 +533,20 @@ async fn models_answer(
             st.catalogs.insert(gateway.clone(), Arc::new(grown));
         }
     }
+    let other_replica;
+    let catalog = match knobs.fault {
+        Fault::Replicas { from_offset, withdrawn } if offset >= from_offset && withdrawn < catalog.len() => {
+            let mut v = catalog.as_slice().to_vec();
+            v.remove(withdrawn);
+            let n = v.len();
+            v.push(Bytes::from(format!(
+                r#"{{"id":"replica/model-{n}","name":"Replica {n}"}}"#
+            )));
+            other_replica = Arc::new(v);
+            &other_replica
+        }
+        _ => &catalog,
+    };
     let legacy = knobs.fault == Fault::Legacy;
     let empty = knobs.fault == Fault::Empty;
     let total = if empty { 0 } else { catalog.len() };

@@ -97,11 +97,12 @@ impl Fetcher {
     ) -> Result<Vec<T>, FetchError> {
         let deadline = Instant::now() + gateway.deadline;
         // A listing that moves while it is paged (a model inserted before the page
-        // being read, one withdrawn and another appended) shows as a `total` that
-        // changes, an id of an earlier page listed again, or a first page that is not
-        // the same when asked again at the end: fetched once more from the start. If it
-        // moves again, the fetch fails and the good data stays; ids the catalog itself
-        // lists twice (the same ones, both times) are not a move.
+        // being read, one withdrawn and another appended, replicas at two versions)
+        // shows as a `total` that changes, an id of an earlier page listed again, or a
+        // page boundary that does not match (each later page is asked from the last
+        // model of the one before, which must be the same model): fetched once more
+        // from the start. If it moves again, the fetch fails and the good data stays;
+        // ids the catalog itself lists twice (the same ones, both times) are not a move.
         let attempts = async {
             let (pages, shift) = self.checked_pass(gateway, deadline, transform.clone()).await?;
             let Some(why) = shift else { return Ok(pages) };
@@ -130,9 +131,12 @@ impl Fetcher {
     }
 
     /// Every page once, and how the listing moved meanwhile (`None`: it did not).
-    /// A listing of several pages (more than one taken) is checked at the end by asking for its first page
-    /// again: a model withdrawn and another appended keep `total` and repeat no id,
-    /// but shift every later model by one, so the first page is no longer the same.
+    /// A model withdrawn and another appended keep `total` and repeat no id, but shift
+    /// every later model by one: each later page is asked from one model before its
+    /// start, and that model must be the previous page's last (issue 38: a move inside
+    /// page 2 onwards was invisible when only the first page was asked again). Pages
+    /// the upstream's own `next_offset` leads to cannot overlap: a listing with any of
+    /// those is checked at the end by asking for its first page again.
     async fn checked_pass<T: Send + 'static>(
         &self,
         gw: &Gateway,
@@ -141,12 +145,12 @@ impl Fetcher {
     ) -> Result<(Vec<T>, Option<Shift>), FetchError> {
         let pass = match self.fetch_all_pages(gw, deadline, transform.clone()).await {
             Ok(pass) => pass,
-            Err(FetchError::Shifted { detail, .. }) => return Ok((Vec::new(), Some(Shift::Total(detail)))),
+            Err(FetchError::Shifted { detail, .. }) => return Ok((Vec::new(), Some(Shift::Moved(detail)))),
             Err(e) => return Err(e),
         };
-        if pass.outs.len() > 1 {
+        if pass.outs.len() > 1 && !pass.boundaries_checked {
             let again = self
-                .fetch_page(gw, 0, deadline, &AtomicUsize::new(self.max_bytes), &transform)
+                .fetch_page(gw, 0, false, deadline, &AtomicUsize::new(self.max_bytes), &transform)
                 .await?;
             if again.ids != pass.first_ids || again.total != pass.total {
                 return Ok((pass.outs, Some(Shift::FirstPage)));
@@ -165,7 +169,7 @@ impl Fetcher {
     ) -> Result<Pass<T>, FetchError> {
         // One byte budget shared by every page of this gateway, concurrent or not.
         let budget = AtomicUsize::new(self.max_bytes);
-        let first = self.fetch_page(gw, 0, deadline, &budget, &transform).await?;
+        let first = self.fetch_page(gw, 0, false, deadline, &budget, &transform).await?;
         let (has_more, next_offset, total) = (first.has_more, first.next_offset, first.total);
         let mut run = Paging {
             fetcher: self,
@@ -177,6 +181,8 @@ impl Fetcher {
             seen: 0,
             outs: Vec::new(),
             pages: 1,
+            last_id: None,
+            boundaries_checked: true,
         };
         let first_model = first.first_id.clone();
         let first_ids = first.ids.clone();
@@ -207,14 +213,18 @@ impl Fetcher {
             repeated: run.listing.repeated(),
             first_ids,
             total,
+            boundaries_checked: run.boundaries_checked,
         })
     }
 
     /// One page, with 429 handling, parsed and transformed off the async threads.
+    /// `overlap`: the page starts at the previous page's last model, which is taken
+    /// out (its id kept in [`Fetched::overlap`]) before the transform.
     async fn fetch_page<T: Send + 'static>(
         &self,
         gw: &Gateway,
         offset: u64,
+        overlap: bool,
         deadline: Instant,
         budget: &AtomicUsize,
         transform: &PageTransform<T>,
@@ -266,12 +276,18 @@ impl Fetcher {
         let body = read_capped(gw, resp, budget, self.max_bytes).await?;
         let (page_gw, transform) = (gw.clone(), transform.clone());
         tokio::task::spawn_blocking(move || {
-            let page = parse_page(&page_gw, &body, status)?;
+            let mut page = parse_page(&page_gw, &body, status)?;
             drop(body);
+            let (first, raw_count) = (first_id(&page.models), page.models.len() as u64);
+            let overlap =
+                (overlap && !page.models.is_empty()).then(|| page.models.remove(0).get("id").and_then(id_text));
             Ok(Fetched {
                 count: page.models.len() as u64,
-                first_id: first_id(&page.models),
+                raw_count,
+                first_id: first,
                 ids: page.models.iter().filter_map(|m| id_text(m.get("id")?)).collect(),
+                last_id: page.models.last().and_then(|m| id_text(m.get("id")?)),
+                overlap,
                 total: page.total,
                 has_more: page.has_more,
                 next_offset: page.next_offset,
@@ -336,12 +352,34 @@ struct Paging<'a, T> {
     seen: u64,
     outs: Vec<T>,
     pages: u32,
+    /// The last model's id of the pages taken so far.
+    last_id: Option<String>,
+    /// Every page after the first began with the last model of the one before.
+    boundaries_checked: bool,
 }
 
 impl<T: Send + 'static> Paging<'_, T> {
     fn take(&mut self, page: Fetched<T>, offset: u64) -> Result<(), FetchError> {
+        match &page.overlap {
+            Some(seen) if *seen != self.last_id => {
+                return Err(FetchError::Shifted {
+                    gateway: self.gw.id.clone(),
+                    detail: crate::upstream::bounded(&format!(
+                        "the page at offset {offset} began with {:?}, not the previous page's last model {:?}",
+                        seen.as_deref().unwrap_or("(no id)"),
+                        self.last_id.as_deref().unwrap_or("(no id)")
+                    )),
+                });
+            }
+            Some(_) => {}
+            None if !self.outs.is_empty() => self.boundaries_checked = false,
+            None => {}
+        }
         self.listing.admit(&page, offset)?;
         self.seen += page.count;
+        if page.last_id.is_some() {
+            self.last_id = page.last_id;
+        }
         self.outs.push(page.out);
         Ok(())
     }
@@ -358,15 +396,31 @@ impl<T: Send + 'static> Paging<'_, T> {
         Ok(())
     }
 
-    async fn page(&self, offset: u64) -> Result<Fetched<T>, FetchError> {
+    async fn page(&self, offset: u64, overlap: bool) -> Result<Fetched<T>, FetchError> {
         self.fetcher
-            .fetch_page(self.gw, offset, self.deadline, self.budget, self.transform)
+            .fetch_page(self.gw, offset, overlap, self.deadline, self.budget, self.transform)
             .await
     }
 
-    /// The pages from `start` to `total`, [`PAGE_CONCURRENCY`] at a time, in order.
+    /// Whether the next page can be asked from the last model taken (`start` is where
+    /// the pages taken end, and a page holds at least two models).
+    fn can_overlap(&self, start: u64) -> bool {
+        start >= 1 && start == self.seen && self.fetcher.page_limit >= 2 && self.last_id.is_some()
+    }
+
+    /// The pages from `start` to `total`, [`PAGE_CONCURRENCY`] at a time, in order;
+    /// each asked from one model before its start, when it can be.
     async fn rest_concurrently(&mut self, start: u64, total: u64) -> Result<(), FetchError> {
-        let offsets: Vec<u64> = (start..total).step_by(self.fetcher.page_limit as usize).collect();
+        let limit = self.fetcher.page_limit as u64;
+        let overlap = self.can_overlap(start);
+        let offsets: Vec<u64> = match overlap {
+            // Each page repeats the previous page's last model and brings `limit - 1`
+            // new ones, while any are left (`offset + 1 < total`).
+            true => (start - 1..total.saturating_sub(1))
+                .step_by((limit - 1) as usize)
+                .collect(),
+            false => (start..total).step_by(limit as usize).collect(),
+        };
         for _ in &offsets {
             self.count_page()?;
         }
@@ -377,7 +431,7 @@ impl<T: Send + 'static> Paging<'_, T> {
             while in_flight.len() < PAGE_CONCURRENCY {
                 let Some(off) = queue.next() else { break };
                 let this = &*self;
-                in_flight.push(async move { this.page(off).await.map(|p| (off, p)) });
+                in_flight.push(async move { this.page(off, overlap).await.map(|p| (off, p)) });
             }
             match in_flight.next().await {
                 None => break,
@@ -397,7 +451,7 @@ impl<T: Send + 'static> Paging<'_, T> {
         loop {
             self.count_page()?;
             let offset = next.unwrap_or(self.seen);
-            let page = self.page(offset).await?;
+            let page = self.page(offset, false).await?;
             if page.count == 0 {
                 return Ok(());
             }
@@ -416,12 +470,13 @@ impl<T: Send + 'static> Paging<'_, T> {
         let mut last_len = self.seen;
         while last_len == self.fetcher.page_limit as u64 {
             self.count_page()?;
-            let offset = self.seen;
-            let page = self.page(offset).await?;
+            let overlap = self.can_overlap(self.seen);
+            let offset = self.seen - u64::from(overlap);
+            let page = self.page(offset, overlap).await?;
             if page.count == 0 || page.first_id == first_model {
                 return Ok(());
             }
-            last_len = page.count;
+            last_len = page.raw_count;
             self.take(page, offset)?;
         }
         Ok(())
@@ -434,10 +489,18 @@ pub(crate) type PageTransform<T> = Arc<dyn Fn(Vec<Map<String, Value>>) -> T + Se
 /// A transformed page and what pagination needs to know about it.
 struct Fetched<T> {
     out: T,
+    /// Models in `out` (the overlapping one is not).
     count: u64,
+    /// Models the upstream answered (with the overlapping one).
+    raw_count: u64,
+    /// The first model's id as answered (the overlapping one, if any).
     first_id: Option<Value>,
-    /// Every model's id, to see a listing that moves while it is paged.
+    /// Every model's id in `out`, to see a listing that moves while it is paged.
     ids: Vec<String>,
+    /// The last model's id in `out`.
+    last_id: Option<String>,
+    /// Asked from the previous page's last model: the id this page began with.
+    overlap: Option<Option<String>>,
     total: Option<u64>,
     has_more: Option<bool>,
     next_offset: Option<u64>,
@@ -461,14 +524,17 @@ struct Pass<T> {
     /// The first page's ids, in order, and the `total` it gave.
     first_ids: Vec<String>,
     total: Option<u64>,
+    /// Every later page began with the last model of the one before.
+    boundaries_checked: bool,
 }
 
 /// Why a fetch is tried once more from the start.
 enum Shift {
     /// The first page, asked for again at the end, is not what it was.
     FirstPage,
-    /// The `total` changed between pages (detail says how).
-    Total(String),
+    /// The `total` changed between pages, or a page boundary did not match (detail
+    /// says how).
+    Moved(String),
     /// Ids an earlier page had listed already (sorted).
     Repeated(Vec<String>),
 }
@@ -476,7 +542,7 @@ enum Shift {
 impl Shift {
     fn detail(&self) -> String {
         match self {
-            Shift::Total(d) => d.clone(),
+            Shift::Moved(d) => d.clone(),
             Shift::FirstPage => "the first page was not the same when asked again at the end".into(),
             Shift::Repeated(ids) => crate::upstream::bounded(&format!(
                 "{} ids listed again on a later page, first \"{}\"",

@@ -324,7 +324,12 @@ impl Cache {
                 CacheError::Held { .. } => previous.map(|p| p.clock.kept_until_ms),
                 _ => None,
             };
-            self.record_failure(key, e, source.throttles_failures(), until).await;
+            // A store that refused the write says nothing about the upstream: no
+            // instance is kept from asking it (a store that runs no scripts stores
+            // nothing, and every read would otherwise be a 503 while the upstream
+            // answers; issue 38). Reads then serve from the process.
+            let throttle = source.throttles_failures() && !matches!(e, CacheError::NotStored(_));
+            self.record_failure(key, e, throttle, until).await;
         }
         outcome
     }

@@ -398,7 +398,7 @@ async fn a_listing_that_changes_with_the_same_total_is_fetched_again() {
     s.sample.set_fault("featherless", Fault::Swapping { times: u32::MAX });
     let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
     let error = run.details[0].error.as_deref().unwrap();
-    assert!(error.contains("first page was not the same"), "{error}");
+    assert!(error.contains("not the previous page's last model"), "{error}");
     assert_eq!(run.details[0].count as usize, original.len(), "the good data stays");
 }
 
@@ -708,5 +708,84 @@ async fn previous_release_data_leaves_all_when_it_may_no_longer_be_served() {
     assert!(
         listed_after.iter().all(|&n| n == 0),
         "gone once it may not be served: {listed_after:?}"
+    );
+}
+
+/// Issue 38, finding 1: the upstream's replicas disagree. Pages from offset 1,000 on
+/// come from a version without model #700 (a page-2 model) and with one appended: the
+/// same `total`, no id repeated, and the first page the same when asked again, so
+/// only the page boundaries can tell. Each later page is asked from the previous
+/// page's last model, which no longer matches: the listing is fetched again, moves
+/// again, and is refused visibly (the warm says why), the good catalog kept. Before:
+/// 200 success with the model at the seam (#1,000) silently lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_whose_pages_disagree_at_a_boundary_is_refused_visibly() {
+    let mut vars = super::gateways::ROOMY_DEADLINES.to_vec();
+    vars.extend([("GATEWAYS", "featherless"), ("FETCH_PAGE_LIMIT", "500")]);
+    let s = Stack::new(&vars).await;
+    let original = fixture("featherless");
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    s.sample.set_fault(
+        "featherless",
+        Fault::Replicas {
+            from_offset: 1_000,
+            withdrawn: 700,
+        },
+    );
+    let run = s.ctx().warm(None, Trigger::Manual).await.unwrap();
+    assert!(!run.success, "{run:?}");
+    let error = run.details[0].error.as_deref().unwrap();
+    assert!(error.contains("not the previous page's last model"), "{error}");
+    let models = s.models("featherless").await;
+    assert_eq!(models.len(), original.len(), "the good catalog stays");
+    assert!(!models.iter().any(|m| m["id"].as_str().unwrap().starts_with("replica/")));
+
+    // One replica again: the listing is whole, every model once.
+    s.sample.set_fault("featherless", Fault::None);
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    assert_eq!(s.models("featherless").await.len(), original.len());
+}
+
+/// Issue 38, finding 10: a Redis that runs no scripts at all (`EVAL`, `EVALSHA` and
+/// `SCRIPT` renamed away): nothing can be stored. A warm says so (not stored), but a
+/// store that refuses writes says nothing about the upstream: it must not throttle
+/// the key for every instance. Another instance's reads reach the healthy upstream
+/// and serve from the process (200, never 503), and the status says nothing is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_runs_no_scripts_degrades_to_serving_from_the_process() {
+    let mut args = Vec::new();
+    for command in ["EVAL", "EVALSHA", "SCRIPT"] {
+        args.extend(["--rename-command".to_string(), command.to_string(), String::new()]);
+    }
+    let redis = RedisServer::start_with(args);
+    assert!(String::from_utf8_lossy(&redis.command(&[b"EVAL", b"return 1", b"0"])).contains("unknown command"));
+    let sample = sample_catalog::start_local().await;
+    let vars = [("GATEWAYS", "groq,cerebras"), ("REVALIDATE_RETRY_SECONDS", "30")];
+    let app = Stack::app_for(&sample, &redis, &vars);
+    let other = Stack::app_for(&sample, &redis, &vars);
+    let tasks = crate::spawn::TaskSpawner::new();
+    let spawner: std::sync::Arc<dyn crate::spawn::Spawner> = std::sync::Arc::new(tasks.clone());
+    let run = RequestContext::new(app.clone(), spawner.clone())
+        .warm(None, Trigger::Manual)
+        .await
+        .unwrap();
+    assert!(!run.success, "nothing could be stored: {run:?}");
+    assert_eq!(
+        redis.command(&[b"EXISTS", b"retryafter:models:v4:groq"]),
+        b":0\r\n",
+        "the store's refusal throttles no instance"
+    );
+    for _ in 0..3 {
+        let r = RequestContext::new(other.clone(), spawner.clone())
+            .read_gateway(other.registry.resolve("groq").unwrap())
+            .await
+            .expect("served from the upstream, not 503");
+        assert_eq!(r.entry.meta.item_count, 11);
+    }
+    tasks.idle().await;
+    let status: Value = serde_json::from_slice(&other.status().await.identity).unwrap();
+    assert!(
+        !status["store_write_error"].is_null(),
+        "the status says the store takes no writes: {status}"
     );
 }

@@ -293,7 +293,7 @@ async fn merge_rules_on_crafted_duplicates() {
 
 /// Deadlines a debug build meets for every built-in catalog (featherless's 1,500
 /// models) on a busy 2-core machine, for tests whose subject is not deadlines.
-const ROOMY_DEADLINES: [(&str, &str); 2] = [
+pub(super) const ROOMY_DEADLINES: [(&str, &str); 2] = [
     ("GATEWAY_TIMEOUT_FAST_MS", "20000"),
     ("GATEWAY_TIMEOUT_SLOW_MS", "20000"),
 ];
