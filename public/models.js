@@ -93,7 +93,9 @@
   // The view changed (search, gateway): its first page replaces the rows.
   function refilter() {
     const term = $("search").value.trim();
-    state.search = term.length >= 2 ? term : "";
+    // Characters as the server counts them (code points): "👍" is one, not two
+    // UTF-16 units, so a lone emoji is ignored here like any one-character term.
+    state.search = [...term].length >= 2 ? term : "";
     state.gateway = $("gateway").value;
     const q = new URLSearchParams();
     if (state.gateway) q.set("gateway", state.gateway);

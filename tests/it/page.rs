@@ -248,11 +248,16 @@ async fn the_rows_fragment_is_the_documents_rows() {
         "<tbody data-matching=\"3579\" data-total=\"3579\" data-next=\"3579\"></tbody>"
     );
 
+    // Every error the page's script can meet is JSON, a query over 2,048 bytes and a
+    // repeated `fragment` included (issue 39: those came back as an HTML page).
+    let long = format!("search={}&fragment=rows", "x".repeat(10_000));
     for bad in [
         "search=a&fragment=rows",
         "fragment=cols",
         "fragment=rows&gateway=nope",
         "fragment=rows&offset=x",
+        "fragment=rows&fragment=rows",
+        long.as_str(),
     ] {
         let r = c.get(page.url(&format!("/models?{bad}"))).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
@@ -264,4 +269,33 @@ async fn the_rows_fragment_is_the_documents_rows() {
         fetched,
         "fragments never reach the upstream"
     );
+    // The page's own error page carries its style inline, as the page does.
+    let r = c.get(page.url("/models?search=a")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<style>") && !html.contains("/models.css"), "{html}");
+}
+
+/// Issue 39, finding 4: a gateway's page shows "N of M models", M the merged view's
+/// size. Rendered before `all` existed it says "11 of 11"; once `all` holds 3,579 the
+/// same URL must be a new page with a new validator (the old tag no longer 304s), and
+/// the fragment's `data-total` follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_page_validator_covers_the_total_it_shows() {
+    let env = Env::new().await;
+    let page = env.spawn(PAGE, &[]);
+    let c = raw_client();
+    let url = page.url("/models?gateway=groq&fragment=rows");
+    let r = c.get(&url).send().await.unwrap();
+    let before = header(&r, "etag").unwrap().to_string();
+    let rows = html_of(r).await;
+    assert!(rows.contains("data-total=\"11\""), "{}", &rows[..rows.len().min(120)]);
+
+    // The merged view is built by a read of `/models`.
+    html_of(c.get(page.url("/models")).send().await.unwrap()).await;
+    let r = c.get(&url).header("if-none-match", &before).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the old validator no longer matches");
+    assert_ne!(header(&r, "etag").unwrap(), before);
+    let rows = html_of(r).await;
+    assert!(rows.contains("data-total=\"3579\""), "{}", &rows[..rows.len().min(120)]);
 }

@@ -263,7 +263,9 @@ pub(crate) fn error(message: &str) -> String {
             head {
                 meta charset="utf-8";
                 title { "Models · Gatewayz" }
-                link rel="stylesheet" href="/models.css";
+                // The page's own style, inline as on the page (allowed by the CSP's hash):
+                // `/models.css` is not served on its own.
+                style { (PreEscaped(CRITICAL_CSS)) }
             }
             body { main {
                 h1 { "Models" }

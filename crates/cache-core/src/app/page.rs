@@ -28,6 +28,8 @@ pub(crate) struct PageView {
     /// The page's validator.
     pub etag: String,
     ask: PageAsk,
+    /// A gateway's page: the merged view's size it shows ("11 of 3,579 models").
+    all_total: Option<usize>,
 }
 
 /// The read behind a page.
@@ -36,8 +38,25 @@ pub(super) async fn view(ctx: &RequestContext, ask: PageAsk) -> Result<PageView,
         Some(gw) if !ask.gateway.is_empty() => ctx.read_gateway(&gw).await?,
         _ => ctx.read_all().await?,
     };
-    let etag = page_etag(&lookup.entry, &ask);
-    Ok(PageView { lookup, etag, ask })
+    // A gateway's page shows the merged view's size too, so its validator covers it
+    // (issue 39: "11 of 11" rendered before `all` existed kept its ETag after).
+    let all_total = match ask.gateway.is_empty() {
+        true => None,
+        false => Some(
+            ctx.app
+                .cache
+                .peek_meta(ctx.app.all_key())
+                .await
+                .map_or(0, |m| m.item_count as usize),
+        ),
+    };
+    let etag = page_etag(&lookup.entry, &ask, all_total);
+    Ok(PageView {
+        lookup,
+        etag,
+        ask,
+        all_total,
+    })
 }
 
 impl PageView {
@@ -53,7 +72,7 @@ impl PageView {
     /// client picks) are kept like any answer, compressed fast in the one encoding
     /// asked, as search answers are.
     pub(crate) async fn body(&self, app: &App, encoding: Encoding) -> Result<Bytes, String> {
-        let render = prepare(app, &self.lookup, &self.ask).await?;
+        let render = prepare(app, &self.lookup, &self.ask, self.all_total).await?;
         match self.is_shared() {
             true => app
                 .answers
@@ -66,8 +85,8 @@ impl PageView {
 }
 
 /// The page's validator: the entry's content and clock (the page says "data as of"),
-/// and what was asked.
-fn page_etag(entry: &Entry, ask: &PageAsk) -> String {
+/// what was asked, and on a gateway's page the merged view's size it shows.
+fn page_etag(entry: &Entry, ask: &PageAsk, all_total: Option<usize>) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(entry.meta.etag.as_bytes());
     h.update(&entry.meta.clock.fetched_at_ms.to_le_bytes());
@@ -76,6 +95,7 @@ fn page_etag(entry: &Entry, ask: &PageAsk) -> String {
     h.update(ask.search.as_deref().unwrap_or("").as_bytes());
     h.update(&(ask.offset as u64).to_le_bytes());
     h.update(&[ask.fragment as u8]);
+    h.update(&(all_total.map_or(u64::MAX, |t| t as u64)).to_le_bytes());
     format!("\"h-{:032x}\"", h.digest128())
 }
 
@@ -86,6 +106,7 @@ async fn prepare(
     app: &App,
     lookup: &Lookup,
     ask: &PageAsk,
+    all_total: Option<usize>,
 ) -> Result<impl FnOnce() -> Result<String, String> + Send + 'static, String> {
     let view_name = if ask.gateway.is_empty() {
         "all"
@@ -97,14 +118,8 @@ async fn prepare(
         Some(term) => Some(app.answers.hits(&index, &lookup.entry.meta.etag, term).await?),
         None => None,
     };
-    let all_total = match ask.gateway.is_empty() {
-        true => index.len(),
-        false => app
-            .cache
-            .peek_meta(app.all_key())
-            .await
-            .map_or(index.len(), |m| m.item_count as usize),
-    };
+    // The size the validator covers; a gateway's page before `all` exists shows its own.
+    let all_total = all_total.filter(|&t| t > 0).unwrap_or(index.len());
     let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
     let (gateway, search, offset, fragment) = (ask.gateway.clone(), ask.search.clone(), ask.offset, ask.fragment);
     let clock = lookup.entry.meta.clock;

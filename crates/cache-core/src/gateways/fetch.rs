@@ -55,6 +55,10 @@ const PAGE_CONCURRENCY: usize = 4;
 /// 429 retries at most, within the deadline.
 const MAX_RATE_LIMIT_RETRIES: u32 = 5;
 
+/// The least wait after a 429, whatever `Retry-After` says: `0` or a date already
+/// past once made 6 retries within 20 ms against an upstream that was rate limiting.
+const MIN_RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
+
 impl Fetcher {
     pub(crate) fn new(config: &Config) -> Self {
         Fetcher {
@@ -300,9 +304,9 @@ impl Fetcher {
 }
 
 /// How long to wait before asking again after a 429: the upstream's `Retry-After`
-/// when given, else the old frontend's backoff (min(1000·2^n, 30000) ms + up to
-/// 500 ms jitter). A wait that does not fit in the deadline, or one retry too many,
-/// is the rate limit itself.
+/// when given (at least [`MIN_RATE_LIMIT_BACKOFF`]), else the old frontend's backoff
+/// (min(1000·2^n, 30000) ms + up to 500 ms jitter). A wait that does not fit in the
+/// deadline, or one retry too many, is the rate limit itself.
 fn rate_limit_backoff(
     gw: &Gateway,
     resp: &reqwest::Response,
@@ -315,6 +319,7 @@ fn rate_limit_backoff(
         .and_then(|v| v.to_str().ok())
         .and_then(retry_after_value);
     let backoff = retry_after
+        .map(|r| r.max(MIN_RATE_LIMIT_BACKOFF))
         .unwrap_or_else(|| Duration::from_millis((1000u64 << attempt.min(5)).min(30_000) + fastrand::u64(0..500)));
     let remaining = deadline.saturating_duration_since(Instant::now());
     if attempt >= MAX_RATE_LIMIT_RETRIES || backoff >= remaining {

@@ -34,7 +34,12 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
-    let wants_fragment = query::parse(req.uri.query(), &["fragment"]).is_ok_and(|q| q.contains_key("fragment"));
+    // Asked by the page's script, which reads errors as JSON: whatever else is wrong
+    // with the query (too long, `fragment` twice), a `fragment` parameter says so.
+    let wants_fragment = req
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("fragment")));
     let ask = match parse(req, app) {
         Ok(a) => a,
         Err(message) if wants_fragment => return json_error(StatusCode::BAD_REQUEST, "bad_query", &message, None),

@@ -176,6 +176,29 @@ async fn rate_limit_retry_after_is_honoured_within_the_deadline() {
     assert!(t.elapsed() < Duration::from_secs(1));
 }
 
+/// Issue 39, finding 6: an upstream that rate limits with `Retry-After: 0` is asked
+/// again at most once a second, not six times within 20 ms.
+#[tokio::test]
+async fn retry_after_zero_makes_at_most_one_retry_a_second() {
+    let s = Stack::new(&[("GATEWAY_TIMEOUT_FAST_MS", "2500")]).await;
+    s.sample.set_fault(
+        "groq",
+        Fault::RateLimited {
+            retry_after_secs: 0,
+            times: u32::MAX,
+        },
+    );
+    let t = Instant::now();
+    let err = s.app.fetcher.fetch(&s.gw("groq")).await.unwrap_err();
+    assert!(matches!(err, FetchError::RateLimited { .. }), "{err:?}");
+    let (requests, secs) = (s.sample.requests("groq"), t.elapsed().as_secs_f64());
+    println!("Retry-After: 0 for {secs:.1} s: {requests} requests");
+    assert!(
+        requests as f64 <= 1.0 + secs.ceil(),
+        "{requests} requests in {secs:.1} s"
+    );
+}
+
 #[tokio::test]
 async fn each_bad_payload_is_a_typed_error_naming_the_gateway() {
     let s = Stack::new(&[]).await;
