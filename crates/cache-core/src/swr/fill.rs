@@ -324,12 +324,7 @@ impl Cache {
                 CacheError::Held { .. } => previous.map(|p| p.clock.kept_until_ms),
                 _ => None,
             };
-            // A store that refused the write says nothing about the upstream: no
-            // instance is kept from asking it (a store that runs no scripts stores
-            // nothing, and every read would otherwise be a 503 while the upstream
-            // answers; issue 38). Reads then serve from the process.
-            let throttle = source.throttles_failures() && !matches!(e, CacheError::NotStored(_));
-            self.record_failure(key, e, throttle, until).await;
+            self.record_failure(key, e, source.throttles_failures(), until).await;
         }
         outcome
     }
@@ -616,6 +611,15 @@ impl Cache {
             retry_after_s: window.map(|w| w.as_secs()),
             gone: error.is_gone(),
         };
+        // A store that refused the write says nothing about the upstream: this
+        // instance waits out the window (it would otherwise refetch on every read of a
+        // stale key), but no other instance is kept from asking the upstream (a store
+        // that runs no scripts stores nothing, and every read elsewhere would be a 503
+        // while the upstream answers; issue 38).
+        if matches!(error, CacheError::NotStored(_)) {
+            self.held.fail(key, failure, window);
+            return;
+        }
         let json = serde_json::to_vec(&failure).expect("serializable");
         let recorded = self
             .store
