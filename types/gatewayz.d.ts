@@ -146,7 +146,11 @@ merged: GatewayState,
 /**
  * The cadence's plan: its spend against the budget.
  */
-cadence_plan: CadencePlanState, metrics: StatusMetrics, 
+cadence_plan: CadencePlanState, 
+/**
+ * This instance's kept answers against `ANSWER_CACHE_MAX_BYTES`.
+ */
+answer_cache: AnswerCacheState, metrics: StatusMetrics, 
 /**
  * When this status was assembled (ISO 8601).
  */
@@ -271,6 +275,27 @@ planned_requests_per_day: number,
  * change (busy gateways weigh more).
  */
 expected_lag_seconds: number, };
+/**
+ * The answers the instance that made this status keeps (search indexes, derived
+ * bodies, pages: docs/operations.md, "What an anonymous client can cost an
+ * instance"). What every view needs to be served at all is pinned: counted in
+ * `kept_bytes`, never evicted, bounded by the configured gateways rather than by
+ * the budget, so `kept_bytes` exceeds `budget_bytes` when the pinned answers alone do.
+ */
+export type AnswerCacheState = { 
+/**
+ * `ANSWER_CACHE_MAX_BYTES`.
+ */
+budget_bytes: number, 
+/**
+ * Bytes kept now (allocated, as counted: buffers' capacities and each entry's
+ * share of the maps).
+ */
+kept_bytes: number, 
+/**
+ * Of `kept_bytes`, the pinned ones.
+ */
+pinned_bytes: number, };
 /**
  * Freshness of a cached key.
  */

@@ -22,6 +22,8 @@ use std::hash::Hash;
 pub(crate) struct ByteLru<K, V> {
     budget: usize,
     used: usize,
+    /// Of `used`, what is pinned (never evicted; may alone exceed the budget).
+    pinned: usize,
     clock: u64,
     slots: HashMap<K, Slot<V>>,
     /// Last use → key, oldest first.
@@ -55,6 +57,7 @@ impl<K: Hash + Eq + Clone + HeapSize, V: Clone> ByteLru<K, V> {
         ByteLru {
             budget,
             used: 0,
+            pinned: 0,
             clock: 0,
             slots: HashMap::new(),
             order: BTreeMap::new(),
@@ -117,6 +120,7 @@ impl<K: Hash + Eq + Clone + HeapSize, V: Clone> ByteLru<K, V> {
             },
         );
         self.used += cost;
+        self.pinned += cost;
     }
 
     /// Evict least recently used (unpinned) entries until at most `target` is used.
@@ -133,20 +137,27 @@ impl<K: Hash + Eq + Clone + HeapSize, V: Clone> ByteLru<K, V> {
 
     pub(crate) fn remove(&mut self, key: &K) {
         if let Some(slot) = self.slots.remove(key) {
-            if let Some(at) = slot.used_at {
-                self.order.remove(&at);
+            match slot.used_at {
+                Some(at) => {
+                    self.order.remove(&at);
+                }
+                None => self.pinned -= slot.weight,
             }
             self.used -= slot.weight;
         }
     }
 
     /// Bytes kept now: never above the budget, unless what is pinned is.
-    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used
     }
 
-    #[cfg(test)]
+    /// Of [`ByteLru::used`], the pinned bytes (bounded by what is pinned, not by the
+    /// budget).
+    pub(crate) fn pinned(&self) -> usize {
+        self.pinned
+    }
+
     pub(crate) fn budget(&self) -> usize {
         self.budget
     }

@@ -395,6 +395,9 @@ pub struct StatusResponse {
     pub merged: GatewayState,
     /// The cadence's plan: its spend against the budget.
     pub cadence_plan: CadencePlanState,
+    /// This instance's kept answers against `ANSWER_CACHE_MAX_BYTES`.
+    #[serde(default)]
+    pub answer_cache: AnswerCacheState,
     pub metrics: StatusMetrics,
     /// When this status was assembled (ISO 8601).
     pub timestamp: String,
@@ -502,6 +505,23 @@ pub struct CadencePlanState {
     pub expected_lag_seconds: u64,
 }
 
+/// The answers the instance that made this status keeps (search indexes, derived
+/// bodies, pages: docs/operations.md, "What an anonymous client can cost an
+/// instance"). What every view needs to be served at all is pinned: counted in
+/// `kept_bytes`, never evicted, bounded by the configured gateways rather than by
+/// the budget, so `kept_bytes` exceeds `budget_bytes` when the pinned answers alone do.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct AnswerCacheState {
+    /// `ANSWER_CACHE_MAX_BYTES`.
+    pub budget_bytes: u64,
+    /// Bytes kept now (allocated, as counted: buffers' capacities and each entry's
+    /// share of the maps).
+    pub kept_bytes: u64,
+    /// Of `kept_bytes`, the pinned ones.
+    pub pinned_bytes: u64,
+}
+
 /// The collapse guard's evidence about a key (see docs/design.md, "Every safety net
 /// has an exit").
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -590,6 +610,7 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         decl::<HeldState>(&cfg),
         decl::<CadenceState>(&cfg),
         decl::<CadencePlanState>(&cfg),
+        decl::<AnswerCacheState>(&cfg),
         decl::<KeyState>(&cfg),
         decl::<LastError>(&cfg),
         decl::<StatusMetrics>(&cfg),

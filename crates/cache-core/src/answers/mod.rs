@@ -180,6 +180,13 @@ impl Answers {
         self.kept.lock().used()
     }
 
+    /// The budget, the bytes kept, and of those the pinned ones (what every view
+    /// needs to be served at all: bounded by the configured views, not the budget).
+    pub(crate) fn memory(&self) -> (usize, usize, usize) {
+        let kept = self.kept.lock();
+        (kept.budget(), kept.used(), kept.pinned())
+    }
+
     /// Whether the CPU permit is free now (tests).
     #[cfg(test)]
     pub(crate) fn computing(&self) -> bool {

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use crate::app::App;
 use crate::body::Precompressed;
 use crate::clock::{iso8601, now_ms};
-use crate::contract::{CarriedState, GatewayState, HeldState, KeyState, LastError, StatusMetrics, StatusResponse};
+use crate::contract::{
+    AnswerCacheState, CarriedState, GatewayState, HeldState, KeyState, LastError, StatusMetrics, StatusResponse,
+};
 use crate::entry::{EntryMeta, Freshness};
 use crate::keys;
 use crate::metrics::CategoryMetrics;
@@ -68,6 +70,14 @@ async fn assemble(app: &App) -> Bytes {
         gateways,
         merged,
         cadence_plan: app.cadence_plan_state(plan),
+        answer_cache: {
+            let (budget, kept, pinned) = app.answers.memory();
+            AnswerCacheState {
+                budget_bytes: budget as u64,
+                kept_bytes: kept as u64,
+                pinned_bytes: pinned as u64,
+            }
+        },
         metrics: metrics(app).await,
         timestamp: iso8601(now_ms()),
     };

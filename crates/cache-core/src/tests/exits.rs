@@ -789,3 +789,29 @@ async fn a_store_that_runs_no_scripts_degrades_to_serving_from_the_process() {
         "the status says the store takes no writes: {status}"
     );
 }
+
+/// Issue 39, finding 10: what every view needs to be served (its search index) is
+/// pinned outside the budget's reach; the status says how much, beside the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_counts_the_pinned_answers_beside_the_budget() {
+    let mut vars = super::gateways::ROOMY_DEADLINES.to_vec();
+    vars.push(("ANSWER_CACHE_MAX_BYTES", "1048576"));
+    let s = Stack::new(&vars).await;
+    assert!(s.ctx().warm(None, Trigger::Manual).await.unwrap().success);
+    let all = s.ctx().read_all().await.unwrap();
+    s.app.answers.index("all", &all.entry).await.unwrap();
+    let st = status(&s.app).await;
+    let cache = &st["answer_cache"];
+    let (budget, kept, pinned) = (
+        cache["budget_bytes"].as_u64().unwrap(),
+        cache["kept_bytes"].as_u64().unwrap(),
+        cache["pinned_bytes"].as_u64().unwrap(),
+    );
+    println!("answer cache: budget {budget} B, kept {kept} B, of which pinned {pinned} B");
+    assert_eq!(budget, 1_048_576);
+    assert!(
+        pinned > budget,
+        "the index of `all` alone exceeds a 64 KiB budget: {cache}"
+    );
+    assert!(kept >= pinned, "{cache}");
+}
