@@ -7,7 +7,9 @@
 //!
 //! A body may also hold a permit ([`Body::with_permit`]), released when the body is
 //! dropped (sent, or its connection gone): that is how an instance bounds how many
-//! large answers exist at once, not only how many are being built.
+//! large answers exist at once, not only how many are being built. Bodies that share
+//! one buffer (identical requests served by one make) share its permit
+//! ([`SharedPermit`]): it is released when the last of them is dropped.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,11 +20,14 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
+/// A permit held by every body that shares one buffer.
+pub(crate) type SharedPermit = std::sync::Arc<OwnedSemaphorePermit>;
+
 #[derive(Default)]
 pub struct Body {
     parts: VecDeque<Bytes>,
     len: usize,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<SharedPermit>,
 }
 
 impl Body {
@@ -43,6 +48,12 @@ impl Body {
 
     /// Hold `permit` until this body is dropped.
     pub fn with_permit(mut self, permit: Option<OwnedSemaphorePermit>) -> Body {
+        self._permit = permit.map(std::sync::Arc::new);
+        self
+    }
+
+    /// Hold a share of `permit` until this body is dropped.
+    pub(crate) fn with_shared_permit(mut self, permit: Option<SharedPermit>) -> Body {
         self._permit = permit;
         self
     }

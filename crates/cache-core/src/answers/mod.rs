@@ -143,6 +143,9 @@ type Flight = Shared<Making>;
 /// weak handle.
 type Flights = Arc<Mutex<HashMap<(Key, Arc<str>), (u64, WeakShared<Making>)>>>;
 
+/// A share of a large-answer permit, held by no one once its bodies are gone.
+type WeakPermit = std::sync::Weak<tokio::sync::OwnedSemaphorePermit>;
+
 /// The values kept, under one budget.
 type Store = Arc<Mutex<ByteLru<Key, Made>>>;
 
@@ -158,6 +161,12 @@ pub(crate) struct Answers {
     /// One index build, scan, render or compression at a time: cached reads keep a core.
     compute: Arc<Semaphore>,
     large: Arc<Semaphore>,
+    /// The large-answer permit each large answer being made or sent holds, by (key,
+    /// ETag): identical requests share it, and so the one make and its one buffer,
+    /// instead of queueing for permits of their own and making it again once the
+    /// first is sent (an answer above the keep limit is not kept). Weak: the permit
+    /// goes with the last body that holds it.
+    large_shared: Mutex<HashMap<(Key, Arc<str>), WeakPermit>>,
 }
 
 impl Answers {
@@ -171,6 +180,7 @@ impl Answers {
             keep_max: budget / 16,
             compute: Arc::new(Semaphore::new(1)),
             large: Arc::new(Semaphore::new(LARGE_AT_ONCE)),
+            large_shared: Mutex::default(),
         }
     }
 
@@ -328,7 +338,7 @@ impl Answers {
             _ => {}
         }
         let large = match size > LARGE_ANSWER_BYTES {
-            true => Some(self.large.clone().acquire_owned().await.map_err(|e| e.to_string())?),
+            true => Some(self.large_permit(&key, etag).await?),
             false => None,
         };
         let term = term.map(str::to_string);
@@ -351,7 +361,28 @@ impl Answers {
             return Err("not an answer".into());
         };
         let len = Some(made.len());
-        Ok(answer(Body::from(made).with_permit(large), len))
+        Ok(answer(Body::from(made).with_shared_permit(large), len))
+    }
+
+    /// The large-answer permit for `key` at `etag`: a share of the one an identical
+    /// answer holds now, or a new one (waiting while [`LARGE_AT_ONCE`] are out).
+    async fn large_permit(&self, key: &Key, etag: &str) -> Result<crate::body::SharedPermit, String> {
+        let id = (key.clone(), Arc::<str>::from(etag));
+        if let Some(shared) = self.large_shared.lock().get(&id).and_then(std::sync::Weak::upgrade) {
+            return Ok(shared);
+        }
+        let permit = self.large.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let mut shared = self.large_shared.lock();
+        // Another identical request may have got one while this one waited.
+        if let Some(theirs) = shared.get(&id).and_then(std::sync::Weak::upgrade) {
+            return Ok(theirs);
+        }
+        if shared.len() >= 64 {
+            shared.retain(|_, w| w.strong_count() > 0);
+        }
+        let permit = Arc::new(permit);
+        shared.insert(id, Arc::downgrade(&permit));
+        Ok(permit)
     }
 
     /// What is kept under `key` for the content `etag`.

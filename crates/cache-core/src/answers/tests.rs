@@ -213,3 +213,49 @@ async fn a_budget_smaller_than_the_index_builds_it_once() {
     assert!(!Arc::ptr_eq(&first, &next));
     assert!(s.kept_bytes() < 2 * next.heap_bytes(), "the old one is gone");
 }
+
+/// Issue 39, finding 5: 16 identical concurrent requests for a large answer that is
+/// not kept (over the keep limit) share one make and one buffer, and one of the
+/// large-answer permits: before, each waited for a permit of its own (3 at a time)
+/// and made the answer again once the first was sent (3.3-11x the cost of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_concurrent_large_answers_not_kept_share_one_make_and_one_permit() {
+    let s = Arc::new(Answers::new(4 << 20));
+    let e = entry(12_000);
+    let asks = (0..16).map(|_| {
+        let (s, e) = (s.clone(), e.clone());
+        tokio::spawn(async move {
+            s.answer("all", &e, Some("model"), 0, Some(20_000), Encoding::Identity, false)
+                .await
+                .unwrap()
+        })
+    });
+    // Every body is held until all are in, as 16 slow readers would: with a permit
+    // each, the 4th would wait for ever.
+    let answers: Vec<Answer> = tokio::time::timeout(Duration::from_secs(20), futures_util::future::join_all(asks))
+        .await
+        .expect("16 identical answers held at once: only 3 large-answer permits exist, so they must share one")
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let first = answers[0].body.to_bytes();
+    assert!(
+        first.len() > LARGE_ANSWER_BYTES,
+        "a large answer: {} bytes",
+        first.len()
+    );
+    assert!(first.len() > (4 << 20) / 16, "not kept");
+    let distinct: std::collections::HashSet<*const u8> = answers.iter().map(|a| a.body.to_bytes().as_ptr()).collect();
+    assert_eq!(distinct.len(), 1, "16 identical requests, one buffer");
+    assert_eq!(
+        s.large.available_permits(),
+        LARGE_AT_ONCE - 1,
+        "and one permit, held while the bodies live"
+    );
+    drop(answers);
+    assert_eq!(
+        s.large.available_permits(),
+        LARGE_AT_ONCE,
+        "released with the last body"
+    );
+}
