@@ -9,7 +9,7 @@
 //! dropped (sent, or its connection gone): that is how an instance bounds how many
 //! large answers exist at once, not only how many are being built. Bodies that share
 //! one buffer (identical requests served by one make) share its permit
-//! ([`SharedPermit`]): it is released when the last of them is dropped.
+//! ([`Body::with_shared`]): it is released when the last of them is dropped.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,14 +20,14 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
-/// A permit held by every body that shares one buffer.
-pub(crate) type SharedPermit = std::sync::Arc<OwnedSemaphorePermit>;
+/// What a body keeps alive until it is dropped: its permit, or a share of one.
+type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 #[derive(Default)]
 pub struct Body {
     parts: VecDeque<Bytes>,
     len: usize,
-    _permit: Option<SharedPermit>,
+    _hold: Option<Hold>,
 }
 
 impl Body {
@@ -42,19 +42,20 @@ impl Body {
         Body {
             parts,
             len,
-            _permit: None,
+            _hold: None,
         }
     }
 
     /// Hold `permit` until this body is dropped.
     pub fn with_permit(mut self, permit: Option<OwnedSemaphorePermit>) -> Body {
-        self._permit = permit.map(std::sync::Arc::new);
+        self._hold = permit.map(|p| std::sync::Arc::new(p) as Hold);
         self
     }
 
-    /// Hold a share of `permit` until this body is dropped.
-    pub(crate) fn with_shared_permit(mut self, permit: Option<SharedPermit>) -> Body {
-        self._permit = permit;
+    /// Hold a share of `shared` (a permit several bodies hold) until this body is
+    /// dropped.
+    pub(crate) fn with_shared<T: Send + Sync + 'static>(mut self, shared: Option<std::sync::Arc<T>>) -> Body {
+        self._hold = shared.map(|s| s as Hold);
         self
     }
 

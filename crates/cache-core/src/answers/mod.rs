@@ -143,8 +143,14 @@ type Flight = Shared<Making>;
 /// weak handle.
 type Flights = Arc<Mutex<HashMap<(Key, Arc<str>), (u64, WeakShared<Making>)>>>;
 
-/// A share of a large-answer permit, held by no one once its bodies are gone.
-type WeakPermit = std::sync::Weak<tokio::sync::OwnedSemaphorePermit>;
+/// A large answer's permit and, once made, its bytes: shared by every body of that
+/// answer, gone with the last (so are the permit and the buffer).
+struct LargeShare {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    made: tokio::sync::OnceCell<Kept>,
+}
+
+type WeakShare = std::sync::Weak<LargeShare>;
 
 /// The values kept, under one budget.
 type Store = Arc<Mutex<ByteLru<Key, Made>>>;
@@ -166,7 +172,7 @@ pub(crate) struct Answers {
     /// instead of queueing for permits of their own and making it again once the
     /// first is sent (an answer above the keep limit is not kept). Weak: the permit
     /// goes with the last body that holds it.
-    large_shared: Mutex<HashMap<(Key, Arc<str>), WeakPermit>>,
+    large_shared: Mutex<HashMap<(Key, Arc<str>), WeakShare>>,
 }
 
 impl Answers {
@@ -338,35 +344,42 @@ impl Answers {
             _ => {}
         }
         let large = match size > LARGE_ANSWER_BYTES {
-            true => Some(self.large_permit(&key, etag).await?),
+            true => Some(self.large_share(&key, etag).await?),
             false => None,
         };
         let term = term.map(str::to_string);
-        let made = self
-            .made(key, etag, move || {
-                let plan = Plan::new(
-                    &index,
-                    hits.as_deref().map(Vec::as_slice),
-                    term.as_deref(),
-                    offset,
-                    limit,
-                );
-                debug_assert!(!plan.is_slice() || encoding != Encoding::Identity);
-                let parts = plan.parts();
-                let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
-                Ok(Kept::Bytes(encoding::compress(&parts, encoding, Effort::Fast)))
-            })
-            .await?;
+        let make = move || {
+            let plan = Plan::new(
+                &index,
+                hits.as_deref().map(Vec::as_slice),
+                term.as_deref(),
+                offset,
+                limit,
+            );
+            debug_assert!(!plan.is_slice() || encoding != Encoding::Identity);
+            let parts = plan.parts();
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
+            Ok(Kept::Bytes(encoding::compress(&parts, encoding, Effort::Fast)))
+        };
+        // A large answer is made once per share: whoever holds it first makes it (through
+        // the flight), the others wait for that, and a request that comes after the make
+        // ended, while the answer is still being sent, takes its bytes.
+        let made = match &large {
+            Some(share) => share.made.get_or_try_init(|| self.made(key, etag, make)).await?.clone(),
+            None => self.made(key, etag, make).await?,
+        };
         let Kept::Bytes(made) = made else {
             return Err("not an answer".into());
         };
         let len = Some(made.len());
-        Ok(answer(Body::from(made).with_shared_permit(large), len))
+        Ok(answer(Body::from(made).with_shared(large), len))
     }
 
     /// The large-answer permit for `key` at `etag`: a share of the one an identical
-    /// answer holds now, or a new one (waiting while [`LARGE_AT_ONCE`] are out).
-    async fn large_permit(&self, key: &Key, etag: &str) -> Result<crate::body::SharedPermit, String> {
+    /// answer holds now (with its bytes once made: a request that comes after the
+    /// make ended, while the answer is still being sent, needs no make of its own), or
+    /// a new one (waiting while [`LARGE_AT_ONCE`] are out).
+    async fn large_share(&self, key: &Key, etag: &str) -> Result<Arc<LargeShare>, String> {
         let id = (key.clone(), Arc::<str>::from(etag));
         if let Some(shared) = self.large_shared.lock().get(&id).and_then(std::sync::Weak::upgrade) {
             return Ok(shared);
@@ -380,9 +393,12 @@ impl Answers {
         if shared.len() >= 64 {
             shared.retain(|_, w| w.strong_count() > 0);
         }
-        let permit = Arc::new(permit);
-        shared.insert(id, Arc::downgrade(&permit));
-        Ok(permit)
+        let share = Arc::new(LargeShare {
+            _permit: permit,
+            made: tokio::sync::OnceCell::new(),
+        });
+        shared.insert(id, Arc::downgrade(&share));
+        Ok(share)
     }
 
     /// What is kept under `key` for the content `etag`.
