@@ -5,11 +5,11 @@
 //! asking for "the whole list but the first model" costs what it receives, not a
 //! second 24 MB buffer.
 //!
-//! A body may also hold a permit ([`Body::with_permit`]), released when the body is
-//! dropped (sent, or its connection gone): that is how an instance bounds how many
-//! large answers exist at once, not only how many are being built. Bodies that share
-//! one buffer (identical requests served by one make) share its permit
-//! ([`Body::with_shared`]): it is released when the last of them is dropped.
+//! A body may also hold a share of a permit ([`Body::with_shared`]), released when
+//! the last body holding it is dropped (sent, or its connection gone): that is how an
+//! instance bounds how many large answers exist at once, not only how many are being
+//! built, while bodies that share one buffer (identical requests served by one make)
+//! share its permit.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// What a body keeps alive until it is dropped: its permit, or a share of one.
 type Hold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
@@ -44,12 +43,6 @@ impl Body {
             len,
             _hold: None,
         }
-    }
-
-    /// Hold `permit` until this body is dropped.
-    pub fn with_permit(mut self, permit: Option<OwnedSemaphorePermit>) -> Body {
-        self._hold = permit.map(|p| std::sync::Arc::new(p) as Hold);
-        self
     }
 
     /// Hold a share of `shared` (a permit several bodies hold) until this body is
@@ -171,7 +164,7 @@ mod tests {
             Bytes::new(),
             Bytes::from_static(b"1]}"),
         ])
-        .with_permit(Some(permit));
+        .with_shared(Some(std::sync::Arc::new(permit)));
         assert_eq!((body.len(), body.to_bytes()), (9, Bytes::from_static(b"{\"a\":[1]}")));
         assert_eq!(sem.available_permits(), 0);
         let collected = body.collect().await.unwrap().to_bytes();

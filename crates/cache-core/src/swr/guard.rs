@@ -131,27 +131,20 @@ impl Cache {
             self.forget_judgement(key).await;
             return Weighed::Confirmed;
         }
-        let mut evidence = match known {
-            Some(e) if same_size(e.candidate, payload.item_count) => Evidence {
-                why: why.clone(),
-                candidate: payload.item_count,
-                held: held_size,
-                seen: e.seen.saturating_add(1),
-                first_ms: e.first_ms,
-                last_ms: now,
-                held_until_ms: held_until,
-            },
-            _ => Evidence {
-                why: why.clone(),
-                candidate: payload.item_count,
-                held: held_size,
-                seen: 1,
-                first_ms: now,
-                last_ms: now,
-                held_until_ms: held_until,
-            },
+        // The same size again adds to what was seen; another size starts over.
+        let (seen, first_ms) = match known {
+            Some(e) if same_size(e.candidate, payload.item_count) => (e.seen.saturating_add(1), e.first_ms),
+            _ => (1, now),
         };
-        evidence.why = crate::upstream::bounded(&evidence.why);
+        let evidence = Evidence {
+            why: crate::upstream::bounded(&why),
+            candidate: payload.item_count,
+            held: held_size,
+            seen,
+            first_ms,
+            last_ms: now,
+            held_until_ms: held_until,
+        };
         let span_ms = settings.span.as_millis() as u64;
         // One fetch needed: the first suspect answer is the truth at once, whatever the
         // span (a single fetch spans nothing).
