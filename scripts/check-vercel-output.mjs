@@ -17,6 +17,8 @@ const readJson = (p) => {
 
 const expected = {
   "api/models.rs": "functions/api/models.func",
+  "api/models/changes.rs": "functions/api/models/changes.func",
+  "api/models/feed.rs": "functions/api/models/feed.func",
   "api/cache/warm-models.rs": "functions/api/cache/warm-models.func",
   "api/cron/warm-cache.rs": "functions/api/cron/warm-cache.func",
   "api/page.rs": "functions/api/page.func",

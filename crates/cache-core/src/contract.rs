@@ -171,6 +171,13 @@ pub struct Model {
     pub supported_parameters: Option<Vec<String>>,
     #[serde(deserialize_with = "lenient::text")]
     pub model_logo_url: Option<String>,
+    /// When this cache first saw the model listed (ISO 8601, UTC); in the merged view,
+    /// the earliest across its gateways. Absent for models listed when the cache
+    /// started recording (its baseline), so it never means "there when we started".
+    /// Set by the cache, never taken from the upstream.
+    #[serde(deserialize_with = "lenient::text")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub first_seen: Option<String>,
 }
 
 /// Prices in USD per token, as decimal strings (exact: never a float round trip).
@@ -279,6 +286,127 @@ impl Pricing {
         .iter()
         .any(|p| p.is_some())
     }
+}
+
+// ---- the change feed: `GET /api/models/changes` (crate::changes) ---------------
+
+/// `GET /api/models/changes`: what changed in the gateways' catalogs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct ChangesResponse {
+    /// Newest first without `since`; oldest first after it.
+    pub changes: Vec<Change>,
+    /// The cursor to ask `since=` next: the newest change seen by this answer (without
+    /// `since`: the newest in the log). Opaque.
+    pub next: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    /// The prompt or completion price moved.
+    Repriced,
+    /// The name or context length changed.
+    Changed,
+    /// One fetch changed too many models to list (a confirmed collapse, a gateway
+    /// listed anew): counts and a sample.
+    Bulk,
+}
+
+impl ChangeKind {
+    pub const LISTED: [ChangeKind; 4] = [
+        ChangeKind::Added,
+        ChangeKind::Removed,
+        ChangeKind::Repriced,
+        ChangeKind::Changed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Repriced => "repriced",
+            ChangeKind::Changed => "changed",
+            ChangeKind::Bulk => "bulk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        [ChangeKind::Bulk]
+            .into_iter()
+            .chain(ChangeKind::LISTED)
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// One recorded change of one gateway's catalog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct Change {
+    /// When it was seen (the store's clock at the fetch that saw it), ISO 8601.
+    pub at: String,
+    pub gateway: String,
+    pub kind: ChangeKind,
+    /// The model's id (null for `bulk`).
+    pub id: Option<String>,
+    pub name: Option<String>,
+    /// The model as it was (null for `added` and `bulk`).
+    pub before: Option<ModelFacts>,
+    /// The model as it is now (null for `removed` and `bulk`).
+    pub after: Option<ModelFacts>,
+    /// `bulk` only: how many models changed, by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub counts: Option<ChangeCounts>,
+    /// `bulk` only: a few of its changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub sample: Option<Vec<ChangeSample>>,
+}
+
+/// What a change compares, as the models JSON serves it (prices in USD per token).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct ModelFacts {
+    pub name: String,
+    pub prompt: Option<String>,
+    pub completion: Option<String>,
+    pub context_length: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct ChangeCounts {
+    pub added: u32,
+    pub removed: u32,
+    pub repriced: u32,
+    pub changed: u32,
+}
+
+impl ChangeCounts {
+    pub fn of(&self, kind: ChangeKind) -> u32 {
+        match kind {
+            ChangeKind::Added => self.added,
+            ChangeKind::Removed => self.removed,
+            ChangeKind::Repriced => self.repriced,
+            ChangeKind::Changed => self.changed,
+            ChangeKind::Bulk => self.added + self.removed + self.repriced + self.changed,
+        }
+    }
+}
+
+/// One change of a `bulk` one's sample.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct ChangeSample {
+    pub kind: ChangeKind,
+    pub id: String,
+    pub name: String,
+    pub before: Option<ModelFacts>,
+    pub after: Option<ModelFacts>,
 }
 
 // ---- warm runs: stored under `warm:last_run`, answered by the warm routes --------

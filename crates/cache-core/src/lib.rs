@@ -86,6 +86,7 @@ mod app;
 mod body;
 mod budget;
 mod cadence;
+mod changes;
 mod clock;
 mod encoding;
 mod entry;

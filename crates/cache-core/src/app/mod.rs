@@ -22,6 +22,8 @@ pub(crate) mod warm;
 
 pub use warm::WarmError;
 
+pub(crate) use catalog::catalog_json;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

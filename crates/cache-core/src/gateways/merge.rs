@@ -8,6 +8,8 @@
 //! - `gateway_pricing` too: each listing gateway's own price under its id (a
 //!   gateway listing the model twice keeps its first), so the frontend can show
 //!   every gateway's price and not only the winner's;
+//! - `first_seen` is the earliest of its listings', and absent when any listing has
+//!   none (a model some gateway listed at the baseline is not new);
 //! - the most complete record wins: a point each for a description, a prompt price
 //!   and a context length > 0, plus the number of input modalities (ties: the
 //!   gateway listed first).
@@ -53,6 +55,7 @@ pub(crate) struct Facts {
     provider_slugs: Value,
     source_gateway: Value,
     gateway_pricing: Value,
+    first_seen: Value,
 }
 
 impl Facts {
@@ -118,9 +121,12 @@ struct Kept<'a> {
     own_gateways: Value,
     own_providers: Value,
     own_prices: Value,
+    own_first_seen: Value,
     gateways: Vec<Value>,
     providers: Vec<Value>,
     prices: Map<String, Value>,
+    /// The earliest `first_seen` of its listings; `None` once one has none.
+    first_seen: Option<String>,
 }
 
 /// Merge catalog bodies (`{"data":[...]}`) given in gateway order. Returns the
@@ -149,9 +155,11 @@ pub(crate) fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
                         gateways: array(&facts.source_gateways),
                         providers: array(&facts.provider_slugs),
                         prices: facts.prices(),
+                        first_seen: facts.first_seen.as_str().map(str::to_string),
                         own_gateways: facts.source_gateways,
                         own_providers: facts.provider_slugs,
                         own_prices: facts.gateway_pricing,
+                        own_first_seen: facts.first_seen,
                     });
                 }
                 Some(&i) => {
@@ -161,12 +169,18 @@ pub(crate) fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
                     for (gw, price) in facts.prices() {
                         k.prices.entry(gw).or_insert(price);
                     }
+                    // ISO 8601 in one format: the text orders as the time.
+                    k.first_seen = match (k.first_seen.take(), facts.first_seen.as_str()) {
+                        (Some(a), Some(b)) => Some(a.min(b.to_string())),
+                        _ => None,
+                    };
                     if score > k.score {
                         k.raw = raw;
                         k.score = score;
                         k.own_gateways = facts.source_gateways;
                         k.own_providers = facts.provider_slugs;
                         k.own_prices = facts.gateway_pricing;
+                        k.own_first_seen = facts.first_seen;
                     }
                 }
             }
@@ -179,12 +193,17 @@ pub(crate) fn merge_bodies(bodies: &[&[u8]]) -> (Vec<u8>, usize) {
         }
         let unchanged = array(&k.own_gateways) == k.gateways
             && array(&k.own_providers) == k.providers
-            && k.own_prices.as_object() == Some(&k.prices);
+            && k.own_prices.as_object() == Some(&k.prices)
+            && k.own_first_seen.as_str() == k.first_seen.as_deref();
         match serde_json::from_str::<Map<String, Value>>(k.raw.get()) {
             Ok(mut m) if !unchanged => {
                 m.insert("source_gateways".into(), Value::Array(k.gateways.clone()));
                 m.insert("provider_slugs".into(), Value::Array(k.providers.clone()));
                 m.insert("gateway_pricing".into(), Value::Object(k.prices.clone()));
+                match &k.first_seen {
+                    Some(first) => m.insert("first_seen".into(), Value::String(first.clone())),
+                    None => m.remove("first_seen"),
+                };
                 serde_json::to_writer(&mut out, &m).expect("maps serialize");
             }
             _ => out.extend_from_slice(k.raw.get().as_bytes()),
@@ -303,6 +322,29 @@ mod tests {
             "a gateway's first listing; an unpriced gateway is left out"
         );
         assert_eq!(list[0]["source_gateways"], json!(["a", "b", "c", "d"]));
+    }
+
+    #[test]
+    fn first_seen_is_the_earliest_and_absent_once_a_listing_has_none() {
+        let m = |gw: &str, first: Option<&str>| {
+            let mut v = json!({"id":"m/x","source_gateways":[gw],"gateway_pricing":{}});
+            if let Some(f) = first {
+                v["first_seen"] = json!(f);
+            }
+            json!([v])
+        };
+        let (late, early) = ("2026-12-07T10:00:00.000Z", "2026-12-01T10:00:00.000Z");
+        let list = merged(&[m("a", Some(late)), m("b", Some(early))]);
+        assert_eq!(list[0]["first_seen"], early, "the winner (a) carried the later one");
+        let list = merged(&[m("a", Some(late)), m("b", None)]);
+        assert!(
+            list[0].get("first_seen").is_none(),
+            "b listed it at its baseline: not new"
+        );
+        let list = merged(&[m("a", None), m("b", Some(early))]);
+        assert!(list[0].get("first_seen").is_none());
+        let list = merged(&[m("a", Some(late))]);
+        assert_eq!(list[0]["first_seen"], late);
     }
 
     #[test]

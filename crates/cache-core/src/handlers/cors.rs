@@ -28,7 +28,7 @@ fn allow(policy: &CorsPolicy, origin: Option<&HeaderValue>) -> Option<HeaderValu
 
 /// Read routes that may be fetched cross-origin.
 fn cross_origin_route(route: Route) -> bool {
-    matches!(route, Route::Models | Route::WarmModels)
+    matches!(route, Route::Models | Route::WarmModels | Route::Changes | Route::Feed)
 }
 
 /// Headers the page reads from responses.
@@ -100,7 +100,7 @@ pub(crate) fn decorate(
 
 fn allow_methods(route: Route) -> &'static str {
     match route {
-        Route::Models => "GET, HEAD, OPTIONS",
+        Route::Models | Route::Changes | Route::Feed => "GET, HEAD, OPTIONS",
         Route::WarmModels => "GET, HEAD, POST, OPTIONS",
         Route::CronWarmCache => "GET",
         Route::Page => "GET, HEAD",

@@ -6,6 +6,7 @@
 //! would answer 500 with the error text pasted into unescaped JSON).
 
 mod auth;
+mod changes;
 mod cors;
 mod cron;
 mod models;
@@ -36,6 +37,10 @@ pub enum Route {
     /// `GET /models` and `/` (binary `page`, at `/api/page`; `vercel.json` rewrites
     /// both paths to it): the models page, its first screen in the document.
     Page,
+    /// `GET /api/models/changes` (binary `models-changes`): the change log as JSON.
+    Changes,
+    /// `GET /api/models/feed` (binary `models-feed`): models added, as an Atom feed.
+    Feed,
 }
 
 impl Route {
@@ -45,6 +50,8 @@ impl Route {
             "/api/cache/warm-models" => Some(Route::WarmModels),
             "/api/cron/warm-cache" => Some(Route::CronWarmCache),
             "/api/page" | "/models" | "" => Some(Route::Page),
+            "/api/models/changes" => Some(Route::Changes),
+            "/api/models/feed" => Some(Route::Feed),
             _ => None,
         }
     }
@@ -55,6 +62,8 @@ impl Route {
             Route::WarmModels => "/api/cache/warm-models",
             Route::CronWarmCache => "/api/cron/warm-cache",
             Route::Page => "/api/page",
+            Route::Changes => "/api/models/changes",
+            Route::Feed => "/api/models/feed",
         }
     }
 }
@@ -83,6 +92,8 @@ pub async fn handle(route: Route, req: http::request::Parts, ctx: RequestContext
                 Route::WarmModels => warm::handle(&req, &ctx).await,
                 Route::CronWarmCache => cron::handle(&req, &ctx).await,
                 Route::Page => page::handle(&req, &ctx).await,
+                Route::Changes => changes::handle(&req, &ctx).await,
+                Route::Feed => changes::feed(&req, &ctx).await,
             }
         })
     };
@@ -156,7 +167,7 @@ pub fn not_found(path: &str) -> Response<Body> {
         "not_found",
         &format!("no route {shown}"),
         Some(
-            serde_json::json!({ "routes": ["/models", "/api/models", "/api/cache/warm-models", "/api/cron/warm-cache"] }),
+            serde_json::json!({ "routes": ["/models", "/api/models", "/api/models/changes", "/api/models/feed", "/api/cache/warm-models", "/api/cron/warm-cache"] }),
         ),
     )
 }

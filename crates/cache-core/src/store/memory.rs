@@ -23,6 +23,7 @@ struct Inner {
     values: HashMap<String, (Bytes, Instant)>,
     hashes: HashMap<String, HashMap<String, i64>>,
     lists: HashMap<String, (VecDeque<Bytes>, Instant)>,
+    logs: HashMap<String, (VecDeque<(super::LogId, Bytes)>, Instant)>,
     writes_since_sweep: usize,
 }
 
@@ -43,6 +44,7 @@ impl Inner {
             let now = Instant::now();
             self.values.retain(|_, (_, exp)| *exp > now);
             self.lists.retain(|_, (_, exp)| *exp > now);
+            self.logs.retain(|_, (_, exp)| *exp > now);
             self.writes_since_sweep = 0;
         }
     }
@@ -166,6 +168,63 @@ impl MemoryStore {
         inner.values.remove(&key);
         inner.hashes.remove(&key);
         inner.lists.remove(&key);
+        inner.logs.remove(&key);
+    }
+
+    /// Same as the Redis store's script: all of it, or nothing when the snapshot's
+    /// revision is not `expected_rev`.
+    pub(crate) fn commit_ledger(&self, c: super::LedgerCommit<'_>) -> bool {
+        let now = Instant::now();
+        let (snapshot_key, dates_key, log_key) = (self.key(c.snapshot_key), self.key(c.dates_key), self.key(c.log_key));
+        let mut inner = self.lock();
+        let rev = inner
+            .live(&snapshot_key, now)
+            .map(|v| v.slice(..v.len().min(16)))
+            .unwrap_or_default();
+        if rev.as_ref() != c.expected_rev {
+            return false;
+        }
+        inner.insert(snapshot_key, c.snapshot, now + c.ttl);
+        inner.insert(dates_key, c.dates, now + c.ttl);
+        if c.events.is_empty() {
+            return true;
+        }
+        let slot = inner.logs.entry(log_key).or_insert_with(|| (VecDeque::new(), now));
+        if slot.1 <= now {
+            slot.0.clear();
+        }
+        let clock = crate::clock::now_ms();
+        for event in c.events {
+            let id = match slot.0.back() {
+                Some((last, _)) if last.ms >= clock => last.next(),
+                _ => super::LogId { ms: clock, seq: 0 },
+            };
+            slot.0.push_back((id, event));
+        }
+        while slot.0.len() > c.log_max || slot.0.front().is_some_and(|(id, _)| id.ms < c.log_min_ms) {
+            slot.0.pop_front();
+        }
+        slot.1 = now + c.ttl;
+        true
+    }
+
+    pub(crate) fn log_range(&self, key: &str, from: super::LogFrom, count: usize) -> Vec<(super::LogId, Bytes)> {
+        let key = self.key(key);
+        let now = Instant::now();
+        let inner = self.lock();
+        let Some((log, _)) = inner.logs.get(&key).filter(|(_, exp)| *exp > now) else {
+            return Vec::new();
+        };
+        match from {
+            super::LogFrom::After(after) => log.iter().filter(|(id, _)| *id > after).take(count).cloned().collect(),
+            super::LogFrom::Before(before) => log
+                .iter()
+                .rev()
+                .filter(|(id, _)| before.is_none_or(|b| *id < b))
+                .take(count)
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Same as the Redis store's: append, keep the last `keep`, expire in `ttl`.

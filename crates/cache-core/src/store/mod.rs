@@ -76,6 +76,87 @@ pub(crate) enum Write {
     },
 }
 
+/// A change log's entry id: the store's clock (ms) when it was appended, and its rank
+/// among those appended in that ms (a Redis stream id, `<ms>-<seq>`). Ids grow in the
+/// order entries were appended, on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LogId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl LogId {
+    pub(crate) const ZERO: LogId = LogId { ms: 0, seq: 0 };
+
+    /// The smallest id after this one.
+    pub(crate) fn next(self) -> LogId {
+        match self.seq.checked_add(1) {
+            Some(seq) => LogId { ms: self.ms, seq },
+            None => LogId {
+                ms: self.ms + 1,
+                seq: 0,
+            },
+        }
+    }
+
+    /// The largest id before this one (`ZERO` has none: itself).
+    pub(crate) fn prev(self) -> LogId {
+        match (self.seq.checked_sub(1), self.ms.checked_sub(1)) {
+            (Some(seq), _) => LogId { ms: self.ms, seq },
+            (None, Some(ms)) => LogId { ms, seq: u64::MAX },
+            (None, None) => self,
+        }
+    }
+
+    /// `<ms>-<seq>`, as Redis writes it.
+    pub(crate) fn parse(s: &str) -> Option<LogId> {
+        let (ms, seq) = s.split_once('-')?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return None;
+        }
+        Some(LogId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// One write to a gateway's change ledger (`crate::changes`), all of it or none: the
+/// snapshot (if it still has revision `expected_rev`), the dates, and the events
+/// appended to the log. Three keys in one hash slot (`{…}` in their names).
+pub(crate) struct LedgerCommit<'a> {
+    pub snapshot_key: &'a str,
+    pub dates_key: &'a str,
+    pub log_key: &'a str,
+    /// The snapshot's 16-byte revision prefix it was diffed from; empty: none stored.
+    pub expected_rev: &'a [u8],
+    /// The new snapshot, starting with its revision.
+    pub snapshot: Bytes,
+    pub dates: Bytes,
+    /// Expiry of the snapshot, the dates and the log.
+    pub ttl: Duration,
+    pub events: Vec<Bytes>,
+    /// The log keeps its last `log_max` entries, none appended before `log_min_ms`.
+    pub log_max: usize,
+    pub log_min_ms: u64,
+}
+
+/// Where a log read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFrom {
+    /// Entries after this id, oldest first.
+    After(LogId),
+    /// Entries before this id (none: the newest), newest first.
+    Before(Option<LogId>),
+}
+
 #[derive(Clone)]
 pub(crate) enum Store {
     Memory(MemoryStore),
@@ -254,6 +335,29 @@ impl Store {
         match self {
             Store::Memory(s) => Ok(s.list(key)),
             Store::Redis(s) => s.list(key).await,
+        }
+    }
+
+    /// Commit `commit` (see [`LedgerCommit`]). `Ok(false)`: the snapshot is not the one
+    /// it was diffed from (another fetch recorded first); nothing was written.
+    pub(crate) async fn commit_ledger(&self, commit: LedgerCommit<'_>) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.commit_ledger(commit)),
+            Store::Redis(s) => s.commit_ledger(commit).await,
+        }
+    }
+
+    /// Up to `count` entries of the log under `key`: after `after`, oldest first
+    /// (`Forward`), or before `before` (none: from the newest), newest first.
+    pub(crate) async fn log_range(
+        &self,
+        key: &str,
+        from: LogFrom,
+        count: usize,
+    ) -> Result<Vec<(LogId, Bytes)>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.log_range(key, from, count)),
+            Store::Redis(s) => s.log_range(key, from, count).await,
         }
     }
 

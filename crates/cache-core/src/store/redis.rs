@@ -39,6 +39,24 @@ const EXTEND_IF_EQUALS: &str =
 const SERVER_TIME: &str =
     "local t = redis.call('TIME') return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
+/// A change ledger's commit (`Store::commit_ledger`): the snapshot, the dates and the
+/// log's new entries, all or nothing, and only if the snapshot still has the revision
+/// it was diffed from (two fetches never record one change twice). Three keys, one
+/// hash slot. `XTRIM MINID` needs Redis 6.2: where it is refused the count bound
+/// still holds (and readers skip what is older than the age bound).
+const COMMIT_LEDGER: &str = r"
+if redis.call('GETRANGE', KEYS[1], 0, 15) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+if #ARGV > 6 then
+  for i = 7, #ARGV do
+    redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], '*', 'e', ARGV[i])
+  end
+  redis.pcall('XTRIM', KEYS[3], 'MINID', ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+return 1";
+
 /// The store's scripts, each formatted once, sent by SHA-1 (`EVALSHA`, ~40 bytes a
 /// call) and, when the server does not know it yet (`NOSCRIPT`: a restart, a new
 /// Cluster node), by its text (`EVAL`, which also caches it there). Never `SCRIPT
@@ -56,6 +74,7 @@ enum ScriptName {
     ServerTime,
     SetIfNewer,
     RewriteHead,
+    CommitLedger,
 }
 
 fn script(name: ScriptName) -> &'static Lua {
@@ -70,12 +89,14 @@ fn script(name: ScriptName) -> &'static Lua {
     // The entry's layout is the entry module's: it writes the scripts that touch it.
     static NEWER: LazyLock<Lua> = LazyLock::new(|| lua(crate::entry::lua::set_if_newer()));
     static HEAD: LazyLock<Lua> = LazyLock::new(|| lua(crate::entry::lua::rewrite_head()));
+    static LEDGER: LazyLock<Lua> = LazyLock::new(|| lua(COMMIT_LEDGER.into()));
     match name {
         ScriptName::DeleteIfEquals => &DELETE,
         ScriptName::ExtendIfEquals => &EXTEND,
         ScriptName::ServerTime => &TIME,
         ScriptName::SetIfNewer => &NEWER,
         ScriptName::RewriteHead => &HEAD,
+        ScriptName::CommitLedger => &LEDGER,
     }
 }
 
@@ -400,6 +421,52 @@ impl RedisStore {
         self.guarded(self.pool.lrange(self.key(key), 0, -1)).await
     }
 
+    pub(crate) async fn commit_ledger(&self, c: super::LedgerCommit<'_>) -> Result<bool, StoreError> {
+        let keys = [c.snapshot_key, c.dates_key, c.log_key]
+            .map(|k| self.key(k).into())
+            .to_vec();
+        let mut args = vec![
+            Value::Bytes(Bytes::copy_from_slice(c.expected_rev)),
+            Value::Bytes(c.snapshot),
+            Value::Bytes(c.dates),
+            Value::from(ms(c.ttl).to_string()),
+            Value::from(c.log_max.to_string()),
+            Value::from(c.log_min_ms.to_string()),
+        ];
+        args.extend(c.events.into_iter().map(Value::Bytes));
+        let committed: i64 = self
+            .guarded(eval::<i64>(self.pool.next(), ScriptName::CommitLedger, keys, args))
+            .await?;
+        Ok(committed == 1)
+    }
+
+    /// `XRANGE` / `XREVRANGE`, their bounds made exclusive by hand (the `(` syntax
+    /// needs Redis 6.2).
+    pub(crate) async fn log_range(
+        &self,
+        key: &str,
+        from: super::LogFrom,
+        count: usize,
+    ) -> Result<Vec<(super::LogId, Bytes)>, StoreError> {
+        use fred::types::{ClusterHash, CustomCommand};
+        let (command, start, end) = match from {
+            super::LogFrom::After(after) => ("XRANGE", after.next().to_string(), "+".to_string()),
+            super::LogFrom::Before(None) => ("XREVRANGE", "+".to_string(), "-".to_string()),
+            super::LogFrom::Before(Some(before)) if before == super::LogId::ZERO => return Ok(Vec::new()),
+            super::LogFrom::Before(Some(before)) => ("XREVRANGE", before.prev().to_string(), "-".to_string()),
+        };
+        let cmd = CustomCommand::new_static(command, ClusterHash::FirstKey, false);
+        let args: Vec<Value> = vec![
+            self.key(key).into(),
+            start.into(),
+            end.into(),
+            "COUNT".into(),
+            (count.max(1) as i64).into(),
+        ];
+        let reply: Value = self.guarded(self.pool.next().custom(cmd, args)).await?;
+        Ok(parse_stream_entries(reply))
+    }
+
     pub(crate) async fn get_fields(&self, key: &str) -> Result<HashMap<String, i64>, StoreError> {
         let raw: HashMap<String, String> = self.guarded(self.pool.hgetall(self.key(key))).await?;
         Ok(raw
@@ -426,6 +493,33 @@ async fn supervise(pool: Pool) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// A stream reply (`[[id, [field, value, ...]], ...]`) as ids and each entry's first
+/// value; entries of another shape are skipped.
+fn parse_stream_entries(reply: Value) -> Vec<(super::LogId, Bytes)> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else { return None };
+            if parts.len() != 2 {
+                return None;
+            }
+            let Value::Array(fields) = parts.pop()? else {
+                return None;
+            };
+            let id = super::LogId::parse(parts.pop()?.as_str()?.as_ref())?;
+            let value = match fields.into_iter().nth(1)? {
+                Value::Bytes(b) => b,
+                Value::String(s) => s.into_inner(),
+                _ => return None,
+            };
+            Some((id, value))
+        })
+        .collect()
 }
 
 fn px(ttl: Duration) -> Expiration {

@@ -302,7 +302,7 @@ impl Cache {
                     Ok(peak) => {
                         // Fit to store: the source observes it (only now: a held or
                         // rejected answer is no observation) and says the window it earns.
-                        if let Some(window) = source.accepted(&payload).await {
+                        if let Some(window) = source.accepted(&mut payload).await {
                             payload.fresh_window = Some(window);
                         }
                         let count = payload.item_count;

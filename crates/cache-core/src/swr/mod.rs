@@ -83,6 +83,9 @@ pub(crate) struct Payload {
     pub collapsed: u32,
     /// Upstream requests the value took (a listing's pages; 0 for a derived value).
     pub requests: u32,
+    /// A gateway's first-seen dates its models were written with (`crate::changes`);
+    /// `None` for a derived value, or when they could not be read.
+    pub first_seen: Option<std::sync::Arc<crate::changes::Dates>>,
 }
 
 impl Payload {
@@ -109,6 +112,7 @@ impl Payload {
             inputs: Vec::new(),
             collapsed: 0,
             requests: 0,
+            first_seen: None,
         }
     }
 }
@@ -181,9 +185,11 @@ pub(crate) trait Source: Send + Sync + 'static {
 
     /// A fetched value was judged fit to store (accepted, or a doubt the guard
     /// confirmed): what the source learns from it before it is stored, and the fresh
-    /// window it earns instead of the TTL's (a gateway's cadence records the look).
-    /// A held or rejected value never gets here: it is no observation.
-    fn accepted<'a>(&'a self, _payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
+    /// window it earns instead of the TTL's (a gateway's cadence records the look). It
+    /// may finish the value (a gateway's records what changed, and the first-seen
+    /// dates of models new to it). A held or rejected value never gets here: it is no
+    /// observation, and no change.
+    fn accepted<'a>(&'a self, _payload: &'a mut Payload) -> ScopedFuture<'a, Option<Duration>> {
         Box::pin(async { None })
     }
 

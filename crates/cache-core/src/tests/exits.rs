@@ -257,7 +257,7 @@ async fn a_carried_gateway_keeps_its_clock_and_leaves_when_its_fail_safe_ends() 
 
 /// The previous release's entries (format 3, written by that release's code: the
 /// fixtures), with their clocks moved to now, as that release keeps them fresh.
-fn previous_release_writes(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
+pub(super) fn previous_release_writes(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
     previous_release_writes_kept(redis, 86_400_000)
 }
 

@@ -3,6 +3,7 @@
 //! the SWR suite in `swr::tests`.
 
 mod cadence;
+mod changes;
 mod exits;
 mod gateways;
 mod properties;

@@ -260,7 +260,7 @@ proptest! {
         let mut entries = Vec::new();
         for (gw, models) in gateways.iter().zip([a, b]) {
             let n_in = models.len();
-            let page = [crate::app::catalog::normalize_page(gw, models)];
+            let page = [crate::app::catalog::normalize_page(gw, models, &Default::default())];
             let (parts, collapsed) = crate::app::catalog::distinct_records(&page);
             let n = parts.len();
             prop_assert_eq!(n + collapsed as usize, n_in, "every model with an id is kept, once");

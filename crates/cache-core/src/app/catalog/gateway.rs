@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{SUSPECT_FACTOR, SUSPECT_MIN_MODELS, catalog_json};
 use crate::app::RequestContext;
+use crate::changes::{Dates, stamp_first_seen};
 use crate::entry::EntryMeta;
 use crate::gateways::Gateway;
 use crate::gateways::normalize::normalize;
@@ -34,7 +35,11 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
         async move {
             let started = std::time::Instant::now();
             let gw = gateway.clone();
-            let normalized = std::sync::Arc::new(move |models| normalize_page(&gw, models));
+            // The first-seen dates go into each model as it is normalised (and the
+            // catalog's ETag covers them): an unchanged catalog stays byte-identical.
+            let first_seen = crate::changes::read_dates(ctx.app.store(), &gateway.id).await;
+            let dates = first_seen.clone().unwrap_or_default();
+            let normalized = std::sync::Arc::new(move |models| normalize_page(&gw, models, &dates));
             let pages = ctx.app.fetcher.fetch_pages(&gateway, normalized).await?;
             // Upstream requests of this listing: its pages (each later one overlapping
             // the one before by a model; a listing the upstream's `next_offset` leads
@@ -45,6 +50,7 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
             let mut payload = Payload::new(catalog_json(&gateway.id, &parts, total, &[]), total as u32);
             payload.collapsed = collapsed;
             payload.requests = requests;
+            payload.first_seen = first_seen;
             drop(parts);
             drop(pages);
             tracing::info!(
@@ -115,15 +121,16 @@ pub(crate) struct NormalizedPage {
     records: Vec<(String, usize)>,
 }
 
-/// Normalise and serialize one page of models.
-pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>) -> NormalizedPage {
+/// Normalise and serialize one page of models, each with its `first_seen` from `dates`.
+pub(crate) fn normalize_page(gw: &Gateway, models: Vec<Map<String, Value>>, dates: &Dates) -> NormalizedPage {
     let mut page = NormalizedPage {
         json: Vec::with_capacity(models.len() * 900),
         records: Vec::with_capacity(models.len()),
     };
     for m in models {
-        if let Some(m) = normalize(gw, m) {
+        if let Some(mut m) = normalize(gw, m) {
             let id = m.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            stamp_first_seen(&mut m, &id, dates);
             serde_json::to_writer(&mut page.json, &m).expect("maps serialize");
             page.records.push((id, page.json.len()));
         }
@@ -210,8 +217,12 @@ mod tests {
             serde_json::from_value::<Map<String, Value>>(serde_json::json!({"id": id, "name": name})).unwrap()
         };
         let pages = [
-            normalize_page(&gw, vec![model("a", "first"), model("b", "b"), model("a", "again")]),
-            normalize_page(&gw, vec![model("c", "c"), model("b", "again")]),
+            normalize_page(
+                &gw,
+                vec![model("a", "first"), model("b", "b"), model("a", "again")],
+                &Dates::default(),
+            ),
+            normalize_page(&gw, vec![model("c", "c"), model("b", "again")], &Dates::default()),
         ];
         let (parts, collapsed) = distinct_records(&pages);
         assert_eq!(collapsed, 2);

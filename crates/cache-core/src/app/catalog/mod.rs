@@ -117,13 +117,19 @@ impl Source for CatalogSource {
         matches!(self.of, Catalog::Gateway(_))
     }
 
-    /// A gateway's look at the upstream, once judged fit to store, is an observation
-    /// for its cadence; the merged view learns nothing (it follows its inputs).
-    fn accepted<'a>(&'a self, payload: &'a Payload) -> ScopedFuture<'a, Option<Duration>> {
+    /// A gateway's catalog, once judged fit to store, is recorded in the change feed
+    /// (what changed, and the first-seen dates it then carries), then observed for
+    /// its cadence (with its final ETag, so that the dates never count as a change);
+    /// the merged view learns nothing (it follows its inputs).
+    fn accepted<'a>(&'a self, payload: &'a mut Payload) -> ScopedFuture<'a, Option<Duration>> {
         match &self.of {
-            Catalog::Gateway(gateway) => {
-                Box::pin(self.ctx.app.observe(gateway, &payload.etag, payload.requests.max(1)))
-            }
+            Catalog::Gateway(gateway) => Box::pin(async move {
+                crate::changes::record(self.ctx.app.store(), &gateway.id, payload).await;
+                self.ctx
+                    .app
+                    .observe(gateway, &payload.etag, payload.requests.max(1))
+                    .await
+            }),
             Catalog::Merged => Box::pin(async { None }),
         }
     }

@@ -1,0 +1,440 @@
+//! The change feed: what changed in each gateway's catalog, and when this cache first
+//! saw each model (issue 40; docs/design.md, "The change feed").
+//!
+//! ```text
+//!  gateway fetch ──► its dates (small, read every fetch) ──► first_seen written into the models
+//!        │
+//!   judged fit to store ──► dates' etag = the catalog's? ── yes ──► nothing new since recorded
+//!        │ no
+//!        └──► snapshot (read) ──► diff ──► commit, one script, only over the snapshot it
+//!              was diffed from: new snapshot + new dates + the events appended to the log
+//! ```
+//!
+//! The ledger, not the stored entry, is what a catalog is compared with: a previous
+//! release's entry, an evicted entry or a write that failed after the commit change
+//! nothing it says, and a commit that failed is made by the next fetch (its dates'
+//! etag still differs). A held catalog never reaches it (only what the guard lets
+//! through is recorded); a first sight (no snapshot) is a baseline: its models get
+//! no `first_seen` and nothing is recorded.
+//!
+//! Keys (one hash slot, `{v1}`, so the commit is one script on a Cluster too):
+//!
+//! | key | holds |
+//! |---|---|
+//! | `changes:{v1}:seen:<gateway>` | the snapshot: a 16-hex revision, then gzip of `[[id, name, prompt, completion, context_length], ...]` |
+//! | `changes:{v1}:dates:<gateway>` | `{"etag": <the recorded catalog's>, "dates": {<id>: <first seen, unix ms>}}`: only models seen after the baseline |
+//! | `changes:{v1}:log` | the log: a stream of [`Change`]s (JSON), at most [`LOG_MAX_EVENTS`], none older than [`LOG_MAX_AGE`] |
+
+mod atom;
+mod read;
+
+pub(crate) use atom::feed as atom_feed;
+pub(crate) use read::{DEFAULT_LIMIT, MAX_LIMIT, Query, parse_cursor, read};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::clock::iso8601;
+use crate::contract::{Change, ChangeCounts, ChangeKind, ChangeSample, ModelFacts};
+use crate::encoding::Encoding;
+use crate::store::{LedgerCommit, Store};
+use crate::swr::Payload;
+
+/// The log keeps this many changes (a Redis stream's `MAXLEN`): about 1.5 MB.
+pub(crate) const LOG_MAX_EVENTS: usize = 5_000;
+/// And none older than this.
+pub(crate) const LOG_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
+/// A fetch that changes more models than this records one `bulk` change.
+pub(crate) const BULK_OVER: usize = 100;
+/// A `bulk` change shows this many of its changes.
+const BULK_SAMPLE: usize = 10;
+/// The snapshot and the dates outlive the last change of their gateway by this much.
+pub(crate) const LEDGER_TTL: Duration = Duration::from_secs(400 * 86_400);
+/// Commits tried before giving up (another fetch committing in between).
+const TRIES: usize = 3;
+/// The largest snapshot decoded (a catalog's facts, gzip-bombed or not).
+const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The log's key.
+pub(crate) const LOG_KEY: &str = "changes:{v1}:log";
+
+fn snapshot_key(gateway: &str) -> String {
+    format!("changes:{{v1}}:seen:{gateway}")
+}
+
+fn dates_key(gateway: &str) -> String {
+    format!("changes:{{v1}}:dates:{gateway}")
+}
+
+/// A gateway's first-seen dates, and the catalog (its ETag) they were recorded with.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Dates {
+    #[serde(default)]
+    etag: String,
+    #[serde(default)]
+    dates: HashMap<String, u64>,
+}
+
+impl Dates {
+    /// When `id` was first seen (unix ms); `None` for a baseline model.
+    pub(crate) fn first_seen(&self, id: &str) -> Option<u64> {
+        self.dates.get(id).copied()
+    }
+}
+
+/// `gateway`'s dates; an empty set when none are stored (nothing recorded yet, or
+/// unreadable), `None` when the store cannot be read (then nothing is recorded).
+pub(crate) async fn read_dates(store: &Store, gateway: &str) -> Option<Arc<Dates>> {
+    match store.get(&dates_key(gateway)).await {
+        Ok(Some(raw)) => Some(Arc::new(serde_json::from_slice(&raw).unwrap_or_default())),
+        Ok(None) => Some(Arc::default()),
+        Err(e) => {
+            tracing::warn!(
+                "[Cache Changes] Cannot read {gateway}'s first-seen dates ({e}): none written, none recorded"
+            );
+            None
+        }
+    }
+}
+
+/// Set `model`'s `first_seen` from `dates`, whatever the upstream sent under that name.
+pub(crate) fn stamp_first_seen(model: &mut serde_json::Map<String, Value>, id: &str, dates: &Dates) {
+    match dates.first_seen(id) {
+        Some(ms) => {
+            model.insert("first_seen".into(), Value::String(iso8601(ms)));
+        }
+        None => {
+            model.remove("first_seen");
+        }
+    }
+}
+
+/// What recording a fetched catalog did (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// The catalog is the one last recorded, or its dates could not be read.
+    Nothing,
+    /// No snapshot: the baseline was stored, no change recorded.
+    Baseline,
+    /// `n` changes were appended (1 for a bulk one).
+    Changes(usize),
+    /// Another fetch recorded it first, or the store failed: nothing written.
+    NotCommitted,
+}
+
+/// Record what changed in `gateway`'s catalog `payload` (judged fit to store) since the
+/// last recorded one, and write each model's `first_seen` into it (its JSON and ETag
+/// change then). Only the fetch holding the key's lock calls this; the commit's
+/// revision check keeps even two fetches at once from recording one change twice.
+pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) -> Recorded {
+    match &payload.first_seen {
+        Some(dates) if dates.etag != payload.etag => {}
+        _ => return Recorded::Nothing,
+    }
+    let Some(listed) = listed_facts(&payload.json) else {
+        return Recorded::Nothing;
+    };
+    let now = store.time_ms().await.unwrap_or_else(|_| crate::clock::now_ms());
+    for _ in 0..TRIES {
+        let snapshot = match store.get(&snapshot_key(gateway)).await {
+            Ok(s) => s.and_then(|raw| Snapshot::decode(&raw)),
+            Err(e) => {
+                tracing::warn!("[Cache Changes] Cannot read {gateway}'s snapshot ({e}): not recorded this time");
+                return Recorded::NotCommitted;
+            }
+        };
+        // Read after the snapshot: the commit checks the snapshot's revision, so dates
+        // committed with a later snapshot make it fail and go round again.
+        let Some(dates) = read_dates(store, gateway).await else {
+            return Recorded::NotCommitted;
+        };
+        let (changes, new_dates) = match &snapshot {
+            None => (Vec::new(), kept_dates(&dates, &listed)),
+            Some(snap) => diff(snap, &listed, &dates, now),
+        };
+        let events = events(gateway, now, &changes);
+        if let Some(json) = with_first_seen(&payload.json, gateway, &new_dates) {
+            let (json, count) = (json, payload.item_count);
+            let rewritten = Payload::new(json, count);
+            payload.json = rewritten.json;
+            payload.etag = rewritten.etag;
+        }
+        let new_dates = Dates {
+            etag: payload.etag.clone(),
+            dates: new_dates,
+        };
+        let rev = snapshot.as_ref().map_or(0, |s| s.rev);
+        let commit = LedgerCommit {
+            snapshot_key: &snapshot_key(gateway),
+            dates_key: &dates_key(gateway),
+            log_key: LOG_KEY,
+            expected_rev: &snapshot.as_ref().map(|s| s.rev_text()).unwrap_or_default(),
+            snapshot: Snapshot::encode(rev + 1, &listed),
+            dates: Bytes::from(serde_json::to_vec(&new_dates).expect("maps serialize")),
+            ttl: LEDGER_TTL,
+            events,
+            log_max: LOG_MAX_EVENTS,
+            log_min_ms: now.saturating_sub(LOG_MAX_AGE.as_millis() as u64),
+        };
+        let count = commit.events.len();
+        match store.commit_ledger(commit).await {
+            Ok(true) if snapshot.is_none() => {
+                tracing::info!(
+                    "[Cache Changes] {gateway}: baseline of {} models recorded",
+                    listed.len()
+                );
+                return Recorded::Baseline;
+            }
+            Ok(true) => {
+                if count > 0 {
+                    tracing::info!("[Cache Changes] {gateway}: {count} change(s) recorded");
+                }
+                return Recorded::Changes(count);
+            }
+            // Another fetch committed between our read and our commit: diff again
+            // against what it recorded, with its dates.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("[Cache Changes] {gateway}: changes not recorded ({e}); the next fetch records them");
+                return Recorded::NotCommitted;
+            }
+        }
+    }
+    Recorded::NotCommitted
+}
+
+/// The models of a catalog body, as a change compares them, in listing order.
+fn listed_facts(json: &[u8]) -> Option<Vec<(String, ModelFacts)>> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        data: Vec<&'a RawValue>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Listed {
+        id: Value,
+        name: Value,
+        pricing: Value,
+        context_length: Value,
+    }
+    let body: Body = serde_json::from_slice(json).ok()?;
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    Some(
+        body.data
+            .iter()
+            .filter_map(|raw| {
+                let m: Listed = serde_json::from_str(raw.get()).unwrap_or_default();
+                let id = text(&m.id)?;
+                let facts = ModelFacts {
+                    name: text(&m.name).unwrap_or_else(|| id.clone()),
+                    prompt: m.pricing.get("prompt").and_then(text),
+                    completion: m.pricing.get("completion").and_then(text),
+                    context_length: m.context_length.as_u64(),
+                };
+                Some((id, facts))
+            })
+            .collect(),
+    )
+}
+
+/// The last recorded catalog of a gateway, as a change compares it.
+struct Snapshot {
+    rev: u64,
+    models: HashMap<String, ModelFacts>,
+    /// Ids in listing order (removals are reported in it).
+    order: Vec<String>,
+}
+
+type SnapshotRow = (String, String, Option<String>, Option<String>, Option<u64>);
+
+impl Snapshot {
+    fn rev_text(&self) -> Vec<u8> {
+        format!("{:016x}", self.rev).into_bytes()
+    }
+
+    fn encode(rev: u64, listed: &[(String, ModelFacts)]) -> Bytes {
+        let rows: Vec<(&str, &str, &Option<String>, &Option<String>, Option<u64>)> = listed
+            .iter()
+            .map(|(id, f)| (id.as_str(), f.name.as_str(), &f.prompt, &f.completion, f.context_length))
+            .collect();
+        let json = serde_json::to_vec(&rows).expect("rows serialize");
+        let mut out = format!("{rev:016x}").into_bytes();
+        out.extend_from_slice(&crate::encoding::stored(&json, Encoding::Gzip));
+        Bytes::from(out)
+    }
+
+    fn decode(raw: &[u8]) -> Option<Snapshot> {
+        let rev = u64::from_str_radix(std::str::from_utf8(raw.get(..16)?).ok()?, 16).ok()?;
+        let json = crate::encoding::decompress(Encoding::Gzip, &raw[16..], MAX_SNAPSHOT_BYTES).ok()?;
+        let rows: Vec<SnapshotRow> = serde_json::from_slice(&json).ok()?;
+        let mut models = HashMap::with_capacity(rows.len());
+        let mut order = Vec::with_capacity(rows.len());
+        for (id, name, prompt, completion, context_length) in rows {
+            order.push(id.clone());
+            models.insert(
+                id,
+                ModelFacts {
+                    name,
+                    prompt,
+                    completion,
+                    context_length,
+                },
+            );
+        }
+        Some(Snapshot { rev, models, order })
+    }
+}
+
+/// The dates of the models still listed (a baseline keeps those it had: a snapshot
+/// evicted before its dates).
+fn kept_dates(dates: &Dates, listed: &[(String, ModelFacts)]) -> HashMap<String, u64> {
+    listed
+        .iter()
+        .filter_map(|(id, _)| dates.first_seen(id).map(|ms| (id.clone(), ms)))
+        .collect()
+}
+
+/// The changes from `snap` to `listed`, and the new dates: models added get `now`,
+/// unless the change is a bulk one (a gateway listed anew, a catalog back from a
+/// collapse: "new" must not mean "back").
+fn diff(
+    snap: &Snapshot,
+    listed: &[(String, ModelFacts)],
+    dates: &Dates,
+    now: u64,
+) -> (Vec<ChangeSample>, HashMap<String, u64>) {
+    let mut changes = Vec::new();
+    let mut added = Vec::new();
+    let sample = |kind, id: &str, before: Option<&ModelFacts>, after: Option<&ModelFacts>| ChangeSample {
+        kind,
+        id: id.to_string(),
+        name: after.or(before).map(|f| f.name.clone()).unwrap_or_default(),
+        before: before.cloned(),
+        after: after.cloned(),
+    };
+    let mut present = std::collections::HashSet::with_capacity(listed.len());
+    for (id, now_facts) in listed {
+        present.insert(id.as_str());
+        match snap.models.get(id) {
+            None => {
+                added.push(id.clone());
+                changes.push(sample(ChangeKind::Added, id, None, Some(now_facts)));
+            }
+            Some(was) => {
+                if was.prompt != now_facts.prompt || was.completion != now_facts.completion {
+                    changes.push(sample(ChangeKind::Repriced, id, Some(was), Some(now_facts)));
+                }
+                if was.name != now_facts.name || was.context_length != now_facts.context_length {
+                    changes.push(sample(ChangeKind::Changed, id, Some(was), Some(now_facts)));
+                }
+            }
+        }
+    }
+    for id in snap.order.iter().filter(|id| !present.contains(id.as_str())) {
+        changes.push(sample(ChangeKind::Removed, id, snap.models.get(id), None));
+    }
+    let mut new_dates = kept_dates(dates, listed);
+    if changes.len() <= BULK_OVER {
+        new_dates.extend(added.into_iter().map(|id| (id, now)));
+    }
+    (changes, new_dates)
+}
+
+/// The log's records for `changes`: one each, or one `bulk` over [`BULK_OVER`].
+fn events(gateway: &str, now: u64, changes: &[ChangeSample]) -> Vec<Bytes> {
+    let at = iso8601(now);
+    let record = |c: &Change| Bytes::from(serde_json::to_vec(c).expect("changes serialize"));
+    if changes.len() > BULK_OVER {
+        let mut counts = ChangeCounts::default();
+        for c in changes {
+            *match c.kind {
+                ChangeKind::Added => &mut counts.added,
+                ChangeKind::Removed => &mut counts.removed,
+                ChangeKind::Repriced => &mut counts.repriced,
+                ChangeKind::Changed | ChangeKind::Bulk => &mut counts.changed,
+            } += 1;
+        }
+        return vec![record(&Change {
+            at,
+            gateway: gateway.to_string(),
+            kind: ChangeKind::Bulk,
+            id: None,
+            name: None,
+            before: None,
+            after: None,
+            counts: Some(counts),
+            sample: Some(changes.iter().take(BULK_SAMPLE).cloned().collect()),
+        })];
+    }
+    changes
+        .iter()
+        .map(|c| {
+            record(&Change {
+                at: at.clone(),
+                gateway: gateway.to_string(),
+                kind: c.kind,
+                id: Some(c.id.clone()),
+                name: Some(c.name.clone()),
+                before: c.before.clone(),
+                after: c.after.clone(),
+                counts: None,
+                sample: None,
+            })
+        })
+        .collect()
+}
+
+/// `json` (a gateway's catalog body) with each model's `first_seen` from `dates`;
+/// `None` when it has them already.
+fn with_first_seen(json: &[u8], gateway: &str, dates: &HashMap<String, u64>) -> Option<Bytes> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        data: Vec<&'a RawValue>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Dated {
+        id: Value,
+        first_seen: Value,
+    }
+    let body: Body = serde_json::from_slice(json).ok()?;
+    let mut rewritten: Vec<Option<Vec<u8>>> = Vec::with_capacity(body.data.len());
+    let mut any = false;
+    for raw in &body.data {
+        let m: Dated = serde_json::from_str(raw.get()).unwrap_or_default();
+        let id = m.id.as_str().unwrap_or_default();
+        let want = dates.get(id).map(|ms| iso8601(*ms));
+        if m.first_seen.as_str() == want.as_deref() {
+            rewritten.push(None);
+            continue;
+        }
+        let mut model: serde_json::Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+        match want {
+            Some(w) => model.insert("first_seen".into(), Value::String(w)),
+            None => model.remove("first_seen"),
+        };
+        rewritten.push(Some(serde_json::to_vec(&model).expect("maps serialize")));
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    let parts: Vec<&[u8]> = body
+        .data
+        .iter()
+        .zip(&rewritten)
+        .map(|(raw, new)| new.as_deref().unwrap_or(raw.get().as_bytes()))
+        .collect();
+    Some(crate::app::catalog_json(gateway, &parts, parts.len(), &[]))
+}
+
+#[cfg(test)]
+mod tests;
