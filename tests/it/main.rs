@@ -9,6 +9,7 @@
 mod support;
 
 mod browser;
+mod changes;
 mod compat;
 mod contract;
 mod hostile;

@@ -37,9 +37,13 @@ impl Query {
     }
 }
 
-/// A cursor as clients send it back: `None` when it is not one.
+/// A cursor as clients send it back (`0`: from the start of the log): `None` when it
+/// is not one.
 pub(crate) fn parse_cursor(s: &str) -> Option<LogId> {
-    LogId::parse(s.trim())
+    match s.trim() {
+        "0" => Some(LogId::ZERO),
+        s => LogId::parse(s),
+    }
 }
 
 /// The changes `q` asks for, read in chunks: at most the whole log (its bound) per
