@@ -83,7 +83,14 @@ context_length?: number | null,
 /**
  * Unix seconds.
  */
-created?: number | null, canonical_slug?: string | null, architecture?: Architecture | null, supported_parameters?: Array<string> | null, model_logo_url?: string | null, };
+created?: number | null, canonical_slug?: string | null, architecture?: Architecture | null, supported_parameters?: Array<string> | null, model_logo_url?: string | null, 
+/**
+ * When this cache first saw the model listed (ISO 8601, UTC); in the merged view,
+ * the earliest across its gateways. Absent for models listed when the cache
+ * started recording (its baseline), so it never means "there when we started".
+ * Set by the cache, never taken from the upstream.
+ */
+first_seen?: string, };
 /**
  * Prices in USD per token, as decimal strings (exact: never a float round trip).
  * A field is null or absent when the gateway gave no such price.
@@ -121,6 +128,57 @@ limit: number | null, has_more: boolean,
  * The `offset` of the next page; null on the last.
  */
 next_offset: number | null, };
+/**
+ * `GET /api/models/changes`: what changed in the gateways' catalogs.
+ */
+export type ChangesResponse = { 
+/**
+ * Newest first without `since`; oldest first after it.
+ */
+changes: Array<Change>, 
+/**
+ * The cursor to ask `since=` next: the newest change seen by this answer (without
+ * `since`: the newest in the log). Opaque.
+ */
+next: string, };
+/**
+ * One recorded change of one gateway's catalog.
+ */
+export type Change = { 
+/**
+ * When it was seen (the store's clock at the fetch that saw it), ISO 8601.
+ */
+at: string, gateway: string, kind: ChangeKind, 
+/**
+ * The model's id (null for `bulk`).
+ */
+id: string | null, name: string | null, 
+/**
+ * The model as it was (null for `added` and `bulk`).
+ */
+before: ModelFacts | null, 
+/**
+ * The model as it is now (null for `removed` and `bulk`).
+ */
+after: ModelFacts | null, 
+/**
+ * `bulk` only: how many models changed, by kind.
+ */
+counts?: ChangeCounts, 
+/**
+ * `bulk` only: a few of its changes.
+ */
+sample?: Array<ChangeSample>, };
+export type ChangeKind = "added" | "removed" | "repriced" | "changed" | "bulk";
+/**
+ * What a change compares, as the models JSON serves it (prices in USD per token).
+ */
+export type ModelFacts = { name: string, prompt: string | null, completion: string | null, context_length: number | null, };
+export type ChangeCounts = { added: number, removed: number, repriced: number, changed: number, };
+/**
+ * One change of a `bulk` one's sample.
+ */
+export type ChangeSample = { kind: ChangeKind, id: string, name: string, before: ModelFacts | null, after: ModelFacts | null, };
 /**
  * `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
  */

@@ -76,7 +76,9 @@ impl Stack {
     async fn json(&self, path: &str) -> Value {
         let r = self.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
-        r.json().await.unwrap()
+        let v = r.json().await.unwrap();
+        support::contract::assert_changes_response(&v);
+        v
     }
 }
 

@@ -733,6 +733,12 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         decl::<Architecture>(&cfg),
         decl::<PricingUnit>(&cfg),
         decl::<Page>(&cfg),
+        decl::<ChangesResponse>(&cfg),
+        decl::<Change>(&cfg),
+        decl::<ChangeKind>(&cfg),
+        decl::<ModelFacts>(&cfg),
+        decl::<ChangeCounts>(&cfg),
+        decl::<ChangeSample>(&cfg),
         decl::<StatusResponse>(&cfg),
         decl::<GatewayState>(&cfg),
         decl::<HeldState>(&cfg),
@@ -752,6 +758,7 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
     vec![
         ("schema/models.schema.json", schema::<ModelsResponse>()),
         ("schema/status.schema.json", schema::<StatusResponse>()),
+        ("schema/changes.schema.json", schema::<ChangesResponse>()),
         ("types/gatewayz.d.ts", ts),
     ]
 }

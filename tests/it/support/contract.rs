@@ -41,3 +41,13 @@ pub fn assert_status_response(body: &Value) {
         body,
     );
 }
+
+/// A `GET /api/models/changes` body.
+pub fn assert_changes_response(body: &Value) {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    check(
+        V.get_or_init(|| validator("changes.schema.json")),
+        "changes response",
+        body,
+    );
+}
