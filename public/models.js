@@ -2,7 +2,7 @@
 // (rendered by the page route, crates/cache-core/src/page.rs); this adds the rest as the
 // server renders them, by the same code (/models?fragment=rows): further pages as you
 // scroll, the server's search (debounced, the request in flight cancelled), and the
-// gateway filter. It only fetches, inserts and keeps its place. Without it, the
+// gateway and "new" filters. It only fetches, inserts and keeps its place. Without it, the
 // document's links and form do the same through the page route.
 "use strict";
 (() => {
@@ -14,6 +14,7 @@
   const state = {
     gateway: body.dataset.gateway || "",
     search: body.dataset.search || "",
+    fresh: body.dataset.new || "", // new=7d: models first seen within 7 days
     next: Number(body.dataset.offset) + $("rows").rows.length,
     matching: Number(body.dataset.matching),
     total: Number(body.dataset.total),
@@ -46,6 +47,7 @@
     const q = new URLSearchParams({ offset: String(offset), fragment: "rows" });
     if (state.gateway) q.set("gateway", state.gateway);
     if (state.search) q.set("search", state.search);
+    if (state.fresh) q.set("new", state.fresh);
     let grew = false;
     try {
       const res = await fetch(`${apiBase}/models?${q}`, { signal: ctl.signal });
@@ -90,16 +92,18 @@
     if (entries.some((e) => e.isIntersecting) && !state.loading && state.next < state.matching) load(state.next, false);
   }, { rootMargin: "800px" });
 
-  // The view changed (search, gateway): its first page replaces the rows.
+  // The view changed (search, gateway, new): its first page replaces the rows.
   function refilter() {
     const term = $("search").value.trim();
     // Characters as the server counts them (code points): "👍" is one, not two
     // UTF-16 units, so a lone emoji is ignored here like any one-character term.
     state.search = [...term].length >= 2 ? term : "";
     state.gateway = $("gateway").value;
+    state.fresh = $("new").checked ? $("new").value : "";
     const q = new URLSearchParams();
     if (state.gateway) q.set("gateway", state.gateway);
     if (state.search) q.set("search", state.search);
+    if (state.fresh) q.set("new", state.fresh);
     history.replaceState(null, "", q.toString() ? `?${q}` : location.pathname);
     window.scrollTo(0, 0);
     load(0, true);
@@ -110,6 +114,7 @@
   let t;
   $("search").addEventListener("input", () => { clearTimeout(t); t = setTimeout(refilter, 200); });
   $("gateway").addEventListener("change", refilter);
+  $("new").addEventListener("change", refilter);
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(t); refilter(); });
   // Scrolling near the end loads the next page, while there is one.
   endObserver.observe($("more"));

@@ -410,3 +410,71 @@ async fn status_page_in_headless_chromium() {
     assert!(warm_ms < 2000.0, "warm status page took {warm_ms} ms");
     quit_leaving_nothing(d);
 }
+
+/// Issue 40: a model first seen within 7 days is marked "new", and `?new=7d` lists only
+/// those, with JavaScript (the checkbox refilters in place) and without (the form).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_models_are_marked_and_filtered_with_and_without_javascript() {
+    let Some((chromium, chromedriver)) = browser() else {
+        return;
+    };
+    let sample = sample_catalog::start_local().await;
+    let base = sample.base_url();
+    let app = cache_core::App::new(support::config(&[("GATEWAYZ_API_URL", base.as_str())])).unwrap();
+    let tasks = TaskSpawner::new();
+    let ctx = cache_core::RequestContext::new(app.clone(), Arc::new(tasks.clone()));
+    assert!(ctx.warm(None, Trigger::Manual).await.unwrap().success, "the baseline");
+    // A model arrives at groq, and the next warm sees it.
+    let mut groq = sample.catalog("groq");
+    let mut arrived = groq[0].clone();
+    arrived["id"] = json!("newco/brand-new-model");
+    arrived["name"] = json!("Brand New Model");
+    // Its own model, not another listing of the one it was copied from (merged by slug).
+    arrived["canonical_slug"] = json!("newco/brand-new-model");
+    arrived["slug"] = json!("newco/brand-new-model");
+    groq.push(arrived);
+    sample.set_catalog("groq", groq);
+    ctx.warm(None, Trigger::Manual).await.unwrap();
+    let url = format!("http://{}", support::dev_server(app, tasks).await);
+    const NEW_ROWS: &str =
+        "return [...document.querySelectorAll('[data-testid=model-row][data-new=\"1\"] .id')].map(e => e.textContent)";
+
+    for javascript in [true, false] {
+        let d = Driver::start_with(&chromium, &chromedriver, javascript).await;
+        d.goto(&format!("{url}/models?new=7d")).await;
+        if javascript {
+            d.wait_for(READY).await;
+        }
+        assert_eq!(
+            d.js(NEW_ROWS).await,
+            json!(["newco/brand-new-model"]),
+            "js {javascript}"
+        );
+        assert_eq!(d.js(ROWS).await, json!(1), "only the new model (js {javascript})");
+        assert_eq!(d.text("[data-testid=model-row] .new").await, "new");
+        assert_eq!(d.js("return document.getElementById('new').checked").await, json!(true));
+        // The filter off: every model, the new one still marked where it is listed.
+        d.click("#new").await;
+        if !javascript {
+            d.click("#apply").await;
+        }
+        d.wait_for(&format!("{ROWS} > 1 || null")).await;
+        assert!(!d.url().await.contains("new="), "{}", d.url().await);
+        d.goto(&format!("{url}/models?search=brand-new")).await;
+        if javascript {
+            d.wait_for(READY).await;
+        }
+        assert_eq!(d.js(NEW_ROWS).await, json!(["newco/brand-new-model"]));
+        // And on again, from the page's own control.
+        d.click("#new").await;
+        if !javascript {
+            d.click("#apply").await;
+        }
+        d.wait_for(
+            "return location.search.includes('new=7d') \
+             && document.querySelectorAll('[data-testid=model-row]').length === 1 || null",
+        )
+        .await;
+        quit_leaving_nothing(d);
+    }
+}

@@ -124,15 +124,25 @@ async fn the_cursor_pages_without_gaps_or_repeats_while_changes_arrive() {
     let mut tail: Vec<_> = all[all.len() - 3..].to_vec();
     tail.reverse();
     assert_eq!(first3, tail);
-    let after = s.json(&format!("/api/models/changes?since={}", newest["next"].as_str().unwrap())).await;
+    let after = s
+        .json(&format!(
+            "/api/models/changes?since={}",
+            newest["next"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(after["changes"], json!([]));
 
     // Filters.
-    let added = s.json("/api/models/changes?since=0&kind=added&gateway=openrouter&limit=500").await;
+    let added = s
+        .json("/api/models/changes?since=0&kind=added&gateway=openrouter&limit=500")
+        .await;
     assert_eq!(added["changes"].as_array().unwrap().len(), 14);
     let repriced = s.json("/api/models/changes?since=0&kind=repriced&limit=500").await;
     let r = &repriced["changes"][0];
-    assert_eq!((r["before"]["prompt"].as_str(), r["after"]["prompt"].as_str()), (Some("0.000001"), Some("0.000002")));
+    assert_eq!(
+        (r["before"]["prompt"].as_str(), r["after"]["prompt"].as_str()),
+        (Some("0.000001"), Some("0.000002"))
+    );
     let none = s.json("/api/models/changes?kind=removed,changed").await;
     assert_eq!(none["changes"], json!([]));
 }
@@ -156,7 +166,12 @@ async fn bad_parameters_are_400_json_and_answers_are_conditional() {
     ] {
         let r = s.get(&format!("/api/models/changes?{query}")).await;
         assert_eq!(r.status(), 400, "{query}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
         let v: Value = r.json().await.unwrap();
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}: {v}");
     }
@@ -212,11 +227,23 @@ async fn the_feed_is_atom_a_feed_reader_reads() {
     assert!(first.updated.is_some());
     let link = &first.links[0].href;
     assert!(link.ends_with("/models?gateway=openrouter&search=new%2F2b"), "{link}");
-    assert!(link.starts_with("http://127.0.0.1:"), "absolute, from the request's host: {link}");
+    assert!(
+        link.starts_with("http://127.0.0.1:"),
+        "absolute, from the request's host: {link}"
+    );
 
     // Repriced too, when asked.
-    let xml = s.get("/api/models/feed?kind=added,repriced").await.text().await.unwrap();
+    let xml = s
+        .get("/api/models/feed?kind=added,repriced")
+        .await
+        .text()
+        .await
+        .unwrap();
     let feed = feed_rs::parser::parse(xml.as_bytes()).unwrap();
     assert_eq!(feed.entries.len(), 6, "{xml}");
-    assert!(feed.entries.iter().any(|e| e.title.as_ref().unwrap().content.contains("repriced")));
+    assert!(
+        feed.entries
+            .iter()
+            .any(|e| e.title.as_ref().unwrap().content.contains("repriced"))
+    );
 }

@@ -38,6 +38,10 @@ pub(crate) struct View<'a> {
     /// The data's clock: as of, fresh until (unix ms).
     pub fetched_at_ms: u64,
     pub fresh_until_ms: u64,
+    /// `new=7d`: only models first seen within this many days.
+    pub new_days: Option<u32>,
+    /// Rows of models first seen since then (ISO 8601) are marked "new".
+    pub new_since: &'a str,
 }
 
 /// The page's styles, in the document: the first screen paints with the document,
@@ -62,7 +66,7 @@ pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> St
                 script src="/api-base.js" defer {}
                 script src="/models.js" defer {}
             }
-            body data-gateway=(view.gateway) data-search=(search) data-offset=(view.offset) data-limit=(ROWS)
+            body data-gateway=(view.gateway) data-search=(search) data-new=(new_param(view.new_days)) data-offset=(view.offset) data-limit=(ROWS)
                 data-matching=(view.matching) data-total=(view.all_total)
                 data-fetched-at=(view.fetched_at_ms) data-fresh-until=(view.fresh_until_ms) {
                 header {
@@ -75,6 +79,10 @@ pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> St
                             @for g in view.gateways {
                                 option value=(g) selected[g == view.gateway] { (g) }
                             }
+                        }
+                        label #only-new title="Models this cache first saw within the last 7 days" {
+                            input #new type="checkbox" name="new" value="7d" checked[view.new_days.is_some()];
+                            " New"
                         }
                         button #apply type="submit" { "Apply" }
                     }
@@ -94,7 +102,7 @@ pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> St
                         } }
                         tbody #rows {
                             @for (n, &i) in models.iter().enumerate() {
-                                (row(&Model::read_json(index.model_json(i as usize)), n == 0))
+                                (row(&Model::read_json(index.model_json(i as usize)), n == 0, view.new_since))
                             }
                         }
                     }
@@ -110,31 +118,50 @@ pub(crate) fn render(view: &View<'_>, index: &SearchIndex, models: &[u32]) -> St
 }
 
 /// What the rows fragment says about the view, for the page's script.
-pub(crate) struct Slice {
+pub(crate) struct Slice<'a> {
     /// Models matching the view.
     pub matching: usize,
     /// Models in the merged view.
     pub all_total: usize,
     /// Where the next fragment starts.
     pub next: usize,
+    /// Rows of models first seen since then (ISO 8601) are marked "new".
+    pub new_since: &'a str,
 }
 
 /// A rows fragment: `models` (indexes into `index`) as the rows of a `<tbody>` that
 /// carries the counts the page shows ("N of M") and the next offset.
-pub(crate) fn rows(slice: &Slice, index: &SearchIndex, models: &[u32]) -> String {
+pub(crate) fn rows(slice: &Slice<'_>, index: &SearchIndex, models: &[u32]) -> String {
     html! {
         tbody data-matching=(slice.matching) data-total=(slice.all_total) data-next=(slice.next) {
             @for &i in models {
-                (row(&Model::read_json(index.model_json(i as usize)), false))
+                (row(&Model::read_json(index.model_json(i as usize)), false, slice.new_since))
             }
         }
     }
     .into_string()
 }
 
-/// One model's row. The first row of a document carries an Element Timing mark: when
-/// it painted.
-fn row(m: &Model, first: bool) -> Markup {
+/// `new=` as the page's links and script carry it.
+fn new_param(days: Option<u32>) -> String {
+    days.map(|d| format!("{d}d")).unwrap_or_default()
+}
+
+/// A model's `first_seen` read from its JSON text, nothing else of it (a page filtered
+/// to new models looks at every model once per render).
+pub(crate) fn first_seen(model_json: &str) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(serde::Deserialize)]
+    struct Dated<'a> {
+        #[serde(borrow, default)]
+        first_seen: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Dated>(model_json).ok()?.first_seen
+}
+
+/// One model's row; a model first seen since `new_since` (ISO 8601) is marked new. The
+/// first row of a document carries an Element Timing mark: when it painted.
+fn row(m: &Model, first: bool, new_since: &str) -> Markup {
+    let new = m.first_seen.as_deref().is_some_and(|f| f >= new_since);
     let name = if m.name.is_empty() { &m.id } else { &m.name };
     let gateways: Vec<&str> = match m.source_gateways.is_empty() {
         true => vec![m.source_gateway.as_str()],
@@ -148,8 +175,16 @@ fn row(m: &Model, first: bool) -> Markup {
         None => (None, None),
     };
     html! {
-        tr data-testid="model-row" {
-            td { div elementtiming=[first.then_some("first-row")] { (name) } div.id { (m.id) } }
+        tr data-testid="model-row" data-new=[new.then_some("1")] {
+            td {
+                div elementtiming=[first.then_some("first-row")] {
+                    (name)
+                    @if new {
+                        " " span.new title={ "First seen " (m.first_seen.as_deref().unwrap_or("")) } { "new" }
+                    }
+                }
+                div.id { (m.id) }
+            }
             td { (m.provider_slug.as_deref().unwrap_or("")) }
             td { @for g in &gateways { span.tag { (g) } } }
             td.num { (context(m.context_length)) }
@@ -237,6 +272,9 @@ fn pager(view: &View<'_>, shown: usize) -> Markup {
         if let Some(s) = view.search {
             q.append_pair("search", s);
         }
+        if view.new_days.is_some() {
+            q.append_pair("new", &new_param(view.new_days));
+        }
         q.finish()
     };
     let end = view.offset + shown;
@@ -313,6 +351,8 @@ mod tests {
             gateways: &gateways,
             fetched_at_ms: 0,
             fresh_until_ms: 0,
+            new_days: None,
+            new_since: "",
         };
         let html = render(&view, &index, &[0]);
         assert!(!html.contains("<script>alert"), "{html}");
@@ -330,10 +370,38 @@ mod tests {
             matching: 1,
             all_total: 1,
             next: 1,
+            new_since: "",
         };
         let fragment = rows(&slice, &index, &[0]);
         assert!(fragment.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !fragment.contains("<img"));
         let unmarked = html.replacen(" elementtiming=\"first-row\"", "", 1);
         assert!(unmarked.contains(&fragment["<tbody data-matching=\"1\" data-total=\"1\" data-next=\"1\">".len()..]));
+    }
+
+    #[test]
+    fn models_first_seen_since_the_mark_are_new() {
+        let index = SearchIndex::build(bytes::Bytes::from_static(
+            br#"{"data":[{"id":"old","name":"Old"},{"id":"week","name":"Week","first_seen":"2026-12-01T00:00:00.000Z"},{"id":"today","name":"Today","extra":{"first_seen":"x"},"first_seen":"2026-12-07T09:00:00.000Z"}],"gateway":"all"}"#,
+        ))
+        .unwrap();
+        let slice = Slice {
+            matching: 3,
+            all_total: 3,
+            next: 3,
+            new_since: "2026-12-01T00:00:00.000Z",
+        };
+        let html = rows(&slice, &index, &[0, 1, 2]);
+        assert_eq!(html.matches("data-new=\"1\"").count(), 2, "{html}");
+        assert_eq!(html.matches("<span class=\"new\"").count(), 2, "{html}");
+        assert!(
+            !html.split("</tr>").next().unwrap().contains("new\""),
+            "the baseline model is not new"
+        );
+        assert_eq!(
+            first_seen(index.model_json(2)).as_deref(),
+            Some("2026-12-07T09:00:00.000Z")
+        );
+        assert_eq!(first_seen(index.model_json(0)), None);
+        assert_eq!(first_seen(r#"{"first_seen":7}"#), None, "odd types read as absent");
     }
 }

@@ -209,7 +209,7 @@ pub const STATIC_FILES: &[(&str, &str, &str)] = &[
 
 /// The pages' Content-Security-Policy: what `vercel.json` (and the page route) send,
 /// except that local API origins are allowed for `?api=` (a layout test compares them).
-pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-cVWpvovBMmwj2ogq2KyuJVxZhHeD73IQBJvmwy0/Ilg='; \
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-UG9WOW1JXaCsf2lA7eK4XTWCV/oOT0+nhYdtXzAtxGs='; \
     connect-src 'self' http://127.0.0.1:* http://localhost:*; img-src 'self' data:; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 

@@ -185,6 +185,12 @@ impl Handle {
         self.lock().catalogs.insert(gateway.to_string(), Arc::new(models));
     }
 
+    /// A gateway's catalog now (JSON objects), to change and set again.
+    pub fn catalog(&self, gateway: &str) -> Vec<serde_json::Value> {
+        let catalog = self.lock().catalogs.get(gateway).cloned().unwrap_or_default();
+        catalog.iter().filter_map(|m| serde_json::from_slice(m).ok()).collect()
+    }
+
     pub fn model_count(&self, gateway: &str) -> usize {
         self.lock().catalogs.get(gateway).map(|c| c.len()).unwrap_or(0)
     }

@@ -19,6 +19,23 @@ pub(crate) struct PageAsk {
     pub offset: usize,
     /// `fragment=rows`: the rows only.
     pub fragment: bool,
+    /// `new=7d`: only models first seen within this many days.
+    pub new_days: Option<u32>,
+    /// Rows of models first seen at or after this (unix ms, a whole hour: pages are
+    /// re-rendered at most hourly as models age) carry the "new" mark (and `new_days`
+    /// counts from it). Set by [`PageAsk::marks_since`].
+    pub marks_since_ms: u64,
+}
+
+/// How long a model is "new" on the page.
+pub(crate) const NEW_FOR_DAYS: u32 = 7;
+
+impl PageAsk {
+    /// The hour from which a model first seen `days` ago is new, as of `now_ms`.
+    pub(crate) fn marks_since(now_ms: u64, days: u32) -> u64 {
+        const HOUR: u64 = 3_600_000;
+        (now_ms.saturating_sub(days as u64 * 24 * HOUR) / HOUR) * HOUR
+    }
 }
 
 /// A page of a catalog read for a request: what its headers say, and its HTML on
@@ -63,7 +80,7 @@ impl PageView {
     /// `/models` itself: the merged view's first screen, the same for every visitor.
     pub(crate) fn is_shared(&self) -> bool {
         let ask = &self.ask;
-        ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0 && !ask.fragment
+        ask.gateway.is_empty() && ask.search.is_none() && ask.offset == 0 && !ask.fragment && ask.new_days.is_none()
     }
 
     /// The page's HTML in `encoding`: rendered and compressed off the async workers,
@@ -95,6 +112,8 @@ fn page_etag(entry: &Entry, ask: &PageAsk, all_total: Option<usize>) -> String {
     h.update(ask.search.as_deref().unwrap_or("").as_bytes());
     h.update(&(ask.offset as u64).to_le_bytes());
     h.update(&[ask.fragment as u8]);
+    h.update(&ask.new_days.map_or(u64::MAX, u64::from).to_le_bytes());
+    h.update(&ask.marks_since_ms.to_le_bytes());
     h.update(&(all_total.map_or(u64::MAX, |t| t as u64)).to_le_bytes());
     format!("\"h-{:032x}\"", h.digest128())
 }
@@ -122,8 +141,34 @@ async fn prepare(
     let all_total = all_total.filter(|&t| t > 0).unwrap_or(index.len());
     let gateways: Vec<String> = app.registry.ids().into_iter().map(str::to_string).collect();
     let (gateway, search, offset, fragment) = (ask.gateway.clone(), ask.search.clone(), ask.offset, ask.fragment);
+    let new_days = ask.new_days;
+    let new_since = crate::clock::iso8601(ask.marks_since_ms);
+    // `marks_since_ms` is NEW_FOR_DAYS back, on the hour; another span is whole days
+    // from it (so the validator, which covers both, changes on the same hours).
+    let new_filter = new_days.map(|days| {
+        const DAY: u64 = 86_400_000;
+        crate::clock::iso8601((ask.marks_since_ms + NEW_FOR_DAYS as u64 * DAY).saturating_sub(days as u64 * DAY))
+    });
     let clock = lookup.entry.meta.clock;
     Ok(move || {
+        // `new=7d`: of the matches, those first seen since then (ISO 8601 in one
+        // format orders as text); once per render, which is kept per page ETag.
+        let hits = match &new_filter {
+            None => hits,
+            Some(since) => {
+                let all = || Box::new(0..index.len() as u32) as Box<dyn Iterator<Item = u32>>;
+                let candidates = match &hits {
+                    Some(h) => Box::new(h.iter().copied()) as Box<dyn Iterator<Item = u32>>,
+                    None => all(),
+                };
+                let fresh: Vec<u32> = candidates
+                    .filter(|&i| {
+                        crate::page::first_seen(index.model_json(i as usize)).is_some_and(|f| *f >= *since.as_str())
+                    })
+                    .collect();
+                Some(std::sync::Arc::new(fresh))
+            }
+        };
         let matching = hits.as_ref().map_or(index.len(), |h| h.len());
         let start = offset.min(matching);
         let end = start.saturating_add(ROWS).min(matching);
@@ -136,6 +181,7 @@ async fn prepare(
                 matching,
                 all_total,
                 next: end,
+                new_since: &new_since,
             };
             return Ok(crate::page::rows(&slice, &index, &models));
         }
@@ -148,6 +194,8 @@ async fn prepare(
             gateways: &gateways,
             fetched_at_ms: clock.fetched_at_ms,
             fresh_until_ms: clock.fresh_until_ms,
+            new_days,
+            new_since: &new_since,
         };
         Ok(crate::page::render(&view, &index, &models))
     })

@@ -24,7 +24,7 @@ use crate::gateways::registry::is_valid_id;
 /// by its hash (no `'unsafe-inline'`: the status page sets its widths through the
 /// CSSOM), and the data comes from this origin's API. `vercel.json` sends the same for
 /// every path; `tests/it/layout.rs` keeps the three copies equal and the hash right.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-cVWpvovBMmwj2ogq2KyuJVxZhHeD73IQBJvmwy0/Ilg='; \
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'sha256-UG9WOW1JXaCsf2lA7eK4XTWCV/oOT0+nhYdtXzAtxGs='; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -97,8 +97,11 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     ok_response(r, tag, encoding, body, len)
 }
 
+/// The longest span `new=` takes.
+const MAX_NEW_DAYS: u32 = 90;
+
 fn parse(req: &http::request::Parts, app: &App) -> Result<PageAsk, String> {
-    let q = query::parse(req.uri.query(), &["gateway", "search", "offset", "fragment"]).map_err(|e| e.0)?;
+    let q = query::parse(req.uri.query(), &["gateway", "search", "offset", "fragment", "new"]).map_err(|e| e.0)?;
     let fragment = match q.get("fragment").map(String::as_str) {
         None => false,
         Some("rows") => true,
@@ -123,11 +126,25 @@ fn parse(req: &http::request::Parts, app: &App) -> Result<PageAsk, String> {
         Some(s) => Some(s.to_lowercase()),
     };
     let offset = count(q.get("offset"), "offset", 0)?.unwrap_or(0);
+    // `new=7d` (or `new=N`/`Nd`, 1 to 90 days); empty: every model.
+    let new_days = match q.get("new").map(|n| n.trim()) {
+        None | Some("") => None,
+        Some(n) => match n.strip_suffix('d').unwrap_or(n).parse::<u32>() {
+            Ok(d) if (1..=MAX_NEW_DAYS).contains(&d) => Some(d),
+            _ => {
+                return Err(format!(
+                    "new must be a number of days from 1 to {MAX_NEW_DAYS}, like 7d"
+                ));
+            }
+        },
+    };
     Ok(PageAsk {
         gateway,
         search,
         offset,
         fragment,
+        new_days,
+        marks_since_ms: PageAsk::marks_since(crate::clock::now_ms(), crate::app::page::NEW_FOR_DAYS),
     })
 }
 
