@@ -72,11 +72,21 @@ function planNote(p) {
   return `<dt>Upstream plan</dt><dd data-testid="cadence-plan">${num(Math.round(p.planned_requests_per_day))} of ${num(Math.round(p.budget_requests_per_day))} requests/day (${esc(p.mode)}) · mean lag ~${every(p.expected_lag_seconds)}</dd>`;
 }
 
+// Its last recorded change (/api/models/changes): "changed 2 h ago: +3 −1 · 2 repriced".
+function changeNote(g) {
+  const c = g.last_change;
+  if (!c) return "";
+  const n = c.counts;
+  const parts = [n.added && `+${num(n.added)}`, n.removed && `−${num(n.removed)}`,
+    n.repriced && `${num(n.repriced)} repriced`, n.changed && `${num(n.changed)} changed`].filter(Boolean);
+  return `<div class="muted small" data-testid="last-change" title="${esc(c.at)}">changed ${ago(since(c.at))} ago: ${esc(parts.join(" · "))}</div>`;
+}
+
 function gatewayRow(g) {
   const failing = Boolean(g.last_error) && (!g.fresh_until || Date.parse(g.last_error.at) >= Date.now() - g.age_seconds * 1000);
   const error = g.last_error ? `<div class="err">${esc(g.last_error.error)}</div><div class="muted">${ago(since(g.last_error.at))} ago</div>` : `<span class="muted">—</span>`;
   return `<tr data-testid="gateway-row" data-gateway="${esc(g.gateway)}" data-state="${esc(g.state)}" class="${failing ? "failing" : ""}">` +
-    `<td>${esc(g.gateway)}${cadenceNote(g)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}</td>` +
+    `<td>${esc(g.gateway)}${cadenceNote(g)}</td><td>${stateLabel(g)}</td><td class="num">${num(g.models)}${changeNote(g)}</td>` +
     `<td>${ageBar(g)}<div class="muted small">${g.age_seconds == null ? "no data" : ago(g.age_seconds) + " old"}</div></td>` +
     `<td>${error}${guardNote(g)}</td></tr>`;
 }

@@ -180,6 +180,18 @@ export type ChangeCounts = { added: number, removed: number, repriced: number, c
  */
 export type ChangeSample = { kind: ChangeKind, id: string, name: string, before: ModelFacts | null, after: ModelFacts | null, };
 /**
+ * A gateway's last recorded change, on the status.
+ */
+export type LastChange = { 
+/**
+ * ISO 8601.
+ */
+at: string, 
+/**
+ * Models changed then, by kind.
+ */
+counts: ChangeCounts, };
+/**
  * `GET /api/cache/warm-models`: what is cached, how old, what failed, the counters.
  */
 export type StatusResponse = { 
@@ -251,7 +263,12 @@ carried?: Array<CarriedState>,
 /**
  * Gateways only: how often it is refreshed, and why.
  */
-cadence?: CadenceState, };
+cadence?: CadenceState, 
+/**
+ * Gateways only: the last change recorded in its catalog (`/api/models/changes`);
+ * absent when none has been since the baseline.
+ */
+last_change?: LastChange, };
 /**
  * The collapse guard's evidence about a key (see docs/design.md, "Every safety net
  * has an exit").

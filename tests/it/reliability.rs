@@ -501,6 +501,15 @@ async fn warm_and_serve_on_a_redis_cluster() {
         .unwrap();
     assert!(run.success, "{run:?}");
     assert_eq!(c.last_run().await.unwrap(), run);
+    // A model arrives before the next warm: the change ledger's commit (four keys, one
+    // slot) and the log's reads work on a Cluster.
+    let mut groq = sample.catalog("groq");
+    let mut arrived = groq[0].clone();
+    for field in ["id", "slug", "canonical_slug"] {
+        arrived[field] = serde_json::json!("newco/on-a-cluster");
+    }
+    groq.push(arrived);
+    sample.set_catalog("groq", groq);
     let other = app(&cluster.url(), &sample, &[]);
     assert!(
         RequestContext::new(other.clone(), spawner(&tasks))
@@ -517,6 +526,15 @@ async fn warm_and_serve_on_a_redis_cluster() {
             .status,
         CacheStatus::Hit
     );
+    let url = format!("http://{}", support::dev_server(c.clone(), tasks.clone()).await);
+    let changes: serde_json::Value = reqwest::get(format!("{url}/api/models/changes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(changes["changes"].as_array().unwrap().len(), 1, "{changes}");
+    assert_eq!(changes["changes"][0]["id"], "newco/on-a-cluster");
     let spread = cluster.keys_per_node();
     assert!(
         spread.iter().filter(|n| **n > 0).count() >= 2,

@@ -398,6 +398,16 @@ impl ChangeCounts {
     }
 }
 
+/// A gateway's last recorded change, on the status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
+pub struct LastChange {
+    /// ISO 8601.
+    pub at: String,
+    /// Models changed then, by kind.
+    pub counts: ChangeCounts,
+}
+
 /// One change of a `bulk` one's sample.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "contract", derive(schemars::JsonSchema, ts_rs::TS))]
@@ -588,6 +598,11 @@ pub struct GatewayState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "contract", ts(optional))]
     pub cadence: Option<CadenceState>,
+    /// Gateways only: the last change recorded in its catalog (`/api/models/changes`);
+    /// absent when none has been since the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "contract", ts(optional))]
+    pub last_change: Option<LastChange>,
 }
 
 /// How often a gateway is refreshed, learned from its own history (see
@@ -739,6 +754,7 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         decl::<ModelFacts>(&cfg),
         decl::<ChangeCounts>(&cfg),
         decl::<ChangeSample>(&cfg),
+        decl::<LastChange>(&cfg),
         decl::<StatusResponse>(&cfg),
         decl::<GatewayState>(&cfg),
         decl::<HeldState>(&cfg),

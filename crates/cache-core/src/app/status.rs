@@ -56,6 +56,7 @@ async fn assemble(app: &App) -> Bytes {
         let cadence = app.cadence_state(plan, g, meta.as_ref());
         let mut state = state_of(app, g.id.clone(), &key, meta).await;
         state.cadence = cadence;
+        state.last_change = crate::changes::last_change(app.store(), &g.id).await;
         state
     }))
     .await;
@@ -115,6 +116,7 @@ async fn state_of(app: &App, id: String, key: &str, entry: Option<EntryMeta>) ->
         held,
         carried: None,
         cadence: None,
+        last_change: None,
         gateway: id,
         state: entry.as_ref().map_or(KeyState::Missing, |m| match m.freshness(now) {
             Freshness::Fresh => KeyState::Fresh,

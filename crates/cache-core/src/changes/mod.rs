@@ -23,6 +23,7 @@
 //! |---|---|
 //! | `changes:{v1}:seen:<gateway>` | the snapshot: a 16-hex revision, then gzip of `[[id, name, prompt, completion, context_length], ...]` |
 //! | `changes:{v1}:dates:<gateway>` | `{"etag": <the recorded catalog's>, "dates": {<id>: <first seen, unix ms>}}`: only models seen after the baseline |
+//! | `changes:{v1}:last:<gateway>` | its last change: when, and how many models of each kind ([`LastChange`]) |
 //! | `changes:{v1}:log` | the log: a stream of [`Change`]s (JSON), at most [`LOG_MAX_EVENTS`], none older than [`LOG_MAX_AGE`] |
 
 mod atom;
@@ -41,7 +42,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::clock::iso8601;
-use crate::contract::{Change, ChangeCounts, ChangeKind, ChangeSample, ModelFacts};
+use crate::contract::{Change, ChangeCounts, ChangeKind, ChangeSample, LastChange, ModelFacts};
 use crate::encoding::Encoding;
 use crate::store::{LedgerCommit, Store};
 use crate::swr::Payload;
@@ -70,6 +71,16 @@ fn snapshot_key(gateway: &str) -> String {
 
 fn dates_key(gateway: &str) -> String {
     format!("changes:{{v1}}:dates:{gateway}")
+}
+
+fn last_key(gateway: &str) -> String {
+    format!("changes:{{v1}}:last:{gateway}")
+}
+
+/// `gateway`'s last recorded change (for the status), if any.
+pub(crate) async fn last_change(store: &Store, gateway: &str) -> Option<LastChange> {
+    let raw = store.get(&last_key(gateway)).await.ok()??;
+    serde_json::from_slice(&raw).ok()
 }
 
 /// A gateway's first-seen dates, and the catalog (its ETag) they were recorded with.
@@ -159,6 +170,10 @@ pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) 
             Some(snap) => diff(snap, &listed, &dates, now),
         };
         let events = events(gateway, now, &changes);
+        let last = LastChange {
+            at: iso8601(now),
+            counts: counts(&changes),
+        };
         if let Some(json) = with_first_seen(&payload.json, gateway, &new_dates) {
             let (json, count) = (json, payload.item_count);
             let rewritten = Payload::new(json, count);
@@ -174,6 +189,8 @@ pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) 
             snapshot_key: &snapshot_key(gateway),
             dates_key: &dates_key(gateway),
             log_key: LOG_KEY,
+            last_key: &last_key(gateway),
+            last: Bytes::from(serde_json::to_vec(&last).expect("plain fields serialize")),
             expected_rev: &snapshot.as_ref().map(|s| s.rev_text()).unwrap_or_default(),
             snapshot: Snapshot::encode(rev + 1, &listed),
             dates: Bytes::from(serde_json::to_vec(&new_dates).expect("maps serialize")),
@@ -352,15 +369,6 @@ fn events(gateway: &str, now: u64, changes: &[ChangeSample]) -> Vec<Bytes> {
     let at = iso8601(now);
     let record = |c: &Change| Bytes::from(serde_json::to_vec(c).expect("changes serialize"));
     if changes.len() > BULK_OVER {
-        let mut counts = ChangeCounts::default();
-        for c in changes {
-            *match c.kind {
-                ChangeKind::Added => &mut counts.added,
-                ChangeKind::Removed => &mut counts.removed,
-                ChangeKind::Repriced => &mut counts.repriced,
-                ChangeKind::Changed | ChangeKind::Bulk => &mut counts.changed,
-            } += 1;
-        }
         return vec![record(&Change {
             at,
             gateway: gateway.to_string(),
@@ -369,7 +377,7 @@ fn events(gateway: &str, now: u64, changes: &[ChangeSample]) -> Vec<Bytes> {
             name: None,
             before: None,
             after: None,
-            counts: Some(counts),
+            counts: Some(counts(changes)),
             sample: Some(changes.iter().take(BULK_SAMPLE).cloned().collect()),
         })];
     }
@@ -389,6 +397,20 @@ fn events(gateway: &str, now: u64, changes: &[ChangeSample]) -> Vec<Bytes> {
             })
         })
         .collect()
+}
+
+/// How many of `changes` are of each kind.
+fn counts(changes: &[ChangeSample]) -> ChangeCounts {
+    let mut counts = ChangeCounts::default();
+    for c in changes {
+        *match c.kind {
+            ChangeKind::Added => &mut counts.added,
+            ChangeKind::Removed => &mut counts.removed,
+            ChangeKind::Repriced => &mut counts.repriced,
+            ChangeKind::Changed | ChangeKind::Bulk => &mut counts.changed,
+        } += 1;
+    }
+    counts
 }
 
 /// `json` (a gateway's catalog body) with each model's `first_seen` from `dates`;

@@ -176,6 +176,7 @@ impl MemoryStore {
     pub(crate) fn commit_ledger(&self, c: super::LedgerCommit<'_>) -> bool {
         let now = Instant::now();
         let (snapshot_key, dates_key, log_key) = (self.key(c.snapshot_key), self.key(c.dates_key), self.key(c.log_key));
+        let last_key = self.key(c.last_key);
         let mut inner = self.lock();
         let rev = inner
             .live(&snapshot_key, now)
@@ -189,6 +190,7 @@ impl MemoryStore {
         if c.events.is_empty() {
             return true;
         }
+        inner.insert(last_key, c.last, now + c.ttl);
         let slot = inner.logs.entry(log_key).or_insert_with(|| (VecDeque::new(), now));
         if slot.1 <= now {
             slot.0.clear();

@@ -130,11 +130,15 @@ impl std::fmt::Display for LogId {
 
 /// One write to a gateway's change ledger (`crate::changes`), all of it or none: the
 /// snapshot (if it still has revision `expected_rev`), the dates, and the events
-/// appended to the log. Three keys in one hash slot (`{…}` in their names).
+/// appended to the log, with a summary of them (`last`). Four keys in one hash slot
+/// (`{…}` in their names).
 pub(crate) struct LedgerCommit<'a> {
     pub snapshot_key: &'a str,
     pub dates_key: &'a str,
     pub log_key: &'a str,
+    /// Where the summary of the gateway's last change goes (written with events only).
+    pub last_key: &'a str,
+    pub last: Bytes,
     /// The snapshot's 16-byte revision prefix it was diffed from; empty: none stored.
     pub expected_rev: &'a [u8],
     /// The new snapshot, starting with its revision.

@@ -41,15 +41,16 @@ const SERVER_TIME: &str =
 
 /// A change ledger's commit (`Store::commit_ledger`): the snapshot, the dates and the
 /// log's new entries, all or nothing, and only if the snapshot still has the revision
-/// it was diffed from (two fetches never record one change twice). Three keys, one
-/// hash slot. `XTRIM MINID` needs Redis 6.2: where it is refused the count bound
+/// it was diffed from (two fetches never record one change twice), with the summary
+/// of the gateway's last change. Four keys, one hash slot. `XTRIM MINID` needs Redis 6.2: where it is refused the count bound
 /// still holds (and readers skip what is older than the age bound).
 const COMMIT_LEDGER: &str = r"
 if redis.call('GETRANGE', KEYS[1], 0, 15) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-if #ARGV > 6 then
-  for i = 7, #ARGV do
+if #ARGV > 7 then
+  redis.call('SET', KEYS[4], ARGV[7], 'PX', ARGV[4])
+  for i = 8, #ARGV do
     redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], '*', 'e', ARGV[i])
   end
   redis.pcall('XTRIM', KEYS[3], 'MINID', ARGV[6])
@@ -422,7 +423,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn commit_ledger(&self, c: super::LedgerCommit<'_>) -> Result<bool, StoreError> {
-        let keys = [c.snapshot_key, c.dates_key, c.log_key]
+        let keys = [c.snapshot_key, c.dates_key, c.log_key, c.last_key]
             .map(|k| self.key(k).into())
             .to_vec();
         let mut args = vec![
@@ -432,6 +433,7 @@ impl RedisStore {
             Value::from(ms(c.ttl).to_string()),
             Value::from(c.log_max.to_string()),
             Value::from(c.log_min_ms.to_string()),
+            Value::Bytes(c.last),
         ];
         args.extend(c.events.into_iter().map(Value::Bytes));
         let committed: i64 = self

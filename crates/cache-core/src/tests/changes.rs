@@ -105,6 +105,17 @@ async fn added_removed_and_repriced_models_are_recorded_once_each_by_two_instanc
     let v: Value = serde_json::from_slice(&lookup.entry.identity().unwrap()).unwrap();
     assert_eq!(first_seen_of(v["data"].as_array().unwrap(), "m/new"), added_at);
     assert_eq!(log(&s).await.len(), 3, "warms of an unchanged catalog record nothing");
+
+    // The status shows each gateway's last change.
+    let st: Value = serde_json::from_slice(&restarted.status().await.identity).unwrap();
+    let gws = st["gateways"].as_array().unwrap();
+    let of = |id: &str| gws.iter().find(|g| g["gateway"] == id).unwrap().clone();
+    assert_eq!(of(GW)["last_change"]["at"], json!(changes[0].at));
+    assert_eq!(
+        of(GW)["last_change"]["counts"],
+        json!({"added": 1, "removed": 1, "repriced": 1, "changed": 0})
+    );
+    assert!(of("groq").get("last_change").is_none(), "no change since its baseline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
