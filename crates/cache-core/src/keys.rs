@@ -11,6 +11,10 @@
 //! | `cadence:v2:<key>` | a gateway's change history: a list of up to 128 compact records, one per stored fetch (when by the store's clock, the interval, changed or not, the listing's requests, the content's tag: `cadence::history`) | every stored fetch of the gateway (`RPUSH` + `LTRIM`) | [`CADENCE_TTL`] (30 days) |
 //! | `cadence:<key>` | the previous release's change history (JSON): read as evidence, never written | the previous release | its own |
 //! | `models:<gateway>`, `models:all[:<hash>]` | the previous release's entries (format 3): read as last-known-good, never written | the previous release | its own |
+//! | `changes:{v1}:seen:<gateway>` | the change feed's snapshot of the gateway's last recorded catalog (a revision, then gzip JSON: `crate::changes`) | the fetch that records a change (one script with the three below) | 400 days after its last change |
+//! | `changes:{v1}:dates:<gateway>` | first-seen dates of its models seen after the baseline, and the ETag of the catalog they were recorded with (JSON) | same | same |
+//! | `changes:{v1}:last:<gateway>` | its last change: when, counts by kind (JSON) | same, when there are changes | same |
+//! | `changes:{v1}:log` | the change log: a stream of changes (JSON), at most 5,000, none older than 90 days | same | 400 days after the last change |
 //! | `lock:<key>` | who fetches `<key>` now (one fetch per key across instances) | fill protocol | fetch deadline + 5 s |
 //! | `lasterror:<key>` | the last failed fetch of `<key>` (JSON: error, at, rate limited, retry window) | fill protocol | [`LAST_ERROR_TTL`] (1 day) |
 //! | `retryafter:<key>` | no new fetch of `<key>` before this expires (any instance) | fill protocol | `REVALIDATE_RETRY_SECONDS`, or the upstream's `Retry-After` (1..3600 s) when it rate limits |
@@ -110,6 +114,25 @@ pub fn last_error(key: &str) -> String {
 /// The retry window after a failed fetch of `key`.
 pub fn retry_after(key: &str) -> String {
     format!("retryafter:{key}")
+}
+
+/// The change feed's log (`crate::changes`). `{v1}`: the change feed's keys share one
+/// hash slot (its commit is one script), and its format.
+pub const CHANGES_LOG: &str = "changes:{v1}:log";
+
+/// The change feed's snapshot of `gateway`'s last recorded catalog.
+pub fn changes_snapshot(gateway: &str) -> String {
+    format!("changes:{{v1}}:seen:{gateway}")
+}
+
+/// `gateway`'s first-seen dates.
+pub fn changes_dates(gateway: &str) -> String {
+    format!("changes:{{v1}}:dates:{gateway}")
+}
+
+/// `gateway`'s last recorded change.
+pub fn changes_last(gateway: &str) -> String {
+    format!("changes:{{v1}}:last:{gateway}")
 }
 
 /// A category's shared counters.

@@ -17,7 +17,7 @@
 //! through is recorded); a first sight (no snapshot) is a baseline: its models get
 //! no `first_seen` and nothing is recorded.
 //!
-//! Keys (one hash slot, `{v1}`, so the commit is one script on a Cluster too):
+//! Keys (`crate::keys`; one hash slot, `{v1}`, so the commit is one script on a Cluster too):
 //!
 //! | key | holds |
 //! |---|---|
@@ -44,6 +44,7 @@ use serde_json::value::RawValue;
 use crate::clock::iso8601;
 use crate::contract::{Change, ChangeCounts, ChangeKind, ChangeSample, LastChange, ModelFacts};
 use crate::encoding::Encoding;
+use crate::keys;
 use crate::store::{LedgerCommit, Store};
 use crate::swr::Payload;
 
@@ -62,24 +63,9 @@ const TRIES: usize = 3;
 /// The largest snapshot decoded (a catalog's facts, gzip-bombed or not).
 const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The log's key.
-pub(crate) const LOG_KEY: &str = "changes:{v1}:log";
-
-fn snapshot_key(gateway: &str) -> String {
-    format!("changes:{{v1}}:seen:{gateway}")
-}
-
-fn dates_key(gateway: &str) -> String {
-    format!("changes:{{v1}}:dates:{gateway}")
-}
-
-fn last_key(gateway: &str) -> String {
-    format!("changes:{{v1}}:last:{gateway}")
-}
-
 /// `gateway`'s last recorded change (for the status), if any.
 pub(crate) async fn last_change(store: &Store, gateway: &str) -> Option<LastChange> {
-    let raw = store.get(&last_key(gateway)).await.ok()??;
+    let raw = store.get(&keys::changes_last(gateway)).await.ok()??;
     serde_json::from_slice(&raw).ok()
 }
 
@@ -102,7 +88,7 @@ impl Dates {
 /// `gateway`'s dates; an empty set when none are stored (nothing recorded yet, or
 /// unreadable), `None` when the store cannot be read (then nothing is recorded).
 pub(crate) async fn read_dates(store: &Store, gateway: &str) -> Option<Arc<Dates>> {
-    match store.get(&dates_key(gateway)).await {
+    match store.get(&keys::changes_dates(gateway)).await {
         Ok(Some(raw)) => Some(Arc::new(serde_json::from_slice(&raw).unwrap_or_default())),
         Ok(None) => Some(Arc::default()),
         Err(e) => {
@@ -142,19 +128,22 @@ pub(crate) enum Recorded {
 /// Record what changed in `gateway`'s catalog `payload` (judged fit to store) since the
 /// last recorded one, and write each model's `first_seen` into it (its JSON and ETag
 /// change then). Only the fetch holding the key's lock calls this; the commit's
-/// revision check keeps even two fetches at once from recording one change twice.
+/// revision check keeps even two fetches at once from recording one change twice. The
+/// parsing and diffing (a large catalog's are tens of ms) run off the async workers.
 pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) -> Recorded {
     match &payload.first_seen {
         Some(dates) if dates.etag != payload.etag => {}
         _ => return Recorded::Nothing,
     }
-    let Some(listed) = listed_facts(&payload.json) else {
+    let json = payload.json.clone();
+    let Ok(Some(listed)) = tokio::task::spawn_blocking(move || listed_facts(&json)).await else {
         return Recorded::Nothing;
     };
+    let listed = Arc::new(listed);
     let now = store.time_ms().await.unwrap_or_else(|_| crate::clock::now_ms());
     for _ in 0..TRIES {
-        let snapshot = match store.get(&snapshot_key(gateway)).await {
-            Ok(s) => s.and_then(|raw| Snapshot::decode(&raw)),
+        let snapshot = match store.get(&keys::changes_snapshot(gateway)).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!("[Cache Changes] Cannot read {gateway}'s snapshot ({e}): not recorded this time");
                 return Recorded::NotCommitted;
@@ -165,43 +154,38 @@ pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) 
         let Some(dates) = read_dates(store, gateway).await else {
             return Recorded::NotCommitted;
         };
-        let (changes, new_dates) = match &snapshot {
-            None => (Vec::new(), kept_dates(&dates, &listed)),
-            Some(snap) => diff(snap, &listed, &dates, now),
+        let (listed_now, json, id) = (listed.clone(), payload.json.clone(), gateway.to_string());
+        let Ok(step) =
+            tokio::task::spawn_blocking(move || Step::plan(snapshot, &dates, &listed_now, &json, &id, now)).await
+        else {
+            return Recorded::NotCommitted;
         };
-        let events = events(gateway, now, &changes);
-        let last = LastChange {
-            at: iso8601(now),
-            counts: counts(&changes),
-        };
-        if let Some(json) = with_first_seen(&payload.json, gateway, &new_dates) {
-            let (json, count) = (json, payload.item_count);
-            let rewritten = Payload::new(json, count);
+        if let Some(json) = step.json {
+            let rewritten = Payload::new(json, payload.item_count);
             payload.json = rewritten.json;
             payload.etag = rewritten.etag;
         }
         let new_dates = Dates {
             etag: payload.etag.clone(),
-            dates: new_dates,
+            dates: step.dates,
         };
-        let rev = snapshot.as_ref().map_or(0, |s| s.rev);
         let commit = LedgerCommit {
-            snapshot_key: &snapshot_key(gateway),
-            dates_key: &dates_key(gateway),
-            log_key: LOG_KEY,
-            last_key: &last_key(gateway),
-            last: Bytes::from(serde_json::to_vec(&last).expect("plain fields serialize")),
-            expected_rev: &snapshot.as_ref().map(|s| s.rev_text()).unwrap_or_default(),
-            snapshot: Snapshot::encode(rev + 1, &listed),
+            snapshot_key: &keys::changes_snapshot(gateway),
+            dates_key: &keys::changes_dates(gateway),
+            log_key: keys::CHANGES_LOG,
+            last_key: &keys::changes_last(gateway),
+            last: Bytes::from(serde_json::to_vec(&step.last).expect("plain fields serialize")),
+            expected_rev: &step.expected_rev,
+            snapshot: step.snapshot,
             dates: Bytes::from(serde_json::to_vec(&new_dates).expect("maps serialize")),
             ttl: LEDGER_TTL,
-            events,
+            events: step.events,
             log_max: LOG_MAX_EVENTS,
             log_min_ms: now.saturating_sub(LOG_MAX_AGE.as_millis() as u64),
         };
         let count = commit.events.len();
         match store.commit_ledger(commit).await {
-            Ok(true) if snapshot.is_none() => {
+            Ok(true) if step.baseline => {
                 tracing::info!(
                     "[Cache Changes] {gateway}: baseline of {} models recorded",
                     listed.len()
@@ -224,6 +208,56 @@ pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) 
         }
     }
     Recorded::NotCommitted
+}
+
+/// One attempt's commit, planned from what the store holds (off the async workers).
+struct Step {
+    /// No snapshot was stored: this commit is the baseline.
+    baseline: bool,
+    /// The revision the commit expects (empty: none).
+    expected_rev: Vec<u8>,
+    snapshot: Bytes,
+    dates: HashMap<String, u64>,
+    events: Vec<Bytes>,
+    last: LastChange,
+    /// The catalog with its models' `first_seen` set, when that changed it.
+    json: Option<Bytes>,
+}
+
+impl Step {
+    fn plan(
+        raw_snapshot: Option<Bytes>,
+        dates: &Dates,
+        listed: &[(String, ModelFacts)],
+        json: &[u8],
+        gateway: &str,
+        now: u64,
+    ) -> Step {
+        // What the store holds decides the revision the commit expects, decodable or
+        // not: a snapshot it cannot read (corrupt, another format) is replaced by a baseline.
+        let expected_rev = raw_snapshot
+            .as_ref()
+            .map(|raw| raw[..raw.len().min(16)].to_vec())
+            .unwrap_or_default();
+        let snapshot = raw_snapshot.and_then(|raw| Snapshot::decode(&raw));
+        let (changes, new_dates) = match &snapshot {
+            None => (Vec::new(), kept_dates(dates, listed)),
+            Some(snap) => diff(snap, listed, dates, now),
+        };
+        let rev = snapshot.as_ref().map_or(0, |s| s.rev);
+        Step {
+            baseline: snapshot.is_none(),
+            expected_rev,
+            snapshot: Snapshot::encode(rev + 1, listed),
+            events: events(gateway, now, &changes),
+            last: LastChange {
+                at: iso8601(now),
+                counts: counts(&changes),
+            },
+            json: with_first_seen(json, gateway, &new_dates),
+            dates: new_dates,
+        }
+    }
 }
 
 /// The models of a catalog body, as a change compares them, in listing order.
@@ -272,10 +306,6 @@ struct Snapshot {
 type SnapshotRow = (String, String, Option<String>, Option<String>, Option<u64>);
 
 impl Snapshot {
-    fn rev_text(&self) -> Vec<u8> {
-        format!("{:016x}", self.rev).into_bytes()
-    }
-
     fn encode(rev: u64, listed: &[(String, ModelFacts)]) -> Bytes {
         let rows: Vec<(&str, &str, &Option<String>, &Option<String>, Option<u64>)> = listed
             .iter()

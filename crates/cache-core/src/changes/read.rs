@@ -5,7 +5,7 @@
 //! ones arrive: a commit appends all its changes in one script, after every id
 //! already given out.
 
-use super::{LOG_KEY, LOG_MAX_AGE, LOG_MAX_EVENTS};
+use super::{LOG_MAX_AGE, LOG_MAX_EVENTS};
 use crate::contract::{Change, ChangeKind, ChangesResponse};
 use crate::store::{LogFrom, LogId, Store, StoreError};
 
@@ -58,7 +58,7 @@ pub(crate) async fn read(store: &Store, q: &Query, now_ms: u64) -> Result<Change
     let mut next = q.since;
     let mut scanned = 0;
     'chunks: while scanned < LOG_MAX_EVENTS + CHUNK {
-        let chunk = store.log_range(LOG_KEY, from, CHUNK).await?;
+        let chunk = store.log_range(crate::keys::CHANGES_LOG, from, CHUNK).await?;
         scanned += chunk.len();
         for (id, record) in &chunk {
             match q.since {

@@ -141,3 +141,21 @@ fn an_upstream_first_seen_is_never_served() {
     stamp_first_seen(&mut m, "x", &Dates::default());
     assert!(!m.contains_key("first_seen"));
 }
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_read_is_replaced_by_a_baseline() {
+    let store = Store::Memory(MemoryStore::new(""));
+    fetch(&store, &[("a", "1", "A")]).await;
+    store
+        .set(
+            &crate::keys::changes_snapshot("groq"),
+            Bytes::from_static(b"garbage"),
+            LEDGER_TTL,
+        )
+        .await
+        .unwrap();
+    let (r, _) = fetch(&store, &[("a", "1", "A"), ("b", "1", "B")]).await;
+    assert_eq!(r, Recorded::Baseline, "not stuck on a revision it cannot match");
+    let (r, _) = fetch(&store, &[("b", "1", "B")]).await;
+    assert_eq!(r, Recorded::Changes(1));
+}
