@@ -303,13 +303,15 @@ struct Snapshot {
     order: Vec<String>,
 }
 
+/// A snapshot's row: id, name, prompt, completion, context length.
 type SnapshotRow = (String, String, Option<String>, Option<String>, Option<u64>);
+type SnapshotRowRef<'a> = (&'a String, &'a String, &'a Option<String>, &'a Option<String>, Option<u64>);
 
 impl Snapshot {
     fn encode(rev: u64, listed: &[(String, ModelFacts)]) -> Bytes {
-        let rows: Vec<(&str, &str, &Option<String>, &Option<String>, Option<u64>)> = listed
+        let rows: Vec<SnapshotRowRef> = listed
             .iter()
-            .map(|(id, f)| (id.as_str(), f.name.as_str(), &f.prompt, &f.completion, f.context_length))
+            .map(|(id, f)| (id, &f.name, &f.prompt, &f.completion, f.context_length))
             .collect();
         let json = serde_json::to_vec(&rows).expect("rows serialize");
         let mut out = format!("{rev:016x}").into_bytes();
