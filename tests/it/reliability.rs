@@ -478,6 +478,7 @@ async fn bad_input_table_end_to_end() {
                 "lasterror:",
                 "retryafter:",
                 "cadence:",
+                "changes:",
                 "warm:",
                 "guard:"
             ]

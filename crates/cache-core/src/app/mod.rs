@@ -22,8 +22,6 @@ pub(crate) mod warm;
 
 pub use warm::WarmError;
 
-pub(crate) use catalog::catalog_json;
-
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

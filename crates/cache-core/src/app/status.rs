@@ -56,10 +56,17 @@ async fn assemble(app: &App) -> Bytes {
         let cadence = app.cadence_state(plan, g, meta.as_ref());
         let mut state = state_of(app, g.id.clone(), &key, meta).await;
         state.cadence = cadence;
-        state.last_change = crate::changes::last_change(app.store(), &g.id).await;
         state
     }))
     .await;
+    let mut gateways = gateways;
+    let ids: Vec<&str> = app.registry.all().iter().map(|g| g.id.as_str()).collect();
+    for (state, last) in gateways
+        .iter_mut()
+        .zip(crate::changes::last_changes(app.store(), &ids).await)
+    {
+        state.last_change = last;
+    }
     let merged = merged_state(app, &gateways).await;
     let status = StatusResponse {
         store: app.store().backend_name().to_string(),

@@ -46,7 +46,6 @@ use crate::contract::{Change, ChangeCounts, ChangeKind, ChangeSample, LastChange
 use crate::encoding::Encoding;
 use crate::keys;
 use crate::store::{LedgerCommit, Store};
-use crate::swr::Payload;
 
 /// The log keeps this many changes (a Redis stream's `MAXLEN`): about 1.5 MB.
 pub(crate) const LOG_MAX_EVENTS: usize = 5_000;
@@ -63,10 +62,16 @@ const TRIES: usize = 3;
 /// The largest snapshot decoded (a catalog's facts, gzip-bombed or not).
 const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// `gateway`'s last recorded change (for the status), if any.
-pub(crate) async fn last_change(store: &Store, gateway: &str) -> Option<LastChange> {
-    let raw = store.get(&keys::changes_last(gateway)).await.ok()??;
-    serde_json::from_slice(&raw).ok()
+/// Each of `gateways`' last recorded change (for the status), in one round trip.
+pub(crate) async fn last_changes(store: &Store, gateways: &[&str]) -> Vec<Option<LastChange>> {
+    let keys: Vec<String> = gateways.iter().map(|g| keys::changes_last(g)).collect();
+    match store.get_many(&keys).await {
+        Ok(values) => values
+            .into_iter()
+            .map(|v| v.and_then(|raw| serde_json::from_slice(&raw).ok()))
+            .collect(),
+        Err(_) => vec![None; gateways.len()],
+    }
 }
 
 /// A gateway's first-seen dates, and the catalog (its ETag) they were recorded with.
@@ -125,48 +130,80 @@ pub(crate) enum Recorded {
     NotCommitted,
 }
 
-/// Record what changed in `gateway`'s catalog `payload` (judged fit to store) since the
-/// last recorded one, and write each model's `first_seen` into it (its JSON and ETag
-/// change then). Only the fetch holding the key's lock calls this; the commit's
-/// revision check keeps even two fetches at once from recording one change twice. The
-/// parsing and diffing (a large catalog's are tens of ms) run off the async workers.
-pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) -> Recorded {
-    match &payload.first_seen {
-        Some(dates) if dates.etag != payload.etag => {}
-        _ => return Recorded::Nothing,
+/// Makes a gateway's catalog body from its models' JSON (`app::catalog::catalog_json`).
+pub(crate) type Rebuild = Arc<dyn Fn(&[&[u8]]) -> Bytes + Send + Sync>;
+
+impl Dates {
+    /// Whether these dates were recorded with the catalog whose ETag is `etag`: it has
+    /// nothing new to record.
+    pub(crate) fn records(&self, etag: &str) -> bool {
+        self.etag == etag
     }
-    let json = payload.json.clone();
-    let Ok(Some(listed)) = tokio::task::spawn_blocking(move || listed_facts(&json)).await else {
-        return Recorded::Nothing;
+}
+
+/// Record what changed in `gateway`'s catalog `json` (judged fit to store; its models
+/// carry `first_seen` from `dates`) since the last recorded one. Returns the catalog
+/// with each model's `first_seen` as recorded (made by `rebuild`) when that changed it
+/// (a model new to it, another fetch's dates). Only the fetch holding the key's lock
+/// calls this; the commit's revision check keeps even two fetches at once from
+/// recording one change twice. The parsing and diffing (a large catalog's are tens of
+/// ms) run off the async workers.
+pub(crate) async fn record(
+    store: Store,
+    gateway: String,
+    json: Bytes,
+    dates: Arc<Dates>,
+    rebuild: Rebuild,
+) -> Option<Bytes> {
+    let (recorded, json) = record_catalog(&store, &gateway, json, &dates, rebuild).await;
+    tracing::debug!("[Cache Changes] {gateway}: {recorded:?}");
+    json
+}
+
+async fn record_catalog(
+    store: &Store,
+    gateway: &str,
+    json: Bytes,
+    dates: &Dates,
+    rebuild: Rebuild,
+) -> (Recorded, Option<Bytes>) {
+    if dates.records(&crate::entry::etag_for(&json)) {
+        return (Recorded::Nothing, None);
+    }
+    let parsed = json.clone();
+    let Ok(Some(listed)) = tokio::task::spawn_blocking(move || listed_facts(&parsed)).await else {
+        return (Recorded::Nothing, None);
     };
     let listed = Arc::new(listed);
     let now = store.time_ms().await.unwrap_or_else(|_| crate::clock::now_ms());
+    let mut current = json;
+    let mut rewritten = None;
     for _ in 0..TRIES {
         let snapshot = match store.get(&keys::changes_snapshot(gateway)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("[Cache Changes] Cannot read {gateway}'s snapshot ({e}): not recorded this time");
-                return Recorded::NotCommitted;
+                return (Recorded::NotCommitted, rewritten);
             }
         };
         // Read after the snapshot: the commit checks the snapshot's revision, so dates
         // committed with a later snapshot make it fail and go round again.
         let Some(dates) = read_dates(store, gateway).await else {
-            return Recorded::NotCommitted;
+            return (Recorded::NotCommitted, rewritten);
         };
-        let (listed_now, json, id) = (listed.clone(), payload.json.clone(), gateway.to_string());
+        let (listed_now, body, id, make) = (listed.clone(), current.clone(), gateway.to_string(), rebuild.clone());
         let Ok(step) =
-            tokio::task::spawn_blocking(move || Step::plan(snapshot, &dates, &listed_now, &json, &id, now)).await
+            tokio::task::spawn_blocking(move || Step::plan(snapshot, &dates, &listed_now, &body, &id, now, &*make))
+                .await
         else {
-            return Recorded::NotCommitted;
+            return (Recorded::NotCommitted, rewritten);
         };
         if let Some(json) = step.json {
-            let rewritten = Payload::new(json, payload.item_count);
-            payload.json = rewritten.json;
-            payload.etag = rewritten.etag;
+            current = json.clone();
+            rewritten = Some(json);
         }
         let new_dates = Dates {
-            etag: payload.etag.clone(),
+            etag: crate::entry::etag_for(&current),
             dates: step.dates,
         };
         let commit = LedgerCommit {
@@ -190,24 +227,24 @@ pub(crate) async fn record(store: &Store, gateway: &str, payload: &mut Payload) 
                     "[Cache Changes] {gateway}: baseline of {} models recorded",
                     listed.len()
                 );
-                return Recorded::Baseline;
+                return (Recorded::Baseline, rewritten);
             }
             Ok(true) => {
                 if count > 0 {
                     tracing::info!("[Cache Changes] {gateway}: {count} change(s) recorded");
                 }
-                return Recorded::Changes(count);
+                return (Recorded::Changes(count), rewritten);
             }
             // Another fetch committed between our read and our commit: diff again
             // against what it recorded, with its dates.
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!("[Cache Changes] {gateway}: changes not recorded ({e}); the next fetch records them");
-                return Recorded::NotCommitted;
+                return (Recorded::NotCommitted, rewritten);
             }
         }
     }
-    Recorded::NotCommitted
+    (Recorded::NotCommitted, rewritten)
 }
 
 /// One attempt's commit, planned from what the store holds (off the async workers).
@@ -232,6 +269,7 @@ impl Step {
         json: &[u8],
         gateway: &str,
         now: u64,
+        rebuild: &dyn Fn(&[&[u8]]) -> Bytes,
     ) -> Step {
         // What the store holds decides the revision the commit expects, decodable or
         // not: a snapshot it cannot read (corrupt, another format) is replaced by a baseline.
@@ -254,19 +292,21 @@ impl Step {
                 at: iso8601(now),
                 counts: counts(&changes),
             },
-            json: with_first_seen(json, gateway, &new_dates),
+            json: with_first_seen(json, &new_dates, rebuild),
             dates: new_dates,
         }
     }
 }
 
+/// A gateway's catalog body, its models unparsed.
+#[derive(Deserialize)]
+struct Listing<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+}
+
 /// The models of a catalog body, as a change compares them, in listing order.
 fn listed_facts(json: &[u8]) -> Option<Vec<(String, ModelFacts)>> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        data: Vec<&'a RawValue>,
-    }
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Listed {
@@ -275,7 +315,7 @@ fn listed_facts(json: &[u8]) -> Option<Vec<(String, ModelFacts)>> {
         pricing: Value,
         context_length: Value,
     }
-    let body: Body = serde_json::from_slice(json).ok()?;
+    let body: Listing = serde_json::from_slice(json).ok()?;
     let text = |v: &Value| v.as_str().map(str::to_string);
     Some(
         body.data
@@ -305,7 +345,13 @@ struct Snapshot {
 
 /// A snapshot's row: id, name, prompt, completion, context length.
 type SnapshotRow = (String, String, Option<String>, Option<String>, Option<u64>);
-type SnapshotRowRef<'a> = (&'a String, &'a String, &'a Option<String>, &'a Option<String>, Option<u64>);
+type SnapshotRowRef<'a> = (
+    &'a String,
+    &'a String,
+    &'a Option<String>,
+    &'a Option<String>,
+    Option<u64>,
+);
 
 impl Snapshot {
     fn encode(rev: u64, listed: &[(String, ModelFacts)]) -> Bytes {
@@ -447,19 +493,14 @@ fn counts(changes: &[ChangeSample]) -> ChangeCounts {
 
 /// `json` (a gateway's catalog body) with each model's `first_seen` from `dates`;
 /// `None` when it has them already.
-fn with_first_seen(json: &[u8], gateway: &str, dates: &HashMap<String, u64>) -> Option<Bytes> {
-    #[derive(Deserialize)]
-    struct Body<'a> {
-        #[serde(borrow)]
-        data: Vec<&'a RawValue>,
-    }
+fn with_first_seen(json: &[u8], dates: &HashMap<String, u64>, rebuild: &dyn Fn(&[&[u8]]) -> Bytes) -> Option<Bytes> {
     #[derive(Deserialize, Default)]
     #[serde(default)]
     struct Dated {
         id: Value,
         first_seen: Value,
     }
-    let body: Body = serde_json::from_slice(json).ok()?;
+    let body: Listing = serde_json::from_slice(json).ok()?;
     let mut rewritten: Vec<Option<Vec<u8>>> = Vec::with_capacity(body.data.len());
     let mut any = false;
     for raw in &body.data {
@@ -487,7 +528,7 @@ fn with_first_seen(json: &[u8], gateway: &str, dates: &HashMap<String, u64>) -> 
         .zip(&rewritten)
         .map(|(raw, new)| new.as_deref().unwrap_or(raw.get().as_bytes()))
         .collect();
-    Some(crate::app::catalog_json(gateway, &parts, parts.len(), &[]))
+    Some(rebuild(&parts))
 }
 
 #[cfg(test)]

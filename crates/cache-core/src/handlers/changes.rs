@@ -14,6 +14,7 @@ use crate::changes::{self, Query};
 use crate::clock::now_ms;
 use crate::contract::ChangeKind;
 use crate::gateways::registry::is_valid_id;
+use crate::swr::ScopedFuture;
 
 /// A CDN keeps an answer this long, then serves it stale this long while it asks
 /// again: a new change shows within two minutes.
@@ -22,7 +23,20 @@ const CACHE_CONTROL: &str = "public, max-age=0, s-maxage=60, stale-while-revalid
 const FEED_ENTRIES: usize = 50;
 
 /// `GET /api/models/changes?since=&gateway=&kind=&limit=`.
-pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+///
+/// Boxed here, not by the caller: the route dispatcher's future holds every route's,
+/// and in a debug build each one's size is stack in the frame that polls the others
+/// (the page's cold fill, polled deep, overflowed 2 MiB by it).
+pub(crate) fn handle<'a>(req: &'a http::request::Parts, ctx: &'a RequestContext) -> ScopedFuture<'a, Response<Body>> {
+    Box::pin(changes_json(req, ctx))
+}
+
+/// `GET /api/models/feed?gateway=&kind=` (boxed as [`handle`]).
+pub(crate) fn feed<'a>(req: &'a http::request::Parts, ctx: &'a RequestContext) -> ScopedFuture<'a, Response<Body>> {
+    Box::pin(atom(req, ctx))
+}
+
+async fn changes_json(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }
@@ -39,9 +53,8 @@ pub(crate) async fn handle(req: &http::request::Parts, ctx: &RequestContext) -> 
     }
 }
 
-/// `GET /api/models/feed?gateway=&kind=`: Atom, models added (`kind=added,repriced` for
-/// repriced ones too).
-pub(crate) async fn feed(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
+/// Atom, models added (`kind=added,repriced` for repriced ones too).
+async fn atom(req: &http::request::Parts, ctx: &RequestContext) -> Response<Body> {
     if !is_get_or_head(&req.method) {
         return method_not_allowed("GET, HEAD");
     }

@@ -199,6 +199,18 @@ impl Store {
         }
     }
 
+    /// `MGET`: the values under `keys`, in order. The keys must share a hash slot on a
+    /// Cluster (the change feed's do: `{v1}`).
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Memory(s) => Ok(keys.iter().map(|k| s.get(k)).collect()),
+            Store::Redis(s) => s.get_many(keys).await,
+        }
+    }
+
     /// `SET key value PX ttl`.
     #[tracing::instrument(name = "store.set", level = "info", skip(self, value), fields(db.system = self.backend_name(), bytes = value.len()))]
     pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {

@@ -247,6 +247,11 @@ impl RedisStore {
         self.guarded(self.pool.get(self.key(key))).await
     }
 
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        self.guarded(self.pool.mget(keys)).await
+    }
+
     pub(crate) async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
         self.guarded(self.pool.set(self.key(key), value, Some(px(ttl)), None, false))
             .await

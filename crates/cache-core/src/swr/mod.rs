@@ -83,9 +83,6 @@ pub(crate) struct Payload {
     pub collapsed: u32,
     /// Upstream requests the value took (a listing's pages; 0 for a derived value).
     pub requests: u32,
-    /// A gateway's first-seen dates its models were written with (`crate::changes`);
-    /// `None` for a derived value, or when they could not be read.
-    pub first_seen: Option<std::sync::Arc<crate::changes::Dates>>,
 }
 
 impl Payload {
@@ -112,7 +109,6 @@ impl Payload {
             inputs: Vec::new(),
             collapsed: 0,
             requests: 0,
-            first_seen: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::DatesSlot;
 use super::{SUSPECT_FACTOR, SUSPECT_MIN_MODELS, catalog_json};
 use crate::app::RequestContext;
 use crate::changes::{Dates, stamp_first_seen};
@@ -23,7 +24,13 @@ pub(super) fn deadline(gateway: &Gateway) -> Duration {
 
 /// Fetch `gateway`'s catalog page by page, each page normalised as it arrives, repeated
 /// ids collapsed.
-pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<Payload, SourceError>> {
+/// The first-seen dates the fetch wrote into the models are left in `dates_used`, for
+/// recording the catalog once it is judged fit to store (`super::CatalogSource::accepted`).
+pub(super) fn fetch(
+    ctx: RequestContext,
+    gateway: Gateway,
+    dates_used: DatesSlot,
+) -> BoxFuture<Result<Payload, SourceError>> {
     let span = tracing::info_span!(
         "gateway.fetch",
         gateway = %gateway.id,
@@ -50,7 +57,7 @@ pub(super) fn fetch(ctx: RequestContext, gateway: Gateway) -> BoxFuture<Result<P
             let mut payload = Payload::new(catalog_json(&gateway.id, &parts, total, &[]), total as u32);
             payload.collapsed = collapsed;
             payload.requests = requests;
-            payload.first_seen = first_seen;
+            *dates_used.lock() = first_seen;
             drop(parts);
             drop(pages);
             tracing::info!(

@@ -58,7 +58,15 @@ const INCOMPLETE_MERGE_FRESH: Duration = Duration::from_secs(60);
 struct CatalogSource {
     ctx: RequestContext,
     of: Catalog,
+    /// A gateway's first-seen dates its last fetch wrote into the models: what
+    /// `accepted` records the catalog against (`crate::changes`). `None` for the merged
+    /// view, or when they could not be read (then nothing is recorded).
+    dates: DatesSlot,
 }
+
+/// Where a gateway's fetch leaves the dates it used (a std-like Mutex: held for a swap,
+/// never across an await).
+type DatesSlot = Arc<parking_lot::Mutex<Option<Arc<crate::changes::Dates>>>>;
 
 enum Catalog {
     Gateway(Gateway),
@@ -68,12 +76,43 @@ enum Catalog {
 impl CatalogSource {
     fn gateway(ctx: &RequestContext, gateway: &Gateway) -> Arc<Self> {
         let of = Catalog::Gateway(gateway.clone());
-        Arc::new(CatalogSource { ctx: ctx.clone(), of })
+        Arc::new(CatalogSource {
+            ctx: ctx.clone(),
+            of,
+            dates: DatesSlot::default(),
+        })
     }
 
     fn merged(ctx: &RequestContext) -> Arc<Self> {
         let of = Catalog::Merged;
-        Arc::new(CatalogSource { ctx: ctx.clone(), of })
+        Arc::new(CatalogSource {
+            ctx: ctx.clone(),
+            of,
+            dates: DatesSlot::default(),
+        })
+    }
+}
+
+impl CatalogSource {
+    /// Record `payload`, a catalog of `gateway` fit to store, in the change feed, unless
+    /// the dates its fetch wrote into it were recorded with it already: the catalog with
+    /// its models' `first_seen` as recorded, when that changed it. Its own task, so a
+    /// fresh stack: a gateway filled inside the merged view's fill is polled deep, and
+    /// the recording's futures (store calls, the blocking diff) overflowed a debug
+    /// build's 2 MiB there; the task builds them itself, boxed.
+    fn record(&self, gateway: &Gateway, payload: &Payload) -> Option<tokio::task::JoinHandle<Option<Bytes>>> {
+        let dates = self.dates.lock().take()?;
+        if dates.records(&payload.etag) {
+            return None;
+        }
+        let (store, id, json) = (self.ctx.app.store().clone(), gateway.id.clone(), payload.json.clone());
+        let span = tracing::Span::current();
+        Some(tokio::spawn(async move {
+            let of = id.clone();
+            let rebuild: crate::changes::Rebuild = Arc::new(move |parts| catalog_json(&of, parts, parts.len(), &[]));
+            let recording = Box::pin(crate::changes::record(store, id, json, dates, rebuild));
+            tracing::Instrument::instrument(recording, span).await
+        }))
     }
 }
 
@@ -99,7 +138,7 @@ impl Source for CatalogSource {
 
     fn fetch(self: Arc<Self>, purpose: Purpose) -> BoxFuture<Result<Payload, SourceError>> {
         match &self.of {
-            Catalog::Gateway(gateway) => gateway::fetch(self.ctx.clone(), gateway.clone()),
+            Catalog::Gateway(gateway) => gateway::fetch(self.ctx.clone(), gateway.clone(), self.dates.clone()),
             Catalog::Merged => merged::fetch(self.ctx.clone(), purpose),
         }
     }
@@ -124,11 +163,14 @@ impl Source for CatalogSource {
     fn accepted<'a>(&'a self, payload: &'a mut Payload) -> ScopedFuture<'a, Option<Duration>> {
         match &self.of {
             Catalog::Gateway(gateway) => Box::pin(async move {
-                crate::changes::record(self.ctx.app.store(), &gateway.id, payload).await;
-                self.ctx
-                    .app
-                    .observe(gateway, &payload.etag, payload.requests.max(1))
-                    .await
+                if let Some(recording) = self.record(gateway, payload)
+                    && let Ok(Some(json)) = recording.await
+                {
+                    let rewritten = Payload::new(json, payload.item_count);
+                    (payload.json, payload.etag) = (rewritten.json, rewritten.etag);
+                }
+                // Boxed: this is polled deep inside a merged view's fill (see `record`).
+                Box::pin(self.ctx.app.observe(gateway, &payload.etag, payload.requests.max(1))).await
             }),
             Catalog::Merged => Box::pin(async { None }),
         }
